@@ -1,0 +1,151 @@
+//! The command line: one module per command group; this file parses arguments, sets up logging
+//! and turns outcomes into exit codes (0 success, 1 the user's input is wrong, 2 a runtime
+//! failure).
+//!
+//! Commands print for people on stdout (or one JSON document with `--json`); logs go to stderr.
+//! Nothing below this layer prints or exits.
+
+mod check;
+mod logging;
+mod plan;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::{self, Config, Loaded};
+use crate::source::{Diagnostic, Diagnostics, ProcessEnv};
+use crate::workflow::{self, Workflow};
+
+pub use logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "satflow",
+    version,
+    about = "Automates recurring bitcoin purchases: standing Pocket orders, Lightning payouts, sweeps to cold storage",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The configuration file [default: $SATFLOW_CONFIG, else ./satflow.yaml]
+    #[arg(short, long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// How log lines on stderr are written
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate satflow.yaml and every workflow; print each problem as path:line:col: message
+    Check,
+    /// Show the next fire times of every scheduled workflow, in its zone and in UTC
+    Plan(plan::PlanArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The user's input (config, workflow, argument) is wrong.
+    UserError,
+    /// Something failed at run time (network, database).
+    Failure,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        match o {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::UserError => ExitCode::from(1),
+            Outcome::Failure => ExitCode::from(2),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.verbose, cli.quiet);
+    let config_path = cli.config.clone().unwrap_or_else(config::default_path);
+    let outcome = match cli.command {
+        Command::Check => check::run(&config_path),
+        Command::Plan(args) => plan::run(&config_path, &args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "satflow", &mut std::io::stdout());
+            Ok(Outcome::Success)
+        }
+    };
+    match outcome {
+        Ok(outcome) => outcome.into(),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            Outcome::Failure.into()
+        }
+    }
+}
+
+/// A configuration with its workflows, both free of problems.
+pub struct Setup {
+    pub config: Config,
+    pub workflows: Vec<Workflow>,
+}
+
+/// Reads satflow.yaml and every workflow, returning every problem found in any of them.
+pub fn load_setup(config_path: &std::path::Path) -> Result<Setup, Vec<Diagnostic>> {
+    let mut diags = Diagnostics::default();
+    if !config_path.exists() {
+        diags.push(
+            config_path,
+            crate::source::Pos::START,
+            "there is no configuration file here; pass -c PATH, set SATFLOW_CONFIG, or start from examples/demo/satflow.yaml",
+        );
+        return Err(diags.sorted());
+    }
+    let Loaded {
+        config,
+        names,
+        workflow_files,
+    } = config::load(config_path, &ProcessEnv, &mut diags);
+    let workflows = workflow::load_all(&workflow_files, &names, &ProcessEnv, &mut diags);
+    match config {
+        Some(config) if diags.is_empty() => Ok(Setup { config, workflows }),
+        _ => Err(diags.sorted()),
+    }
+}
+
+/// Prints problems, one per line, and a count.
+fn print_problems(problems: &[Diagnostic]) {
+    for p in problems {
+        println!("{p}");
+    }
+    let files = problems
+        .iter()
+        .map(|p| &p.path)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    println!(
+        "{} problem{} in {} file{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        files,
+        if files == 1 { "" } else { "s" }
+    );
+}

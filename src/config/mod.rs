@@ -1,0 +1,290 @@
+//! `satflow.yaml`: where the database and workflows are, how to reach Pocket, the user's wallets,
+//! Lightning nodes, withdrawal providers, email, and the retry and alert settings.
+//!
+//! A `Config` only exists when the whole file is valid; while checking, the names it declares
+//! (`Names`) are kept even when a section is broken, so workflows can still be checked against
+//! them. Secrets are `SecretString` from the moment they are read and must never be formatted.
+
+mod sections;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bitcoin::Network;
+use lettre::message::Mailbox;
+use secrecy::SecretString;
+use url::Url;
+
+use crate::source::{Ctx, Diagnostics, Env, MapReader, load_file};
+use crate::wallet::WalletKey;
+
+pub use sections::{DEFAULT_LISTEN, list_names};
+
+/// Where `satflow.yaml` is looked for when `-c` is not given.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("SATFLOW_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("satflow.yaml"))
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub database: Database,
+    pub workflow_files: Vec<PathBuf>,
+    pub listen: SocketAddr,
+    pub pocket: Option<PocketConfig>,
+    pub email: Option<EmailConfig>,
+    pub wallets: BTreeMap<String, WalletConfig>,
+    pub lightning: BTreeMap<String, LightningNode>,
+    pub withdraw: BTreeMap<String, WithdrawProvider>,
+    pub prices: PricesConfig,
+    pub outbox: OutboxConfig,
+    pub alerts: BTreeSet<Alert>,
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct PocketConfig {
+    pub base_url: Url,
+    pub client_id: SecretString,
+    pub webhook_secret: Option<SecretString>,
+}
+
+#[derive(Debug)]
+pub struct EmailConfig {
+    pub transport: EmailTransport,
+    pub from: Mailbox,
+    pub to: Vec<Mailbox>,
+}
+
+#[derive(Debug)]
+pub enum EmailTransport {
+    /// lettre's SMTP URL; it may hold a password, so it is secret as a whole.
+    Smtp(SecretString),
+    /// Each email written as an `.eml` file into this folder (the demo, or a mail-less Pi).
+    Dir(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct WalletConfig {
+    pub key: WalletKey,
+    pub network: Network,
+    pub esplora_url: Option<Url>,
+}
+
+#[derive(Debug)]
+pub struct LightningNode {
+    pub source: InvoiceSource,
+    pub node_pubkey: Option<bitcoin::secp256k1::PublicKey>,
+    pub node_address: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum InvoiceSource {
+    Lnd {
+        url: Url,
+        macaroon_file: PathBuf,
+        tls_cert_file: PathBuf,
+    },
+    Cln {
+        url: Url,
+        rune: SecretString,
+    },
+    LightningAddress(String),
+}
+
+/// The kind of a Lightning node, as far as checking workflows needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Lnd,
+    Cln,
+    LightningAddress,
+}
+
+#[derive(Debug)]
+pub enum WithdrawProvider {
+    LightningPeach {
+        base_url: Url,
+        email: String,
+        password: SecretString,
+        key_file: PathBuf,
+    },
+    /// The on-chain wallet of a configured LND node.
+    Lnd { node: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSource {
+    Peach,
+    Bitpay,
+}
+
+#[derive(Debug, Clone)]
+pub struct PricesConfig {
+    pub source: PriceSource,
+    pub peach_url: Url,
+    pub bitpay_url: Url,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxConfig {
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(3600),
+            max_attempts: 20,
+        }
+    }
+}
+
+/// The built-in alert emails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Alert {
+    Interrupted,
+    Refunded,
+    PayoutMismatch,
+    DeadLetter,
+    RunFailed,
+}
+
+impl Alert {
+    pub const ALL: [Alert; 5] = [
+        Alert::Interrupted,
+        Alert::Refunded,
+        Alert::PayoutMismatch,
+        Alert::DeadLetter,
+        Alert::RunFailed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alert::Interrupted => "interrupted",
+            Alert::Refunded => "refunded",
+            Alert::PayoutMismatch => "payout_mismatch",
+            Alert::DeadLetter => "dead_letter",
+            Alert::RunFailed => "run_failed",
+        }
+    }
+}
+
+/// What the configuration declares, kept even when a section is broken, so that workflows are
+/// checked against what the user meant to configure.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub wallets: BTreeSet<String>,
+    /// Wallets whose addresses are taproot: they cannot prove ownership to Pocket.
+    pub taproot_wallets: BTreeSet<String>,
+    pub nodes: BTreeMap<String, Option<NodeKind>>,
+    pub providers: BTreeSet<String>,
+    pub has_pocket: bool,
+    pub has_email: bool,
+    pub price_source: Option<PriceSource>,
+    /// User email templates by name, with the file each lives in.
+    pub templates: BTreeMap<String, PathBuf>,
+}
+
+/// The result of reading satflow.yaml.
+pub struct Loaded {
+    /// `Some` only when the configuration file has no problem at all.
+    pub config: Option<Config>,
+    pub names: Names,
+    /// The workflow files to read, found even when other sections are broken.
+    pub workflow_files: Vec<PathBuf>,
+}
+
+/// Reads and checks `path`, reporting every problem to `diags`.
+pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
+    let before = diags.len();
+    let mut names = Names::default();
+    let Some(root) = load_file(path, env, diags) else {
+        return Loaded {
+            config: None,
+            names,
+            workflow_files: Vec::new(),
+        };
+    };
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut ctx = Ctx { path, diags };
+    let Some(mut top) = MapReader::new(&root, "satflow.yaml", &mut ctx) else {
+        return Loaded {
+            config: None,
+            names,
+            workflow_files: Vec::new(),
+        };
+    };
+    let r = sections::Reader { dir: &dir };
+    let database = r.database(top.get("database"), &mut ctx);
+    let workflow_files = r.workflows(top.get("workflows"), top.pos, &mut ctx);
+    let listen = r.listen(top.get("listen"), &mut ctx);
+    let pocket = top.get("pocket").and_then(|n| r.pocket(n, &mut ctx, &mut names));
+    let email = top.get("email").and_then(|n| r.email(n, &mut ctx, &mut names));
+    let wallets = top
+        .get("wallets")
+        .map(|n| r.wallets(n, &mut ctx, &mut names))
+        .unwrap_or_default();
+    let lightning = top
+        .get("lightning")
+        .map(|n| r.lightning(n, &mut ctx, &mut names))
+        .unwrap_or_default();
+    let withdraw = top
+        .get("withdraw")
+        .map(|n| r.withdraw(n, &mut ctx, &mut names))
+        .unwrap_or_default();
+    let prices = r.prices(top.get("prices"), &mut ctx, &mut names);
+    let outbox = r.outbox(top.get("outbox"), &mut ctx);
+    let alerts_key = top.get("alerts");
+    let alerts = r.alerts(alerts_key, &mut ctx);
+    let templates = r.templates(top.get("templates"), &mut ctx, &mut names);
+    let top_pos = top.pos;
+    top.finish(&mut ctx);
+
+    // Cross-section rules, once every section has been read.
+    if !alerts.is_empty() && !names.has_email {
+        let pos = alerts_key.map_or(top_pos, |n| n.pos);
+        ctx.error(
+            pos,
+            "alerts: alert emails are sent to email.to, but there is no `email` section; add one, or write `alerts: []` to turn alerts off",
+        );
+    }
+    sections::check_withdraw_nodes(&withdraw, &names, &mut ctx);
+
+    let config = if ctx.diags.len() == before {
+        database.zip(listen).zip(prices).map(|((database, listen), prices)| Config {
+            path: path.to_path_buf(),
+            database,
+            workflow_files: workflow_files.clone(),
+            listen,
+            pocket,
+            email,
+            wallets,
+            lightning,
+            withdraw: withdraw.into_iter().map(|(k, (_, v))| (k, v)).collect(),
+            prices,
+            outbox,
+            alerts,
+            templates,
+        })
+    } else {
+        None
+    };
+    Loaded {
+        config,
+        names,
+        workflow_files,
+    }
+}

@@ -1,0 +1,811 @@
+//! One reader per section of satflow.yaml. Each reports its own problems and returns what it
+//! could read; `config::load` decides whether the whole makes a `Config`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{Network, NetworkKind};
+use lettre::message::Mailbox;
+use secrecy::SecretString;
+use url::Url;
+
+use super::{
+    Alert, Database, EmailConfig, EmailTransport, InvoiceSource, LightningNode, Names, NodeKind,
+    OutboxConfig, PocketConfig, PriceSource, PricesConfig, WalletConfig, WithdrawProvider,
+};
+use crate::domain::HumanDuration;
+use crate::source::reader::{closest, describe, list_or_one, scalar, string, unsigned};
+use crate::source::{Ctx, Kind, MapReader, Node, Pos, resolve_path};
+use crate::wallet::{ScriptType, WalletKey};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+const DEFAULT_POCKET_URL: &str = "https://api.pocketbitcoin.com";
+const DEFAULT_PEACH_URL: &str = "https://api.peachbitcoin.com";
+const DEFAULT_BITPAY_URL: &str = "https://bitpay.com";
+
+pub struct Reader<'a> {
+    /// The folder of satflow.yaml: relative paths start here.
+    pub dir: &'a Path,
+}
+
+impl Reader<'_> {
+    pub fn database(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> Option<Database> {
+        let Some(node) = node else {
+            return Some(Database::Sqlite(resolve_path(self.dir, Path::new("satflow.db"))));
+        };
+        let url = string(node, "database", ctx)?;
+        let sqlite_path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"));
+        match sqlite_path {
+            Some(path) if !path.is_empty() && !path.starts_with(':') => {
+                let path = path.split('?').next().unwrap_or(path);
+                Some(Database::Sqlite(resolve_path(self.dir, Path::new(path))))
+            }
+            _ if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                ctx.error(
+                    node.pos,
+                    "database: PostgreSQL is not supported by this version of satflow yet; use sqlite://PATH",
+                );
+                None
+            }
+            _ => {
+                ctx.error(
+                    node.pos,
+                    format!(
+                        "database: {} is not a database URL satflow can open; write sqlite://PATH (relative to this file's folder), e.g. sqlite://satflow.db",
+                        describe(&url)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A folder of `*.yaml` / `*.yml` files, one file, or a list of files.
+    pub fn workflows(&self, node: Option<&Node>, top: Pos, ctx: &mut Ctx<'_>) -> Vec<PathBuf> {
+        let Some(node) = node else {
+            let default = resolve_path(self.dir, Path::new("workflows"));
+            if default.is_dir() {
+                return list_workflow_folder(&default, top, ctx);
+            }
+            return Vec::new();
+        };
+        if let Kind::Seq(items) = &node.kind {
+            let mut files = Vec::new();
+            for item in items {
+                let Some(name) = string(item, "workflows", ctx) else {
+                    continue;
+                };
+                let path = resolve_path(self.dir, Path::new(&name));
+                if path.is_file() {
+                    files.push(path);
+                } else {
+                    ctx.error(
+                        item.pos,
+                        format!(
+                            "workflows: there is no file {} (paths are relative to this file's folder)",
+                            path.display()
+                        ),
+                    );
+                }
+            }
+            return files;
+        }
+        let Some(name) = string(node, "workflows", ctx) else {
+            return Vec::new();
+        };
+        let path = resolve_path(self.dir, Path::new(&name));
+        if path.is_dir() {
+            list_workflow_folder(&path, node.pos, ctx)
+        } else if path.is_file() {
+            vec![path]
+        } else {
+            ctx.error(
+                node.pos,
+                format!(
+                    "workflows: {} is neither a folder nor a file (paths are relative to this file's folder); write a folder of *.yaml files or a list of files",
+                    path.display()
+                ),
+            );
+            Vec::new()
+        }
+    }
+
+    pub fn listen(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> Option<SocketAddr> {
+        let Some(node) = node else {
+            return DEFAULT_LISTEN.parse().ok();
+        };
+        let text = string(node, "listen", ctx)?;
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                ctx.error(
+                    node.pos,
+                    format!(
+                        "listen: {} is not an address to listen on; write IP:PORT, e.g. 127.0.0.1:8420 (or 0.0.0.0:8420 to accept webhooks from other machines)",
+                        describe(&text)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn pocket(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> Option<PocketConfig> {
+        names.has_pocket = true;
+        let mut m = MapReader::new(node, "pocket", ctx)?;
+        let base_url = match m.get("base_url") {
+            Some(n) => http_url(n, "pocket.base_url", ctx),
+            None => Url::parse(DEFAULT_POCKET_URL).ok(),
+        };
+        let client_id = m
+            .required("client_id", "write your Pocket client id, e.g. client_id: ${POCKET_CLIENT_ID}", ctx)
+            .and_then(|n| secret(n, "pocket.client_id", ctx));
+        let webhook_secret = m
+            .get("webhook_secret")
+            .and_then(|n| secret(n, "pocket.webhook_secret", ctx));
+        m.finish(ctx);
+        Some(PocketConfig {
+            base_url: base_url?,
+            client_id: client_id?,
+            webhook_secret,
+        })
+    }
+
+    pub fn email(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> Option<EmailConfig> {
+        names.has_email = true;
+        let mut m = MapReader::new(node, "email", ctx)?;
+        let smtp = m.get("smtp_url");
+        let dir = m.get("dir");
+        let transport = match (smtp, dir) {
+            (Some(n), None) => smtp_url(n, ctx).map(EmailTransport::Smtp),
+            (None, Some(n)) => {
+                string(n, "email.dir", ctx).map(|d| EmailTransport::Dir(resolve_path(self.dir, Path::new(&d))))
+            }
+            (Some(n), Some(_)) => {
+                ctx.error(
+                    n.pos,
+                    "email: both `smtp_url` and `dir` are set; keep one (smtp_url sends the emails, dir writes them as .eml files)",
+                );
+                None
+            }
+            (None, None) => {
+                ctx.error(
+                    m.pos,
+                    "email: missing required key `smtp_url`; write smtp_url: smtp://user:${SMTP_PASSWORD}@mail.example.com:587?tls=required (or `dir: FOLDER` to write .eml files)",
+                );
+                None
+            }
+        };
+        let from = m
+            .required("from", "write the sender, e.g. from: \"satflow <satflow@example.com>\"", ctx)
+            .and_then(|n| mailbox(n, "email.from", ctx));
+        let to = m
+            .required("to", "write who receives alerts, e.g. to: [me@example.com]", ctx)
+            .map(|n| {
+                list_or_one(n)
+                    .into_iter()
+                    .filter_map(|item| mailbox(item, "email.to", ctx))
+                    .collect::<Vec<_>>()
+            });
+        m.finish(ctx);
+        Some(EmailConfig {
+            transport: transport?,
+            from: from?,
+            to: to.filter(|t| !t.is_empty())?,
+        })
+    }
+
+    pub fn wallets(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> BTreeMap<String, WalletConfig> {
+        let mut out = BTreeMap::new();
+        for (name, value) in named_entries(node, "wallets", ctx) {
+            names.wallets.insert(name.clone());
+            if let Some(wallet) = self.wallet(&name, value, ctx) {
+                if wallet.key.descriptor().desc_type() == miniscript::descriptor::DescriptorType::Tr {
+                    names.taproot_wallets.insert(name.clone());
+                }
+                out.insert(name, wallet);
+            }
+        }
+        out
+    }
+
+    fn wallet(&self, name: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<WalletConfig> {
+        let what = format!("wallets.{name}");
+        let mut m = MapReader::new(node, what.clone(), ctx)?;
+        let script = m.get("script_type").and_then(|n| {
+            let text = string(n, "script_type", ctx)?;
+            ScriptType::from_str(&text)
+                .map_err(|e| ctx.error(n.pos, format!("{what}.script_type: {e}")))
+                .ok()
+        });
+        let key = match (m.get("xpub"), m.get("descriptor")) {
+            (Some(n), None) => string(n, "xpub", ctx).and_then(|text| {
+                WalletKey::from_extended(&text, script)
+                    .map_err(|e| ctx.error(n.pos, format!("{what}.xpub: {e}")))
+                    .ok()
+            }),
+            (None, Some(n)) => {
+                if let Some(s) = m.get("script_type") {
+                    ctx.error(
+                        s.pos,
+                        format!("{what}.script_type: a descriptor states its own script type; remove script_type"),
+                    );
+                }
+                string(n, "descriptor", ctx).and_then(|text| {
+                    WalletKey::from_descriptor(&text)
+                        .map_err(|e| ctx.error(n.pos, format!("{what}.descriptor: {e}")))
+                        .ok()
+                })
+            }
+            (Some(n), Some(_)) => {
+                ctx.error(n.pos, format!("{what}: both `xpub` and `descriptor` are set; keep one"));
+                None
+            }
+            (None, None) => {
+                ctx.error(
+                    m.pos,
+                    format!("{what}: missing required key `xpub` (or `descriptor`); write the extended public key your wallet exports, e.g. xpub: zpub6r…"),
+                );
+                None
+            }
+        };
+        let network = m.get("network").and_then(|n| {
+            let text = string(n, "network", ctx)?;
+            let network = match text.as_str() {
+                "bitcoin" | "mainnet" => Some(Network::Bitcoin),
+                "testnet" => Some(Network::Testnet),
+                "signet" => Some(Network::Signet),
+                "regtest" => Some(Network::Regtest),
+                _ => None,
+            };
+            if network.is_none() {
+                ctx.error(
+                    n.pos,
+                    format!("{what}.network: {} is not a network; accepted: bitcoin, testnet, signet, regtest", describe(&text)),
+                );
+            }
+            network.map(|net| (net, n.pos))
+        });
+        let esplora_url = m
+            .get("esplora_url")
+            .and_then(|n| http_url(n, &format!("{what}.esplora_url"), ctx));
+        m.finish(ctx);
+        let key = key?;
+        let network = match network {
+            Some((net, pos)) => {
+                if NetworkKind::from(net) != key.network_kind() {
+                    ctx.error(
+                        pos,
+                        format!(
+                            "{what}.network: {net} does not match the key, which was exported for {}; use the key of the right network or fix `network`",
+                            if key.network_kind() == NetworkKind::Main { "mainnet" } else { "a test network" }
+                        ),
+                    );
+                }
+                net
+            }
+            None if key.network_kind() == NetworkKind::Main => Network::Bitcoin,
+            None => Network::Testnet,
+        };
+        Some(WalletConfig {
+            key,
+            network,
+            esplora_url,
+        })
+    }
+
+    pub fn lightning(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> BTreeMap<String, LightningNode> {
+        let mut out = BTreeMap::new();
+        for (name, value) in named_entries(node, "lightning", ctx) {
+            let (kind, parsed) = self.lightning_node(&name, value, ctx);
+            names.nodes.insert(name.clone(), kind);
+            if let Some(parsed) = parsed {
+                out.insert(name, parsed);
+            }
+        }
+        out
+    }
+
+    fn lightning_node(&self, name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (Option<NodeKind>, Option<LightningNode>) {
+        let what = format!("lightning.{name}");
+        let Some(mut m) = MapReader::new(node, what.clone(), ctx) else {
+            return (None, None);
+        };
+        let lnd = m.get("lnd");
+        let cln = m.get("cln");
+        let address = m.get("lightning_address");
+        let given = [lnd.is_some(), cln.is_some(), address.is_some()].iter().filter(|b| **b).count();
+        let (kind, source) = if given != 1 {
+            ctx.error(
+                m.pos,
+                format!(
+                    "{what}: {} of `lnd`, `cln`, `lightning_address` are set; set exactly one, e.g. lnd: {{ url: https://127.0.0.1:8080, macaroon_file: …, tls_cert_file: … }}",
+                    if given == 0 { "none" } else { "several" }
+                ),
+            );
+            (None, None)
+        } else if let Some(n) = lnd {
+            (Some(NodeKind::Lnd), self.lnd(&what, n, ctx))
+        } else if let Some(n) = cln {
+            (Some(NodeKind::Cln), self.cln(&what, n, ctx))
+        } else {
+            let n = address.expect("exactly one source is set");
+            let source = string(n, "lightning_address", ctx).and_then(|text| {
+                if is_lightning_address(&text) {
+                    Some(InvoiceSource::LightningAddress(text))
+                } else {
+                    ctx.error(
+                        n.pos,
+                        format!("{what}.lightning_address: {} is not a Lightning address; write user@domain, e.g. me@getalby.com", describe(&text)),
+                    );
+                    None
+                }
+            });
+            (Some(NodeKind::LightningAddress), source)
+        };
+        let node_pubkey = m.get("node_pubkey").and_then(|n| {
+            let text = string(n, "node_pubkey", ctx)?;
+            pubkey(&text)
+                .map_err(|e| ctx.error(n.pos, format!("{what}.node_pubkey: {e}")))
+                .ok()
+        });
+        let node_address = m.get("node_address").and_then(|n| {
+            let text = string(n, "node_address", ctx)?;
+            let parsed = text.split_once('@').and_then(|(key, hostport)| {
+                let (host, port) = hostport.rsplit_once(':')?;
+                (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(key)
+            });
+            match parsed.map(pubkey) {
+                Some(Ok(key)) => {
+                    if node_pubkey.is_some_and(|configured| configured != key) {
+                        ctx.error(
+                            n.pos,
+                            format!("{what}.node_address: its public key differs from node_pubkey; they must name the same node"),
+                        );
+                    }
+                    Some(text)
+                }
+                _ => {
+                    ctx.error(
+                        n.pos,
+                        format!("{what}.node_address: {} is not a node address; write PUBKEY@HOST:PORT, e.g. 02…@node.example.com:9735", describe(&text)),
+                    );
+                    None
+                }
+            }
+        });
+        m.finish(ctx);
+        let parsed = source.map(|source| LightningNode {
+            source,
+            node_pubkey,
+            node_address,
+        });
+        (kind, parsed)
+    }
+
+    fn lnd(&self, what: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<InvoiceSource> {
+        let what = format!("{what}.lnd");
+        let mut m = MapReader::new(node, what.clone(), ctx)?;
+        let url = m
+            .required("url", "write the node's REST address, e.g. url: https://127.0.0.1:8080", ctx)
+            .and_then(|n| http_url(n, &format!("{what}.url"), ctx));
+        let macaroon_file = m
+            .required("macaroon_file", "write the path of a macaroon that may create invoices, e.g. invoice.macaroon", ctx)
+            .and_then(|n| self.existing_file(n, &format!("{what}.macaroon_file"), ctx));
+        let tls_cert_file = m
+            .required("tls_cert_file", "write the path of the node's tls.cert (satflow pins it)", ctx)
+            .and_then(|n| self.existing_file(n, &format!("{what}.tls_cert_file"), ctx));
+        m.finish(ctx);
+        Some(InvoiceSource::Lnd {
+            url: url?,
+            macaroon_file: macaroon_file?,
+            tls_cert_file: tls_cert_file?,
+        })
+    }
+
+    fn cln(&self, what: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<InvoiceSource> {
+        let what = format!("{what}.cln");
+        let mut m = MapReader::new(node, what.clone(), ctx)?;
+        let url = m
+            .required("url", "write the clnrest address, e.g. url: https://127.0.0.1:3010", ctx)
+            .and_then(|n| http_url(n, &format!("{what}.url"), ctx));
+        let rune = m
+            .required("rune", "write a rune allowed to call invoice and signmessage, e.g. rune: ${CLN_RUNE}", ctx)
+            .and_then(|n| secret(n, &format!("{what}.rune"), ctx));
+        m.finish(ctx);
+        Some(InvoiceSource::Cln { url: url?, rune: rune? })
+    }
+
+    pub fn withdraw(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> BTreeMap<String, (Pos, WithdrawProvider)> {
+        let mut out = BTreeMap::new();
+        for (name, value) in named_entries(node, "withdraw", ctx) {
+            names.providers.insert(name.clone());
+            if let Some(provider) = self.provider(&name, value, ctx) {
+                out.insert(name, (value.pos, provider));
+            }
+        }
+        out
+    }
+
+    fn provider(&self, name: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<WithdrawProvider> {
+        let what = format!("withdraw.{name}");
+        let mut m = MapReader::new(node, what.clone(), ctx)?;
+        let hub = m.get("lightningpeach");
+        let lnd = m.get("lnd");
+        let provider = match (hub, lnd) {
+            (Some(n), None) => self.lightningpeach(&what, n, ctx),
+            (None, Some(n)) => {
+                let what = format!("{what}.lnd");
+                let mut l = MapReader::new(n, what.clone(), ctx)?;
+                let node = l
+                    .required("node", "name the LND node under `lightning:` whose on-chain wallet is swept", ctx)
+                    .and_then(|n| string(n, "node", ctx));
+                l.finish(ctx);
+                node.map(|node| WithdrawProvider::Lnd { node })
+            }
+            _ => {
+                ctx.error(
+                    m.pos,
+                    format!("{what}: set exactly one provider: `lightningpeach: {{ base_url, email, password, key_file }}` or `lnd: {{ node: NAME }}`"),
+                );
+                None
+            }
+        };
+        m.finish(ctx);
+        provider
+    }
+
+    fn lightningpeach(&self, what: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<WithdrawProvider> {
+        let what = format!("{what}.lightningpeach");
+        let mut m = MapReader::new(node, what.clone(), ctx)?;
+        let base_url = m
+            .required("base_url", "write the hub's address, e.g. base_url: https://hub.example.com", ctx)
+            .and_then(|n| http_url(n, &format!("{what}.base_url"), ctx));
+        let email = m
+            .required("email", "write the merchant account's email", ctx)
+            .and_then(|n| string(n, "email", ctx));
+        let password = m
+            .required("password", "write the account password, e.g. password: ${HUB_PASSWORD}", ctx)
+            .and_then(|n| secret(n, &format!("{what}.password"), ctx));
+        let key_file = m
+            .required("key_file", "write the path of the merchant's signing key file", ctx)
+            .and_then(|n| self.existing_file(n, &format!("{what}.key_file"), ctx));
+        m.finish(ctx);
+        Some(WithdrawProvider::LightningPeach {
+            base_url: base_url?,
+            email: email?,
+            password: password?,
+            key_file: key_file?,
+        })
+    }
+
+    pub fn prices(&self, node: Option<&Node>, ctx: &mut Ctx<'_>, names: &mut Names) -> Option<PricesConfig> {
+        let mut prices = PricesConfig {
+            source: PriceSource::Peach,
+            peach_url: Url::parse(DEFAULT_PEACH_URL).ok()?,
+            bitpay_url: Url::parse(DEFAULT_BITPAY_URL).ok()?,
+            max_age: std::time::Duration::from_secs(300),
+        };
+        names.price_source = Some(PriceSource::Peach);
+        let Some(node) = node else {
+            return Some(prices);
+        };
+        let mut m = MapReader::new(node, "prices", ctx)?;
+        let mut ok = true;
+        if let Some(n) = m.get("source") {
+            match string(n, "prices.source", ctx).as_deref() {
+                Some("peach") => prices.source = PriceSource::Peach,
+                Some("bitpay") => prices.source = PriceSource::Bitpay,
+                Some(other) => {
+                    ctx.error(n.pos, format!("prices.source: {} is not a price source; accepted: peach, bitpay", describe(other)));
+                    ok = false;
+                }
+                None => ok = false,
+            }
+            names.price_source = ok.then_some(prices.source);
+        }
+        for (key, slot) in [("peach_url", &mut prices.peach_url), ("bitpay_url", &mut prices.bitpay_url)] {
+            if let Some(n) = m.get(key) {
+                match http_url(n, &format!("prices.{key}"), ctx) {
+                    Some(url) => *slot = url,
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(n) = m.get("max_age") {
+            match duration(n, "prices.max_age", ctx) {
+                Some(d) => prices.max_age = d,
+                None => ok = false,
+            }
+        }
+        m.finish(ctx);
+        ok.then_some(prices)
+    }
+
+    pub fn outbox(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> OutboxConfig {
+        let mut outbox = OutboxConfig::default();
+        let Some(mut m) = node.and_then(|n| MapReader::new(n, "outbox", ctx)) else {
+            return outbox;
+        };
+        if let Some(d) = m.get("base_delay").and_then(|n| duration(n, "outbox.base_delay", ctx)) {
+            outbox.base_delay = d;
+        }
+        let max = m.get("max_delay");
+        if let Some(d) = max.and_then(|n| duration(n, "outbox.max_delay", ctx)) {
+            outbox.max_delay = d;
+        }
+        if let Some(n) = m.get("max_attempts") {
+            match unsigned(n, "outbox.max_attempts", ctx) {
+                Some(a @ 1..=1000) => outbox.max_attempts = a as u32,
+                Some(a) => ctx.error(n.pos, format!("outbox.max_attempts: {a} is out of range; accepted: 1 to 1000")),
+                None => {}
+            }
+        }
+        if outbox.base_delay.is_zero() || outbox.max_delay < outbox.base_delay {
+            let pos = max.map_or(m.pos, |n| n.pos);
+            ctx.error(
+                pos,
+                format!(
+                    "outbox: base_delay ({}) must be more than 0 and at most max_delay ({})",
+                    HumanDuration(outbox.base_delay),
+                    HumanDuration(outbox.max_delay)
+                ),
+            );
+        }
+        m.finish(ctx);
+        outbox
+    }
+
+    pub fn alerts(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> BTreeSet<Alert> {
+        let Some(node) = node else {
+            return Alert::ALL.into_iter().collect();
+        };
+        let Kind::Seq(items) = &node.kind else {
+            ctx.error(
+                node.pos,
+                "alerts: expected a list, e.g. alerts: [interrupted, refunded] (or [] for none)",
+            );
+            return BTreeSet::new();
+        };
+        let accepted: Vec<&str> = Alert::ALL.iter().map(|a| a.name()).collect();
+        let mut out = BTreeSet::new();
+        for item in items {
+            let Some(name) = string(item, "alerts", ctx) else {
+                continue;
+            };
+            match Alert::ALL.into_iter().find(|a| a.name() == name) {
+                Some(alert) => {
+                    out.insert(alert);
+                }
+                None => {
+                    let hint = closest(&name, &accepted)
+                        .map(|s| format!("did you mean `{s}`? "))
+                        .unwrap_or_default();
+                    ctx.error(
+                        item.pos,
+                        format!("alerts: {} is not a built-in alert; {hint}accepted: {}", describe(&name), accepted.join(", ")),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The folder of user email templates (`NAME.txt`), `templates/` by default when it exists.
+    pub fn templates(&self, node: Option<&Node>, ctx: &mut Ctx<'_>, names: &mut Names) -> Option<PathBuf> {
+        let (dir, pos) = match node {
+            Some(n) => (resolve_path(self.dir, Path::new(&string(n, "templates", ctx)?)), Some(n.pos)),
+            None => (resolve_path(self.dir, Path::new("templates")), None),
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) => {
+                if let Some(pos) = pos {
+                    ctx.error(pos, format!("templates: cannot read the folder {}: {err}", dir.display()));
+                }
+                return None;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "txt")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            {
+                names.templates.insert(stem.to_string(), path.clone());
+            }
+        }
+        Some(dir)
+    }
+
+    fn existing_file(&self, node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<PathBuf> {
+        let text = string(node, field, ctx)?;
+        let path = resolve_path(self.dir, Path::new(&text));
+        if path.is_file() {
+            Some(path)
+        } else {
+            ctx.error(
+                node.pos,
+                format!("{field}: there is no file {} (paths are relative to this file's folder)", path.display()),
+            );
+            None
+        }
+    }
+}
+
+/// A withdrawal provider `lnd: { node }` must name a configured LND node.
+pub fn check_withdraw_nodes(
+    withdraw: &BTreeMap<String, (Pos, WithdrawProvider)>,
+    names: &Names,
+    ctx: &mut Ctx<'_>,
+) {
+    for (name, (pos, provider)) in withdraw {
+        let WithdrawProvider::Lnd { node } = provider else {
+            continue;
+        };
+        match names.nodes.get(node) {
+            Some(Some(NodeKind::Lnd)) | Some(None) => {}
+            Some(Some(_)) => ctx.error(
+                *pos,
+                format!("withdraw.{name}.lnd.node: `{node}` is not an LND node; only an LND node's on-chain wallet can be swept"),
+            ),
+            None => ctx.error(
+                *pos,
+                format!(
+                    "withdraw.{name}.lnd.node: no Lightning node named `{node}` in `lightning:`; defined: {}",
+                    list_names(names.nodes.keys())
+                ),
+            ),
+        }
+    }
+}
+
+/// The names, comma-separated, or "none" — for "defined: …" hints.
+pub fn list_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<&str> = names.map(String::as_str).collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+fn list_workflow_folder(dir: &Path, pos: Pos, ctx: &mut Ctx<'_>) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            files.sort();
+            files
+        }
+        Err(err) => {
+            ctx.error(pos, format!("workflows: cannot read the folder {}: {err}", dir.display()));
+            Vec::new()
+        }
+    }
+}
+
+/// Entries of a mapping whose keys are names the user chose (wallets, nodes, providers).
+fn named_entries<'n>(node: &'n Node, section: &str, ctx: &mut Ctx<'_>) -> Vec<(String, &'n Node)> {
+    let Kind::Map(entries) = &node.kind else {
+        if node.kind != Kind::Invalid {
+            ctx.error(
+                node.pos,
+                format!("{section}: expected a mapping of names to settings, found {}", node.kind_name()),
+            );
+        }
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(name) = k.scalar().map(|s| s.raw.clone()) else {
+            continue;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            ctx.error(
+                k.pos,
+                format!("{section}: {} is not a usable name; use letters, digits, `-` and `_`", describe(&name)),
+            );
+            continue;
+        }
+        out.push((name, v));
+    }
+    out
+}
+
+fn http_url(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Url> {
+    let text = string(node, field, ctx)?;
+    match Url::parse(&text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        _ => {
+            ctx.error(
+                node.pos,
+                format!("{field}: {} is not an http(s) URL; write e.g. https://example.com", describe(&text)),
+            );
+            None
+        }
+    }
+}
+
+/// A secret value: checked for presence only, and never echoed in a message.
+fn secret(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<SecretString> {
+    let s = scalar(node, field, ctx)?;
+    if s.value.trim().is_empty() {
+        ctx.error(node.pos, format!("{field}: is empty; it must hold the secret (from ${{NAME}} or ${{file:PATH}})"));
+        return None;
+    }
+    Some(SecretString::from(s.value.clone()))
+}
+
+fn smtp_url(node: &Node, ctx: &mut Ctx<'_>) -> Option<SecretString> {
+    let s = scalar(node, "email.smtp_url", ctx)?;
+    // The URL may carry a password: say what is wrong without showing it.
+    let problem = match Url::parse(&s.value) {
+        Err(err) => Some(err.to_string()),
+        Ok(url) if !matches!(url.scheme(), "smtp" | "smtps") => Some(format!("the scheme is `{}`", url.scheme())),
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => Some("it names no host".to_string()),
+        Ok(_) => None,
+    };
+    match problem {
+        None => Some(SecretString::from(s.value.clone())),
+        Some(problem) => {
+            ctx.error(
+                node.pos,
+                format!("email.smtp_url: not an SMTP URL ({problem}); write smtp://user:password@host:587?tls=required or smtps://user:password@host:465"),
+            );
+            None
+        }
+    }
+}
+
+fn mailbox(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Mailbox> {
+    let text = string(node, field, ctx)?;
+    match text.parse::<Mailbox>() {
+        Ok(m) => Some(m),
+        Err(_) => {
+            ctx.error(
+                node.pos,
+                format!("{field}: {} is not an email address; write me@example.com or \"Name <me@example.com>\"", describe(&text)),
+            );
+            None
+        }
+    }
+}
+
+fn duration(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<std::time::Duration> {
+    let text = string(node, field, ctx)?;
+    text.parse::<HumanDuration>()
+        .map(|d| d.0)
+        .map_err(|e| ctx.error(node.pos, format!("{field}: {e}")))
+        .ok()
+}
+
+fn pubkey(text: &str) -> Result<PublicKey, String> {
+    if text.len() != 66 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{} is not a node public key; expected 66 hex characters starting with 02 or 03",
+            describe(text)
+        ));
+    }
+    PublicKey::from_str(text).map_err(|_| format!("{} is not a valid secp256k1 public key", describe(text)))
+}
+
+fn is_lightning_address(text: &str) -> bool {
+    match text.split_once('@') {
+        Some((user, domain)) => {
+            !user.is_empty()
+                && user.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && domain.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,15 @@
+//! Small value types for the money side of satflow: each has one constructor that refuses bad
+//! values, so that a `FeeRate` or an `Iban` in hand is always a valid one.
+//!
+//! Nothing in here does I/O or knows where a value came from; error messages say what is wrong
+//! with the value and what would be accepted, and callers add which field it was.
+
+mod currency;
+mod duration;
+mod fee_rate;
+mod iban;
+
+pub use currency::{Currency, CurrencyError};
+pub use duration::{DurationError, HumanDuration};
+pub use fee_rate::{FeeRate, FeeRateError};
+pub use iban::{Iban, IbanError};

@@ -1,0 +1,13 @@
+//! satflow: a self-hosted workflow engine for recurring bitcoin purchases.
+//!
+//! The library holds everything; the `satflow` binary only parses the command line and calls
+//! into `cli`. See DESIGN.md for the architecture and the contracts users rely on.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod notify;
+pub mod source;
+pub mod store;
+pub mod wallet;
+pub mod workflow;

@@ -1,0 +1,213 @@
+//! xpub / ypub / zpub keys and output descriptors, turned into one descriptor each.
+//!
+//! An extended key alone becomes the descriptor of its receive chain (`…/0/*`) with the script
+//! type its prefix implies (xpub → P2PKH, ypub → P2SH-P2WPKH, zpub → P2WPKH) unless one is
+//! stated, so every address is derived by miniscript along a single path.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bitcoin::base58;
+use bitcoin::bip32::Xpub;
+use bitcoin::{Address, Network, NetworkKind};
+use miniscript::descriptor::{DescriptorPublicKey, DescriptorType};
+use miniscript::{Descriptor, ForEachKey};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptType {
+    P2pkh,
+    P2shP2wpkh,
+    P2wpkh,
+    P2tr,
+}
+
+impl ScriptType {
+    pub const ACCEPTED: &'static str = "p2pkh, p2sh-p2wpkh, p2wpkh, p2tr";
+
+    fn wrap(self, key: &str) -> String {
+        match self {
+            ScriptType::P2pkh => format!("pkh({key})"),
+            ScriptType::P2shP2wpkh => format!("sh(wpkh({key}))"),
+            ScriptType::P2wpkh => format!("wpkh({key})"),
+            ScriptType::P2tr => format!("tr({key})"),
+        }
+    }
+}
+
+impl FromStr for ScriptType {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "p2pkh" => Ok(ScriptType::P2pkh),
+            "p2sh-p2wpkh" => Ok(ScriptType::P2shP2wpkh),
+            "p2wpkh" => Ok(ScriptType::P2wpkh),
+            "p2tr" => Ok(ScriptType::P2tr),
+            _ => Err(KeyError::ScriptType(s.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not an extended public key ({0}); expected an xpub, ypub or zpub (tpub, upub, vpub on test networks) as exported by your wallet")]
+    Extended(String),
+    #[error("\"{0}\" is a private key; satflow only needs the extended *public* key (xpub/ypub/zpub): never give it a private key")]
+    Private(String),
+    #[error("not an output descriptor satflow can use: {0}; expected e.g. wpkh([fingerprint/84'/0'/0']xpub…/0/*)")]
+    Descriptor(String),
+    #[error("\"{0}\" is not a script type; accepted: p2pkh, p2sh-p2wpkh, p2wpkh, p2tr")]
+    ScriptType(String),
+}
+
+/// A wallet's public key material, as one ranged descriptor.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WalletKey {
+    descriptor: Descriptor<DescriptorPublicKey>,
+    network: NetworkKind,
+}
+
+impl fmt::Debug for WalletKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WalletKey({})", self.descriptor)
+    }
+}
+
+impl WalletKey {
+    /// An xpub/ypub/zpub (or tpub/upub/vpub); `script` overrides what the prefix implies.
+    pub fn from_extended(text: &str, script: Option<ScriptType>) -> Result<Self, KeyError> {
+        let text = text.trim();
+        let mut data =
+            base58::decode_check(text).map_err(|e| KeyError::Extended(e.to_string()))?;
+        if data.len() != 78 {
+            return Err(KeyError::Extended(format!("{} bytes instead of 78", data.len())));
+        }
+        let version: [u8; 4] = data[..4].try_into().expect("length checked above");
+        let (implied, main) = match version {
+            [0x04, 0x88, 0xb2, 0x1e] => (ScriptType::P2pkh, true),
+            [0x04, 0x9d, 0x7c, 0xb2] => (ScriptType::P2shP2wpkh, true),
+            [0x04, 0xb2, 0x47, 0x46] => (ScriptType::P2wpkh, true),
+            [0x04, 0x35, 0x87, 0xcf] => (ScriptType::P2pkh, false),
+            [0x04, 0x4a, 0x52, 0x62] => (ScriptType::P2shP2wpkh, false),
+            [0x04, 0x5f, 0x1c, 0xf6] => (ScriptType::P2wpkh, false),
+            [0x04, 0x88, 0xad, 0xe4]
+            | [0x04, 0x9d, 0x78, 0x78]
+            | [0x04, 0xb2, 0x43, 0x0c]
+            | [0x04, 0x35, 0x83, 0x94]
+            | [0x04, 0x4a, 0x4e, 0x28]
+            | [0x04, 0x5f, 0x18, 0xbc] => {
+                return Err(KeyError::Private(text.chars().take(4).collect()));
+            }
+            _ => {
+                return Err(KeyError::Extended(format!(
+                    "unknown version bytes {}",
+                    version.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                )));
+            }
+        };
+        // ypub/zpub are plain xpubs with other version bytes: swap them so `Xpub` decodes it.
+        data[..4].copy_from_slice(if main {
+            &[0x04, 0x88, 0xb2, 0x1e]
+        } else {
+            &[0x04, 0x35, 0x87, 0xcf]
+        });
+        let xpub = Xpub::decode(&data).map_err(|e| KeyError::Extended(e.to_string()))?;
+        let key = format!("{xpub}/0/*");
+        let descriptor = script.unwrap_or(implied).wrap(&key);
+        let descriptor = Descriptor::from_str(&descriptor)
+            .map_err(|e| KeyError::Descriptor(e.to_string()))?;
+        Ok(WalletKey {
+            descriptor,
+            network: xpub.network,
+        })
+    }
+
+    /// A ranged single-key descriptor: `pkh`, `sh(wpkh)`, `wpkh` or `tr`, ending in `/*`.
+    pub fn from_descriptor(text: &str) -> Result<Self, KeyError> {
+        let descriptor = Descriptor::<DescriptorPublicKey>::from_str(text.trim())
+            .map_err(|e| KeyError::Descriptor(e.to_string()))?;
+        match descriptor.desc_type() {
+            DescriptorType::Pkh | DescriptorType::ShWpkh | DescriptorType::Wpkh | DescriptorType::Tr => {}
+            other => {
+                return Err(KeyError::Descriptor(format!(
+                    "{other:?} descriptors are not supported (accepted: pkh, sh(wpkh), wpkh, tr)"
+                )));
+            }
+        }
+        if !descriptor.has_wildcard() {
+            return Err(KeyError::Descriptor(
+                "it has no `/*`, so it describes a single address; end the key path with /0/*".into(),
+            ));
+        }
+        if descriptor.is_multipath() {
+            return Err(KeyError::Descriptor(
+                "multipath `<0;1>` descriptors are not supported; write the receive chain, …/0/*".into(),
+            ));
+        }
+        let mut network = NetworkKind::Main;
+        descriptor.for_each_key(|k| {
+            if let DescriptorPublicKey::XPub(x) = k {
+                network = x.xkey.network;
+            }
+            true
+        });
+        Ok(WalletKey { descriptor, network })
+    }
+
+    /// Whether the key was exported for mainnet or for a test network.
+    pub fn network_kind(&self) -> NetworkKind {
+        self.network
+    }
+
+    pub fn descriptor(&self) -> &Descriptor<DescriptorPublicKey> {
+        &self.descriptor
+    }
+
+    /// The receive address at `index`.
+    pub fn address_at(&self, index: u32, network: Network) -> Result<Address, KeyError> {
+        self.descriptor
+            .at_derivation_index(index)
+            .map_err(|e| KeyError::Descriptor(e.to_string()))?
+            .address(network)
+            .map_err(|e| KeyError::Descriptor(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // BIP-84 test vector, account 0 of the "abandon … about" mnemonic.
+    const ZPUB: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
+
+    #[test]
+    fn zpub_derives_the_bip84_receive_addresses() {
+        let key = WalletKey::from_extended(ZPUB, None).unwrap();
+        assert_eq!(key.network_kind(), NetworkKind::Main);
+        let first = key.address_at(0, Network::Bitcoin).unwrap();
+        assert_eq!(first.to_string(), "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu");
+        let second = key.address_at(1, Network::Bitcoin).unwrap();
+        assert_eq!(second.to_string(), "bc1qnjg0jd8228aq7egyzacy8cys3knf9xvrerkf9g");
+    }
+
+    #[test]
+    fn descriptor_form_gives_the_same_addresses() {
+        let zpub = WalletKey::from_extended(ZPUB, None).unwrap();
+        let desc = WalletKey::from_descriptor(&zpub.descriptor().to_string()).unwrap();
+        assert_eq!(
+            desc.address_at(5, Network::Bitcoin).unwrap(),
+            zpub.address_at(5, Network::Bitcoin).unwrap()
+        );
+    }
+
+    #[test]
+    fn refuses_private_keys_unranged_and_multisig_descriptors() {
+        let xprv = "xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi";
+        assert!(matches!(WalletKey::from_extended(xprv, None), Err(KeyError::Private(_))));
+        assert!(matches!(WalletKey::from_extended("zpub123", None), Err(KeyError::Extended(_))));
+        let ranged = WalletKey::from_extended(ZPUB, None).unwrap().descriptor().to_string();
+        let unranged = ranged.split('#').next().unwrap().replace("/0/*", "/0/0");
+        let err = WalletKey::from_descriptor(&unranged).unwrap_err().to_string();
+        assert!(err.contains("/*"), "{err}");
+    }
+}

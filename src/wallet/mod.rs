@@ -1,0 +1,9 @@
+//! The user's own wallets: extended public keys and output descriptors, and the addresses they
+//! derive.
+//!
+//! Only public keys ever enter satflow; this module must never ask for, accept or store a
+//! private key or seed.
+
+mod keys;
+
+pub use keys::{KeyError, ScriptType, WalletKey};

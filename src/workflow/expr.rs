@@ -1,0 +1,156 @@
+//! `if:` conditions and templated `with:` values (minijinja), and the names they may use.
+//!
+//! `check` compiles every expression and template here and refuses variables that cannot exist
+//! when the step runs: unknown roots, steps that do not exist or run later, outputs an action
+//! never produces. Evaluation happens in the engine; this module only knows the language.
+
+use minijinja::Environment;
+
+/// The variables a workflow's expressions may use.
+pub const ROOTS: [&str; 4] = ["event", "steps", "run", "workflow"];
+
+/// The shared minijinja environment: strict about undefined values, so a typo in a name fails
+/// the step instead of silently rendering as empty.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env
+}
+
+/// What an expression may refer to at one step: the steps before it and what each outputs.
+pub struct Scope<'a> {
+    /// `(id, outputs)` of the steps that run before this one; empty outputs mean "unknown" (a
+    /// step that has problems of its own) and are not checked.
+    pub earlier: &'a [(String, &'static [&'static str])],
+    /// Every step id of the workflow, to tell "runs later" from "does not exist".
+    pub all_ids: &'a [String],
+}
+
+/// The expression inside `{{ … }}`, or the text itself when written bare.
+/// `None` when the text mixes templates and plain text, which a condition cannot be.
+pub fn condition_source(text: &str) -> Option<&str> {
+    let t = text.trim();
+    if let Some(inner) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) {
+        return (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim());
+    }
+    (!t.contains("{{") && !t.contains("{%")).then_some(t)
+}
+
+/// Compiles a condition (`if:`, `active:`) and checks its variables.
+pub fn check_condition(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Result<(), String> {
+    let Some(source) = condition_source(text) else {
+        return Err(format!(
+            "\"{text}\" mixes text and `{{{{ }}}}`; a condition is one expression, e.g. \"{{{{ steps.price.price < 60000 }}}}\""
+        ));
+    };
+    if source.is_empty() {
+        return Err("the condition is empty; write an expression such as \"{{ steps.order.created }}\"".into());
+    }
+    let expr = env
+        .compile_expression(source)
+        .map_err(|e| format!("\"{source}\" does not compile: {}", error_text(&e)))?;
+    check_variables(expr.undeclared_variables(true), scope)
+}
+
+/// Compiles a template (an email body, a templated parameter) and checks its variables.
+pub fn check_template(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Result<(), String> {
+    let template = env
+        .template_from_str(text)
+        .map_err(|e| format!("template does not compile: {}", error_text(&e)))?;
+    check_variables(template.undeclared_variables(true), scope)
+}
+
+fn error_text(err: &minijinja::Error) -> String {
+    match err.detail() {
+        Some(detail) => format!("{} ({detail})", err.kind()),
+        None => err.kind().to_string(),
+    }
+}
+
+fn check_variables(vars: impl IntoIterator<Item = String>, scope: &Scope<'_>) -> Result<(), String> {
+    let mut vars: Vec<String> = vars.into_iter().collect();
+    vars.sort();
+    for var in vars {
+        let mut parts = var.split('.');
+        let root = parts.next().unwrap_or_default();
+        if !ROOTS.contains(&root) {
+            return Err(format!(
+                "unknown variable `{root}`; in scope: {}",
+                ROOTS.join(", ")
+            ));
+        }
+        if root != "steps" {
+            continue;
+        }
+        let Some(id) = parts.next() else {
+            continue;
+        };
+        let Some((_, outputs)) = scope.earlier.iter().find(|(e, _)| e == id) else {
+            let earlier: Vec<&str> = scope.earlier.iter().map(|(e, _)| e.as_str()).collect();
+            let earlier = if earlier.is_empty() { "none".to_string() } else { earlier.join(", ") };
+            return Err(if scope.all_ids.iter().any(|a| a == id) {
+                format!("`steps.{id}` is not available here: step `{id}` runs later; steps before this one: {earlier}")
+            } else {
+                format!("`steps.{id}`: there is no step with id `{id}`; steps before this one: {earlier}")
+            });
+        };
+        if let Some(field) = parts.next()
+            && !outputs.is_empty()
+            && !outputs.contains(&field)
+        {
+            return Err(format!(
+                "`steps.{id}.{field}`: step `{id}` has no output `{field}`; its outputs: {}",
+                outputs.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope_with_price<'a>(earlier: &'a [(String, &'static [&'static str])], all: &'a [String]) -> Scope<'a> {
+        Scope { earlier, all_ids: all }
+    }
+
+    #[test]
+    fn conditions_may_be_wrapped_or_bare() {
+        assert_eq!(condition_source("{{ a < 1 }}"), Some("a < 1"));
+        assert_eq!(condition_source("a < 1"), Some("a < 1"));
+        assert_eq!(condition_source("price {{ a }}"), None);
+    }
+
+    #[test]
+    fn checks_roots_steps_and_outputs() {
+        let env = environment();
+        let earlier = vec![("price".to_string(), &["price", "currency"][..])];
+        let all = vec!["price".to_string(), "order".to_string(), "mail".to_string()];
+        let scope = scope_with_price(&earlier, &all);
+        assert!(check_condition(&env, "{{ steps.price.price < 60000 }}", &scope).is_ok());
+        assert!(check_condition(&env, "event.name == 'exchange.executed' and run.id > 0", &scope).is_ok());
+        let err = check_condition(&env, "{{ steps.price.prize < 1 }}", &scope).unwrap_err();
+        assert!(err.contains("no output `prize`") && err.contains("price, currency"), "{err}");
+        let err = check_condition(&env, "{{ steps.order.created }}", &scope).unwrap_err();
+        assert!(err.contains("runs later"), "{err}");
+        let err = check_condition(&env, "{{ steps.nope.x }}", &scope).unwrap_err();
+        assert!(err.contains("no step with id `nope`"), "{err}");
+        let err = check_condition(&env, "{{ prices.eur }}", &scope).unwrap_err();
+        assert!(err.contains("unknown variable `prices`"), "{err}");
+        let err = check_condition(&env, "{{ steps.price.price < }}", &scope).unwrap_err();
+        assert!(err.contains("does not compile"), "{err}");
+    }
+
+    #[test]
+    fn templates_are_compiled_and_checked() {
+        let env = environment();
+        let earlier = vec![];
+        let all = vec![];
+        let scope = scope_with_price(&earlier, &all);
+        assert!(check_template(&env, "Order for {{ workflow.name }}", &scope).is_ok());
+        assert!(check_template(&env, "{% if x %}", &scope).unwrap_err().contains("does not compile"));
+        // Names set inside the template are not variables from outside.
+        assert!(check_template(&env, "{% for s in event.items %}{{ s }}{% endfor %}", &scope).is_ok());
+    }
+}

@@ -1,0 +1,331 @@
+//! Workflows: the YAML files in which users write their stacking plan — what starts a workflow
+//! (`on`), and the steps it runs in order.
+//!
+//! Loading a workflow checks it completely against satflow.yaml (every action's parameters,
+//! every expression, every name it refers to) and reports every problem with its position. A
+//! `Workflow` value is only produced for a file without problems; running it is the engine's job.
+
+pub mod actions;
+pub mod expr;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+
+use crate::config::Names;
+use crate::source::reader::{closest, describe, list_or_one, string};
+use crate::source::{Ctx, Diagnostics, Env, Kind, MapReader, Node, Pos, load_file};
+
+pub use actions::{Action, Condition, Param};
+pub use schedule::{CatchUp, Schedule};
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub path: PathBuf,
+    pub schedule: Option<Schedule>,
+    pub events: Vec<EventKind>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub uses: &'static str,
+    pub action: Action,
+    /// `if:` — the step is skipped when this is false.
+    pub condition: Option<String>,
+}
+
+/// The engine events a workflow can start on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    Executed,
+    Settled,
+    Interrupted,
+    Refunded,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Executed,
+        EventKind::Settled,
+        EventKind::Interrupted,
+        EventKind::Refunded,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Executed => "exchange.executed",
+            EventKind::Settled => "exchange.settled",
+            EventKind::Interrupted => "exchange.interrupted",
+            EventKind::Refunded => "exchange.refunded",
+        }
+    }
+}
+
+/// Loads every workflow file, checking each against the configuration's `names` and the
+/// workflow names against each other. Returns the workflows that have no problem.
+pub fn load_all(files: &[PathBuf], names: &Names, env: &dyn Env, diags: &mut Diagnostics) -> Vec<Workflow> {
+    let jinja = expr::environment();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut out = Vec::new();
+    for path in files {
+        let before = diags.len();
+        let Some(root) = load_file(path, env, diags) else {
+            continue;
+        };
+        let mut ctx = Ctx { path, diags };
+        let Some((workflow, name_pos)) = read_workflow(path, &root, names, &jinja, &mut ctx) else {
+            continue;
+        };
+        if let Some(first) = seen.get(&workflow.name) {
+            ctx.error(
+                name_pos,
+                format!(
+                    "name: workflow name `{}` is already used by {}; names must be unique (set `name:` in one of them)",
+                    workflow.name,
+                    first.display()
+                ),
+            );
+            continue;
+        }
+        seen.insert(workflow.name.clone(), path.clone());
+        if diags.len() == before {
+            out.push(workflow);
+        }
+    }
+    out
+}
+
+fn read_workflow(
+    path: &Path,
+    root: &Node,
+    names: &Names,
+    jinja: &minijinja::Environment<'static>,
+    ctx: &mut Ctx<'_>,
+) -> Option<(Workflow, Pos)> {
+    let mut m = MapReader::new(root, "workflow", ctx)?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("workflow")
+        .to_string();
+    let (name, name_pos) = match m.get("name") {
+        Some(n) => (string(n, "name", ctx).unwrap_or(stem), n.pos),
+        None => (stem, Pos::START),
+    };
+    if !is_identifier(&name, true) {
+        ctx.error(
+            name_pos,
+            format!("name: {} is not a usable workflow name; use letters, digits, `-` and `_` (it appears in commands and the database)", describe(&name)),
+        );
+    }
+    let (schedule, events) = match m.get("on") {
+        Some(n) => read_on(n, ctx),
+        None => (None, Vec::new()),
+    };
+    let steps = match m.required("steps", "write the list of steps, e.g. steps: [{ uses: price.quote, with: { currency: chf } }]", ctx) {
+        Some(n) => read_steps(n, names, jinja, ctx),
+        None => Vec::new(),
+    };
+    m.finish(ctx);
+    Some((
+        Workflow {
+            name,
+            path: path.to_path_buf(),
+            schedule,
+            events,
+            steps,
+        },
+        name_pos,
+    ))
+}
+
+fn read_on(node: &Node, ctx: &mut Ctx<'_>) -> (Option<Schedule>, Vec<EventKind>) {
+    let Some(mut m) = MapReader::new(node, "on", ctx) else {
+        return (None, Vec::new());
+    };
+    let schedule = m.get("schedule").and_then(|n| read_schedule(n, ctx));
+    let mut events = Vec::new();
+    if let Some(n) = m.get("event") {
+        for item in list_or_one(n) {
+            let Some(text) = string(item, "on.event", ctx) else {
+                continue;
+            };
+            match EventKind::ALL.into_iter().find(|e| e.name() == text) {
+                Some(kind) if !events.contains(&kind) => events.push(kind),
+                Some(_) => ctx.error(item.pos, format!("on.event: {} is listed twice", describe(&text))),
+                None => {
+                    let accepted: Vec<&str> = EventKind::ALL.iter().map(|e| e.name()).collect();
+                    let hint = closest(&text, &accepted)
+                        .map(|s| format!("did you mean `{s}`? "))
+                        .unwrap_or_default();
+                    ctx.error(
+                        item.pos,
+                        format!("on.event: {} is not an event; {hint}accepted: {}", describe(&text), accepted.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+    if !m.has("schedule") && !m.has("event") {
+        ctx.error(
+            m.pos,
+            "on: write `schedule: { cron: … }` and/or `event: exchange.executed`; leave `on` out for a workflow you only start with `satflow trigger`",
+        );
+    }
+    m.finish(ctx);
+    (schedule, events)
+}
+
+fn read_schedule(node: &Node, ctx: &mut Ctx<'_>) -> Option<Schedule> {
+    let mut m = MapReader::new(node, "on.schedule", ctx)?;
+    let cron = m.required("cron", "write a cron expression, e.g. cron: \"0 9 * * MON\"", ctx);
+    let timezone = match m.get("timezone") {
+        Some(n) => string(n, "on.schedule.timezone", ctx).and_then(|text| {
+            schedule::parse_timezone(&text)
+                .map_err(|e| ctx.error(n.pos, format!("on.schedule.timezone: {e}")))
+                .ok()
+        }),
+        None => Some(Tz::UTC),
+    };
+    let catch_up = match m.get("catch_up") {
+        Some(n) => string(n, "on.schedule.catch_up", ctx).and_then(|text| {
+            text.parse::<CatchUp>()
+                .map_err(|e| ctx.error(n.pos, format!("on.schedule.catch_up: {e}")))
+                .ok()
+        }),
+        None => Some(CatchUp::Once),
+    };
+    m.finish(ctx);
+    let cron = cron?;
+    let text = string(cron, "on.schedule.cron", ctx)?;
+    match Schedule::new(&text, timezone?, catch_up?) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            ctx.error(cron.pos, format!("on.schedule.cron: {e}"));
+            None
+        }
+    }
+}
+
+fn read_steps(
+    node: &Node,
+    names: &Names,
+    jinja: &minijinja::Environment<'static>,
+    ctx: &mut Ctx<'_>,
+) -> Vec<Step> {
+    let Kind::Seq(items) = &node.kind else {
+        ctx.error(node.pos, format!("steps: expected a list of steps (`- uses: …`), found {}", node.kind_name()));
+        return Vec::new();
+    };
+    if items.is_empty() {
+        ctx.error(node.pos, "steps: the list is empty; a workflow needs at least one step");
+    }
+    // Ids first, so a reference to a later step can be told from a typo.
+    let ids: Vec<(String, Option<Pos>)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let written = match &item.kind {
+                Kind::Map(entries) => entries
+                    .iter()
+                    .find(|(k, _)| k.scalar().is_some_and(|s| s.raw == "id"))
+                    .and_then(|(_, v)| v.scalar().map(|s| (s.value.clone(), v.pos))),
+                _ => None,
+            };
+            match written {
+                Some((id, pos)) => (id, Some(pos)),
+                None => (format!("step_{}", i + 1), None),
+            }
+        })
+        .collect();
+    let all_ids: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+    let mut earlier: Vec<(String, &'static [&'static str])> = Vec::new();
+    let mut steps = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let prefix = format!("steps[{i}]");
+        let (id, id_pos) = &ids[i];
+        if let Some(pos) = id_pos {
+            if !is_identifier(id, false) {
+                ctx.error(*pos, format!("{prefix}.id: {} is not a usable id; use letters, digits and `_`, starting with a letter (it is written as steps.ID in expressions)", describe(id)));
+            } else if let Some(first) = ids[..i].iter().position(|(other, _)| other == id) {
+                ctx.error(*pos, format!("{prefix}.id: `{id}` is already the id of steps[{first}]; step ids must be unique within a workflow"));
+            }
+        }
+        let step = read_step(item, &prefix, id, names, jinja, &earlier, &all_ids, ctx);
+        if let Some(step) = step {
+            earlier.push((step.id.clone(), actions::outputs(step.uses)));
+            steps.push(step);
+        } else {
+            // A step with problems of its own: later references to it are not checked again.
+            earlier.push((id.clone(), &[]));
+        }
+    }
+    steps
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_step(
+    node: &Node,
+    prefix: &str,
+    id: &str,
+    names: &Names,
+    jinja: &minijinja::Environment<'static>,
+    earlier: &[(String, &'static [&'static str])],
+    all_ids: &[String],
+    ctx: &mut Ctx<'_>,
+) -> Option<Step> {
+    let mut m = MapReader::new(node, prefix, ctx)?;
+    m.get("id");
+    let uses_node = m.required("uses", &format!("write the action to run; accepted: {}", actions::NAMES.join(", ")), ctx);
+    let condition = m.get("if").and_then(|n| {
+        let text = string(n, &format!("{prefix}.if"), ctx)?;
+        let scope = expr::Scope { earlier, all_ids };
+        match expr::check_condition(jinja, &text, &scope) {
+            Ok(()) => Some(text),
+            Err(e) => {
+                ctx.error(n.pos, format!("{prefix}.if: {e}"));
+                None
+            }
+        }
+    });
+    let with_node = m.get("with");
+    m.finish(ctx);
+    let uses_node = uses_node?;
+    let uses_text = string(uses_node, &format!("{prefix}.uses"), ctx)?;
+    let Some(uses) = actions::NAMES.iter().find(|n| **n == uses_text).copied() else {
+        let hint = closest(&uses_text, &actions::NAMES)
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        ctx.error(
+            uses_node.pos,
+            format!("{prefix}.uses: {} is not an action; {hint}accepted: {}", describe(&uses_text), actions::NAMES.join(", ")),
+        );
+        return None;
+    };
+    let mut reader = actions::ActionReader {
+        ctx,
+        names,
+        env: jinja,
+        scope: expr::Scope { earlier, all_ids },
+        prefix: format!("{prefix}.with"),
+    };
+    let action = reader.read(uses, uses_node.pos, with_node)?;
+    Some(Step {
+        id: id.to_string(),
+        uses,
+        action,
+        condition,
+    })
+}
+
+/// Names used in commands, keys and expressions. Workflow names may also contain `-`.
+fn is_identifier(text: &str, allow_dash: bool) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || (allow_dash && c.is_ascii_digit()))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_dash && (c == '-' || c == '.')))
+}
