@@ -191,6 +191,15 @@ mod tests {
     }
 
     #[test]
+    fn ypub_and_its_descriptor_derive_the_bip49_address() {
+        let ypub = "ypub6Ww3ibxVfGzLrAH1PNcjyAWenMTbbAosGNB6VvmSEgytSER9azLDWCxoJwW7Ke7icmizBMXrzBx9979FfaHxHcrArf3zbeJJJUZPf663zsP";
+        let key = WalletKey::from_extended(ypub, None).unwrap();
+        assert_eq!(key.address_at(0, Network::Bitcoin).unwrap().to_string(), "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf");
+        let desc = WalletKey::from_descriptor("sh(wpkh([73c5da0a/49'/0'/0']xpub6C6nQwHaWbSrzs5tZ1q7m5R9cPK9eYpNMFesiXsYrgc1P8bvLLAet9JfHjYXKjToD8cBRswJXXbbFpXgwsswVPAZzKMa1jUp2kVkGVUaJa7/0/*))").unwrap();
+        assert_eq!(desc.address_at(0, Network::Bitcoin).unwrap().to_string(), "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf");
+    }
+
+    #[test]
     fn descriptor_form_gives_the_same_addresses() {
         let zpub = WalletKey::from_extended(ZPUB, None).unwrap();
         let desc = WalletKey::from_descriptor(&zpub.descriptor().to_string()).unwrap();

@@ -178,7 +178,7 @@ pub struct ActionReader<'a, 'c> {
 impl ActionReader<'_, '_> {
     /// `with_node` is `None` when the step has no `with:`. `uses_pos` locates refusals that
     /// concern the action as a whole.
-    pub fn read(&mut self, uses: &str, uses_pos: Pos, with_node: Option<&Node>) -> Option<Action> {
+    pub fn read(&mut self, uses: &str, uses_pos: Pos, with_node: Option<&Node>, uses_field: &str) -> Option<Action> {
         let empty = Node {
             pos: uses_pos,
             kind: crate::source::Kind::Map(Vec::new()),
@@ -190,13 +190,13 @@ impl ActionReader<'_, '_> {
         if needs_pocket && !self.names.has_pocket {
             self.ctx.error(
                 uses_pos,
-                format!("uses: {uses} talks to Pocket, but satflow.yaml has no `pocket` section; add pocket: {{ client_id: ${{POCKET_CLIENT_ID}} }}"),
+                format!("{uses_field}: {uses} talks to Pocket, but satflow.yaml has no `pocket` section; add pocket: {{ client_id: ${{POCKET_CLIENT_ID}} }}"),
             );
         }
         if uses == "email" && !self.names.has_email {
             self.ctx.error(
                 uses_pos,
-                "uses: email needs the `email` section of satflow.yaml (smtp_url, from, to); add it",
+                format!("{uses_field}: email needs the `email` section of satflow.yaml (smtp_url or dir, from, to); add it"),
             );
         }
         let action = match uses {

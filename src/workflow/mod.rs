@@ -37,6 +37,8 @@ pub struct Step {
     pub action: Action,
     /// `if:` — the step is skipped when this is false.
     pub condition: Option<String>,
+    /// Where the step's `uses:` is written, for problems found across steps or workflows.
+    pub pos: Pos,
 }
 
 /// The engine events a workflow can start on.
@@ -71,6 +73,8 @@ impl EventKind {
 pub fn load_all(files: &[PathBuf], names: &Names, env: &dyn Env, diags: &mut Diagnostics) -> Vec<Workflow> {
     let jinja = expr::environment();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    // Two orders rotating through one xpub would be paid to the same addresses.
+    let mut payout_wallets: BTreeMap<String, String> = BTreeMap::new();
     let mut out = Vec::new();
     for path in files {
         let before = diags.len();
@@ -93,6 +97,21 @@ pub fn load_all(files: &[PathBuf], names: &Names, env: &dyn Env, diags: &mut Dia
             continue;
         }
         seen.insert(workflow.name.clone(), path.clone());
+        for step in &workflow.steps {
+            if let Action::PocketOrder(order) = &step.action
+                && let actions::Payout::Wallet { wallet, .. } = &order.payout
+            {
+                match payout_wallets.get(wallet) {
+                    Some(other) => ctx.error(
+                        step.pos,
+                        format!("step `{}`: the order of workflow `{other}` already pays out to wallet `{wallet}`; two orders rotating through one key would reuse addresses — give each order its own wallet (another account of your seed)", step.id),
+                    ),
+                    None => {
+                        payout_wallets.insert(wallet.clone(), workflow.name.clone());
+                    }
+                }
+            }
+        }
         if diags.len() == before {
             out.push(workflow);
         }
@@ -203,8 +222,10 @@ fn read_schedule(node: &Node, ctx: &mut Ctx<'_>) -> Option<Schedule> {
     m.finish(ctx);
     let cron = cron?;
     let text = string(cron, "on.schedule.cron", ctx)?;
-    match Schedule::new(&text, timezone?, catch_up?) {
-        Ok(s) => Some(s),
+    // The cron is checked even when the zone or policy is wrong, so every problem shows at once;
+    // the placeholders never reach a returned schedule.
+    match Schedule::new(&text, timezone.unwrap_or(Tz::UTC), catch_up.unwrap_or(CatchUp::Once)) {
+        Ok(s) => timezone.and(catch_up).map(|_| s),
         Err(e) => {
             ctx.error(cron.pos, format!("on.schedule.cron: {e}"));
             None
@@ -257,6 +278,15 @@ fn read_steps(
             }
         }
         let step = read_step(item, &prefix, id, names, jinja, &earlier, &all_ids, ctx);
+        if let Some(step) = &step
+            && step.uses == "pocket.order"
+            && let Some(first) = steps.iter().find(|s: &&Step| s.uses == "pocket.order")
+        {
+            ctx.error(
+                step.pos,
+                format!("{prefix}.uses: this workflow already declares its standing order in step `{}`; a workflow has at most one pocket.order (write another workflow for a second order)", first.id),
+            );
+        }
         if let Some(step) = step {
             earlier.push((step.id.clone(), actions::outputs(step.uses)));
             steps.push(step);
@@ -314,12 +344,13 @@ fn read_step(
         scope: expr::Scope { earlier, all_ids },
         prefix: format!("{prefix}.with"),
     };
-    let action = reader.read(uses, uses_node.pos, with_node)?;
+    let action = reader.read(uses, uses_node.pos, with_node, &format!("{prefix}.uses"))?;
     Some(Step {
         id: id.to_string(),
         uses,
         action,
         condition,
+        pos: uses_node.pos,
     })
 }
 
