@@ -1,0 +1,6 @@
+//! Integration tests: the real `satflow` binary run against files on disk, as a user would.
+//! One test crate with modules, so the suite links a single binary.
+
+mod check;
+mod helpers;
+mod plan;
