@@ -89,7 +89,12 @@ pub fn main() -> ExitCode {
         Command::Check => check::run(&config_path),
         Command::Plan(args) => plan::run(&config_path, &args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "satflow", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "satflow",
+                &mut std::io::stdout(),
+            );
             Ok(Outcome::Success)
         }
     };

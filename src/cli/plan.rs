@@ -27,7 +27,12 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.to_utc());
     }
-    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
             return Ok(t.and_utc());
         }
@@ -58,7 +63,12 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
                 let fires: Vec<_> = s
                     .fires_after(from, usize::from(args.count))
                     .into_iter()
-                    .map(|t| (t.to_rfc3339_opts(SecondsFormat::Secs, false), utc(t.to_utc())))
+                    .map(|t| {
+                        (
+                            t.to_rfc3339_opts(SecondsFormat::Secs, false),
+                            utc(t.to_utc()),
+                        )
+                    })
                     .collect();
                 scheduled.push((w, s, fires));
             }
@@ -120,9 +130,20 @@ mod tests {
 
     #[test]
     fn from_accepts_rfc3339_naive_and_dates() {
-        assert_eq!(parse_time("2027-03-28T00:00:00+01:00").unwrap().to_rfc3339(), "2027-03-27T23:00:00+00:00");
-        assert_eq!(parse_time("2027-03-28T05:30").unwrap().to_rfc3339(), "2027-03-28T05:30:00+00:00");
-        assert_eq!(parse_time("2027-03-28").unwrap().to_rfc3339(), "2027-03-28T00:00:00+00:00");
+        assert_eq!(
+            parse_time("2027-03-28T00:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2027-03-27T23:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2027-03-28T05:30").unwrap().to_rfc3339(),
+            "2027-03-28T05:30:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2027-03-28").unwrap().to_rfc3339(),
+            "2027-03-28T00:00:00+00:00"
+        );
         assert!(parse_time("next monday").unwrap_err().contains("RFC 3339"));
     }
 }

@@ -231,8 +231,12 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
     let database = r.database(top.get("database"), &mut ctx);
     let workflow_files = r.workflows(top.get("workflows"), top.pos, &mut ctx);
     let listen = r.listen(top.get("listen"), &mut ctx);
-    let pocket = top.get("pocket").and_then(|n| r.pocket(n, &mut ctx, &mut names));
-    let email = top.get("email").and_then(|n| r.email(n, &mut ctx, &mut names));
+    let pocket = top
+        .get("pocket")
+        .and_then(|n| r.pocket(n, &mut ctx, &mut names));
+    let email = top
+        .get("email")
+        .and_then(|n| r.email(n, &mut ctx, &mut names));
     let wallets = top
         .get("wallets")
         .map(|n| r.wallets(n, &mut ctx, &mut names))
@@ -264,21 +268,24 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
     sections::check_withdraw_nodes(&withdraw, &names, &mut ctx);
 
     let config = if ctx.diags.len() == before {
-        database.zip(listen).zip(prices).map(|((database, listen), prices)| Config {
-            path: path.to_path_buf(),
-            database,
-            workflow_files: workflow_files.clone(),
-            listen,
-            pocket,
-            email,
-            wallets,
-            lightning,
-            withdraw: withdraw.into_iter().map(|(k, (_, v))| (k, v)).collect(),
-            prices,
-            outbox,
-            alerts,
-            templates,
-        })
+        database
+            .zip(listen)
+            .zip(prices)
+            .map(|((database, listen), prices)| Config {
+                path: path.to_path_buf(),
+                database,
+                workflow_files: workflow_files.clone(),
+                listen,
+                pocket,
+                email,
+                wallets,
+                lightning,
+                withdraw: withdraw.into_iter().map(|(k, (_, v))| (k, v)).collect(),
+                prices,
+                outbox,
+                alerts,
+                templates,
+            })
     } else {
         None
     };
@@ -286,5 +293,83 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
         config,
         names,
         workflow_files,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, env: &dyn Env) -> (tempfile::TempDir, Loaded, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("satflow.yaml");
+        std::fs::write(&path, text).unwrap();
+        let mut diags = Diagnostics::default();
+        let loaded = load(&path, env, &mut diags);
+        let problems = diags.sorted().iter().map(|d| d.to_string()).collect();
+        (dir, loaded, problems)
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out_and_paths_start_at_the_config_folder() {
+        let (dir, loaded, problems) = load_text("alerts: []\n", &[("X", "y")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let config = loaded.config.expect("a valid config");
+        assert_eq!(
+            config.database,
+            Database::Sqlite(dir.path().join("satflow.db"))
+        );
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.outbox, OutboxConfig::default());
+        assert_eq!(config.prices.source, PriceSource::Peach);
+        assert!(config.alerts.is_empty());
+        assert!(config.pocket.is_none());
+    }
+
+    #[test]
+    fn secrets_come_from_env_and_files_and_never_show_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook.secret"), "file-secret-value\n").unwrap();
+        let path = dir.path().join("satflow.yaml");
+        std::fs::write(
+            &path,
+            "pocket:\n  client_id: ${CLIENT}\n  webhook_secret: ${file:hook.secret}\n\
+             email:\n  smtp_url: smtp://u:${PW}@mail.example.com:587\n  from: a@example.com\n  to: b@example.com\n",
+        )
+        .unwrap();
+        let env = [("CLIENT", "env-client-id"), ("PW", "smtp-password")];
+        let mut diags = Diagnostics::default();
+        let config = load(&path, &env, &mut diags).config.expect("valid");
+        assert!(diags.is_empty());
+        let pocket = config.pocket.as_ref().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(pocket.client_id.expose_secret(), "env-client-id");
+        assert_eq!(
+            pocket.webhook_secret.as_ref().unwrap().expose_secret(),
+            "file-secret-value"
+        );
+        let shown = format!("{config:?}");
+        for secret in ["env-client-id", "file-secret-value", "smtp-password"] {
+            assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+        }
+    }
+
+    #[test]
+    fn names_survive_broken_sections_but_the_config_does_not() {
+        let (_dir, loaded, problems) = load_text(
+            "wallets:\n  cold: { xpub: nonsense }\nlightning:\n  mynode: { lightning_address: me@example.com }\nalerts: []\n",
+            &[("X", "y")],
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(":2:17: wallets.cold.xpub"),
+            "{problems:?}"
+        );
+        assert!(loaded.config.is_none());
+        assert!(loaded.names.wallets.contains("cold"));
+        assert_eq!(
+            loaded.names.nodes.get("mynode"),
+            Some(&Some(NodeKind::LightningAddress))
+        );
     }
 }

@@ -34,7 +34,10 @@ pub struct Reader<'a> {
 impl Reader<'_> {
     pub fn database(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> Option<Database> {
         let Some(node) = node else {
-            return Some(Database::Sqlite(resolve_path(self.dir, Path::new("satflow.db"))));
+            return Some(Database::Sqlite(resolve_path(
+                self.dir,
+                Path::new("satflow.db"),
+            )));
         };
         let url = string(node, "database", ctx)?;
         let sqlite_path = url
@@ -53,11 +56,12 @@ impl Reader<'_> {
                 None
             }
             _ => {
+                // A database URL may hold a password: name the scheme, never the URL.
+                let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
                 ctx.error(
                     node.pos,
                     format!(
-                        "database: {} is not a database URL satflow can open; write sqlite://PATH (relative to this file's folder), e.g. sqlite://satflow.db",
-                        describe(&url)
+                        "database: not a database URL satflow can open (scheme: {scheme}); write sqlite://PATH (relative to this file's folder), e.g. sqlite://satflow.db"
                     ),
                 );
                 None
@@ -135,7 +139,12 @@ impl Reader<'_> {
         }
     }
 
-    pub fn pocket(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> Option<PocketConfig> {
+    pub fn pocket(
+        &self,
+        node: &Node,
+        ctx: &mut Ctx<'_>,
+        names: &mut Names,
+    ) -> Option<PocketConfig> {
         names.has_pocket = true;
         let mut m = MapReader::new(node, "pocket", ctx)?;
         let base_url = match m.get("base_url") {
@@ -143,7 +152,11 @@ impl Reader<'_> {
             None => Url::parse(DEFAULT_POCKET_URL).ok(),
         };
         let client_id = m
-            .required("client_id", "write your Pocket client id, e.g. client_id: ${POCKET_CLIENT_ID}", ctx)
+            .required(
+                "client_id",
+                "write your Pocket client id, e.g. client_id: ${POCKET_CLIENT_ID}",
+                ctx,
+            )
             .and_then(|n| secret(n, "pocket.client_id", ctx));
         let webhook_secret = m
             .get("webhook_secret")
@@ -163,9 +176,8 @@ impl Reader<'_> {
         let dir = m.get("dir");
         let transport = match (smtp, dir) {
             (Some(n), None) => smtp_url(n, ctx).map(EmailTransport::Smtp),
-            (None, Some(n)) => {
-                string(n, "email.dir", ctx).map(|d| EmailTransport::Dir(resolve_path(self.dir, Path::new(&d))))
-            }
+            (None, Some(n)) => string(n, "email.dir", ctx)
+                .map(|d| EmailTransport::Dir(resolve_path(self.dir, Path::new(&d)))),
             (Some(n), Some(_)) => {
                 ctx.error(
                     n.pos,
@@ -182,10 +194,18 @@ impl Reader<'_> {
             }
         };
         let from = m
-            .required("from", "write the sender, e.g. from: \"satflow <satflow@example.com>\"", ctx)
+            .required(
+                "from",
+                "write the sender, e.g. from: \"satflow <satflow@example.com>\"",
+                ctx,
+            )
             .and_then(|n| mailbox(n, "email.from", ctx));
         let to = m
-            .required("to", "write who receives alerts, e.g. to: [me@example.com]", ctx)
+            .required(
+                "to",
+                "write who receives alerts, e.g. to: [me@example.com]",
+                ctx,
+            )
             .map(|n| {
                 list_or_one(n)
                     .into_iter()
@@ -200,12 +220,18 @@ impl Reader<'_> {
         })
     }
 
-    pub fn wallets(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> BTreeMap<String, WalletConfig> {
+    pub fn wallets(
+        &self,
+        node: &Node,
+        ctx: &mut Ctx<'_>,
+        names: &mut Names,
+    ) -> BTreeMap<String, WalletConfig> {
         let mut out = BTreeMap::new();
         for (name, value) in named_entries(node, "wallets", ctx) {
             names.wallets.insert(name.clone());
             if let Some(wallet) = self.wallet(&name, value, ctx) {
-                if wallet.key.descriptor().desc_type() == miniscript::descriptor::DescriptorType::Tr {
+                if wallet.key.descriptor().desc_type() == miniscript::descriptor::DescriptorType::Tr
+                {
                     names.taproot_wallets.insert(name.clone());
                 }
                 out.insert(name, wallet);
@@ -243,7 +269,10 @@ impl Reader<'_> {
                 })
             }
             (Some(n), Some(_)) => {
-                ctx.error(n.pos, format!("{what}: both `xpub` and `descriptor` are set; keep one"));
+                ctx.error(
+                    n.pos,
+                    format!("{what}: both `xpub` and `descriptor` are set; keep one"),
+                );
                 None
             }
             (None, None) => {
@@ -299,7 +328,12 @@ impl Reader<'_> {
         })
     }
 
-    pub fn lightning(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> BTreeMap<String, LightningNode> {
+    pub fn lightning(
+        &self,
+        node: &Node,
+        ctx: &mut Ctx<'_>,
+        names: &mut Names,
+    ) -> BTreeMap<String, LightningNode> {
         let mut out = BTreeMap::new();
         for (name, value) in named_entries(node, "lightning", ctx) {
             let (kind, parsed) = self.lightning_node(&name, value, ctx);
@@ -311,7 +345,12 @@ impl Reader<'_> {
         out
     }
 
-    fn lightning_node(&self, name: &str, node: &Node, ctx: &mut Ctx<'_>) -> (Option<NodeKind>, Option<LightningNode>) {
+    fn lightning_node(
+        &self,
+        name: &str,
+        node: &Node,
+        ctx: &mut Ctx<'_>,
+    ) -> (Option<NodeKind>, Option<LightningNode>) {
         let what = format!("lightning.{name}");
         let Some(mut m) = MapReader::new(node, what.clone(), ctx) else {
             return (None, None);
@@ -319,7 +358,10 @@ impl Reader<'_> {
         let lnd = m.get("lnd");
         let cln = m.get("cln");
         let address = m.get("lightning_address");
-        let given = [lnd.is_some(), cln.is_some(), address.is_some()].iter().filter(|b| **b).count();
+        let given = [lnd.is_some(), cln.is_some(), address.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         let (kind, source) = if given != 1 {
             ctx.error(
                 m.pos,
@@ -392,13 +434,25 @@ impl Reader<'_> {
         let what = format!("{what}.lnd");
         let mut m = MapReader::new(node, what.clone(), ctx)?;
         let url = m
-            .required("url", "write the node's REST address, e.g. url: https://127.0.0.1:8080", ctx)
+            .required(
+                "url",
+                "write the node's REST address, e.g. url: https://127.0.0.1:8080",
+                ctx,
+            )
             .and_then(|n| http_url(n, &format!("{what}.url"), ctx));
         let macaroon_file = m
-            .required("macaroon_file", "write the path of a macaroon that may create invoices, e.g. invoice.macaroon", ctx)
+            .required(
+                "macaroon_file",
+                "write the path of a macaroon that may create invoices, e.g. invoice.macaroon",
+                ctx,
+            )
             .and_then(|n| self.existing_file(n, &format!("{what}.macaroon_file"), ctx));
         let tls_cert_file = m
-            .required("tls_cert_file", "write the path of the node's tls.cert (satflow pins it)", ctx)
+            .required(
+                "tls_cert_file",
+                "write the path of the node's tls.cert (satflow pins it)",
+                ctx,
+            )
             .and_then(|n| self.existing_file(n, &format!("{what}.tls_cert_file"), ctx));
         m.finish(ctx);
         Some(InvoiceSource::Lnd {
@@ -412,42 +466,66 @@ impl Reader<'_> {
         let what = format!("{what}.cln");
         let mut m = MapReader::new(node, what.clone(), ctx)?;
         let url = m
-            .required("url", "write the clnrest address, e.g. url: https://127.0.0.1:3010", ctx)
+            .required(
+                "url",
+                "write the clnrest address, e.g. url: https://127.0.0.1:3010",
+                ctx,
+            )
             .and_then(|n| http_url(n, &format!("{what}.url"), ctx));
         let rune = m
-            .required("rune", "write a rune allowed to call invoice and signmessage, e.g. rune: ${CLN_RUNE}", ctx)
+            .required(
+                "rune",
+                "write a rune allowed to call invoice and signmessage, e.g. rune: ${CLN_RUNE}",
+                ctx,
+            )
             .and_then(|n| secret(n, &format!("{what}.rune"), ctx));
         m.finish(ctx);
-        Some(InvoiceSource::Cln { url: url?, rune: rune? })
+        Some(InvoiceSource::Cln {
+            url: url?,
+            rune: rune?,
+        })
     }
 
-    pub fn withdraw(&self, node: &Node, ctx: &mut Ctx<'_>, names: &mut Names) -> BTreeMap<String, (Pos, WithdrawProvider)> {
+    /// Providers by name, each with the position of what refers elsewhere (an LND node name).
+    pub fn withdraw(
+        &self,
+        node: &Node,
+        ctx: &mut Ctx<'_>,
+        names: &mut Names,
+    ) -> BTreeMap<String, (Pos, WithdrawProvider)> {
         let mut out = BTreeMap::new();
         for (name, value) in named_entries(node, "withdraw", ctx) {
             names.providers.insert(name.clone());
             if let Some(provider) = self.provider(&name, value, ctx) {
-                out.insert(name, (value.pos, provider));
+                out.insert(name, provider);
             }
         }
         out
     }
 
-    fn provider(&self, name: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<WithdrawProvider> {
+    fn provider(
+        &self,
+        name: &str,
+        node: &Node,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<(Pos, WithdrawProvider)> {
         let what = format!("withdraw.{name}");
         let mut m = MapReader::new(node, what.clone(), ctx)?;
         let hub = m.get("lightningpeach");
         let lnd = m.get("lnd");
         let provider = match (hub, lnd) {
-            (Some(n), None) => self.lightningpeach(&what, n, ctx),
-            (None, Some(n)) => {
-                let what = format!("{what}.lnd");
-                let mut l = MapReader::new(n, what.clone(), ctx)?;
+            (Some(n), None) => self.lightningpeach(&what, n, ctx).map(|p| (n.pos, p)),
+            (None, Some(n)) => MapReader::new(n, format!("{what}.lnd"), ctx).and_then(|mut l| {
                 let node = l
-                    .required("node", "name the LND node under `lightning:` whose on-chain wallet is swept", ctx)
-                    .and_then(|n| string(n, "node", ctx));
+                    .required(
+                        "node",
+                        "name the LND node under `lightning:` whose on-chain wallet is swept",
+                        ctx,
+                    )
+                    .and_then(|n| string(n, "node", ctx).map(|name| (n.pos, name)));
                 l.finish(ctx);
-                node.map(|node| WithdrawProvider::Lnd { node })
-            }
+                node.map(|(pos, node)| (pos, WithdrawProvider::Lnd { node }))
+            }),
             _ => {
                 ctx.error(
                     m.pos,
@@ -460,20 +538,37 @@ impl Reader<'_> {
         provider
     }
 
-    fn lightningpeach(&self, what: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<WithdrawProvider> {
+    fn lightningpeach(
+        &self,
+        what: &str,
+        node: &Node,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<WithdrawProvider> {
         let what = format!("{what}.lightningpeach");
         let mut m = MapReader::new(node, what.clone(), ctx)?;
         let base_url = m
-            .required("base_url", "write the hub's address, e.g. base_url: https://hub.example.com", ctx)
+            .required(
+                "base_url",
+                "write the hub's address, e.g. base_url: https://hub.example.com",
+                ctx,
+            )
             .and_then(|n| http_url(n, &format!("{what}.base_url"), ctx));
         let email = m
             .required("email", "write the merchant account's email", ctx)
             .and_then(|n| string(n, "email", ctx));
         let password = m
-            .required("password", "write the account password, e.g. password: ${HUB_PASSWORD}", ctx)
+            .required(
+                "password",
+                "write the account password, e.g. password: ${HUB_PASSWORD}",
+                ctx,
+            )
             .and_then(|n| secret(n, &format!("{what}.password"), ctx));
         let key_file = m
-            .required("key_file", "write the path of the merchant's signing key file", ctx)
+            .required(
+                "key_file",
+                "write the path of the merchant's signing key file",
+                ctx,
+            )
             .and_then(|n| self.existing_file(n, &format!("{what}.key_file"), ctx));
         m.finish(ctx);
         Some(WithdrawProvider::LightningPeach {
@@ -484,7 +579,12 @@ impl Reader<'_> {
         })
     }
 
-    pub fn prices(&self, node: Option<&Node>, ctx: &mut Ctx<'_>, names: &mut Names) -> Option<PricesConfig> {
+    pub fn prices(
+        &self,
+        node: Option<&Node>,
+        ctx: &mut Ctx<'_>,
+        names: &mut Names,
+    ) -> Option<PricesConfig> {
         let mut prices = PricesConfig {
             source: PriceSource::Peach,
             peach_url: Url::parse(DEFAULT_PEACH_URL).ok()?,
@@ -502,14 +602,23 @@ impl Reader<'_> {
                 Some("peach") => prices.source = PriceSource::Peach,
                 Some("bitpay") => prices.source = PriceSource::Bitpay,
                 Some(other) => {
-                    ctx.error(n.pos, format!("prices.source: {} is not a price source; accepted: peach, bitpay", describe(other)));
+                    ctx.error(
+                        n.pos,
+                        format!(
+                            "prices.source: {} is not a price source; accepted: peach, bitpay",
+                            describe(other)
+                        ),
+                    );
                     ok = false;
                 }
                 None => ok = false,
             }
             names.price_source = ok.then_some(prices.source);
         }
-        for (key, slot) in [("peach_url", &mut prices.peach_url), ("bitpay_url", &mut prices.bitpay_url)] {
+        for (key, slot) in [
+            ("peach_url", &mut prices.peach_url),
+            ("bitpay_url", &mut prices.bitpay_url),
+        ] {
             if let Some(n) = m.get(key) {
                 match http_url(n, &format!("prices.{key}"), ctx) {
                     Some(url) => *slot = url,
@@ -532,7 +641,10 @@ impl Reader<'_> {
         let Some(mut m) = node.and_then(|n| MapReader::new(n, "outbox", ctx)) else {
             return outbox;
         };
-        if let Some(d) = m.get("base_delay").and_then(|n| duration(n, "outbox.base_delay", ctx)) {
+        if let Some(d) = m
+            .get("base_delay")
+            .and_then(|n| duration(n, "outbox.base_delay", ctx))
+        {
             outbox.base_delay = d;
         }
         let max = m.get("max_delay");
@@ -542,7 +654,10 @@ impl Reader<'_> {
         if let Some(n) = m.get("max_attempts") {
             match unsigned(n, "outbox.max_attempts", ctx) {
                 Some(a @ 1..=1000) => outbox.max_attempts = a as u32,
-                Some(a) => ctx.error(n.pos, format!("outbox.max_attempts: {a} is out of range; accepted: 1 to 1000")),
+                Some(a) => ctx.error(
+                    n.pos,
+                    format!("outbox.max_attempts: {a} is out of range; accepted: 1 to 1000"),
+                ),
                 None => {}
             }
         }
@@ -588,7 +703,11 @@ impl Reader<'_> {
                         .unwrap_or_default();
                     ctx.error(
                         item.pos,
-                        format!("alerts: {} is not a built-in alert; {hint}accepted: {}", describe(&name), accepted.join(", ")),
+                        format!(
+                            "alerts: {} is not a built-in alert; {hint}accepted: {}",
+                            describe(&name),
+                            accepted.join(", ")
+                        ),
                     );
                 }
             }
@@ -597,16 +716,27 @@ impl Reader<'_> {
     }
 
     /// The folder of user email templates (`NAME.txt`), `templates/` by default when it exists.
-    pub fn templates(&self, node: Option<&Node>, ctx: &mut Ctx<'_>, names: &mut Names) -> Option<PathBuf> {
+    pub fn templates(
+        &self,
+        node: Option<&Node>,
+        ctx: &mut Ctx<'_>,
+        names: &mut Names,
+    ) -> Option<PathBuf> {
         let (dir, pos) = match node {
-            Some(n) => (resolve_path(self.dir, Path::new(&string(n, "templates", ctx)?)), Some(n.pos)),
+            Some(n) => (
+                resolve_path(self.dir, Path::new(&string(n, "templates", ctx)?)),
+                Some(n.pos),
+            ),
             None => (resolve_path(self.dir, Path::new("templates")), None),
         };
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(err) => {
                 if let Some(pos) = pos {
-                    ctx.error(pos, format!("templates: cannot read the folder {}: {err}", dir.display()));
+                    ctx.error(
+                        pos,
+                        format!("templates: cannot read the folder {} (relative to this file's folder): {err}", dir.display()),
+                    );
                 }
                 return None;
             }
@@ -630,7 +760,10 @@ impl Reader<'_> {
         } else {
             ctx.error(
                 node.pos,
-                format!("{field}: there is no file {} (paths are relative to this file's folder)", path.display()),
+                format!(
+                    "{field}: there is no file {} (paths are relative to this file's folder)",
+                    path.display()
+                ),
             );
             None
         }
@@ -686,7 +819,10 @@ fn list_workflow_folder(dir: &Path, pos: Pos, ctx: &mut Ctx<'_>) -> Vec<PathBuf>
             files
         }
         Err(err) => {
-            ctx.error(pos, format!("workflows: cannot read the folder {}: {err}", dir.display()));
+            ctx.error(
+                pos,
+                format!("workflows: cannot read the folder {}: {err}", dir.display()),
+            );
             Vec::new()
         }
     }
@@ -698,7 +834,10 @@ fn named_entries<'n>(node: &'n Node, section: &str, ctx: &mut Ctx<'_>) -> Vec<(S
         if node.kind != Kind::Invalid {
             ctx.error(
                 node.pos,
-                format!("{section}: expected a mapping of names to settings, found {}", node.kind_name()),
+                format!(
+                    "{section}: expected a mapping of names to settings, found {}",
+                    node.kind_name()
+                ),
             );
         }
         return Vec::new();
@@ -708,10 +847,17 @@ fn named_entries<'n>(node: &'n Node, section: &str, ctx: &mut Ctx<'_>) -> Vec<(S
         let Some(name) = k.scalar().map(|s| s.raw.clone()) else {
             continue;
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             ctx.error(
                 k.pos,
-                format!("{section}: {} is not a usable name; use letters, digits, `-` and `_`", describe(&name)),
+                format!(
+                    "{section}: {} is not a usable name; use letters, digits, `-` and `_`",
+                    describe(&name)
+                ),
             );
             continue;
         }
@@ -727,7 +873,10 @@ fn http_url(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Url> {
         _ => {
             ctx.error(
                 node.pos,
-                format!("{field}: {} is not an http(s) URL; write e.g. https://example.com", describe(&text)),
+                format!(
+                    "{field}: {} is not an http(s) URL; write e.g. https://example.com",
+                    describe(&text)
+                ),
             );
             None
         }
@@ -738,7 +887,12 @@ fn http_url(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Url> {
 fn secret(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<SecretString> {
     let s = scalar(node, field, ctx)?;
     if s.value.trim().is_empty() {
-        ctx.error(node.pos, format!("{field}: is empty; it must hold the secret (from ${{NAME}} or ${{file:PATH}})"));
+        ctx.error(
+            node.pos,
+            format!(
+                "{field}: is empty; it must hold the secret (from ${{NAME}} or ${{file:PATH}})"
+            ),
+        );
         return None;
     }
     Some(SecretString::from(s.value.clone()))
@@ -749,7 +903,9 @@ fn smtp_url(node: &Node, ctx: &mut Ctx<'_>) -> Option<SecretString> {
     // The URL may carry a password: say what is wrong without showing it.
     let problem = match Url::parse(&s.value) {
         Err(err) => Some(err.to_string()),
-        Ok(url) if !matches!(url.scheme(), "smtp" | "smtps") => Some(format!("the scheme is `{}`", url.scheme())),
+        Ok(url) if !matches!(url.scheme(), "smtp" | "smtps") => {
+            Some(format!("the scheme is `{}`", url.scheme()))
+        }
         Ok(url) if url.host_str().is_none_or(str::is_empty) => Some("it names no host".to_string()),
         Ok(_) => None,
     };
@@ -794,17 +950,22 @@ fn pubkey(text: &str) -> Result<PublicKey, String> {
             describe(text)
         ));
     }
-    PublicKey::from_str(text).map_err(|_| format!("{} is not a valid secp256k1 public key", describe(text)))
+    PublicKey::from_str(text)
+        .map_err(|_| format!("{} is not a valid secp256k1 public key", describe(text)))
 }
 
 fn is_lightning_address(text: &str) -> bool {
     match text.split_once('@') {
         Some((user, domain)) => {
             !user.is_empty()
-                && user.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+                && user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
                 && domain.contains('.')
                 && !domain.starts_with('.')
-                && domain.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
         }
         None => false,
     }

@@ -54,6 +54,9 @@ mod tests {
         assert_eq!("CHF".parse::<Currency>().unwrap(), Currency::Chf);
         assert_eq!("eur".parse::<Currency>().unwrap().code(), "eur");
         let err = "usd".parse::<Currency>().unwrap_err().to_string();
-        assert!(err.contains("\"usd\"") && err.contains("eur, chf, gbp"), "{err}");
+        assert!(
+            err.contains("\"usd\"") && err.contains("eur, chf, gbp"),
+            "{err}"
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 pub struct HumanDuration(pub Duration);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("\"{0}\" is not a duration; write a number with a unit (ms, s, m, h, d), e.g. 2s, 5m, 1h30m")]
+#[error(
+    "\"{0}\" is not a duration; write a number with a unit (ms, s, m, h, d), e.g. 2s, 5m, 1h30m"
+)]
 pub struct DurationError(pub String);
 
 impl FromStr for HumanDuration {
@@ -28,7 +30,9 @@ impl FromStr for HumanDuration {
             }
             let n: u64 = rest[..digits].parse().map_err(|_| err())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit_ms: u64 = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -39,7 +43,9 @@ impl FromStr for HumanDuration {
             };
             rest = &rest[unit_len..];
             let ms = n.checked_mul(unit_ms).ok_or_else(err)?;
-            total = total.checked_add(Duration::from_millis(ms)).ok_or_else(err)?;
+            total = total
+                .checked_add(Duration::from_millis(ms))
+                .ok_or_else(err)?;
         }
         Ok(HumanDuration(total))
     }
@@ -50,9 +56,9 @@ impl fmt::Display for HumanDuration {
         let ms = self.0.as_millis();
         match ms {
             0 => f.write_str("0s"),
-            _ if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
-            _ if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
-            _ if ms % 1_000 == 0 => write!(f, "{}s", ms / 1_000),
+            _ if ms.is_multiple_of(3_600_000) => write!(f, "{}h", ms / 3_600_000),
+            _ if ms.is_multiple_of(60_000) => write!(f, "{}m", ms / 60_000),
+            _ if ms.is_multiple_of(1_000) => write!(f, "{}s", ms / 1_000),
             _ => write!(f, "{ms}ms"),
         }
     }

@@ -39,7 +39,8 @@ impl FromStr for FeeRate {
     /// Parsed from text, never through a float: `0.015` stays exactly 0.015.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let value = Decimal::from_str_exact(s).map_err(|_| FeeRateError::NotANumber(s.to_string()))?;
+        let value =
+            Decimal::from_str_exact(s).map_err(|_| FeeRateError::NotANumber(s.to_string()))?;
         FeeRate::new(value).map_err(|_| FeeRateError::OutOfRange(s.to_string()))
     }
 }
@@ -63,10 +64,22 @@ mod tests {
 
     #[test]
     fn refuses_out_of_range_and_non_numbers() {
-        assert!(matches!("0.0119".parse::<FeeRate>(), Err(FeeRateError::OutOfRange(_))));
-        assert!(matches!("0.5".parse::<FeeRate>(), Err(FeeRateError::OutOfRange(_))));
-        assert!(matches!("1.5%".parse::<FeeRate>(), Err(FeeRateError::NotANumber(_))));
+        assert!(matches!(
+            "0.0119".parse::<FeeRate>(),
+            Err(FeeRateError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            "0.5".parse::<FeeRate>(),
+            Err(FeeRateError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            "1.5%".parse::<FeeRate>(),
+            Err(FeeRateError::NotANumber(_))
+        ));
         let msg = "0.5".parse::<FeeRate>().unwrap_err().to_string();
-        assert!(msg.contains("0.5") && msg.contains("0.012 to 0.045"), "{msg}");
+        assert!(
+            msg.contains("0.5") && msg.contains("0.012 to 0.045"),
+            "{msg}"
+        );
     }
 }

@@ -10,11 +10,15 @@ pub struct Iban(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IbanError {
-    #[error("\"{0}\" is not an IBAN: it must start with a two-letter country code and two check digits, e.g. CH93 0076 2011 6238 5295 7")]
+    #[error(
+        "\"{0}\" is not an IBAN: it must start with a two-letter country code and two check digits, e.g. CH93 0076 2011 6238 5295 7"
+    )]
     Shape(String),
     #[error("\"{0}\" has {1} characters; an IBAN has 15 to 34")]
     Length(String, usize),
-    #[error("\"{0}\" fails the IBAN checksum (mod 97); a digit is probably mistyped — copy it again from your bank")]
+    #[error(
+        "\"{0}\" fails the IBAN checksum (mod 97); a digit is probably mistyped — copy it again from your bank"
+    )]
     Checksum(String),
 }
 
@@ -104,10 +108,22 @@ mod tests {
 
     #[test]
     fn refuses_typos_and_garbage() {
-        assert!(matches!("CH93 0076 2011 6238 5295 8".parse::<Iban>(), Err(IbanError::Checksum(_))));
-        assert!(matches!("DE88370400440532013000".parse::<Iban>(), Err(IbanError::Checksum(_))));
+        assert!(matches!(
+            "CH93 0076 2011 6238 5295 8".parse::<Iban>(),
+            Err(IbanError::Checksum(_))
+        ));
+        assert!(matches!(
+            "DE88370400440532013000".parse::<Iban>(),
+            Err(IbanError::Checksum(_))
+        ));
         assert!(matches!("1234".parse::<Iban>(), Err(IbanError::Shape(_))));
-        assert!(matches!("CH93-0076".parse::<Iban>(), Err(IbanError::Shape(_))));
-        assert!(matches!("CH930076".parse::<Iban>(), Err(IbanError::Length(_, 8))));
+        assert!(matches!(
+            "CH93-0076".parse::<Iban>(),
+            Err(IbanError::Shape(_))
+        ));
+        assert!(matches!(
+            "CH930076".parse::<Iban>(),
+            Err(IbanError::Length(_, 8))
+        ));
     }
 }

@@ -12,7 +12,10 @@ const BUILT_IN: [(&str, &str); 7] = [
     ("run_failed", include_str!("templates/run_failed.txt")),
     ("interrupted", include_str!("templates/interrupted.txt")),
     ("refunded", include_str!("templates/refunded.txt")),
-    ("payout_mismatch", include_str!("templates/payout_mismatch.txt")),
+    (
+        "payout_mismatch",
+        include_str!("templates/payout_mismatch.txt"),
+    ),
     ("dead_letter", include_str!("templates/dead_letter.txt")),
     ("withdrawal", include_str!("templates/withdrawal.txt")),
 ];
@@ -72,11 +75,15 @@ mod tests {
     #[test]
     fn every_built_in_template_compiles_with_the_workflow_roots() {
         let env = environment();
-        let scope = Scope { earlier: &[], all_ids: &[] };
+        let scope = Scope {
+            earlier: &[],
+            all_ids: &[],
+        };
         for name in BUILT_IN_NAMES {
             let t = find(name, &Names::default()).unwrap().unwrap();
             assert!(!t.subject.is_empty(), "{name} has no subject");
-            check_template(&env, &t.subject, &scope).unwrap_or_else(|e| panic!("{name} subject: {e}"));
+            check_template(&env, &t.subject, &scope)
+                .unwrap_or_else(|e| panic!("{name} subject: {e}"));
             check_template(&env, &t.body, &scope).unwrap_or_else(|e| panic!("{name} body: {e}"));
         }
     }

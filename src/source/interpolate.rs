@@ -32,33 +32,64 @@ impl<const N: usize> Env for [(&str, &str); N] {
 }
 
 /// Interpolates every scalar value in the tree (keys are left alone). A value that cannot be
-/// interpolated is reported and becomes `Kind::Invalid`.
+/// interpolated is reported, named by its path in the file, and becomes `Kind::Invalid`.
+/// Every expanded value is registered for redaction, so no later message shows it.
 pub fn interpolate_tree(node: &mut Node, base: &Path, env: &dyn Env, ctx: &mut Ctx<'_>) {
+    walk(node, String::new(), base, env, ctx);
+}
+
+fn walk(node: &mut Node, path: String, base: &Path, env: &dyn Env, ctx: &mut Ctx<'_>) {
     match &mut node.kind {
         Kind::Scalar(s) => {
             if s.raw.contains('$') {
                 match interpolate(&s.raw, base, env) {
-                    Ok(value) => s.value = value,
+                    Ok((value, expansions)) => {
+                        s.value = value;
+                        for (reference, value) in expansions {
+                            ctx.diags.redact(value, reference);
+                        }
+                    }
                     Err(message) => {
-                        ctx.error(node.pos, message);
+                        let field = if path.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{path}: ")
+                        };
+                        ctx.error(node.pos, format!("{field}{message}"));
                         node.kind = Kind::Invalid;
                     }
                 }
             }
         }
-        Kind::Seq(items) => items
-            .iter_mut()
-            .for_each(|n| interpolate_tree(n, base, env, ctx)),
-        Kind::Map(entries) => entries
-            .iter_mut()
-            .for_each(|(_, v)| interpolate_tree(v, base, env, ctx)),
+        Kind::Seq(items) => {
+            for (i, n) in items.iter_mut().enumerate() {
+                walk(n, format!("{path}[{i}]"), base, env, ctx);
+            }
+        }
+        Kind::Map(entries) => {
+            for (k, v) in entries.iter_mut() {
+                let key = k.scalar().map(|s| s.raw.as_str()).unwrap_or("?");
+                let path = if path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
+                walk(v, path, base, env, ctx);
+            }
+        }
         Kind::Invalid => {}
     }
 }
 
 /// Expands one string. `$${` is a literal `${`; a `$` not followed by `{` is kept as is.
-pub fn interpolate(raw: &str, base: &Path, env: &dyn Env) -> Result<String, String> {
+/// Returns the text and each expansion as `(reference as written, value)`.
+pub fn interpolate(
+    raw: &str,
+    base: &Path,
+    env: &dyn Env,
+) -> Result<(String, Vec<(String, String)>), String> {
     let mut out = String::with_capacity(raw.len());
+    let mut expansions = Vec::new();
     let mut rest = raw;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
@@ -78,11 +109,14 @@ pub fn interpolate(raw: &str, base: &Path, env: &dyn Env) -> Result<String, Stri
                 "unterminated `${{` in `{raw}`; write `${{NAME}}` or `${{file:PATH}}`, or `$${{` for a literal `${{`"
             ));
         };
-        out.push_str(&expand(&inner_start[..end], base, env)?);
+        let inner = &inner_start[..end];
+        let value = expand(inner, base, env)?;
+        out.push_str(&value);
+        expansions.push((format!("${{{inner}}}"), value));
         rest = &inner_start[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, expansions))
 }
 
 fn expand(inner: &str, base: &Path, env: &dyn Env) -> Result<String, String> {
@@ -130,24 +164,45 @@ mod tests {
 
     const ENV: [(&str, &str); 2] = [("A", "alpha"), ("EMPTY", "")];
 
+    fn interpolate(raw: &str, base: &Path, env: &dyn Env) -> Result<String, String> {
+        super::interpolate(raw, base, env).map(|(text, _)| text)
+    }
+
     #[test]
     fn expands_variables_defaults_and_escapes() {
         let base = Path::new(".");
         assert_eq!(interpolate("x${A}y", base, &ENV).unwrap(), "xalphay");
         assert_eq!(interpolate("${EMPTY}", base, &ENV).unwrap(), "");
         assert_eq!(interpolate("${B:-dflt}", base, &ENV).unwrap(), "dflt");
-        assert_eq!(interpolate("$${A} costs $5", base, &ENV).unwrap(), "${A} costs $5");
+        assert_eq!(
+            interpolate("$${A} costs $5", base, &ENV).unwrap(),
+            "${A} costs $5"
+        );
     }
 
     #[test]
     fn refuses_undefined_names_bad_syntax_and_missing_files() {
         let base = Path::new(".");
         let err = interpolate("${NOPE}", base, &ENV).unwrap_err();
-        assert!(err.contains("environment variable NOPE is not set"), "{err}");
-        assert!(interpolate("${A", base, &ENV).unwrap_err().contains("unterminated"));
-        assert!(interpolate("${1A}", base, &ENV).unwrap_err().contains("not a valid reference"));
+        assert!(
+            err.contains("environment variable NOPE is not set"),
+            "{err}"
+        );
+        assert!(
+            interpolate("${A", base, &ENV)
+                .unwrap_err()
+                .contains("unterminated")
+        );
+        assert!(
+            interpolate("${1A}", base, &ENV)
+                .unwrap_err()
+                .contains("not a valid reference")
+        );
         let err = interpolate("${file:does/not/exist}", base, &ENV).unwrap_err();
-        assert!(err.contains("cannot read `${file:does/not/exist}`"), "{err}");
+        assert!(
+            err.contains("cannot read `${file:does/not/exist}`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -41,15 +41,33 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     items: Vec<Diagnostic>,
+    /// Values that came from `${…}` (possibly secrets, IBANs), and the reference to show instead.
+    redactions: Vec<(String, String)>,
 }
 
 impl Diagnostics {
     pub fn push(&mut self, path: &Path, pos: Pos, message: impl Into<String>) {
+        let mut message = message.into();
+        for (value, reference) in &self.redactions {
+            message = message.replace(value.as_str(), reference);
+        }
         self.items.push(Diagnostic {
             path: path.to_path_buf(),
             pos,
-            message: message.into(),
+            message,
         });
+    }
+
+    /// From now on, messages show `reference` (`${MY_IBAN}`) wherever `value` would appear.
+    /// Values shorter than 4 characters are left alone: they cannot be secret, and replacing
+    /// them would garble unrelated text.
+    pub fn redact(&mut self, value: String, reference: String) {
+        if value.chars().count() >= 4 && !self.redactions.iter().any(|(v, _)| *v == value) {
+            self.redactions.push((value, reference));
+            // Longest first, so a value containing another is replaced whole.
+            self.redactions
+                .sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -13,6 +13,10 @@ pub struct MapReader<'n> {
     known: Vec<&'static str>,
     /// What this mapping is, for messages: "satflow.yaml", "step `order`", "pocket".
     what: String,
+    /// Required keys that are missing while a misspelling of them is present: reported by
+    /// `finish` only if that misspelling turns out to be a real key, so one typo is one problem.
+    missing: Vec<(&'static str, String, &'n str)>,
+    finished: bool,
 }
 
 impl<'n> MapReader<'n> {
@@ -25,12 +29,17 @@ impl<'n> MapReader<'n> {
                 entries,
                 known: Vec::new(),
                 what,
+                missing: Vec::new(),
+                finished: false,
             }),
             Kind::Invalid => None,
             _ => {
                 ctx.error(
                     node.pos,
-                    format!("{what}: expected a mapping (`key: value` lines), found {}", node.kind_name()),
+                    format!(
+                        "{what}: expected a mapping (`key: value` lines), found {}",
+                        node.kind_name()
+                    ),
                 );
                 None
             }
@@ -58,17 +67,30 @@ impl<'n> MapReader<'n> {
     }
 
     /// Like `get`, but says so when the key is missing. `hint` tells the user what to write.
-    pub fn required(&mut self, key: &'static str, hint: &str, ctx: &mut Ctx<'_>) -> Option<&'n Node> {
+    pub fn required(
+        &mut self,
+        key: &'static str,
+        hint: &str,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<&'n Node> {
         match self.entry(key) {
             None => {
-                ctx.error(
-                    self.pos,
-                    format!("{}: missing required key `{key}`; {hint}", self.what),
-                );
+                let message = format!("{}: missing required key `{key}`; {hint}", self.what);
+                let typo = self.entries.iter().find_map(|(k, _)| {
+                    let written = k.scalar()?.raw.as_str();
+                    (closest(written, &[key]) == Some(key)).then_some(written)
+                });
+                match typo {
+                    Some(written) => self.missing.push((key, message, written)),
+                    None => ctx.error(self.pos, message),
+                }
                 None
             }
             Some((k, v)) if v.is_null() => {
-                ctx.error(k.pos, format!("{}: `{key}` has no value; {hint}", self.what));
+                ctx.error(
+                    k.pos,
+                    format!("{}: `{key}` has no value; {hint}", self.what),
+                );
                 None
             }
             Some((_, v)) if v.kind == Kind::Invalid => None,
@@ -83,7 +105,13 @@ impl<'n> MapReader<'n> {
     }
 
     /// Reports every key that was never asked for, with a suggestion when one is close.
-    pub fn finish(self, ctx: &mut Ctx<'_>) {
+    pub fn finish(mut self, ctx: &mut Ctx<'_>) {
+        self.finished = true;
+        for (_, message, written) in &self.missing {
+            if self.known.contains(written) {
+                ctx.error(self.pos, message.clone());
+            }
+        }
         for (k, _) in self.entries {
             let Some(name) = k.scalar().map(|s| s.raw.as_str()) else {
                 continue;
@@ -106,6 +134,17 @@ impl<'n> MapReader<'n> {
     }
 }
 
+impl Drop for MapReader<'_> {
+    fn drop(&mut self) {
+        // A reader dropped without `finish` would hide unknown keys: catch that in tests.
+        debug_assert!(
+            self.finished || std::thread::panicking(),
+            "MapReader for {} dropped without finish()",
+            self.what
+        );
+    }
+}
+
 /// A single value (not a list or mapping); reports otherwise.
 pub fn scalar<'n>(node: &'n Node, field: &str, ctx: &mut Ctx<'_>) -> Option<&'n Scalar> {
     match &node.kind {
@@ -114,7 +153,10 @@ pub fn scalar<'n>(node: &'n Node, field: &str, ctx: &mut Ctx<'_>) -> Option<&'n 
         _ => {
             ctx.error(
                 node.pos,
-                format!("{field}: expected a single value, found {}", node.kind_name()),
+                format!(
+                    "{field}: expected a single value, found {}",
+                    node.kind_name()
+                ),
             );
             None
         }
@@ -135,7 +177,10 @@ pub fn boolean(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<bool> {
         _ => {
             ctx.error(
                 node.pos,
-                format!("{field}: {} is not a boolean; write true or false (unquoted)", describe(&s.value)),
+                format!(
+                    "{field}: {} is not a boolean; write true or false (unquoted)",
+                    describe(&s.value)
+                ),
             );
             None
         }
@@ -151,7 +196,10 @@ pub fn unsigned(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<u64> {
         Err(_) => {
             ctx.error(
                 node.pos,
-                format!("{field}: {} is not a whole number; write digits only, e.g. 100000", describe(&s.value)),
+                format!(
+                    "{field}: {} is not a whole number; write digits only, e.g. 100000",
+                    describe(&s.value)
+                ),
             );
             None
         }
@@ -208,7 +256,10 @@ mod tests {
     #[test]
     fn suggests_close_keys_only() {
         assert_eq!(closest("wiht", &["id", "uses", "with", "if"]), Some("with"));
-        assert_eq!(closest("timezone", &["cron", "time_zone"]), Some("time_zone"));
+        assert_eq!(
+            closest("timezone", &["cron", "time_zone"]),
+            Some("time_zone")
+        );
         assert_eq!(closest("banana", &["id", "uses", "with", "if"]), None);
     }
 

@@ -51,7 +51,8 @@ pub struct Scalar {
 
 impl Scalar {
     pub fn is_null(&self) -> bool {
-        self.style == ScalarStyle::Plain && matches!(self.raw.as_str(), "" | "~" | "null" | "Null" | "NULL")
+        self.style == ScalarStyle::Plain
+            && matches!(self.raw.as_str(), "" | "~" | "null" | "Null" | "NULL")
     }
 
     /// Minijinja syntax in the text as written; text that arrives through `${…}` is data and is
@@ -187,6 +188,9 @@ impl Builder {
             }
             entries.push((key, value));
         }
+        // yaml-rust2 marks a block mapping after its first key; a flow mapping at its `{`.
+        // The earlier of the two is where the user sees the mapping begin.
+        let pos = entries.first().map_or(pos, |(k, _)| pos.min(k.pos));
         self.finish_node(
             Node {
                 pos,
@@ -293,6 +297,14 @@ mod tests {
         };
         assert_eq!(step[0].0.pos, Pos { line: 3, col: 5 });
         assert_eq!(step[0].1.pos, Pos { line: 3, col: 11 });
+        // A block mapping begins at its first key, a flow mapping at its brace.
+        assert_eq!(steps[0].pos, Pos { line: 3, col: 5 });
+        let (node, _) = parse("a:\n  x: 1\nb: { y: 2 }\n");
+        let Kind::Map(entries) = node.unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(entries[0].1.pos, Pos { line: 2, col: 3 });
+        assert_eq!(entries[1].1.pos, Pos { line: 3, col: 4 });
     }
 
     #[test]

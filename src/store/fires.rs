@@ -51,12 +51,16 @@ mod tests {
         let path = dir.path().join("satflow.db");
         let a = Store::open_sqlite(&path).await.unwrap();
         let b = Store::open_sqlite(&path).await.unwrap();
-        let at = DateTime::parse_from_rfc3339("2027-03-29T07:00:00Z").unwrap().to_utc();
+        let at = DateTime::parse_from_rfc3339("2027-03-29T07:00:00Z")
+            .unwrap()
+            .to_utc();
         let now = Utc::now();
         let mut tasks = Vec::new();
         for i in 0..20 {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tasks.push(tokio::spawn(async move { store.record_fire("weekly", at, now).await }));
+            tasks.push(tokio::spawn(async move {
+                store.record_fire("weekly", at, now).await
+            }));
         }
         let mut recorded = 0;
         for t in tasks {
@@ -66,6 +70,9 @@ mod tests {
         }
         assert_eq!(recorded, 1);
         let next = at + chrono::Duration::days(7);
-        assert_eq!(a.record_fire("weekly", next, now).await.unwrap(), FireOutcome::Recorded);
+        assert_eq!(
+            a.record_fire("weekly", next, now).await.unwrap(),
+            FireOutcome::Recorded
+        );
     }
 }

@@ -93,9 +93,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("satflow.db");
         let store = Store::open_sqlite(&path).await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(store.pool()).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(store.pool()).await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(sync, 1, "synchronous=NORMAL");
         let tables: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -115,7 +121,10 @@ mod tests {
             "wallet_cursors",
             "webhook_inbox",
         ] {
-            assert!(tables.iter().any(|t| t == table), "missing table {table}: {tables:?}");
+            assert!(
+                tables.iter().any(|t| t == table),
+                "missing table {table}: {tables:?}"
+            );
         }
         store.close().await;
         // Reopening applies nothing twice.
@@ -136,12 +145,18 @@ mod tests {
         )
         .execute(store.pool())
         .await;
-        assert!(bad_status.is_err(), "a run status outside the list must be refused");
+        assert!(
+            bad_status.is_err(),
+            "a run status outside the list must be refused"
+        );
         let bad_index = sqlx::query(
             "INSERT INTO wallet_cursors (wallet, key_id, next_index) VALUES ('cold', 'k', -1)",
         )
         .execute(store.pool())
         .await;
-        assert!(bad_index.is_err(), "a negative address index must be refused");
+        assert!(
+            bad_index.is_err(),
+            "a negative address index must be refused"
+        );
     }
 }

@@ -50,11 +50,17 @@ impl FromStr for ScriptType {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("not an extended public key ({0}); expected an xpub, ypub or zpub (tpub, upub, vpub on test networks) as exported by your wallet")]
+    #[error(
+        "not an extended public key ({0}); expected an xpub, ypub or zpub (tpub, upub, vpub on test networks) as exported by your wallet"
+    )]
     Extended(String),
-    #[error("\"{0}\" is a private key; satflow only needs the extended *public* key (xpub/ypub/zpub): never give it a private key")]
+    #[error(
+        "\"{0}\" is a private key; satflow only needs the extended *public* key (xpub/ypub/zpub): never give it a private key"
+    )]
     Private(String),
-    #[error("not an output descriptor satflow can use: {0}; expected e.g. wpkh([fingerprint/84'/0'/0']xpub…/0/*)")]
+    #[error(
+        "not an output descriptor satflow can use: {0}; expected e.g. wpkh([fingerprint/84'/0'/0']xpub…/0/*)"
+    )]
     Descriptor(String),
     #[error("\"{0}\" is not a script type; accepted: p2pkh, p2sh-p2wpkh, p2wpkh, p2tr")]
     ScriptType(String),
@@ -77,10 +83,12 @@ impl WalletKey {
     /// An xpub/ypub/zpub (or tpub/upub/vpub); `script` overrides what the prefix implies.
     pub fn from_extended(text: &str, script: Option<ScriptType>) -> Result<Self, KeyError> {
         let text = text.trim();
-        let mut data =
-            base58::decode_check(text).map_err(|e| KeyError::Extended(e.to_string()))?;
+        let mut data = base58::decode_check(text).map_err(|e| KeyError::Extended(e.to_string()))?;
         if data.len() != 78 {
-            return Err(KeyError::Extended(format!("{} bytes instead of 78", data.len())));
+            return Err(KeyError::Extended(format!(
+                "{} bytes instead of 78",
+                data.len()
+            )));
         }
         let version: [u8; 4] = data[..4].try_into().expect("length checked above");
         let (implied, main) = match version {
@@ -101,7 +109,10 @@ impl WalletKey {
             _ => {
                 return Err(KeyError::Extended(format!(
                     "unknown version bytes {}",
-                    version.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    version
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
                 )));
             }
         };
@@ -114,8 +125,8 @@ impl WalletKey {
         let xpub = Xpub::decode(&data).map_err(|e| KeyError::Extended(e.to_string()))?;
         let key = format!("{xpub}/0/*");
         let descriptor = script.unwrap_or(implied).wrap(&key);
-        let descriptor = Descriptor::from_str(&descriptor)
-            .map_err(|e| KeyError::Descriptor(e.to_string()))?;
+        let descriptor =
+            Descriptor::from_str(&descriptor).map_err(|e| KeyError::Descriptor(e.to_string()))?;
         Ok(WalletKey {
             descriptor,
             network: xpub.network,
@@ -127,7 +138,10 @@ impl WalletKey {
         let descriptor = Descriptor::<DescriptorPublicKey>::from_str(text.trim())
             .map_err(|e| KeyError::Descriptor(e.to_string()))?;
         match descriptor.desc_type() {
-            DescriptorType::Pkh | DescriptorType::ShWpkh | DescriptorType::Wpkh | DescriptorType::Tr => {}
+            DescriptorType::Pkh
+            | DescriptorType::ShWpkh
+            | DescriptorType::Wpkh
+            | DescriptorType::Tr => {}
             other => {
                 return Err(KeyError::Descriptor(format!(
                     "{other:?} descriptors are not supported (accepted: pkh, sh(wpkh), wpkh, tr)"
@@ -136,12 +150,14 @@ impl WalletKey {
         }
         if !descriptor.has_wildcard() {
             return Err(KeyError::Descriptor(
-                "it has no `/*`, so it describes a single address; end the key path with /0/*".into(),
+                "it has no `/*`, so it describes a single address; end the key path with /0/*"
+                    .into(),
             ));
         }
         if descriptor.is_multipath() {
             return Err(KeyError::Descriptor(
-                "multipath `<0;1>` descriptors are not supported; write the receive chain, …/0/*".into(),
+                "multipath `<0;1>` descriptors are not supported; write the receive chain, …/0/*"
+                    .into(),
             ));
         }
         let mut network = NetworkKind::Main;
@@ -151,7 +167,10 @@ impl WalletKey {
             }
             true
         });
-        Ok(WalletKey { descriptor, network })
+        Ok(WalletKey {
+            descriptor,
+            network,
+        })
     }
 
     /// Whether the key was exported for mainnet or for a test network.
@@ -185,18 +204,30 @@ mod tests {
         let key = WalletKey::from_extended(ZPUB, None).unwrap();
         assert_eq!(key.network_kind(), NetworkKind::Main);
         let first = key.address_at(0, Network::Bitcoin).unwrap();
-        assert_eq!(first.to_string(), "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu");
+        assert_eq!(
+            first.to_string(),
+            "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+        );
         let second = key.address_at(1, Network::Bitcoin).unwrap();
-        assert_eq!(second.to_string(), "bc1qnjg0jd8228aq7egyzacy8cys3knf9xvrerkf9g");
+        assert_eq!(
+            second.to_string(),
+            "bc1qnjg0jd8228aq7egyzacy8cys3knf9xvrerkf9g"
+        );
     }
 
     #[test]
     fn ypub_and_its_descriptor_derive_the_bip49_address() {
         let ypub = "ypub6Ww3ibxVfGzLrAH1PNcjyAWenMTbbAosGNB6VvmSEgytSER9azLDWCxoJwW7Ke7icmizBMXrzBx9979FfaHxHcrArf3zbeJJJUZPf663zsP";
         let key = WalletKey::from_extended(ypub, None).unwrap();
-        assert_eq!(key.address_at(0, Network::Bitcoin).unwrap().to_string(), "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf");
+        assert_eq!(
+            key.address_at(0, Network::Bitcoin).unwrap().to_string(),
+            "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf"
+        );
         let desc = WalletKey::from_descriptor("sh(wpkh([73c5da0a/49'/0'/0']xpub6C6nQwHaWbSrzs5tZ1q7m5R9cPK9eYpNMFesiXsYrgc1P8bvLLAet9JfHjYXKjToD8cBRswJXXbbFpXgwsswVPAZzKMa1jUp2kVkGVUaJa7/0/*))").unwrap();
-        assert_eq!(desc.address_at(0, Network::Bitcoin).unwrap().to_string(), "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf");
+        assert_eq!(
+            desc.address_at(0, Network::Bitcoin).unwrap().to_string(),
+            "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf"
+        );
     }
 
     #[test]
@@ -212,11 +243,22 @@ mod tests {
     #[test]
     fn refuses_private_keys_unranged_and_multisig_descriptors() {
         let xprv = "xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi";
-        assert!(matches!(WalletKey::from_extended(xprv, None), Err(KeyError::Private(_))));
-        assert!(matches!(WalletKey::from_extended("zpub123", None), Err(KeyError::Extended(_))));
-        let ranged = WalletKey::from_extended(ZPUB, None).unwrap().descriptor().to_string();
+        assert!(matches!(
+            WalletKey::from_extended(xprv, None),
+            Err(KeyError::Private(_))
+        ));
+        assert!(matches!(
+            WalletKey::from_extended("zpub123", None),
+            Err(KeyError::Extended(_))
+        ));
+        let ranged = WalletKey::from_extended(ZPUB, None)
+            .unwrap()
+            .descriptor()
+            .to_string();
         let unranged = ranged.split('#').next().unwrap().replace("/0/*", "/0/0");
-        let err = WalletKey::from_descriptor(&unranged).unwrap_err().to_string();
+        let err = WalletKey::from_descriptor(&unranged)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/*"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use crate::config::{Names, NodeKind, PriceSource, list_names};
 use crate::domain::{Currency, FeeRate, HumanDuration, Iban};
 use crate::notify::templates;
-use crate::source::reader::{boolean, describe, list_or_one, scalar, string, unsigned};
+use crate::source::reader::{boolean, closest, describe, list_or_one, scalar, string, unsigned};
 use crate::source::{Ctx, MapReader, Node, Pos};
 
 use super::expr::{self, Scope};
@@ -52,6 +52,8 @@ pub struct PocketOrder {
     pub fee_rate: Param<FeeRate>,
     pub debitor_iban: Param<Iban>,
     pub payout: Payout,
+    /// Where the payout's wallet or node is named, for problems found across workflows.
+    pub payout_pos: Pos,
     pub active: Condition,
     pub affiliate_id: Option<String>,
 }
@@ -178,7 +180,13 @@ pub struct ActionReader<'a, 'c> {
 impl ActionReader<'_, '_> {
     /// `with_node` is `None` when the step has no `with:`. `uses_pos` locates refusals that
     /// concern the action as a whole.
-    pub fn read(&mut self, uses: &str, uses_pos: Pos, with_node: Option<&Node>, uses_field: &str) -> Option<Action> {
+    pub fn read(
+        &mut self,
+        uses: &str,
+        uses_pos: Pos,
+        with_node: Option<&Node>,
+        uses_field: &str,
+    ) -> Option<Action> {
         let empty = Node {
             pos: uses_pos,
             kind: crate::source::Kind::Map(Vec::new()),
@@ -203,7 +211,9 @@ impl ActionReader<'_, '_> {
             "pocket.order" => self.pocket_order(&mut m).map(Action::PocketOrder),
             "pocket.payout" => self.pocket_payout(&mut m).map(Action::PocketPayout),
             "pocket.refresh" => Some(Action::PocketRefresh(PocketRefresh {
-                exchange: m.get("exchange").and_then(|n| self.param(n, "exchange", |s| Ok::<_, String>(s.to_string()))),
+                exchange: m
+                    .get("exchange")
+                    .and_then(|n| self.param(n, "exchange", |s| Ok::<_, String>(s.to_string()))),
             })),
             "wallet.address" => self.wallet_address(&mut m).map(Action::WalletAddress),
             "withdraw" => self.withdraw(&mut m).map(Action::Withdraw),
@@ -288,27 +298,56 @@ impl ActionReader<'_, '_> {
 
     fn pocket_order(&mut self, m: &mut MapReader<'_>) -> Option<PocketOrder> {
         let currency = m
-            .required("currency", "write the currency of your bank payments: eur, chf or gbp", self.ctx)
+            .required(
+                "currency",
+                "write the currency of your bank payments: eur, chf or gbp",
+                self.ctx,
+            )
             .and_then(|n| self.param(n, "currency", Currency::from_str));
         let fee_rate = m
-            .required("fee_rate", "write Pocket's fee as a fraction from 0.012 to 0.045, e.g. fee_rate: \"0.015\"", self.ctx)
+            .required(
+                "fee_rate",
+                "write Pocket's fee as a fraction from 0.012 to 0.045, e.g. fee_rate: \"0.015\"",
+                self.ctx,
+            )
             .and_then(|n| self.param(n, "fee_rate", FeeRate::from_str));
         let iban = m
-            .required("debitor_iban", "write the IBAN you pay from, e.g. debitor_iban: ${MY_IBAN}", self.ctx)
+            .required(
+                "debitor_iban",
+                "write the IBAN you pay from, e.g. debitor_iban: ${MY_IBAN}",
+                self.ctx,
+            )
             .and_then(|n| self.param(n, "debitor_iban", Iban::from_str));
         let payout = m
-            .required("payout", "write payout: { wallet: NAME } for on-chain, or payout: { lightning: NODE }", self.ctx)
+            .required(
+                "payout",
+                "write payout: { wallet: NAME } for on-chain, or payout: { lightning: NODE }",
+                self.ctx,
+            )
             .and_then(|n| self.payout(n));
+        let payout_pos = m.get("payout").map_or(m.pos, |n| match &n.kind {
+            crate::source::Kind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| {
+                    k.scalar()
+                        .is_some_and(|s| s.raw == "wallet" || s.raw == "lightning")
+                })
+                .map_or(n.pos, |(_, v)| v.pos),
+            _ => n.pos,
+        });
         let active = match m.get("active") {
             Some(n) => self.condition(n, "active"),
             None => Some(Condition::Fixed(true)),
         };
-        let affiliate_id = m.get("affiliate_id").and_then(|n| string(n, &self.field("affiliate_id"), self.ctx));
+        let affiliate_id = m
+            .get("affiliate_id")
+            .and_then(|n| string(n, &self.field("affiliate_id"), self.ctx));
         Some(PocketOrder {
             currency: currency?,
             fee_rate: fee_rate?,
             debitor_iban: iban?,
             payout: payout?,
+            payout_pos,
             active: active?,
             affiliate_id,
         })
@@ -321,7 +360,12 @@ impl ActionReader<'_, '_> {
         let lightning = p.get("lightning");
         let payout = match (wallet, lightning) {
             (Some(w), None) => {
-                let wallet = self.reference(w, "payout.wallet", "wallets", &mut self.names.wallets.iter());
+                let wallet = self.reference(
+                    w,
+                    "payout.wallet",
+                    "wallets",
+                    &mut self.names.wallets.iter(),
+                );
                 if let Some(name) = &wallet
                     && self.names.taproot_wallets.contains(name)
                 {
@@ -341,14 +385,25 @@ impl ActionReader<'_, '_> {
                         })
                         .ok()
                 });
-                wallet.map(|wallet| Payout::Wallet { wallet, derivation_path })
+                wallet.map(|wallet| Payout::Wallet {
+                    wallet,
+                    derivation_path,
+                })
             }
             (None, Some(l)) => {
-                let node = self.reference(l, "payout.lightning", "lightning", &mut self.names.nodes.keys());
+                let node = self.reference(
+                    l,
+                    "payout.lightning",
+                    "lightning",
+                    &mut self.names.nodes.keys(),
+                );
                 let lightning_address = p
                     .get("lightning_address")
                     .and_then(|n| string(n, "lightning_address", self.ctx));
-                node.map(|node| Payout::Lightning { node, lightning_address })
+                node.map(|node| Payout::Lightning {
+                    node,
+                    lightning_address,
+                })
             }
             (Some(w), Some(_)) => {
                 self.ctx.error(w.pos, format!("{field}: both `wallet` and `lightning` are set; an order pays out one way, keep one"));
@@ -367,19 +422,28 @@ impl ActionReader<'_, '_> {
         let node = m
             .get("node")
             .map(|n| self.reference(n, "node", "lightning", &mut self.names.nodes.keys()));
-        let channel_fallback = match m.get("channel_fallback") {
+        let fallback_node = m.get("channel_fallback");
+        let channel_fallback = match fallback_node {
             Some(n) => boolean(n, &self.field("channel_fallback"), self.ctx)?,
             None => false,
         };
-        let node_address = m.get("node_address").and_then(|n| string(n, "node_address", self.ctx));
-        if let Some(Some(name)) = &node
+        let node_address = m
+            .get("node_address")
+            .and_then(|n| string(n, "node_address", self.ctx));
+        if let (Some(Some(name)), Some(n)) = (&node, fallback_node)
             && channel_fallback
             && node_address.is_none()
-            && matches!(self.names.nodes.get(name), Some(Some(NodeKind::LightningAddress)))
+            && matches!(
+                self.names.nodes.get(name),
+                Some(Some(NodeKind::LightningAddress))
+            )
         {
             self.ctx.error(
-                m.pos,
-                format!("{}: channel_fallback needs a node's address; `{name}` is a Lightning address, so set node_address (PUBKEY@HOST:PORT)", self.prefix),
+                n.pos,
+                format!(
+                    "{}: a channel needs a node to open it to, and `{name}` is a Lightning address; set node_address (PUBKEY@HOST:PORT) or channel_fallback: false",
+                    self.field("channel_fallback")
+                ),
             );
         }
         Some(PocketPayout {
@@ -401,7 +465,11 @@ impl ActionReader<'_, '_> {
 
     fn withdraw(&mut self, m: &mut MapReader<'_>) -> Option<Withdraw> {
         let from = m
-            .required("from", "name a provider defined under `withdraw:`", self.ctx)
+            .required(
+                "from",
+                "name a provider defined under `withdraw:`",
+                self.ctx,
+            )
             .and_then(|n| self.reference(n, "from", "withdraw", &mut self.names.providers.iter()));
         let to_wallet = m
             .required("to", "write to: { wallet: NAME }", self.ctx)
@@ -409,29 +477,47 @@ impl ActionReader<'_, '_> {
                 let mut t = MapReader::new(n, self.field("to"), self.ctx)?;
                 let w = t
                     .required("wallet", "name a wallet defined under `wallets:`", self.ctx)
-                    .and_then(|w| self.reference(w, "to.wallet", "wallets", &mut self.names.wallets.iter()));
+                    .and_then(|w| {
+                        self.reference(w, "to.wallet", "wallets", &mut self.names.wallets.iter())
+                    });
                 t.finish(self.ctx);
                 w
             });
-        let min_amount_sat = m
-            .required("min_amount_sat", "write the smallest balance worth moving, in satoshis, e.g. min_amount_sat: 100000", self.ctx)
-            .and_then(|n| unsigned(n, &self.field("min_amount_sat"), self.ctx));
+        let min_node = m.required(
+            "min_amount_sat",
+            "write the smallest balance worth moving, in satoshis, e.g. min_amount_sat: 100000",
+            self.ctx,
+        );
+        let min_amount_sat =
+            min_node.and_then(|n| unsigned(n, &self.field("min_amount_sat"), self.ctx));
         let max_fee_percent = m.get("max_fee_percent").and_then(|n| {
-            self.decimal(n, "max_fee_percent", Decimal::ZERO, Decimal::ONE_HUNDRED, "0 to 100 (percent of the amount)")
+            self.decimal(
+                n,
+                "max_fee_percent",
+                Decimal::ZERO,
+                Decimal::ONE_HUNDRED,
+                "0 to 100 (percent of the amount)",
+            )
         });
         let max_fee_rate = m.get("max_fee_rate").and_then(|n| {
-            self.decimal(n, "max_fee_rate", Decimal::ONE, Decimal::from(10_000), "1 to 10000 (sat/vB)")
+            self.decimal(
+                n,
+                "max_fee_rate",
+                Decimal::ONE,
+                Decimal::from(10_000),
+                "1 to 10000 (sat/vB)",
+            )
         });
         let keep_sat = match m.get("keep_sat") {
             Some(n) => unsigned(n, &self.field("keep_sat"), self.ctx)?,
             None => 0,
         };
-        if let Some(min) = min_amount_sat
+        if let (Some(min), Some(n)) = (min_amount_sat, min_node)
             && min < 1000
         {
             // The hub refuses withdrawals under 1000 sat (seed 003); say so now rather than weekly.
             self.ctx.error(
-                m.pos,
+                n.pos,
                 format!("{}.min_amount_sat: {min} is below 1000 sat, the smallest withdrawal a provider accepts; write at least 1000", self.prefix),
             );
         }
@@ -445,13 +531,26 @@ impl ActionReader<'_, '_> {
         })
     }
 
-    fn decimal(&mut self, node: &Node, key: &str, min: Decimal, max: Decimal, accepted: &str) -> Option<Decimal> {
+    fn decimal(
+        &mut self,
+        node: &Node,
+        key: &str,
+        min: Decimal,
+        max: Decimal,
+        accepted: &str,
+    ) -> Option<Decimal> {
         let field = self.field(key);
         let text = string(node, &field, self.ctx)?;
         match Decimal::from_str_exact(text.trim()) {
             Ok(d) if d >= min && d <= max => Some(d),
             _ => {
-                self.ctx.error(node.pos, format!("{field}: {} is not a number in range; accepted: {accepted}", describe(&text)));
+                self.ctx.error(
+                    node.pos,
+                    format!(
+                        "{field}: {} is not a number in range; accepted: {accepted}",
+                        describe(&text)
+                    ),
+                );
                 None
             }
         }
@@ -459,7 +558,11 @@ impl ActionReader<'_, '_> {
 
     fn price_quote(&mut self, m: &mut MapReader<'_>) -> Option<PriceQuote> {
         let currency = m
-            .required("currency", "write the fiat currency to quote: eur, chf or gbp", self.ctx)
+            .required(
+                "currency",
+                "write the fiat currency to quote: eur, chf or gbp",
+                self.ctx,
+            )
             .and_then(|n| self.param(n, "currency", Currency::from_str));
         let source = match m.get("source") {
             None => Some(None),
@@ -467,7 +570,14 @@ impl ActionReader<'_, '_> {
                 Some("peach") => Some(Some(PriceSource::Peach)),
                 Some("bitpay") => Some(Some(PriceSource::Bitpay)),
                 Some(other) => {
-                    self.ctx.error(n.pos, format!("{}: {} is not a price source; accepted: peach, bitpay", self.field("source"), describe(other)));
+                    self.ctx.error(
+                        n.pos,
+                        format!(
+                            "{}: {} is not a price source; accepted: peach, bitpay",
+                            self.field("source"),
+                            describe(other)
+                        ),
+                    );
                     None
                 }
                 None => None,
@@ -502,21 +612,41 @@ impl ActionReader<'_, '_> {
                 let name = string(t, &field, self.ctx)?;
                 match templates::find(&name, self.names) {
                     Some(Ok(source)) => {
-                        for (part, text) in [("subject", source.subject.as_str()), ("body", source.body.as_str())] {
+                        for (part, text) in [
+                            ("subject", source.subject.as_str()),
+                            ("body", source.body.as_str()),
+                        ] {
                             if let Err(e) = expr::check_template(self.env, text, &self.scope) {
-                                self.ctx.error(t.pos, format!("{field}: the {part} of template `{name}` ({}): {e}", source.origin));
+                                self.ctx.error(
+                                    t.pos,
+                                    format!(
+                                        "{field}: the {part} of template `{name}` ({}): {e}",
+                                        source.origin
+                                    ),
+                                );
                             }
                         }
                         Some(EmailContent::Template(name))
                     }
                     Some(Err(e)) => {
-                        self.ctx.error(t.pos, format!("{field}: template `{name}`: {e}"));
+                        self.ctx
+                            .error(t.pos, format!("{field}: template `{name}`: {e}"));
                         None
                     }
                     None => {
+                        let mut known: Vec<&str> = templates::BUILT_IN_NAMES.to_vec();
+                        known.extend(self.names.templates.keys().map(String::as_str));
+                        let hint = closest(&name, &known)
+                            .map(|s| format!("did you mean `{s}`? "))
+                            .unwrap_or_default();
                         self.ctx.error(
                             t.pos,
-                            format!("{field}: there is no email template {}; built in: {}{}", describe(&name), templates::BUILT_IN_NAMES.join(", "), user_templates(self.names)),
+                            format!(
+                                "{field}: there is no email template {}; {hint}built in: {}{}",
+                                describe(&name),
+                                templates::BUILT_IN_NAMES.join(", "),
+                                user_templates(self.names)
+                            ),
                         );
                         None
                     }
@@ -525,14 +655,29 @@ impl ActionReader<'_, '_> {
             (None, Some(s), Some(b)) => {
                 let subject = self.template_text(s, "subject");
                 let body = self.template_text(b, "body");
-                Some(EmailContent::Inline { subject: subject?, body: body? })
+                Some(EmailContent::Inline {
+                    subject: subject?,
+                    body: body?,
+                })
             }
             (Some(t), _, _) => {
-                self.ctx.error(t.pos, format!("{}: `template` and `subject`/`body` are both set; use one", self.prefix));
+                self.ctx.error(
+                    t.pos,
+                    format!(
+                        "{}: `template` and `subject`/`body` are both set; use one",
+                        self.prefix
+                    ),
+                );
                 None
             }
             _ => {
-                self.ctx.error(m.pos, format!("{}: write `subject` and `body`, or `template: NAME`", self.prefix));
+                self.ctx.error(
+                    m.pos,
+                    format!(
+                        "{}: write `subject` and `body`, or `template: NAME`",
+                        self.prefix
+                    ),
+                );
                 None
             }
         };
@@ -549,7 +694,10 @@ impl ActionReader<'_, '_> {
                 })
                 .collect(),
         };
-        Some(Email { content: content?, to })
+        Some(Email {
+            content: content?,
+            to,
+        })
     }
 
     fn template_text(&mut self, node: &Node, key: &str) -> Option<String> {

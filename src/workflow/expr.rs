@@ -44,7 +44,10 @@ pub fn check_condition(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> 
         ));
     };
     if source.is_empty() {
-        return Err("the condition is empty; write an expression such as \"{{ steps.order.created }}\"".into());
+        return Err(
+            "the condition is empty; write an expression such as \"{{ steps.order.created }}\""
+                .into(),
+        );
     }
     let expr = env
         .compile_expression(source)
@@ -67,7 +70,10 @@ fn error_text(err: &minijinja::Error) -> String {
     }
 }
 
-fn check_variables(vars: impl IntoIterator<Item = String>, scope: &Scope<'_>) -> Result<(), String> {
+fn check_variables(
+    vars: impl IntoIterator<Item = String>,
+    scope: &Scope<'_>,
+) -> Result<(), String> {
     let mut vars: Vec<String> = vars.into_iter().collect();
     vars.sort();
     for var in vars {
@@ -87,11 +93,19 @@ fn check_variables(vars: impl IntoIterator<Item = String>, scope: &Scope<'_>) ->
         };
         let Some((_, outputs)) = scope.earlier.iter().find(|(e, _)| e == id) else {
             let earlier: Vec<&str> = scope.earlier.iter().map(|(e, _)| e.as_str()).collect();
-            let earlier = if earlier.is_empty() { "none".to_string() } else { earlier.join(", ") };
-            return Err(if scope.all_ids.iter().any(|a| a == id) {
-                format!("`steps.{id}` is not available here: step `{id}` runs later; steps before this one: {earlier}")
+            let earlier = if earlier.is_empty() {
+                "none".to_string()
             } else {
-                format!("`steps.{id}`: there is no step with id `{id}`; steps before this one: {earlier}")
+                earlier.join(", ")
+            };
+            return Err(if scope.all_ids.iter().any(|a| a == id) {
+                format!(
+                    "`steps.{id}` is not available here: step `{id}` runs later; steps before this one: {earlier}"
+                )
+            } else {
+                format!(
+                    "`steps.{id}`: there is no step with id `{id}`; steps before this one: {earlier}"
+                )
             });
         };
         if let Some(field) = parts.next()
@@ -111,8 +125,14 @@ fn check_variables(vars: impl IntoIterator<Item = String>, scope: &Scope<'_>) ->
 mod tests {
     use super::*;
 
-    fn scope_with_price<'a>(earlier: &'a [(String, &'static [&'static str])], all: &'a [String]) -> Scope<'a> {
-        Scope { earlier, all_ids: all }
+    fn scope_with_price<'a>(
+        earlier: &'a [(String, &'static [&'static str])],
+        all: &'a [String],
+    ) -> Scope<'a> {
+        Scope {
+            earlier,
+            all_ids: all,
+        }
     }
 
     #[test]
@@ -129,9 +149,19 @@ mod tests {
         let all = vec!["price".to_string(), "order".to_string(), "mail".to_string()];
         let scope = scope_with_price(&earlier, &all);
         assert!(check_condition(&env, "{{ steps.price.price < 60000 }}", &scope).is_ok());
-        assert!(check_condition(&env, "event.name == 'exchange.executed' and run.id > 0", &scope).is_ok());
+        assert!(
+            check_condition(
+                &env,
+                "event.name == 'exchange.executed' and run.id > 0",
+                &scope
+            )
+            .is_ok()
+        );
         let err = check_condition(&env, "{{ steps.price.prize < 1 }}", &scope).unwrap_err();
-        assert!(err.contains("no output `prize`") && err.contains("price, currency"), "{err}");
+        assert!(
+            err.contains("no output `prize`") && err.contains("price, currency"),
+            "{err}"
+        );
         let err = check_condition(&env, "{{ steps.order.created }}", &scope).unwrap_err();
         assert!(err.contains("runs later"), "{err}");
         let err = check_condition(&env, "{{ steps.nope.x }}", &scope).unwrap_err();
@@ -149,8 +179,19 @@ mod tests {
         let all = vec![];
         let scope = scope_with_price(&earlier, &all);
         assert!(check_template(&env, "Order for {{ workflow.name }}", &scope).is_ok());
-        assert!(check_template(&env, "{% if x %}", &scope).unwrap_err().contains("does not compile"));
+        assert!(
+            check_template(&env, "{% if x %}", &scope)
+                .unwrap_err()
+                .contains("does not compile")
+        );
         // Names set inside the template are not variables from outside.
-        assert!(check_template(&env, "{% for s in event.items %}{{ s }}{% endfor %}", &scope).is_ok());
+        assert!(
+            check_template(
+                &env,
+                "{% for s in event.items %}{{ s }}{% endfor %}",
+                &scope
+            )
+            .is_ok()
+        );
     }
 }

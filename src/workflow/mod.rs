@@ -39,6 +39,8 @@ pub struct Step {
     pub condition: Option<String>,
     /// Where the step's `uses:` is written, for problems found across steps or workflows.
     pub pos: Pos,
+    /// The step's place in the file's list, as in `steps[N]` of messages.
+    pub index: usize,
 }
 
 /// The engine events a workflow can start on.
@@ -70,7 +72,12 @@ impl EventKind {
 
 /// Loads every workflow file, checking each against the configuration's `names` and the
 /// workflow names against each other. Returns the workflows that have no problem.
-pub fn load_all(files: &[PathBuf], names: &Names, env: &dyn Env, diags: &mut Diagnostics) -> Vec<Workflow> {
+pub fn load_all(
+    files: &[PathBuf],
+    names: &Names,
+    env: &dyn Env,
+    diags: &mut Diagnostics,
+) -> Vec<Workflow> {
     let jinja = expr::environment();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     // Two orders rotating through one xpub would be paid to the same addresses.
@@ -103,8 +110,8 @@ pub fn load_all(files: &[PathBuf], names: &Names, env: &dyn Env, diags: &mut Dia
             {
                 match payout_wallets.get(wallet) {
                     Some(other) => ctx.error(
-                        step.pos,
-                        format!("step `{}`: the order of workflow `{other}` already pays out to wallet `{wallet}`; two orders rotating through one key would reuse addresses — give each order its own wallet (another account of your seed)", step.id),
+                        order.payout_pos,
+                        format!("steps[{}].with.payout.wallet: the order of workflow `{other}` already pays out to wallet `{wallet}`; two orders rotating through one key would reuse addresses — give each order its own wallet (another account of your seed)", step.index),
                     ),
                     None => {
                         payout_wallets.insert(wallet.clone(), workflow.name.clone());
@@ -139,14 +146,18 @@ fn read_workflow(
     if !is_identifier(&name, true) {
         ctx.error(
             name_pos,
-            format!("name: {} is not a usable workflow name; use letters, digits, `-` and `_` (it appears in commands and the database)", describe(&name)),
+            format!("name: {} is not a usable workflow name; use letters, digits, `-`, `_` and `.` (it appears in commands and the database)", describe(&name)),
         );
     }
     let (schedule, events) = match m.get("on") {
         Some(n) => read_on(n, ctx),
         None => (None, Vec::new()),
     };
-    let steps = match m.required("steps", "write the list of steps, e.g. steps: [{ uses: price.quote, with: { currency: chf } }]", ctx) {
+    let steps = match m.required(
+        "steps",
+        "write the list of steps, e.g. steps: [{ uses: price.quote, with: { currency: chf } }]",
+        ctx,
+    ) {
         Some(n) => read_steps(n, names, jinja, ctx),
         None => Vec::new(),
     };
@@ -176,7 +187,10 @@ fn read_on(node: &Node, ctx: &mut Ctx<'_>) -> (Option<Schedule>, Vec<EventKind>)
             };
             match EventKind::ALL.into_iter().find(|e| e.name() == text) {
                 Some(kind) if !events.contains(&kind) => events.push(kind),
-                Some(_) => ctx.error(item.pos, format!("on.event: {} is listed twice", describe(&text))),
+                Some(_) => ctx.error(
+                    item.pos,
+                    format!("on.event: {} is listed twice", describe(&text)),
+                ),
                 None => {
                     let accepted: Vec<&str> = EventKind::ALL.iter().map(|e| e.name()).collect();
                     let hint = closest(&text, &accepted)
@@ -184,7 +198,11 @@ fn read_on(node: &Node, ctx: &mut Ctx<'_>) -> (Option<Schedule>, Vec<EventKind>)
                         .unwrap_or_default();
                     ctx.error(
                         item.pos,
-                        format!("on.event: {} is not an event; {hint}accepted: {}", describe(&text), accepted.join(", ")),
+                        format!(
+                            "on.event: {} is not an event; {hint}accepted: {}",
+                            describe(&text),
+                            accepted.join(", ")
+                        ),
                     );
                 }
             }
@@ -202,7 +220,11 @@ fn read_on(node: &Node, ctx: &mut Ctx<'_>) -> (Option<Schedule>, Vec<EventKind>)
 
 fn read_schedule(node: &Node, ctx: &mut Ctx<'_>) -> Option<Schedule> {
     let mut m = MapReader::new(node, "on.schedule", ctx)?;
-    let cron = m.required("cron", "write a cron expression, e.g. cron: \"0 9 * * MON\"", ctx);
+    let cron = m.required(
+        "cron",
+        "write a cron expression, e.g. cron: \"0 9 * * MON\"",
+        ctx,
+    );
     let timezone = match m.get("timezone") {
         Some(n) => string(n, "on.schedule.timezone", ctx).and_then(|text| {
             schedule::parse_timezone(&text)
@@ -224,7 +246,11 @@ fn read_schedule(node: &Node, ctx: &mut Ctx<'_>) -> Option<Schedule> {
     let text = string(cron, "on.schedule.cron", ctx)?;
     // The cron is checked even when the zone or policy is wrong, so every problem shows at once;
     // the placeholders never reach a returned schedule.
-    match Schedule::new(&text, timezone.unwrap_or(Tz::UTC), catch_up.unwrap_or(CatchUp::Once)) {
+    match Schedule::new(
+        &text,
+        timezone.unwrap_or(Tz::UTC),
+        catch_up.unwrap_or(CatchUp::Once),
+    ) {
         Ok(s) => timezone.and(catch_up).map(|_| s),
         Err(e) => {
             ctx.error(cron.pos, format!("on.schedule.cron: {e}"));
@@ -240,11 +266,20 @@ fn read_steps(
     ctx: &mut Ctx<'_>,
 ) -> Vec<Step> {
     let Kind::Seq(items) = &node.kind else {
-        ctx.error(node.pos, format!("steps: expected a list of steps (`- uses: …`), found {}", node.kind_name()));
+        ctx.error(
+            node.pos,
+            format!(
+                "steps: expected a list of steps (`- uses: …`), found {}",
+                node.kind_name()
+            ),
+        );
         return Vec::new();
     };
     if items.is_empty() {
-        ctx.error(node.pos, "steps: the list is empty; a workflow needs at least one step");
+        ctx.error(
+            node.pos,
+            "steps: the list is empty; a workflow needs at least one step",
+        );
     }
     // Ids first, so a reference to a later step can be told from a typo.
     let ids: Vec<(String, Option<Pos>)> = items
@@ -277,7 +312,7 @@ fn read_steps(
                 ctx.error(*pos, format!("{prefix}.id: `{id}` is already the id of steps[{first}]; step ids must be unique within a workflow"));
             }
         }
-        let step = read_step(item, &prefix, id, names, jinja, &earlier, &all_ids, ctx);
+        let step = read_step(item, i, &prefix, id, names, jinja, &earlier, &all_ids, ctx);
         if let Some(step) = &step
             && step.uses == "pocket.order"
             && let Some(first) = steps.iter().find(|s: &&Step| s.uses == "pocket.order")
@@ -301,6 +336,7 @@ fn read_steps(
 #[allow(clippy::too_many_arguments)]
 fn read_step(
     node: &Node,
+    index: usize,
     prefix: &str,
     id: &str,
     names: &Names,
@@ -311,7 +347,14 @@ fn read_step(
 ) -> Option<Step> {
     let mut m = MapReader::new(node, prefix, ctx)?;
     m.get("id");
-    let uses_node = m.required("uses", &format!("write the action to run; accepted: {}", actions::NAMES.join(", ")), ctx);
+    let uses_node = m.required(
+        "uses",
+        &format!(
+            "write the action to run; accepted: {}",
+            actions::NAMES.join(", ")
+        ),
+        ctx,
+    );
     let condition = m.get("if").and_then(|n| {
         let text = string(n, &format!("{prefix}.if"), ctx)?;
         let scope = expr::Scope { earlier, all_ids };
@@ -333,7 +376,11 @@ fn read_step(
             .unwrap_or_default();
         ctx.error(
             uses_node.pos,
-            format!("{prefix}.uses: {} is not an action; {hint}accepted: {}", describe(&uses_text), actions::NAMES.join(", ")),
+            format!(
+                "{prefix}.uses: {} is not an action; {hint}accepted: {}",
+                describe(&uses_text),
+                actions::NAMES.join(", ")
+            ),
         );
         return None;
     };
@@ -351,12 +398,17 @@ fn read_step(
         action,
         condition,
         pos: uses_node.pos,
+        index,
     })
 }
 
 /// Names used in commands, keys and expressions. Workflow names may also contain `-`.
 fn is_identifier(text: &str, allow_dash: bool) -> bool {
     let mut chars = text.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || (allow_dash && c.is_ascii_digit()))
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_dash && (c == '-' || c == '.')))
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || (allow_dash && c.is_ascii_digit()))
+        && chars.all(|c| {
+            c.is_ascii_alphanumeric() || c == '_' || (allow_dash && (c == '-' || c == '.'))
+        })
 }

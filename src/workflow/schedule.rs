@@ -42,7 +42,9 @@ impl FromStr for CatchUp {
             "skip" => Ok(CatchUp::Skip),
             "once" => Ok(CatchUp::Once),
             "all" => Ok(CatchUp::All),
-            _ => Err(format!("\"{s}\" is not a catch-up policy; accepted: skip, once, all")),
+            _ => Err(format!(
+                "\"{s}\" is not a catch-up policy; accepted: skip, once, all"
+            )),
         }
     }
 }
@@ -109,15 +111,39 @@ fn parse_cron(text: &str) -> Result<Cron, String> {
             if fields == 1 { "" } else { "s" }
         ));
     }
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .build()
-        .parse(text)
-        .map_err(|e| {
-            format!(
-                "\"{text}\" is not a valid cron expression ({e}); write 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 9 * * MON\""
-            )
-        })
+    let parser = CronParser::builder().seconds(Seconds::Optional).build();
+    parser.parse(text).map_err(|e| match culprit(&parser, text) {
+        Some((field, value, accepted)) => format!(
+            "\"{text}\": the {field} field \"{value}\" is not valid; {field} accepts {accepted}, with * , - / (e.g. */15, 1-5, 0,30)"
+        ),
+        None => format!(
+            "\"{text}\" is not a valid cron expression ({e}); write 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 9 * * MON\""
+        ),
+    })
+}
+
+/// The field that makes `text` fail on its own, found by parsing it with every other field `*`:
+/// croner's own errors do not say which field is wrong.
+fn culprit(parser: &CronParser, text: &str) -> Option<(&'static str, String, &'static str)> {
+    const FIELDS: [(&str, &str); 6] = [
+        ("second", "0 to 59"),
+        ("minute", "0 to 59"),
+        ("hour", "0 to 23"),
+        ("day-of-month", "1 to 31, L and W"),
+        ("month", "1 to 12 or JAN to DEC"),
+        ("day-of-week", "0 to 7 or SUN to SAT, L and #"),
+    ];
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let names = &FIELDS[FIELDS.len() - parts.len()..];
+    (0..parts.len()).find_map(|i| {
+        let alone: Vec<&str> = (0..parts.len())
+            .map(|j| if i == j { parts[j] } else { "*" })
+            .collect();
+        parser
+            .parse(&alone.join(" "))
+            .is_err()
+            .then(|| (names[i].0, parts[i].to_string(), names[i].1))
+    })
 }
 
 /// An IANA zone name such as `Europe/Zurich`.
@@ -160,14 +186,31 @@ mod tests {
         let fires = s.fires_after(utc("2027-03-27T00:00:00Z"), 2);
         assert_eq!(fires[0].to_rfc3339(), "2027-03-27T09:00:00+01:00");
         assert_eq!(fires[1].to_rfc3339(), "2027-03-28T09:00:00+02:00");
-        assert_eq!(fires[1].with_timezone(&Utc), Utc.with_ymd_and_hms(2027, 3, 28, 7, 0, 0).unwrap());
+        assert_eq!(
+            fires[1].with_timezone(&Utc),
+            Utc.with_ymd_and_hms(2027, 3, 28, 7, 0, 0).unwrap()
+        );
     }
 
     #[test]
     fn refuses_wrong_field_counts_bad_fields_and_dates_that_never_come() {
-        assert!(Schedule::new("0 9 * *", zurich(), CatchUp::Once).unwrap_err().contains("4 fields"));
-        assert!(Schedule::new("0 25 * * *", zurich(), CatchUp::Once).unwrap_err().contains("not a valid cron"));
-        assert!(Schedule::new("0 0 30 2 *", zurich(), CatchUp::Once).unwrap_err().contains("never fires"));
+        assert!(
+            Schedule::new("0 9 * *", zurich(), CatchUp::Once)
+                .unwrap_err()
+                .contains("4 fields")
+        );
+        let err = Schedule::new("0 25 * * *", zurich(), CatchUp::Once).unwrap_err();
+        assert!(
+            err.contains("the hour field \"25\" is not valid; hour accepts 0 to 23"),
+            "{err}"
+        );
+        let err = Schedule::new("0 0 9 * * FUNDAY", zurich(), CatchUp::Once).unwrap_err();
+        assert!(err.contains("the day-of-week field \"FUNDAY\""), "{err}");
+        assert!(
+            Schedule::new("0 0 30 2 *", zurich(), CatchUp::Once)
+                .unwrap_err()
+                .contains("never fires")
+        );
         assert!(Schedule::new("*/10 * * * * *", zurich(), CatchUp::Once).is_ok());
         assert!(Schedule::new("@weekly", zurich(), CatchUp::Once).is_ok());
     }
@@ -175,8 +218,17 @@ mod tests {
     #[test]
     fn timezones_and_policies_are_checked() {
         assert!(parse_timezone("Europe/Zurich").is_ok());
-        assert!(parse_timezone("Europe/Zürich").unwrap_err().contains("IANA"));
+        assert!(
+            parse_timezone("Europe/Zürich")
+                .unwrap_err()
+                .contains("IANA")
+        );
         assert_eq!("all".parse::<CatchUp>().unwrap(), CatchUp::All);
-        assert!("sometimes".parse::<CatchUp>().unwrap_err().contains("skip, once, all"));
+        assert!(
+            "sometimes"
+                .parse::<CatchUp>()
+                .unwrap_err()
+                .contains("skip, once, all")
+        );
     }
 }

@@ -78,10 +78,9 @@ fn run_corpus(folder: &str, place: impl Fn(&TestApp, &str, &str) -> String) -> u
         }
         for (line, col, words) in &case.expects {
             let prefix = format!("{reported_path}:{line}:{col}: ");
-            match problems
-                .iter()
-                .position(|p| p.starts_with(&prefix) && words.iter().all(|w| p.contains(w.as_str())))
-            {
+            match problems.iter().position(|p| {
+                p.starts_with(&prefix) && words.iter().all(|w| p.contains(w.as_str()))
+            }) {
                 Some(i) => {
                     problems.remove(i);
                 }
@@ -97,7 +96,10 @@ fn run_corpus(folder: &str, place: impl Fn(&TestApp, &str, &str) -> String) -> u
             }
         }
         if !why.is_empty() {
-            failures.push(format!("{folder}/{name}:\n  {}\n  output:\n{output}", why.join("\n  ")));
+            failures.push(format!(
+                "{folder}/{name}:\n  {}\n  output:\n{output}",
+                why.join("\n  ")
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -129,7 +131,10 @@ fn the_base_setup_and_the_demo_pass() {
     let app = TestApp::with_base();
     let run = app.satflow(&["check", "-c", "satflow.yaml"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.starts_with("ok: satflow.yaml and 1 workflow"), "{run:?}");
+    assert!(
+        run.stdout.starts_with("ok: satflow.yaml and 1 workflow"),
+        "{run:?}"
+    );
 
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/satflow.yaml");
     let run = app.satflow(&["check", "-c", demo.to_str().unwrap()]);
@@ -140,10 +145,7 @@ fn the_base_setup_and_the_demo_pass() {
 #[test]
 fn problems_in_several_files_are_all_reported_in_one_run() {
     let app = TestApp::with_base();
-    app.write(
-        "workflows/one.yaml",
-        "steps:\n  - uses: pocket.ordr\n",
-    );
+    app.write("workflows/one.yaml", "steps:\n  - uses: pocket.ordr\n");
     app.write(
         "workflows/two.yaml",
         "on: { event: exchange.settled }\nsteps:\n  - uses: email\n    with: { template: nope }\n",
@@ -152,8 +154,14 @@ fn problems_in_several_files_are_all_reported_in_one_run() {
     assert_eq!(run.code, 1);
     let problems = run.problems();
     assert_eq!(problems.len(), 2, "{run:?}");
-    assert!(problems[0].starts_with("workflows/one.yaml:2:11: "), "{problems:?}");
-    assert!(problems[1].starts_with("workflows/two.yaml:4:23: "), "{problems:?}");
+    assert!(
+        problems[0].starts_with("workflows/one.yaml:2:11: "),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("workflows/two.yaml:4:23: "),
+        "{problems:?}"
+    );
     assert!(run.stdout.contains("2 problems in 2 files"), "{run:?}");
 }
 
@@ -162,5 +170,9 @@ fn a_missing_config_file_says_how_to_get_one() {
     let app = TestApp::empty();
     let run = app.satflow(&["check"]);
     assert_eq!(run.code, 1);
-    assert!(run.stdout.contains("satflow.yaml:1:1: there is no configuration file here"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("satflow.yaml:1:1: there is no configuration file here"),
+        "{run:?}"
+    );
 }

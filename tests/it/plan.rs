@@ -137,7 +137,15 @@ fn the_31st_fires_only_in_months_that_have_one() {
     let days: Vec<&str> = fires.iter().map(|(l, _)| &l[..10]).collect();
     assert_eq!(
         days,
-        ["2027-01-31", "2027-03-31", "2027-05-31", "2027-07-31", "2027-08-31", "2027-10-31", "2027-12-31"]
+        [
+            "2027-01-31",
+            "2027-03-31",
+            "2027-05-31",
+            "2027-07-31",
+            "2027-08-31",
+            "2027-10-31",
+            "2027-12-31"
+        ]
     );
     // 31 October is the autumn change: noon is already winter time.
     assert_eq!(fires[5].1, "2027-10-31T11:00:00Z");
@@ -163,13 +171,40 @@ fn text_output_lists_every_workflow_and_bad_from_is_refused() {
         "workflows/events.yaml",
         "on: { event: [exchange.executed, exchange.settled] }\nsteps:\n  - uses: pocket.refresh\n",
     );
-    let run = app.satflow(&["plan", "-c", "satflow.yaml", "--from", "2027-03-26", "--count", "2"]);
+    let run = app.satflow(&[
+        "plan",
+        "-c",
+        "satflow.yaml",
+        "--from",
+        "2027-03-26",
+        "--count",
+        "2",
+    ]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("good (workflows/aaa-good.yaml): cron \"0 9 * * MON\" in Europe/Zurich, catch_up once"), "{}", run.stdout);
-    assert!(run.stdout.contains("2027-03-29T09:00:00+02:00   2027-03-29T07:00:00Z"), "{}", run.stdout);
-    assert!(run.stdout.contains("events (workflows/events.yaml): on exchange.executed, exchange.settled"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "good (workflows/aaa-good.yaml): cron \"0 9 * * MON\" in Europe/Zurich, catch_up once"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("2027-03-29T09:00:00+02:00   2027-03-29T07:00:00Z"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("events (workflows/events.yaml): on exchange.executed, exchange.settled"),
+        "{}",
+        run.stdout
+    );
 
     let run = app.satflow(&["plan", "-c", "satflow.yaml", "--from", "next monday"]);
-    assert_eq!(run.code, 2, "clap refuses bad arguments with its own code: {run:?}");
+    assert_eq!(
+        run.code, 2,
+        "clap refuses bad arguments with its own code: {run:?}"
+    );
     assert!(run.stderr.contains("RFC 3339"), "{run:?}");
 }
