@@ -129,7 +129,9 @@ pub fn load_setup(config_path: &std::path::Path) -> Result<Setup, Vec<Diagnostic
         names,
         workflow_files,
     } = config::load(config_path, &ProcessEnv, &mut diags);
+    tracing::debug!(config = %config_path.display(), files = workflow_files.len(), "reading workflows");
     let workflows = workflow::load_all(&workflow_files, &names, &ProcessEnv, &mut diags);
+    tracing::debug!(valid = workflows.len(), problems = diags.len(), "checked");
     match config {
         Some(config) if diags.is_empty() => Ok(Setup { config, workflows }),
         _ => Err(diags.sorted()),

@@ -17,7 +17,7 @@ use super::{
     OutboxConfig, PocketConfig, PriceSource, PricesConfig, WalletConfig, WithdrawProvider,
 };
 use crate::domain::HumanDuration;
-use crate::source::reader::{closest, describe, list_or_one, scalar, string, unsigned};
+use crate::source::reader::{describe, did_you_mean, list_or_one, scalar, string, unsigned};
 use crate::source::{Ctx, Kind, MapReader, Node, Pos, resolve_path};
 use crate::wallet::{ScriptType, WalletKey};
 
@@ -698,9 +698,7 @@ impl Reader<'_> {
                     out.insert(alert);
                 }
                 None => {
-                    let hint = closest(&name, &accepted)
-                        .map(|s| format!("did you mean `{s}`? "))
-                        .unwrap_or_default();
+                    let hint = did_you_mean(&name, &accepted);
                     ctx.error(
                         item.pos,
                         format!(

@@ -119,9 +119,7 @@ impl<'n> MapReader<'n> {
             if self.known.contains(&name) {
                 continue;
             }
-            let suggestion = closest(name, &self.known)
-                .map(|s| format!("did you mean `{s}`? "))
-                .unwrap_or_default();
+            let suggestion = did_you_mean(name, &self.known);
             ctx.error(
                 k.pos,
                 format!(
@@ -223,6 +221,13 @@ pub fn describe(value: &str) -> String {
     } else {
         format!("\"{value}\"")
     }
+}
+
+/// "did you mean `x`? " when a candidate is close to `word`, else nothing.
+pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    closest(word, candidates)
+        .map(|s| format!("did you mean `{s}`? "))
+        .unwrap_or_default()
 }
 
 /// The candidate closest to `word`, if it is close enough to be a typo.

@@ -15,7 +15,9 @@ use rust_decimal::Decimal;
 use crate::config::{Names, NodeKind, PriceSource, list_names};
 use crate::domain::{Currency, FeeRate, HumanDuration, Iban};
 use crate::notify::templates;
-use crate::source::reader::{boolean, closest, describe, list_or_one, scalar, string, unsigned};
+use crate::source::reader::{
+    boolean, describe, did_you_mean, list_or_one, scalar, string, unsigned,
+};
 use crate::source::{Ctx, MapReader, Node, Pos};
 
 use super::expr::{self, Scope};
@@ -325,16 +327,6 @@ impl ActionReader<'_, '_> {
                 self.ctx,
             )
             .and_then(|n| self.payout(n));
-        let payout_pos = m.get("payout").map_or(m.pos, |n| match &n.kind {
-            crate::source::Kind::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| {
-                    k.scalar()
-                        .is_some_and(|s| s.raw == "wallet" || s.raw == "lightning")
-                })
-                .map_or(n.pos, |(_, v)| v.pos),
-            _ => n.pos,
-        });
         let active = match m.get("active") {
             Some(n) => self.condition(n, "active"),
             None => Some(Condition::Fixed(true)),
@@ -342,18 +334,20 @@ impl ActionReader<'_, '_> {
         let affiliate_id = m
             .get("affiliate_id")
             .and_then(|n| string(n, &self.field("affiliate_id"), self.ctx));
+        let payout = payout?;
         Some(PocketOrder {
             currency: currency?,
             fee_rate: fee_rate?,
             debitor_iban: iban?,
-            payout: payout?,
-            payout_pos,
+            payout: payout.0,
+            payout_pos: payout.1,
             active: active?,
             affiliate_id,
         })
     }
 
-    fn payout(&mut self, node: &Node) -> Option<Payout> {
+    /// The payout and where its wallet or node is named.
+    fn payout(&mut self, node: &Node) -> Option<(Payout, Pos)> {
         let field = self.field("payout");
         let mut p = MapReader::new(node, field.clone(), self.ctx)?;
         let wallet = p.get("wallet");
@@ -385,9 +379,12 @@ impl ActionReader<'_, '_> {
                         })
                         .ok()
                 });
-                wallet.map(|wallet| Payout::Wallet {
-                    wallet,
-                    derivation_path,
+                wallet.map(|wallet| {
+                    let payout = Payout::Wallet {
+                        wallet,
+                        derivation_path,
+                    };
+                    (payout, w.pos)
                 })
             }
             (None, Some(l)) => {
@@ -400,9 +397,12 @@ impl ActionReader<'_, '_> {
                 let lightning_address = p
                     .get("lightning_address")
                     .and_then(|n| string(n, "lightning_address", self.ctx));
-                node.map(|node| Payout::Lightning {
-                    node,
-                    lightning_address,
+                node.map(|node| {
+                    let payout = Payout::Lightning {
+                        node,
+                        lightning_address,
+                    };
+                    (payout, l.pos)
                 })
             }
             (Some(w), Some(_)) => {
@@ -636,9 +636,7 @@ impl ActionReader<'_, '_> {
                     None => {
                         let mut known: Vec<&str> = templates::BUILT_IN_NAMES.to_vec();
                         known.extend(self.names.templates.keys().map(String::as_str));
-                        let hint = closest(&name, &known)
-                            .map(|s| format!("did you mean `{s}`? "))
-                            .unwrap_or_default();
+                        let hint = did_you_mean(&name, &known);
                         self.ctx.error(
                             t.pos,
                             format!(

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 
 use crate::config::Names;
-use crate::source::reader::{closest, describe, list_or_one, string};
+use crate::source::reader::{describe, did_you_mean, list_or_one, string};
 use crate::source::{Ctx, Diagnostics, Env, Kind, MapReader, Node, Pos, load_file};
 
 pub use actions::{Action, Condition, Param};
@@ -193,9 +193,7 @@ fn read_on(node: &Node, ctx: &mut Ctx<'_>) -> (Option<Schedule>, Vec<EventKind>)
                 ),
                 None => {
                     let accepted: Vec<&str> = EventKind::ALL.iter().map(|e| e.name()).collect();
-                    let hint = closest(&text, &accepted)
-                        .map(|s| format!("did you mean `{s}`? "))
-                        .unwrap_or_default();
+                    let hint = did_you_mean(&text, &accepted);
                     ctx.error(
                         item.pos,
                         format!(
@@ -371,9 +369,7 @@ fn read_step(
     let uses_node = uses_node?;
     let uses_text = string(uses_node, &format!("{prefix}.uses"), ctx)?;
     let Some(uses) = actions::NAMES.iter().find(|n| **n == uses_text).copied() else {
-        let hint = closest(&uses_text, &actions::NAMES)
-            .map(|s| format!("did you mean `{s}`? "))
-            .unwrap_or_default();
+        let hint = did_you_mean(&uses_text, &actions::NAMES);
         ctx.error(
             uses_node.pos,
             format!(
