@@ -4,40 +4,87 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
+use crate::engine::scheduler::FireAction;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FireOutcome {
-    /// This call recorded the fire: the caller owns starting its run.
-    Recorded,
-    /// Someone recorded it before; nothing to do.
-    AlreadyRecorded,
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 impl Store {
-    /// Records that `workflow` fires at `scheduled_for`, unless that fire is already recorded.
-    pub async fn record_fire(
+    /// When the scheduler first saw `workflow`; recorded as `now` on the first call.
+    pub async fn schedule_anchor(
         &self,
         workflow: &str,
-        scheduled_for: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<FireOutcome, StoreError> {
+    ) -> Result<DateTime<Utc>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO fires (workflow, scheduled_for, recorded_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (workflow, scheduled_for) DO NOTHING",
-        )
-        .bind(workflow)
-        .bind(scheduled_for.timestamp_millis())
-        .bind(now.timestamp_millis())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        sqlx::query("INSERT INTO schedule_anchors (workflow, since) VALUES (?1, ?2) ON CONFLICT (workflow) DO NOTHING")
+            .bind(workflow)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        let since: i64 =
+            sqlx::query_scalar("SELECT since FROM schedule_anchors WHERE workflow = ?1")
+                .bind(workflow)
+                .fetch_one(&mut *tx)
+                .await?;
         tx.commit().await?;
-        Ok(if inserted == 1 {
-            FireOutcome::Recorded
-        } else {
-            FireOutcome::AlreadyRecorded
-        })
+        Ok(from_millis(since))
+    }
+
+    /// The latest fire recorded for `workflow`, run or skipped.
+    pub async fn last_fire(&self, workflow: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(scheduled_for) FROM fires WHERE workflow = ?1")
+                .bind(workflow)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(last.map(from_millis))
+    }
+
+    /// Records fires and queues a run for each one to run, in one transaction. A fire someone
+    /// else recorded first is left alone. Returns the ids of the runs queued here.
+    pub async fn record_fires(
+        &self,
+        workflow: &str,
+        fires: &[(DateTime<Utc>, FireAction)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut queued = Vec::new();
+        for (at, action) in fires {
+            let inserted = sqlx::query(
+                "INSERT INTO fires (workflow, scheduled_for, recorded_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (workflow, scheduled_for) DO NOTHING",
+            )
+            .bind(workflow)
+            .bind(at.timestamp_millis())
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 || *action == FireAction::Skip {
+                continue;
+            }
+            let run_id: i64 = sqlx::query_scalar(
+                "INSERT INTO runs (workflow, trigger, trigger_key, status, created_at)
+                 VALUES (?1, 'schedule', ?2, 'queued', ?3) RETURNING id",
+            )
+            .bind(workflow)
+            .bind(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .bind(now.timestamp_millis())
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE fires SET run_id = ?1 WHERE workflow = ?2 AND scheduled_for = ?3")
+                .bind(run_id)
+                .bind(workflow)
+                .bind(at.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            queued.push(run_id);
+        }
+        tx.commit().await?;
+        Ok(queued)
     }
 }
 
@@ -46,7 +93,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn two_stores_on_one_file_record_a_fire_once() {
+    async fn two_stores_on_one_file_queue_a_fire_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("satflow.db");
         let a = Store::open_sqlite(&path).await.unwrap();
@@ -59,20 +106,40 @@ mod tests {
         for i in 0..20 {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.push(tokio::spawn(async move {
-                store.record_fire("weekly", at, now).await
+                store
+                    .record_fires("weekly", &[(at, FireAction::Run)], now)
+                    .await
             }));
         }
-        let mut recorded = 0;
+        let mut queued = Vec::new();
         for t in tasks {
-            if t.await.unwrap().unwrap() == FireOutcome::Recorded {
-                recorded += 1;
-            }
+            queued.extend(t.await.unwrap().unwrap());
         }
-        assert_eq!(recorded, 1);
-        let next = at + chrono::Duration::days(7);
-        assert_eq!(
-            a.record_fire("weekly", next, now).await.unwrap(),
-            FireOutcome::Recorded
+        assert_eq!(queued.len(), 1, "one run for one fire: {queued:?}");
+        assert_eq!(a.last_fire("weekly").await.unwrap(), Some(at));
+        let skipped = at + chrono::Duration::days(7);
+        assert!(
+            b.record_fires("weekly", &[(skipped, FireAction::Skip)], now)
+                .await
+                .unwrap()
+                .is_empty()
         );
+        assert_eq!(
+            a.last_fire("weekly").await.unwrap(),
+            Some(skipped),
+            "a skipped fire is still recorded"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_anchor_is_set_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let first = DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(store.schedule_anchor("w", first).await.unwrap(), first);
+        let later = first + chrono::Duration::days(30);
+        assert_eq!(store.schedule_anchor("w", later).await.unwrap(), first);
     }
 }

@@ -17,8 +17,6 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::config::Database;
 
-pub use fires::FireOutcome;
-
 /// The migrations in `migrations/`, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -109,6 +107,7 @@ mod tests {
                 .await
                 .unwrap();
         for table in [
+            "schedule_anchors",
             "exchange_events",
             "exchanges",
             "fires",

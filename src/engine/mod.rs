@@ -1,0 +1,8 @@
+//! The durable engine: the scheduler that records fires, and (to come) the runner that executes
+//! runs step by step and the outbox dispatcher.
+//!
+//! The engine reads time only from its `Clock` and state only from the store; it must never keep
+//! work in memory that is not already a row, so a kill -9 at any instant loses nothing.
+
+pub mod clock;
+pub mod scheduler;

@@ -1,0 +1,305 @@
+//! The scheduler: turns a workflow's fire times into fires recorded in the database, each once,
+//! following the workflow's `catch_up` policy for fires missed while satflow was down.
+//!
+//! A fire is a row keyed `(workflow, scheduled_for)` and inserted with "do nothing on conflict",
+//! so two daemons, a restart or a clock stepping back never run a fire twice. The decision what
+//! to run is a pure function of the schedule, the last recorded fire and the time: the tests
+//! drive it with a moved clock. It never runs a workflow itself; it queues runs for the runner.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::store::{Store, StoreError};
+use crate::workflow::{CatchUp, Schedule, Workflow};
+
+use super::clock::Clock;
+
+/// How late a fire may be noticed and still count as on time rather than missed.
+pub const GRACE: Duration = Duration::minutes(2);
+
+/// With `catch_up: all`, at most this many missed fires are run; older ones are skipped.
+pub const CATCH_UP_CAP: usize = 100;
+
+/// How many past fire times are looked at, at most, after a long outage.
+const SCAN_LIMIT: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireAction {
+    Run,
+    /// Recorded so it is never considered again, but not run (missed, and the policy says so).
+    Skip,
+}
+
+/// What to do about every fire of `schedule` after `after` up to `now` inclusive.
+pub fn decide(
+    schedule: &Schedule,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, FireAction)> {
+    let mut fires = Vec::new();
+    let mut cursor = after;
+    while fires.len() < SCAN_LIMIT {
+        match schedule.next_after(cursor) {
+            Some(t) if t.to_utc() <= now => {
+                fires.push(t.to_utc());
+                // Croner steps in real time; the exact previous fire keeps it on the right pass
+                // through a repeated hour.
+                cursor = t.to_utc();
+            }
+            _ => break,
+        }
+    }
+    let missed = fires.iter().filter(|t| now - **t > GRACE).count();
+    fires
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let action = if i >= missed {
+                FireAction::Run
+            } else {
+                match schedule.catch_up {
+                    CatchUp::Skip => FireAction::Skip,
+                    CatchUp::Once if i + 1 == missed => FireAction::Run,
+                    CatchUp::Once => FireAction::Skip,
+                    CatchUp::All if missed - i <= CATCH_UP_CAP => FireAction::Run,
+                    CatchUp::All => FireAction::Skip,
+                }
+            };
+            (*t, action)
+        })
+        .collect()
+}
+
+/// Records the due fires of every scheduled workflow and queues their runs.
+pub struct Scheduler<'a> {
+    pub store: &'a Store,
+    pub clock: &'a dyn Clock,
+}
+
+impl Scheduler<'_> {
+    /// One pass: returns the ids of the runs this pass queued.
+    pub async fn tick(&self, workflows: &[Workflow]) -> Result<Vec<i64>, StoreError> {
+        let now = self.clock.now();
+        let mut queued = Vec::new();
+        for w in workflows {
+            let Some(schedule) = &w.schedule else {
+                continue;
+            };
+            // A workflow seen for the first time starts now: it does not catch up on history.
+            let anchor = self.store.schedule_anchor(&w.name, now).await?;
+            let last = self.store.last_fire(&w.name).await?;
+            let after = last.map_or(anchor, |l| l.max(anchor));
+            let fires = decide(schedule, after, now);
+            if !fires.is_empty() {
+                queued.extend(self.store.record_fires(&w.name, &fires, now).await?);
+            }
+        }
+        Ok(queued)
+    }
+
+    /// When the next fire of any workflow is due, for the daemon's sleep.
+    pub fn next_fire(&self, workflows: &[Workflow]) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        workflows
+            .iter()
+            .filter_map(|w| w.schedule.as_ref()?.next_after(now))
+            .map(|t| t.to_utc())
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::schedule::parse_timezone;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn weekly(catch_up: CatchUp) -> Schedule {
+        Schedule::new(
+            "0 9 * * MON",
+            parse_timezone("Europe/Zurich").unwrap(),
+            catch_up,
+        )
+        .unwrap()
+    }
+
+    fn runs(decided: &[(DateTime<Utc>, FireAction)]) -> Vec<String> {
+        decided
+            .iter()
+            .filter(|(_, a)| *a == FireAction::Run)
+            .map(|(t, _)| t.to_rfc3339())
+            .collect()
+    }
+
+    #[test]
+    fn an_on_time_fire_runs_whatever_the_policy() {
+        for policy in [CatchUp::Skip, CatchUp::Once, CatchUp::All] {
+            let d = decide(
+                &weekly(policy),
+                at("2027-03-29T06:59:00Z"),
+                at("2027-03-29T07:00:30Z"),
+            );
+            assert_eq!(runs(&d), ["2027-03-29T07:00:00+00:00"], "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn after_a_three_week_outage_each_policy_catches_up_as_documented() {
+        // Down from Sunday 7 March to Friday 26 March 2027: three Mondays missed.
+        let after = at("2027-03-07T12:00:00Z");
+        let now = at("2027-03-26T12:00:00Z");
+        let skip = decide(&weekly(CatchUp::Skip), after, now);
+        assert_eq!(skip.len(), 3);
+        assert!(runs(&skip).is_empty());
+        let once = decide(&weekly(CatchUp::Once), after, now);
+        assert_eq!(runs(&once), ["2027-03-22T08:00:00+00:00"]);
+        let all = decide(&weekly(CatchUp::All), after, now);
+        assert_eq!(
+            runs(&all),
+            [
+                "2027-03-08T08:00:00+00:00",
+                "2027-03-15T08:00:00+00:00",
+                "2027-03-22T08:00:00+00:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn catch_up_all_is_capped() {
+        let minutely = Schedule::new("* * * * *", chrono_tz::Tz::UTC, CatchUp::All).unwrap();
+        let d = decide(
+            &minutely,
+            at("2027-01-01T00:00:00Z"),
+            at("2027-01-01T10:00:00Z"),
+        );
+        assert_eq!(d.len(), 600);
+        // 09:58, 09:59 and 10:00 are within the grace: on time, not caught up.
+        assert_eq!(runs(&d).len(), CATCH_UP_CAP + 3);
+    }
+
+    mod with_store {
+        use super::*;
+        use crate::engine::clock::ManualClock;
+        use std::path::PathBuf;
+
+        fn workflow(name: &str, schedule: Schedule) -> Workflow {
+            Workflow {
+                name: name.into(),
+                path: PathBuf::from(format!("{name}.yaml")),
+                schedule: Some(schedule),
+                events: Vec::new(),
+                steps: Vec::new(),
+            }
+        }
+
+        async fn run_times(store: &Store) -> Vec<String> {
+            sqlx::query_scalar("SELECT trigger_key FROM runs ORDER BY trigger_key")
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn two_daemons_and_a_clock_stepping_back_fire_each_fire_once() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("satflow.db");
+            let (a, b) = (
+                Store::open_sqlite(&path).await.unwrap(),
+                Store::open_sqlite(&path).await.unwrap(),
+            );
+            let zurich = parse_timezone("Europe/Zurich").unwrap();
+            let hourly = vec![workflow(
+                "hourly",
+                Schedule::new("0 * * * *", zurich, CatchUp::Skip).unwrap(),
+            )];
+            let clock = ManualClock::new(at("2027-03-27T23:30:00Z"));
+            let (sa, sb) = (
+                Scheduler {
+                    store: &a,
+                    clock: &clock,
+                },
+                Scheduler {
+                    store: &b,
+                    clock: &clock,
+                },
+            );
+            sa.tick(&hourly).await.unwrap();
+            // Both daemons tick every 30 s through the night local time jumps from 02:00 to 03:00;
+            // at 00:20Z the clock also steps back 45 minutes.
+            for step in 0..400 {
+                clock.advance(Duration::seconds(30));
+                if step == 100 {
+                    clock.advance(Duration::minutes(-45));
+                }
+                let (ra, rb) = tokio::join!(sa.tick(&hourly), sb.tick(&hourly));
+                ra.unwrap();
+                rb.unwrap();
+            }
+            assert_eq!(
+                run_times(&a).await,
+                [
+                    "2027-03-28T00:00:00Z",
+                    "2027-03-28T01:00:00Z",
+                    "2027-03-28T02:00:00Z"
+                ],
+                "one run per real hour, none twice"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_daily_zurich_run_follows_local_time_through_the_spring_change() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+            let zurich = parse_timezone("Europe/Zurich").unwrap();
+            let daily = vec![workflow(
+                "daily",
+                Schedule::new("0 9 * * *", zurich, CatchUp::Once).unwrap(),
+            )];
+            let clock = ManualClock::new(at("2027-03-26T12:00:00Z"));
+            let scheduler = Scheduler {
+                store: &store,
+                clock: &clock,
+            };
+            for _ in 0..(4 * 24 * 2) {
+                clock.advance(Duration::minutes(30));
+                scheduler.tick(&daily).await.unwrap();
+            }
+            assert_eq!(
+                run_times(&store).await,
+                [
+                    "2027-03-27T08:00:00Z",
+                    "2027-03-28T07:00:00Z",
+                    "2027-03-29T07:00:00Z",
+                    "2027-03-30T07:00:00Z"
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn after_three_weeks_down_once_runs_the_latest_missed_fire_and_a_new_workflow_does_not_catch_up()
+         {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+            let clock = ManualClock::new(at("2027-03-07T12:00:00Z"));
+            let scheduler = Scheduler {
+                store: &store,
+                clock: &clock,
+            };
+            let weekly_wf = vec![workflow("weekly", weekly(CatchUp::Once))];
+            assert!(scheduler.tick(&weekly_wf).await.unwrap().is_empty());
+            clock.advance(Duration::weeks(3));
+            let queued = scheduler.tick(&weekly_wf).await.unwrap();
+            assert_eq!(queued.len(), 1);
+            assert_eq!(run_times(&store).await, ["2027-03-22T08:00:00Z"]);
+            // A workflow added now has no past to catch up on.
+            let added = vec![workflow("added", weekly(CatchUp::All))];
+            assert!(scheduler.tick(&added).await.unwrap().is_empty());
+            assert_eq!(
+                scheduler.next_fire(&weekly_wf).unwrap().to_rfc3339(),
+                "2027-03-29T07:00:00+00:00"
+            );
+        }
+    }
+}
