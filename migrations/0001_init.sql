@@ -50,6 +50,8 @@ CREATE TABLE outbox (
     payload_json    TEXT    NOT NULL,
     status          TEXT    NOT NULL CHECK (status IN ('pending', 'done', 'dead')),
     attempts        INTEGER NOT NULL DEFAULT 0,
+    -- `outbox retry` gives a dead item a fresh budget: attempts are counted from here.
+    budget_from     INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     lease_owner     TEXT,
     lease_until     INTEGER,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod notify;
+pub mod outbox;
 pub mod source;
 pub mod store;
 pub mod wallet;

@@ -43,7 +43,8 @@ pub struct Config {
     pub prices: PricesConfig,
     pub outbox: OutboxConfig,
     pub alerts: BTreeSet<Alert>,
-    pub templates: Option<PathBuf>,
+    /// The user's email templates by name (`templates:` folder), replacing built-ins.
+    pub templates: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +254,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
     let outbox = r.outbox(top.get("outbox"), &mut ctx);
     let alerts_key = top.get("alerts");
     let alerts = r.alerts(alerts_key, &mut ctx);
-    let templates = r.templates(top.get("templates"), &mut ctx, &mut names);
+    r.templates(top.get("templates"), &mut ctx, &mut names);
     let top_pos = top.pos;
     top.finish(&mut ctx);
 
@@ -284,7 +285,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
                 prices,
                 outbox,
                 alerts,
-                templates,
+                templates: names.templates.clone(),
             })
     } else {
         None

@@ -713,18 +713,14 @@ impl Reader<'_> {
         out
     }
 
-    /// The folder of user email templates (`NAME.txt`), `templates/` by default when it exists.
-    pub fn templates(
-        &self,
-        node: Option<&Node>,
-        ctx: &mut Ctx<'_>,
-        names: &mut Names,
-    ) -> Option<PathBuf> {
+    /// The user's email templates (`NAME.txt` in `templates:`, `templates/` by default when it
+    /// exists), into `names.templates`.
+    pub fn templates(&self, node: Option<&Node>, ctx: &mut Ctx<'_>, names: &mut Names) {
         let (dir, pos) = match node {
-            Some(n) => (
-                resolve_path(self.dir, Path::new(&string(n, "templates", ctx)?)),
-                Some(n.pos),
-            ),
+            Some(n) => match string(n, "templates", ctx) {
+                Some(d) => (resolve_path(self.dir, Path::new(&d)), Some(n.pos)),
+                None => return,
+            },
             None => (resolve_path(self.dir, Path::new("templates")), None),
         };
         let entries = match std::fs::read_dir(&dir) {
@@ -733,10 +729,13 @@ impl Reader<'_> {
                 if let Some(pos) = pos {
                     ctx.error(
                         pos,
-                        format!("templates: cannot read the folder {} (relative to this file's folder): {err}", dir.display()),
+                        format!(
+                            "templates: cannot read the folder {} (relative to this file's folder): {err}",
+                            dir.display()
+                        ),
                     );
                 }
-                return None;
+                return;
             }
         };
         for entry in entries.flatten() {
@@ -747,7 +746,6 @@ impl Reader<'_> {
                 names.templates.insert(stem.to_string(), path.clone());
             }
         }
-        Some(dir)
     }
 
     fn existing_file(&self, node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<PathBuf> {

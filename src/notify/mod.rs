@@ -4,4 +4,5 @@
 //! Nothing here sends mail directly from a step or a handler's caller: every email leaves
 //! through the outbox so that it is sent once, retried, and never lost.
 
+pub mod email;
 pub mod templates;

@@ -5,7 +5,8 @@
 
 use std::borrow::Cow;
 
-use crate::config::Names;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 const BUILT_IN: [(&str, &str); 7] = [
     ("order_created", include_str!("templates/order_created.txt")),
@@ -39,8 +40,11 @@ pub struct TemplateSource {
 
 /// The template called `name`: the user's file if there is one, else the built-in; `None`
 /// when neither exists, `Some(Err)` when the user's file cannot be used (the reason).
-pub fn find(name: &str, names: &Names) -> Option<Result<TemplateSource, String>> {
-    if let Some(path) = names.templates.get(name) {
+pub fn find(
+    name: &str,
+    user: &BTreeMap<String, PathBuf>,
+) -> Option<Result<TemplateSource, String>> {
+    if let Some(path) = user.get(name) {
         return Some(
             std::fs::read_to_string(path)
                 .map_err(|err| format!("cannot read {}: {err}", path.display()))
@@ -80,7 +84,7 @@ mod tests {
             all_ids: &[],
         };
         for name in BUILT_IN_NAMES {
-            let t = find(name, &Names::default()).unwrap().unwrap();
+            let t = find(name, &BTreeMap::new()).unwrap().unwrap();
             assert!(!t.subject.is_empty(), "{name} has no subject");
             check_template(&env, &t.subject, &scope)
                 .unwrap_or_else(|e| panic!("{name} subject: {e}"));

@@ -204,6 +204,36 @@ pub fn unsigned(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<u64> {
     }
 }
 
+/// A YAML value as JSON: unquoted `true`/`false`/`null`/numbers keep their type, everything
+/// else is a string (numbers from their text, never re-rounded).
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value;
+    match &node.kind {
+        Kind::Scalar(s) if s.style == ScalarStyle::Plain => {
+            if s.is_null() {
+                return Value::Null;
+            }
+            match s.value.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                text => match serde_json::from_str::<serde_json::Number>(text) {
+                    Ok(n) => Value::Number(n),
+                    Err(_) => Value::String(s.value.clone()),
+                },
+            }
+        }
+        Kind::Scalar(s) => Value::String(s.value.clone()),
+        Kind::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
+        Kind::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .filter_map(|(k, v)| Some((k.scalar()?.raw.clone(), to_json(v))))
+                .collect(),
+        ),
+        Kind::Invalid => Value::Null,
+    }
+}
+
 /// One item or a list of items (`event: exchange.executed` or `event: [a, b]`).
 pub fn list_or_one(node: &Node) -> Vec<&Node> {
     match &node.kind {

@@ -3,12 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, from_millis};
 use crate::engine::scheduler::FireAction;
-
-fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
 
 impl Store {
     /// When the scheduler first saw `workflow`; recorded as `now` on the first call.

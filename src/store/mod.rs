@@ -7,6 +7,8 @@
 //! stay short and must never be held across network I/O.
 
 mod fires;
+mod outbox;
+mod runs;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -16,6 +18,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::config::Database;
+
+pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
+pub use runs::{RunRow, StepRecord, StepRow, StepStatus, Trigger};
+
+/// Times are stored as milliseconds since the Unix epoch.
+pub(crate) fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
 
 /// The migrations in `migrations/`, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -74,6 +84,11 @@ impl Store {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Whether the database answers, for /healthz.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
     /// Closes every connection, so the WAL is checkpointed before the process exits.

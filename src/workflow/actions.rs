@@ -11,14 +11,17 @@ use std::time::Duration;
 use bitcoin::bip32::DerivationPath;
 use lettre::message::Mailbox;
 use rust_decimal::Decimal;
+use serde_json::Value;
+use url::Url;
 
 use crate::config::{Names, NodeKind, PriceSource, list_names};
 use crate::domain::{Currency, FeeRate, HumanDuration, Iban};
 use crate::notify::templates;
+use crate::source::reader::to_json;
 use crate::source::reader::{
     boolean, describe, did_you_mean, list_or_one, scalar, string, unsigned,
 };
-use crate::source::{Ctx, MapReader, Node, Pos};
+use crate::source::{Ctx, Kind, MapReader, Node, Pos};
 
 use super::expr::{self, Scope};
 
@@ -45,6 +48,7 @@ pub enum Action {
     Withdraw(Withdraw),
     PriceQuote(PriceQuote),
     Email(Email),
+    HttpPost(HttpPost),
 }
 
 /// Ensure the workflow's standing order exists and matches; patch `active`/`fee_rate`.
@@ -118,6 +122,17 @@ pub struct Email {
     pub to: Vec<Param<Mailbox>>,
 }
 
+/// POST a JSON document to a URL (a home-automation hook, a chat bot, a ledger), through the
+/// outbox with an `Idempotency-Key` header; the step waits for the answer.
+#[derive(Debug, Clone)]
+pub struct HttpPost {
+    pub url: Param<Url>,
+    /// The body; string values may be templates.
+    pub json: Value,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub enum EmailContent {
     Inline { subject: String, body: String },
@@ -125,7 +140,7 @@ pub enum EmailContent {
 }
 
 /// Every action name, for "accepted: …" messages.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "pocket.order",
     "pocket.payout",
     "pocket.refresh",
@@ -133,6 +148,7 @@ pub const NAMES: [&str; 7] = [
     "withdraw",
     "price.quote",
     "email",
+    "http.post",
 ];
 
 /// What each action makes available as `steps.<id>.<output>`.
@@ -165,6 +181,7 @@ pub fn outputs(uses: &str) -> &'static [&'static str] {
         ],
         "price.quote" => &["price", "currency", "source", "fetched_at"],
         "email" => &["message_id"],
+        "http.post" => &["status", "body"],
         _ => &[],
     }
 }
@@ -191,7 +208,7 @@ impl ActionReader<'_, '_> {
     ) -> Option<Action> {
         let empty = Node {
             pos: uses_pos,
-            kind: crate::source::Kind::Map(Vec::new()),
+            kind: Kind::Map(Vec::new()),
         };
         let node = with_node.unwrap_or(&empty);
         let what = self.prefix.clone();
@@ -221,6 +238,7 @@ impl ActionReader<'_, '_> {
             "withdraw" => self.withdraw(&mut m).map(Action::Withdraw),
             "price.quote" => self.price_quote(&mut m).map(Action::PriceQuote),
             "email" => self.email(&mut m).map(Action::Email),
+            "http.post" => self.http_post(&mut m).map(Action::HttpPost),
             _ => None,
         };
         m.finish(self.ctx);
@@ -610,7 +628,7 @@ impl ActionReader<'_, '_> {
             (Some(t), None, None) => {
                 let field = self.field("template");
                 let name = string(t, &field, self.ctx)?;
-                match templates::find(&name, self.names) {
+                match templates::find(&name, &self.names.templates) {
                     Some(Ok(source)) => {
                         for (part, text) in [
                             ("subject", source.subject.as_str()),
@@ -696,6 +714,105 @@ impl ActionReader<'_, '_> {
             content: content?,
             to,
         })
+    }
+
+    fn http_post(&mut self, m: &mut MapReader<'_>) -> Option<HttpPost> {
+        let url = m
+            .required(
+                "url",
+                "write where to POST, e.g. url: https://hooks.example.com/satflow",
+                self.ctx,
+            )
+            .and_then(|n| {
+                self.param(n, "url", |s| match Url::parse(s) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
+                    _ => Err(format!(
+                        "{} is not an http(s) URL; write e.g. https://example.com/hook",
+                        describe(s)
+                    )),
+                })
+            });
+        let json = match m.get("json") {
+            Some(n) => {
+                let json = to_json(n);
+                let mut ok = true;
+                self.check_json_templates(n, &mut ok);
+                ok.then_some(json)
+            }
+            None => Some(Value::Object(Default::default())),
+        };
+        let headers = match m.get("headers") {
+            None => Some(Vec::new()),
+            Some(n) => match &n.kind {
+                Kind::Map(entries) => Some(
+                    entries
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            let name = k.scalar()?.raw.clone();
+                            string(v, &self.field(&format!("headers.{name}")), self.ctx)
+                                .map(|v| (name, v))
+                        })
+                        .collect(),
+                ),
+                _ => {
+                    self.ctx.error(
+                        n.pos,
+                        format!(
+                            "{}: expected a mapping of header names to values",
+                            self.field("headers")
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let timeout = match m.get("timeout") {
+            None => Some(Duration::from_secs(10)),
+            Some(n) => {
+                let field = self.field("timeout");
+                string(n, &field, self.ctx).and_then(|t| match t.parse::<HumanDuration>() {
+                    Ok(d) if !d.0.is_zero() && d.0 <= Duration::from_secs(120) => Some(d.0),
+                    Ok(_) => {
+                        self.ctx.error(
+                            n.pos,
+                            format!(
+                                "{field}: {} is out of range; accepted: more than 0, at most 2m",
+                                describe(&t)
+                            ),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.ctx.error(n.pos, format!("{field}: {e}"));
+                        None
+                    }
+                })
+            }
+        };
+        Some(HttpPost {
+            url: url?,
+            json: json?,
+            headers: headers?,
+            timeout: timeout?,
+        })
+    }
+
+    /// Compiles every templated string inside a `json:` value.
+    fn check_json_templates(&mut self, node: &Node, ok: &mut bool) {
+        match &node.kind {
+            Kind::Scalar(s) if s.is_template() => {
+                if let Err(e) = expr::check_template(self.env, &s.value, &self.scope) {
+                    self.ctx
+                        .error(node.pos, format!("{}: {e}", self.field("json")));
+                    *ok = false;
+                }
+            }
+            Kind::Seq(items) => items.iter().for_each(|n| self.check_json_templates(n, ok)),
+            Kind::Map(entries) => entries
+                .iter()
+                .for_each(|(_, v)| self.check_json_templates(v, ok)),
+            _ => {}
+        }
     }
 
     fn template_text(&mut self, node: &Node, key: &str) -> Option<String> {

@@ -17,6 +17,37 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
+/// A JSON context (`event`, `steps`, `run`, `workflow`) as minijinja sees it.
+pub fn context(ctx: &serde_json::Value) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(ctx))
+}
+
+/// Evaluates a condition (`if:`, `active:`), bare or wrapped in `{{ }}`.
+pub fn eval_condition(
+    env: &Environment<'_>,
+    text: &str,
+    ctx: &serde_json::Value,
+) -> Result<bool, String> {
+    let source =
+        condition_source(text).ok_or_else(|| format!("\"{text}\" is not one expression"))?;
+    let expr = env
+        .compile_expression(source)
+        .map_err(|e| format!("\"{source}\" does not compile: {}", error_text(&e)))?;
+    expr.eval(context(ctx))
+        .map(|v| v.is_true())
+        .map_err(|e| format!("\"{source}\" cannot be evaluated: {}", error_text(&e)))
+}
+
+/// Renders a template with the context.
+pub fn render(
+    env: &Environment<'_>,
+    text: &str,
+    ctx: &serde_json::Value,
+) -> Result<String, String> {
+    env.render_str(text, context(ctx))
+        .map_err(|e| format!("cannot render \"{text}\": {}", error_text(&e)))
+}
+
 /// What an expression may refer to at one step: the steps before it and what each outputs.
 pub struct Scope<'a> {
     /// `(id, outputs)` of the steps that run before this one; empty outputs mean "unknown" (a

@@ -1,0 +1,201 @@
+//! Composing emails into outbox items, and the built-in alerts.
+//!
+//! An email is rendered when it is queued, so a retry sends exactly what was decided, and its
+//! Message-ID is derived from the outbox key: a resend after a crash is recognisably the same
+//! message. Composing never sends: sending is the outbox's email handler.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use lettre::message::Mailbox;
+use minijinja::Environment;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::templates;
+use crate::config::{Alert, EmailConfig};
+use crate::store::NewItem;
+
+/// The outbox kind of emails.
+pub const KIND: &str = "email";
+
+pub enum Content<'a> {
+    Template(&'a str),
+    Inline { subject: &'a str, body: &'a str },
+}
+
+#[derive(Debug, Clone)]
+pub struct Mailer {
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    user_templates: BTreeMap<String, PathBuf>,
+}
+
+impl Mailer {
+    pub fn new(config: &EmailConfig, user_templates: BTreeMap<String, PathBuf>) -> Self {
+        Mailer {
+            from: config.from.clone(),
+            to: config.to.clone(),
+            user_templates,
+        }
+    }
+
+    /// Renders `content` with `ctx` into the outbox item `key`. `to` replaces the configured
+    /// recipients; `alert` marks built-in alerts (a dead alert does not alert again).
+    #[allow(clippy::too_many_arguments)]
+    pub fn compose(
+        &self,
+        env: &Environment<'_>,
+        key: String,
+        content: Content<'_>,
+        ctx: &Value,
+        to: Option<Vec<Mailbox>>,
+        alert: bool,
+        run: Option<(i64, String)>,
+    ) -> Result<NewItem, String> {
+        let (subject, body) = match content {
+            Content::Inline { subject, body } => (subject.to_string(), body.to_string()),
+            Content::Template(name) => {
+                let t = templates::find(name, &self.user_templates)
+                    .ok_or_else(|| format!("there is no email template `{name}`"))??;
+                (t.subject, t.body)
+            }
+        };
+        let render = |text: &str| crate::workflow::expr::render(env, text, ctx);
+        let subject = render(&subject)?.trim().replace(['\r', '\n'], " ");
+        let body = render(&body)?;
+        let to = to
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| self.to.clone());
+        let payload = json!({
+            "from": self.from.to_string(),
+            "to": to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "subject": subject,
+            "body": body,
+            "message_id": message_id(&key, &self.from),
+            "alert": alert,
+        });
+        Ok(NewItem {
+            kind: KIND.into(),
+            key,
+            payload,
+            run,
+        })
+    }
+}
+
+/// `<hash-of-key@sender-domain>`: the same outbox item always gives the same Message-ID.
+pub fn message_id(key: &str, from: &Mailbox) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}.satflow@{}>", from.email.domain())
+}
+
+/// The built-in alert emails that are switched on.
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    mailer: Option<Mailer>,
+    enabled: BTreeSet<Alert>,
+}
+
+impl Alerts {
+    pub fn new(mailer: Option<Mailer>, enabled: BTreeSet<Alert>) -> Self {
+        Alerts { mailer, enabled }
+    }
+
+    /// The alert email `alert` for the thing `key` names, or `None` when that alert is off, or
+    /// when it cannot be rendered (logged: an alert must never stop the work it reports on).
+    pub fn item(
+        &self,
+        env: &Environment<'_>,
+        alert: Alert,
+        key: &str,
+        ctx: &Value,
+    ) -> Option<NewItem> {
+        let mailer = self.mailer.as_ref()?;
+        if !self.enabled.contains(&alert) {
+            return None;
+        }
+        let key = format!("alert/{}/{key}", alert.name());
+        match mailer.compose(
+            env,
+            key,
+            Content::Template(alert.name()),
+            ctx,
+            None,
+            true,
+            None,
+        ) {
+            Ok(item) => Some(item),
+            Err(err) => {
+                tracing::error!(alert = alert.name(), %err, "cannot compose an alert email");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EmailTransport;
+
+    fn mailer() -> Mailer {
+        let config = EmailConfig {
+            transport: EmailTransport::Dir(PathBuf::from("mail")),
+            from: "satflow <satflow@example.com>".parse().unwrap(),
+            to: vec!["me@example.com".parse().unwrap()],
+        };
+        Mailer::new(&config, BTreeMap::new())
+    }
+
+    #[test]
+    fn composes_a_rendered_email_with_a_message_id_from_its_key() {
+        let env = crate::workflow::expr::environment();
+        let ctx = json!({"run": {"id": 7, "trigger": "manual", "error": "boom"}, "workflow": {"name": "dca"}});
+        let item = mailer()
+            .compose(
+                &env,
+                "alert/run_failed/7".into(),
+                Content::Template("run_failed"),
+                &ctx,
+                None,
+                true,
+                None,
+            )
+            .unwrap();
+        assert_eq!(item.kind, "email");
+        assert_eq!(item.payload["subject"], "satflow: workflow dca failed");
+        assert!(item.payload["body"].as_str().unwrap().contains("boom"));
+        assert_eq!(item.payload["to"][0], "me@example.com");
+        let again = mailer()
+            .compose(
+                &env,
+                "alert/run_failed/7".into(),
+                Content::Template("run_failed"),
+                &ctx,
+                None,
+                true,
+                None,
+            )
+            .unwrap();
+        assert_eq!(item.payload["message_id"], again.payload["message_id"]);
+        assert!(
+            item.payload["message_id"]
+                .as_str()
+                .unwrap()
+                .ends_with(".satflow@example.com>")
+        );
+    }
+
+    #[test]
+    fn alerts_that_are_off_produce_nothing() {
+        let env = crate::workflow::expr::environment();
+        let alerts = Alerts::new(Some(mailer()), [Alert::Refunded].into_iter().collect());
+        assert!(
+            alerts
+                .item(&env, Alert::RunFailed, "1", &json!({}))
+                .is_none()
+        );
+    }
+}

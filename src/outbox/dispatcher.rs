@@ -1,0 +1,174 @@
+//! The dispatcher: claims due items with a lease, runs their handlers outside any transaction,
+//! and records the outcome — done, retry later, or dead with one alert.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Duration;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::{HandlerError, Handlers, backoff};
+use crate::config::{Alert, OutboxConfig};
+use crate::engine::clock::Clock;
+use crate::notify::email::{Alerts, KIND as EMAIL};
+use crate::store::{Claimed, Completion, Store, StoreError};
+
+/// How many items one pass claims at most; they are handled concurrently.
+const BATCH: i64 = 16;
+
+pub struct Dispatcher {
+    pub store: Store,
+    pub handlers: Handlers,
+    pub clock: Arc<dyn Clock>,
+    pub config: OutboxConfig,
+    pub lease: Duration,
+    pub owner: String,
+    pub alerts: Alerts,
+    pub env: minijinja::Environment<'static>,
+    /// Notified when new items may be due (after a commit in this process).
+    pub wake: Arc<Notify>,
+    /// Notified when an item that a run waits for is finished.
+    pub wake_runner: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// Claims and handles the items due now; returns how many were handled.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let claimed = self
+            .store
+            .claim_due(&self.owner, self.clock.now(), self.lease, BATCH)
+            .await?;
+        let count = claimed.len();
+        let mut tasks = JoinSet::new();
+        for c in claimed {
+            let me = Arc::clone(self);
+            tasks.spawn(async move { me.attempt(c).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(result) => result?,
+                Err(panic) => tracing::error!(%panic, "an outbox handler panicked"),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Runs until `shutdown` turns true, then returns once in-flight items are recorded.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            match self.run_once().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(err) => tracing::error!(%err, "outbox dispatcher"),
+            }
+            // Sleep until the next item is due; at most a second, because other processes
+            // (a second daemon, `satflow outbox retry`) cannot wake us.
+            let now = self.clock.now();
+            let wait = match self.store.next_due().await {
+                Ok(Some(at)) => (at - now).to_std().unwrap_or_default(),
+                _ => std::time::Duration::from_secs(1),
+            }
+            .min(std::time::Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn attempt(&self, claimed: Claimed) -> Result<(), StoreError> {
+        let item = &claimed.item;
+        let started = Instant::now();
+        let result = match claimed.previous_unknown {
+            true => match self.handlers.reconcile(item).await {
+                Some(result) => result,
+                None => self.call(&claimed).await,
+            },
+            false => self.call(&claimed).await,
+        };
+        metrics::histogram!("satflow_outbox_handler_seconds", "kind" => item.kind.clone())
+            .record(started.elapsed().as_secs_f64());
+        let now = self.clock.now();
+        let completion = match result {
+            Ok(value) => Completion::Done(value),
+            Err(e @ HandlerError::Permanent { .. }) => Completion::Dead {
+                http_status: e.http_status(),
+                error: e.to_string(),
+            },
+            Err(e) if item.budget_used >= i64::from(self.config.max_attempts) => Completion::Dead {
+                http_status: e.http_status(),
+                error: format!("gave up after {} attempts: {e}", item.budget_used),
+            },
+            Err(e) => {
+                let retry_after = match &e {
+                    HandlerError::Transient { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let attempt = u32::try_from(item.budget_used).unwrap_or(u32::MAX);
+                let wait = backoff::delay(&self.config, attempt, retry_after);
+                Completion::Retry {
+                    at: now + Duration::from_std(wait).unwrap_or(Duration::MAX),
+                    http_status: e.http_status(),
+                    unknown: matches!(e, HandlerError::Unknown(_)),
+                    error: e.to_string(),
+                }
+            }
+        };
+        let dead_alert = match &completion {
+            // An alert that dies does not alert again.
+            Completion::Dead { error, .. }
+                if !(item.kind == EMAIL && item.payload["alert"] == true) =>
+            {
+                let ctx = json!({ "event": {
+                    "item_id": item.id,
+                    "kind": item.kind,
+                    "idempotency_key": item.key,
+                    "attempts": item.attempts,
+                    "last_error": error,
+                }});
+                self.alerts
+                    .item(&self.env, Alert::DeadLetter, &item.key, &ctx)
+            }
+            _ => None,
+        };
+        match &completion {
+            Completion::Done(_) => {
+                tracing::info!(id = item.id, kind = %item.kind, key = %item.key, "outbox item done")
+            }
+            Completion::Retry { error, at, .. } => {
+                tracing::warn!(id = item.id, kind = %item.kind, %error, retry_at = %at, "outbox item will be retried")
+            }
+            Completion::Dead { error, .. } => {
+                tracing::error!(id = item.id, kind = %item.kind, %error, "outbox item is dead")
+            }
+        }
+        let recorded = self
+            .store
+            .complete(&claimed, &self.owner, &completion, dead_alert, now)
+            .await?;
+        if recorded {
+            if item.run_id.is_some() && !matches!(completion, Completion::Retry { .. }) {
+                self.wake_runner.notify_one();
+            }
+            if matches!(completion, Completion::Dead { .. }) {
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// The handler, bounded well inside the lease so a slow call cannot outlive its claim.
+    async fn call(&self, claimed: &Claimed) -> Result<serde_json::Value, HandlerError> {
+        let limit = (self.lease * 3 / 4).to_std().unwrap_or_default();
+        match tokio::time::timeout(limit, self.handlers.handle(&claimed.item)).await {
+            Ok(result) => result,
+            Err(_) => Err(HandlerError::Unknown(format!(
+                "the handler did not finish within {}s",
+                limit.as_secs_f64()
+            ))),
+        }
+    }
+}

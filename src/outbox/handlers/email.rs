@@ -1,0 +1,104 @@
+//! Sending composed emails: over SMTP (lettre, rustls), or as `.eml` files into a folder.
+//! The file of an email is named after its Message-ID, so a resend overwrites, never doubles.
+
+use std::path::PathBuf;
+
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::config::{EmailConfig, EmailTransport};
+use crate::outbox::HandlerError;
+
+pub struct EmailSender {
+    transport: Transport,
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Dir(PathBuf),
+}
+
+impl EmailSender {
+    pub fn new(config: &EmailConfig) -> Result<Self, String> {
+        let transport = match &config.transport {
+            EmailTransport::Smtp(url) => Transport::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+                    // Never show the URL: it holds the password.
+                    .map_err(|e| {
+                        format!(
+                            "email.smtp_url cannot be used: {}",
+                            e.to_string().replace(url.expose_secret(), "…")
+                        )
+                    })?
+                    .timeout(Some(std::time::Duration::from_secs(30)))
+                    .build(),
+            ),
+            EmailTransport::Dir(dir) => Transport::Dir(dir.clone()),
+        };
+        Ok(EmailSender { transport })
+    }
+
+    pub async fn send(&self, payload: &Value) -> Result<Value, HandlerError> {
+        let message_id = payload["message_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let message = build(payload).map_err(HandlerError::permanent)?;
+        match &self.transport {
+            Transport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(response) => Ok(
+                    json!({ "message_id": message_id, "smtp_code": response.code().to_string() }),
+                ),
+                Err(e) if e.is_permanent() => Err(HandlerError::permanent(format!(
+                    "the mail server refused the email: {e}"
+                ))),
+                Err(e) => Err(HandlerError::transient(format!(
+                    "cannot send the email now: {e}"
+                ))),
+            },
+            Transport::Dir(dir) => {
+                let name: String = message_id
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+                    .collect();
+                let path = dir.join(format!("{name}.eml"));
+                let tmp = dir.join(format!(".{name}.eml.tmp"));
+                let write = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(dir)?;
+                    std::fs::write(&tmp, message.formatted())?;
+                    std::fs::rename(&tmp, &path)
+                };
+                write().map_err(|e| {
+                    HandlerError::transient(format!("cannot write {}: {e}", path.display()))
+                })?;
+                Ok(json!({ "message_id": message_id, "file": path.display().to_string() }))
+            }
+        }
+    }
+}
+
+fn build(payload: &Value) -> Result<Message, String> {
+    let field = |name: &str| {
+        payload[name]
+            .as_str()
+            .ok_or_else(|| format!("the email has no {name}"))
+    };
+    let mut builder = Message::builder()
+        .from(
+            field("from")?
+                .parse()
+                .map_err(|e| format!("bad sender: {e}"))?,
+        )
+        .subject(field("subject")?)
+        .message_id(Some(field("message_id")?.to_string()))
+        .header(ContentType::TEXT_PLAIN);
+    for to in payload["to"].as_array().into_iter().flatten() {
+        let to = to.as_str().unwrap_or_default();
+        builder = builder.to(to.parse().map_err(|e| format!("bad recipient {to}: {e}"))?);
+    }
+    builder
+        .body(field("body")?.to_string())
+        .map_err(|e| format!("cannot build the email: {e}"))
+}

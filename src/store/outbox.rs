@@ -1,0 +1,453 @@
+//! The outbox table: effects queued in the transaction of the change that causes them, claimed
+//! with a lease, completed with their attempt history. Completing an item that a step waits for
+//! also completes the step and hands its run back to the runner, in the same transaction.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Store, StoreError, from_millis};
+
+/// An effect to queue. `key` is derived from what the effect is, never random: queueing the
+/// same effect twice is a no-op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewItem {
+    pub kind: String,
+    pub key: String,
+    pub payload: Value,
+    /// The run and step waiting for this item's result, if any.
+    pub run: Option<(i64, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ItemRow {
+    pub id: i64,
+    pub kind: String,
+    pub key: String,
+    pub payload: Value,
+    pub status: String,
+    pub attempts: i64,
+    /// Attempts made since the item's budget was last reset by `outbox retry`.
+    pub budget_used: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub result: Option<Value>,
+    pub run_id: Option<i64>,
+    pub step_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// An item taken by a dispatcher, for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub item: ItemRow,
+    pub attempt: i64,
+    /// The previous attempt never reported back (its daemon died mid-call): the effect may or
+    /// may not have happened, so it must be reconciled before it is sent again.
+    pub previous_unknown: bool,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    Done(Value),
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+        http_status: Option<u16>,
+        /// The effect may have happened: reconcile before the next attempt.
+        unknown: bool,
+    },
+    Dead {
+        error: String,
+        http_status: Option<u16>,
+    },
+}
+
+const ITEM_COLUMNS: &str = "id, kind, idempotency_key, payload_json, status, attempts, attempts - budget_from AS budget_used, next_attempt_at, last_error, result_json, run_id, step_id, created_at, updated_at";
+
+fn item_row(row: &sqlx::sqlite::SqliteRow) -> Result<ItemRow, sqlx::Error> {
+    let payload: String = row.try_get("payload_json")?;
+    let result: Option<String> = row.try_get("result_json")?;
+    Ok(ItemRow {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        key: row.try_get("idempotency_key")?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        budget_used: row.try_get("budget_used")?,
+        next_attempt_at: from_millis(row.try_get("next_attempt_at")?),
+        last_error: row.try_get("last_error")?,
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+    })
+}
+
+/// Queues items inside the caller's transaction; an item whose key exists already is skipped.
+pub async fn insert_items(
+    tx: &mut Transaction<'static, Sqlite>,
+    items: &[NewItem],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for item in items {
+        sqlx::query(
+            "INSERT INTO outbox (kind, idempotency_key, payload_json, status, next_attempt_at, run_id, step_id, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?4, ?4)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&item.kind)
+        .bind(&item.key)
+        .bind(item.payload.to_string())
+        .bind(now.timestamp_millis())
+        .bind(item.run.as_ref().map(|(r, _)| *r))
+        .bind(item.run.as_ref().map(|(_, s)| s.as_str()))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Queues items in a transaction of their own (effects not caused by a step: alerts).
+    pub async fn enqueue(&self, items: &[NewItem], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_items(&mut tx, items, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes up to `limit` due items for `owner` until `now + lease`, opening an attempt for each.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE outbox SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1, updated_at = ?3
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE status = 'pending' AND next_attempt_at <= ?3
+                            AND (lease_until IS NULL OR lease_until < ?3)
+                          ORDER BY next_attempt_at, id LIMIT ?4)
+             RETURNING {ITEM_COLUMNS}"
+        ))
+        .bind(owner)
+        .bind((now + lease).timestamp_millis())
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let item = item_row(row)?;
+            let attempt = item.attempts;
+            let previous: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT outcome FROM outbox_attempts WHERE outbox_id = ?1 AND attempt = ?2",
+            )
+            .bind(item.id)
+            .bind(attempt - 1)
+            .fetch_optional(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE outbox_attempts SET outcome = 'unknown', finished_at = ?1,
+                     error = 'satflow stopped before this attempt reported back'
+                 WHERE outbox_id = ?2 AND outcome IS NULL",
+            )
+            .bind(now_ms)
+            .bind(item.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO outbox_attempts (outbox_id, attempt, started_at) VALUES (?1, ?2, ?3)",
+            )
+            .bind(item.id)
+            .bind(attempt)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            claimed.push(Claimed {
+                item,
+                attempt,
+                previous_unknown: matches!(
+                    previous.as_ref().map(Option::as_deref),
+                    Some(None | Some("unknown"))
+                ),
+            });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records how an attempt ended, if `owner` still holds the item. A done or dead item that a
+    /// step waits for completes that step and requeues its run; a dead item queues `dead_alert`.
+    pub async fn complete(
+        &self,
+        claimed: &Claimed,
+        owner: &str,
+        completion: &Completion,
+        dead_alert: Option<NewItem>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let id = claimed.item.id;
+        let now_ms = now.timestamp_millis();
+        let mut tx = self.begin_write().await?;
+        let (status, next, error, result, http_status, outcome) = match completion {
+            Completion::Done(result) => {
+                ("done", None, None, Some(result.to_string()), None, "done")
+            }
+            Completion::Retry {
+                at,
+                error,
+                http_status,
+                unknown,
+            } => (
+                "pending",
+                Some(at.timestamp_millis()),
+                Some(error.as_str()),
+                None,
+                *http_status,
+                if *unknown { "unknown" } else { "retry" },
+            ),
+            Completion::Dead { error, http_status } => (
+                "dead",
+                None,
+                Some(error.as_str()),
+                None,
+                *http_status,
+                "dead",
+            ),
+        };
+        let updated = sqlx::query(
+            "UPDATE outbox SET status = ?1, next_attempt_at = COALESCE(?2, next_attempt_at),
+                 last_error = COALESCE(?3, last_error), result_json = COALESCE(?4, result_json),
+                 lease_owner = NULL, lease_until = NULL, updated_at = ?5
+             WHERE id = ?6 AND status = 'pending' AND lease_owner = ?7",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(error)
+        .bind(&result)
+        .bind(now_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            // Another daemon took the item over after our lease ran out; its attempt counts.
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE outbox_attempts SET finished_at = ?1, outcome = ?2, http_status = ?3, error = ?4
+             WHERE outbox_id = ?5 AND attempt = ?6",
+        )
+        .bind(now_ms)
+        .bind(outcome)
+        .bind(http_status.map(i64::from))
+        .bind(error)
+        .bind(id)
+        .bind(claimed.attempt)
+        .execute(&mut *tx)
+        .await?;
+        if status != "pending"
+            && let (Some(run_id), Some(step_id)) = (claimed.item.run_id, &claimed.item.step_id)
+        {
+            resume_waiting_step(
+                &mut tx,
+                run_id,
+                step_id,
+                status == "done",
+                result.as_deref(),
+                error,
+                now_ms,
+            )
+            .await?;
+        }
+        if status == "dead" {
+            insert_items(&mut tx, dead_alert.as_slice(), now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The newest items first.
+    pub async fn outbox_items(&self, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ITEM_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(item_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn outbox_item(&self, id: i64) -> Result<Option<ItemRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {ITEM_COLUMNS} FROM outbox WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(item_row).transpose()?)
+    }
+
+    pub async fn outbox_attempts(&self, id: i64) -> Result<Vec<AttemptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt, started_at, finished_at, outcome, http_status, error
+             FROM outbox_attempts WHERE outbox_id = ?1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    attempt: r.try_get("attempt")?,
+                    started_at: from_millis(r.try_get("started_at")?),
+                    finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(from_millis),
+                    outcome: r.try_get("outcome")?,
+                    http_status: r.try_get("http_status")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// `(pending, dead)` counts.
+    pub async fn outbox_backlog(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(status = 'pending'), 0) AS pending, COALESCE(SUM(status = 'dead'), 0) AS dead FROM outbox",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok((row.try_get("pending")?, row.try_get("dead")?))
+    }
+
+    /// When the next pending item becomes due, for the dispatcher's sleep.
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(MAX(next_attempt_at, lease_until), next_attempt_at)) FROM outbox WHERE status = 'pending'",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(next.map(from_millis))
+    }
+
+    /// Puts a dead item back in the queue with a fresh attempt budget; a run that failed
+    /// because of it waits for it again. False when there is no dead item `id`.
+    pub async fn retry_item(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let item: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "UPDATE outbox SET status = 'pending', budget_from = attempts, next_attempt_at = ?1, updated_at = ?1
+             WHERE id = ?2 AND status = 'dead' RETURNING run_id, step_id",
+        )
+        .bind(now.timestamp_millis())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((run_id, step_id)) = item else {
+            return Ok(false);
+        };
+        if let (Some(run_id), Some(step_id)) = (run_id, step_id) {
+            sqlx::query(
+                "UPDATE step_results SET status = 'waiting', error = NULL, finished_at = NULL
+                 WHERE run_id = ?1 AND step_id = ?2 AND status = 'failed'",
+            )
+            .bind(run_id)
+            .bind(&step_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE runs SET status = 'waiting', error = NULL, finished_at = NULL
+                 WHERE id = ?1 AND status IN ('failed', 'queued')",
+            )
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives up on a pending or dead item without another attempt (and without an alert); a
+    /// step waiting for it fails. False when there is no such item.
+    pub async fn discard_item(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let mut tx = self.begin_write().await?;
+        let item: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "UPDATE outbox SET status = 'dead', last_error = 'discarded by the user', lease_owner = NULL,
+                 lease_until = NULL, updated_at = ?1
+             WHERE id = ?2 AND status IN ('pending', 'dead') RETURNING run_id, step_id",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((run_id, step_id)) = item else {
+            return Ok(false);
+        };
+        if let (Some(run_id), Some(step_id)) = (run_id, step_id) {
+            resume_waiting_step(
+                &mut tx,
+                run_id,
+                &step_id,
+                false,
+                None,
+                Some("the outbox item was discarded by the user"),
+                now_ms,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Ends a step that waited for an item and gives its run back to the runner.
+async fn resume_waiting_step(
+    tx: &mut Transaction<'static, Sqlite>,
+    run_id: i64,
+    step_id: &str,
+    succeeded: bool,
+    output: Option<&str>,
+    error: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let changed = sqlx::query(
+        "UPDATE step_results SET status = ?1, output_json = COALESCE(?2, output_json), error = ?3, finished_at = ?4
+         WHERE run_id = ?5 AND step_id = ?6 AND status = 'waiting'",
+    )
+    .bind(if succeeded { "succeeded" } else { "failed" })
+    .bind(output)
+    .bind(if succeeded { None } else { error })
+    .bind(now_ms)
+    .bind(run_id)
+    .bind(step_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 1 {
+        sqlx::query("UPDATE runs SET status = 'queued' WHERE id = ?1 AND status = 'waiting'")
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Runs and their step results: queueing, claiming with a lease, recording each step before the
+//! next starts, finishing. A step's result and the outbox items it causes commit together.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::outbox::{NewItem, insert_items};
+use super::{Store, StoreError, from_millis};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    Event,
+    Manual,
+}
+
+impl Trigger {
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Event => "event",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+    /// Waiting for an outbox item; the run waits with it.
+    Waiting,
+}
+
+impl StepStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Waiting => "waiting",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: i64,
+    pub workflow: String,
+    pub trigger: String,
+    pub trigger_key: String,
+    pub event: Option<Value>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    pub step_id: String,
+    pub position: i64,
+    pub status: String,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A step's outcome, to be recorded with the effects it causes.
+pub struct StepRecord<'a> {
+    pub step_id: &'a str,
+    pub position: usize,
+    pub status: StepStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub effects: Vec<NewItem>,
+}
+
+const RUN_COLUMNS: &str = "id, workflow, trigger, trigger_key, event_json, status, created_at, started_at, finished_at, error";
+
+fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
+    let event: Option<String> = row.try_get("event_json")?;
+    Ok(RunRow {
+        id: row.try_get("id")?,
+        workflow: row.try_get("workflow")?,
+        trigger: row.try_get("trigger")?,
+        trigger_key: row.try_get("trigger_key")?,
+        event: event.and_then(|e| serde_json::from_str(&e).ok()),
+        status: row.try_get("status")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        started_at: row
+            .try_get::<Option<i64>, _>("started_at")?
+            .map(from_millis),
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(from_millis),
+        error: row.try_get("error")?,
+    })
+}
+
+impl Store {
+    /// Queues a run unless one with the same `(workflow, trigger, key)` exists; returns its id
+    /// when this call queued it.
+    pub async fn queue_run(
+        &self,
+        workflow: &str,
+        trigger: Trigger,
+        key: &str,
+        event: Option<&Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO runs (workflow, trigger, trigger_key, event_json, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5)
+             ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING RETURNING id",
+        )
+        .bind(workflow)
+        .bind(trigger.name())
+        .bind(key)
+        .bind(event.map(Value::to_string))
+        .bind(now.timestamp_millis())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Takes the oldest run that is queued, or running under a lease that has expired (its
+    /// daemon died), for `owner` until `now + lease`.
+    pub async fn claim_run(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<RunRow>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2,
+                 started_at = COALESCE(started_at, ?3)
+             WHERE id = (SELECT id FROM runs
+                         WHERE status = 'queued' OR (status = 'running' AND lease_until < ?3)
+                         ORDER BY id LIMIT 1)
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(owner)
+        .bind((now + lease).timestamp_millis())
+        .bind(now.timestamp_millis())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.as_ref().map(run_row).transpose()?)
+    }
+
+    pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(run_row).transpose()?)
+    }
+
+    /// The newest runs first.
+    pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(run_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn steps(&self, run_id: i64) -> Result<Vec<StepRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT step_id, position, status, output_json, error, started_at, finished_at
+             FROM step_results WHERE run_id = ?1 ORDER BY position",
+        )
+        .bind(run_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let output: Option<String> = row.try_get("output_json")?;
+                Ok(StepRow {
+                    step_id: row.try_get("step_id")?,
+                    position: row.try_get("position")?,
+                    status: row.try_get("status")?,
+                    output: output.and_then(|o| serde_json::from_str(&o).ok()),
+                    error: row.try_get("error")?,
+                    started_at: from_millis(row.try_get("started_at")?),
+                    finished_at: row
+                        .try_get::<Option<i64>, _>("finished_at")?
+                        .map(from_millis),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Records a step's outcome and its effects in one transaction, provided `owner` still holds
+    /// the run; extends the lease. A waiting step puts the run to `waiting`. Returns false when
+    /// the lease was lost (another daemon took the run): the caller must stop.
+    pub async fn record_step(
+        &self,
+        run_id: i64,
+        owner: &str,
+        step: StepRecord<'_>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if !hold_lease(&mut tx, run_id, owner, now, lease).await? {
+            return Ok(false);
+        }
+        let finished = (step.status != StepStatus::Waiting).then_some(now.timestamp_millis());
+        sqlx::query(
+            "INSERT INTO step_results (run_id, step_id, position, status, output_json, error, started_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,
+                 output_json = excluded.output_json, error = excluded.error, finished_at = excluded.finished_at",
+        )
+        .bind(run_id)
+        .bind(step.step_id)
+        .bind(step.position as i64)
+        .bind(step.status.name())
+        .bind(step.output.as_ref().map(Value::to_string))
+        .bind(&step.error)
+        .bind(step.started_at.timestamp_millis())
+        .bind(finished)
+        .execute(&mut *tx)
+        .await?;
+        insert_items(&mut tx, &step.effects, now).await?;
+        if step.status == StepStatus::Waiting {
+            sqlx::query("UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_until = NULL WHERE id = ?1")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a run. `alert` (the run_failed email) is queued in the same transaction.
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        owner: &str,
+        succeeded: bool,
+        error: Option<&str>,
+        alert: Option<NewItem>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?1, error = ?2, finished_at = ?3, lease_owner = NULL, lease_until = NULL
+             WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
+        )
+        .bind(if succeeded { "succeeded" } else { "failed" })
+        .bind(error)
+        .bind(now.timestamp_millis())
+        .bind(run_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 1 {
+            insert_items(&mut tx, alert.as_slice(), now).await?;
+        }
+        tx.commit().await?;
+        Ok(done == 1)
+    }
+
+    /// Counts of runs by status, for `status` and the metrics.
+    pub async fn run_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status ORDER BY status")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+/// Extends `owner`'s lease on a running run; false if someone else holds it now.
+async fn hold_lease(
+    tx: &mut Transaction<'static, Sqlite>,
+    run_id: i64,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let held = sqlx::query(
+        "UPDATE runs SET lease_until = ?1 WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
+    )
+    .bind((now + lease).timestamp_millis())
+    .bind(run_id)
+    .bind(owner)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(held == 1)
+}
