@@ -7,7 +7,12 @@
 
 mod check;
 mod logging;
+mod outbox;
 mod plan;
+mod run;
+mod runs;
+mod status;
+mod trigger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +59,16 @@ pub enum Command {
     Check,
     /// Show the next fire times of every scheduled workflow, in its zone and in UTC
     Plan(plan::PlanArgs),
+    /// The daemon: scheduler, runner, outbox dispatcher and HTTP server, until SIGINT/SIGTERM
+    Run,
+    /// Queue a manual run of a workflow (the daemon picks it up), or run it here with --wait
+    Trigger(trigger::TriggerArgs),
+    /// Next fires, recent runs, the outbox backlog and dead letters
+    Status(status::StatusArgs),
+    /// Run history with each step's outcome
+    Runs(runs::RunsArgs),
+    /// Pending and dead outbox items; retry or discard one
+    Outbox(outbox::OutboxArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -88,6 +103,11 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Check => check::run(&config_path),
         Command::Plan(args) => plan::run(&config_path, &args),
+        Command::Run => run::run(&config_path),
+        Command::Trigger(args) => trigger::run(&config_path, &args),
+        Command::Status(args) => status::run(&config_path, &args),
+        Command::Runs(args) => runs::run(&config_path, &args),
+        Command::Outbox(args) => outbox::run(&config_path, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -135,6 +155,38 @@ pub fn load_setup(config_path: &std::path::Path) -> Result<Setup, Vec<Diagnostic
     match config {
         Some(config) if diags.is_empty() => Ok(Setup { config, workflows }),
         _ => Err(diags.sorted()),
+    }
+}
+
+/// The async runtime for commands that need one: two workers are plenty (a Pi has four small
+/// cores, and SQLite serialises writers anyway).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// Opens the database named by satflow.yaml, for commands that do not need the workflows.
+/// `None` (after printing the problems) when the configuration is not valid.
+async fn open_store(config_path: &std::path::Path) -> anyhow::Result<Option<crate::store::Store>> {
+    let mut diags = Diagnostics::default();
+    let loaded = config::load(config_path, &ProcessEnv, &mut diags);
+    match loaded.config {
+        Some(config) if diags.is_empty() => {
+            Ok(Some(crate::store::Store::open(&config.database).await?))
+        }
+        _ => {
+            if diags.is_empty() {
+                diags.push(
+                    config_path,
+                    crate::source::Pos::START,
+                    "there is no configuration file here; pass -c PATH",
+                );
+            }
+            print_problems(&diags.sorted());
+            Ok(None)
+        }
     }
 }
 

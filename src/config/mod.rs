@@ -42,6 +42,7 @@ pub struct Config {
     pub withdraw: BTreeMap<String, WithdrawProvider>,
     pub prices: PricesConfig,
     pub outbox: OutboxConfig,
+    pub engine: EngineConfig,
     pub alerts: BTreeSet<Alert>,
     /// The user's email templates by name (`templates:` folder), replacing built-ins.
     pub templates: BTreeMap<String, PathBuf>,
@@ -153,6 +154,25 @@ impl Default for OutboxConfig {
     }
 }
 
+/// How the daemon shares work with others on the same database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// How long a claim on a run or an outbox item lasts: after a crash, another daemon (or the
+    /// restarted one) takes the work over once it runs out.
+    pub lease: Duration,
+    /// On SIGINT/SIGTERM, how long in-flight work may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The built-in alert emails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Alert {
@@ -252,6 +272,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
         .unwrap_or_default();
     let prices = r.prices(top.get("prices"), &mut ctx, &mut names);
     let outbox = r.outbox(top.get("outbox"), &mut ctx);
+    let engine = r.engine(top.get("engine"), &mut ctx);
     let alerts_key = top.get("alerts");
     let alerts = r.alerts(alerts_key, &mut ctx);
     r.templates(top.get("templates"), &mut ctx, &mut names);
@@ -284,6 +305,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
                 withdraw: withdraw.into_iter().map(|(k, (_, v))| (k, v)).collect(),
                 prices,
                 outbox,
+                engine,
                 alerts,
                 templates: names.templates.clone(),
             })

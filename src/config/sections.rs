@@ -13,8 +13,9 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::{
-    Alert, Database, EmailConfig, EmailTransport, InvoiceSource, LightningNode, Names, NodeKind,
-    OutboxConfig, PocketConfig, PriceSource, PricesConfig, WalletConfig, WithdrawProvider,
+    Alert, Database, EmailConfig, EmailTransport, EngineConfig, InvoiceSource, LightningNode,
+    Names, NodeKind, OutboxConfig, PocketConfig, PriceSource, PricesConfig, WalletConfig,
+    WithdrawProvider,
 };
 use crate::domain::HumanDuration;
 use crate::source::reader::{describe, did_you_mean, list_or_one, scalar, string, unsigned};
@@ -674,6 +675,45 @@ impl Reader<'_> {
         }
         m.finish(ctx);
         outbox
+    }
+
+    pub fn engine(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> EngineConfig {
+        let mut engine = EngineConfig::default();
+        let Some(mut m) = node.and_then(|n| MapReader::new(n, "engine", ctx)) else {
+            return engine;
+        };
+        for (key, slot, min) in [
+            (
+                "lease",
+                &mut engine.lease,
+                std::time::Duration::from_secs(1),
+            ),
+            (
+                "shutdown_grace",
+                &mut engine.shutdown_grace,
+                std::time::Duration::ZERO,
+            ),
+        ] {
+            let field = format!("engine.{key}");
+            if let Some(n) = m.get(key)
+                && let Some(d) = duration(n, &field, ctx)
+            {
+                if d < min {
+                    ctx.error(
+                        n.pos,
+                        format!(
+                            "{field}: {} is too short; write at least {}",
+                            HumanDuration(d),
+                            HumanDuration(min)
+                        ),
+                    );
+                } else {
+                    *slot = d;
+                }
+            }
+        }
+        m.finish(ctx);
+        engine
     }
 
     pub fn alerts(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> BTreeSet<Alert> {

@@ -5,4 +5,6 @@
 //! work in memory that is not already a row, so a kill -9 at any instant loses nothing.
 
 pub mod clock;
+pub mod daemon;
+pub mod runner;
 pub mod scheduler;

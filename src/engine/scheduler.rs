@@ -90,7 +90,15 @@ impl Scheduler<'_> {
             let after = last.map_or(anchor, |l| l.max(anchor));
             let fires = decide(schedule, after, now);
             if !fires.is_empty() {
-                queued.extend(self.store.record_fires(&w.name, &fires, now).await?);
+                let new = self.store.record_fires(&w.name, &fires, now).await?;
+                if !new.is_empty() {
+                    for (at, _) in fires.iter().filter(|(_, a)| *a == FireAction::Run) {
+                        let late = (now - *at).to_std().unwrap_or_default();
+                        metrics::histogram!("satflow_fire_lateness_seconds")
+                            .record(late.as_secs_f64());
+                    }
+                }
+                queued.extend(new);
             }
         }
         Ok(queued)

@@ -61,7 +61,7 @@ impl EmailSender {
             Transport::Dir(dir) => {
                 let name: String = message_id
                     .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '@'))
                     .collect();
                 let path = dir.join(format!("{name}.eml"));
                 let tmp = dir.join(format!(".{name}.eml.tmp"));

@@ -1,0 +1,87 @@
+//! `satflow status`: next fires, recent runs, the outbox backlog and dead letters.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Outcome, Setup, load_setup, print_problems, runtime};
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
+    let Setup { config, workflows } = match load_setup(config_path) {
+        Ok(setup) => setup,
+        Err(problems) => {
+            print_problems(&problems);
+            return Ok(Outcome::UserError);
+        }
+    };
+    runtime()?.block_on(async move {
+        let store = Store::open(&config.database).await?;
+        let now = chrono::Utc::now();
+        let mut next: Vec<(String, chrono::DateTime<chrono::Utc>)> = workflows
+            .iter()
+            .filter_map(|w| Some((w.name.clone(), w.schedule.as_ref()?.next_after(now)?.to_utc())))
+            .collect();
+        next.sort_by_key(|(_, t)| *t);
+        let runs = store.recent_runs(10).await?;
+        let (pending, dead) = store.outbox_backlog().await?;
+        let dead_items: Vec<_> = store
+            .outbox_items(200)
+            .await?
+            .into_iter()
+            .filter(|i| i.status == "dead")
+            .collect();
+        if args.json {
+            let mut run_docs = Vec::new();
+            for run in &runs {
+                run_docs.push(super::runs::run_json(&store, run).await?);
+            }
+            let doc = json!({
+                "next_fires": next.iter().map(|(w, t)| json!({"workflow": w, "at": t.to_rfc3339()})).collect::<Vec<_>>(),
+                "runs": run_docs,
+                "outbox": {
+                    "pending": pending,
+                    "dead": dead,
+                    "dead_items": dead_items.iter().map(|i| json!({
+                        "id": i.id, "kind": i.kind, "idempotency_key": i.key, "last_error": i.last_error,
+                    })).collect::<Vec<_>>(),
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            println!("Next fires:");
+            for (w, t) in &next {
+                println!("  {t}  {w}");
+            }
+            if next.is_empty() {
+                println!("  (no scheduled workflows)");
+            }
+            println!("Recent runs:");
+            for r in &runs {
+                println!("  {:>6}  {:<24} {:<9} {}", r.id, r.workflow, r.trigger, r.status);
+            }
+            if runs.is_empty() {
+                println!("  (none yet)");
+            }
+            println!("Outbox: {pending} pending, {dead} dead");
+            for i in &dead_items {
+                println!(
+                    "  dead {:>6}  {}  {}  (satflow outbox retry {})",
+                    i.id,
+                    i.kind,
+                    i.last_error.as_deref().unwrap_or(""),
+                    i.id
+                );
+            }
+        }
+        store.close().await;
+        Ok(Outcome::Success)
+    })
+}

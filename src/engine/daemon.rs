@@ -1,0 +1,222 @@
+//! `satflow run`: the scheduler, the runner, the outbox dispatcher and the HTTP server, started
+//! together and stopped together.
+//!
+//! On shutdown nothing new is taken; work in flight gets `engine.shutdown_grace` to finish and
+//! is otherwise left to its lease: whatever was not recorded is picked up again by the next
+//! daemon, because every piece of work is a row before it starts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tokio::sync::{Notify, oneshot, watch};
+
+use super::clock::Clock;
+use super::runner::Runner;
+use super::scheduler::Scheduler;
+use crate::config::Config;
+use crate::http::{AppState, metrics_handle, router};
+use crate::notify::email::{Alerts, Mailer};
+use crate::outbox::handlers::email::EmailSender;
+use crate::outbox::{Dispatcher, Handlers};
+use crate::store::{Store, StoreError};
+use crate::workflow::Workflow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "cannot listen on {addr} (is another satflow or another program using it? change `listen` in satflow.yaml)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Email(String),
+}
+
+/// The longest the scheduler sleeps, so a wall clock that jumps is noticed.
+const MAX_SCHEDULER_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs the daemon until `shutdown` turns true. `ready` receives the address it listens on.
+pub async fn serve(
+    config: Config,
+    workflows: Vec<Workflow>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), DaemonError> {
+    let store = Store::open(&config.database).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let owner = format!("{}-{}", std::process::id(), clock.now().timestamp_millis());
+    let heartbeat = Arc::new(AtomicI64::new(0));
+    let metrics = metrics_handle();
+    let Workers {
+        dispatcher,
+        runner,
+        wake_runner,
+    } = workers(
+        &config,
+        workflows.clone(),
+        &store,
+        Arc::clone(&clock),
+        owner.clone(),
+    )?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
+    tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
+    tasks.spawn(scheduler_loop(
+        store.clone(),
+        Arc::clone(&clock),
+        workflows,
+        Arc::clone(&heartbeat),
+        Arc::clone(&wake_runner),
+        shutdown.clone(),
+    ));
+    let app = router(AppState {
+        store: store.clone(),
+        clock: Arc::clone(&clock),
+        scheduler_heartbeat: heartbeat,
+        metrics,
+    });
+    let mut http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        });
+        if let Err(err) = server.await {
+            tracing::error!(%err, "HTTP server");
+        }
+    });
+    tracing::info!(%addr, owner = %owner, "satflow is running");
+    if let Some(ready) = ready {
+        let _ = ready.send(addr);
+    }
+
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    tracing::info!(grace = ?config.engine.shutdown_grace, "stopping: no new work; finishing what is in flight");
+    let finished = tokio::time::timeout(config.engine.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            "in-flight work did not finish in time; its leases will hand it to the next daemon"
+        );
+        tasks.abort_all();
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The runner and the dispatcher, wired to wake each other.
+pub struct Workers {
+    pub dispatcher: Arc<Dispatcher>,
+    pub runner: Arc<Runner>,
+    /// Wakes the runner (new fires, finished waits).
+    pub wake_runner: Arc<Notify>,
+}
+
+/// Builds the runner and dispatcher for `owner` (the daemon, or `trigger --wait`).
+pub fn workers(
+    config: &Config,
+    workflows: Vec<Workflow>,
+    store: &Store,
+    clock: Arc<dyn Clock>,
+    owner: String,
+) -> Result<Workers, DaemonError> {
+    let lease =
+        chrono::Duration::from_std(config.engine.lease).unwrap_or(chrono::Duration::seconds(30));
+    let env = crate::workflow::expr::environment();
+    let mailer = config
+        .email
+        .as_ref()
+        .map(|e| Mailer::new(e, config.templates.clone()));
+    let alerts = Alerts::new(mailer.clone(), config.alerts.clone());
+    let sender = config
+        .email
+        .as_ref()
+        .map(EmailSender::new)
+        .transpose()
+        .map_err(DaemonError::Email)?;
+    let wake_outbox = Arc::new(Notify::new());
+    let wake_runner = Arc::new(Notify::new());
+    let dispatcher = Arc::new(Dispatcher {
+        store: store.clone(),
+        handlers: Handlers::new(sender),
+        clock: Arc::clone(&clock),
+        config: config.outbox,
+        lease,
+        owner: owner.clone(),
+        alerts: alerts.clone(),
+        env: env.clone(),
+        wake: Arc::clone(&wake_outbox),
+        wake_runner: Arc::clone(&wake_runner),
+    });
+    let runner = Arc::new(Runner {
+        store: store.clone(),
+        clock,
+        workflows: workflows
+            .into_iter()
+            .map(|w| (w.name.clone(), w))
+            .collect::<BTreeMap<_, _>>(),
+        mailer,
+        alerts,
+        owner,
+        lease,
+        env,
+        wake_outbox,
+        wake: Arc::clone(&wake_runner),
+    });
+    Ok(Workers {
+        dispatcher,
+        runner,
+        wake_runner,
+    })
+}
+
+async fn scheduler_loop(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    workflows: Vec<Workflow>,
+    heartbeat: Arc<AtomicI64>,
+    wake_runner: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let scheduler = Scheduler {
+        store: &store,
+        clock: &*clock,
+    };
+    while !*shutdown.borrow() {
+        match scheduler.tick(&workflows).await {
+            Ok(queued) if !queued.is_empty() => wake_runner.notify_one(),
+            Ok(_) => {}
+            Err(err) => tracing::error!(%err, "scheduler"),
+        }
+        let now = clock.now();
+        heartbeat.store(now.timestamp_millis(), Ordering::Relaxed);
+        let wait = scheduler
+            .next_fire(&workflows)
+            .and_then(|next| (next - now).to_std().ok())
+            .unwrap_or(MAX_SCHEDULER_SLEEP)
+            .clamp(std::time::Duration::from_millis(10), MAX_SCHEDULER_SLEEP);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

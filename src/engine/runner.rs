@@ -1,0 +1,391 @@
+//! The runner: takes queued runs and executes their steps in order, recording each step's
+//! outcome (with the effects it causes) before the next step starts.
+//!
+//! A run claimed again after a crash resumes at its first unrecorded step: recorded steps are
+//! never executed twice. A step never calls the outside world itself; its effects are outbox
+//! items committed with its result, and a step that needs an effect's answer waits for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::Duration;
+use lettre::message::Mailbox;
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, watch};
+
+use super::clock::Clock;
+use crate::config::Alert;
+use crate::notify::email::{Alerts, Content, Mailer};
+use crate::outbox::handlers::http;
+use crate::store::{NewItem, RunRow, StepRecord, StepStatus, Store, StoreError};
+use crate::workflow::actions::{self, Action, EmailContent, Param};
+use crate::workflow::expr::{eval_condition, render};
+use crate::workflow::{Step, Workflow};
+
+pub struct Runner {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub workflows: BTreeMap<String, Workflow>,
+    pub mailer: Option<Mailer>,
+    pub alerts: Alerts,
+    pub owner: String,
+    pub lease: Duration,
+    pub env: minijinja::Environment<'static>,
+    /// Notified after this runner committed outbox items.
+    pub wake_outbox: Arc<Notify>,
+    /// Notified when there may be runs to take (new fires, finished waits).
+    pub wake: Arc<Notify>,
+}
+
+/// What executing one step decided, before it is recorded.
+struct Outcome {
+    status: StepStatus,
+    output: Option<Value>,
+    error: Option<String>,
+    effects: Vec<NewItem>,
+}
+
+impl Outcome {
+    fn failed(error: impl Into<String>) -> Self {
+        Outcome {
+            status: StepStatus::Failed,
+            output: None,
+            error: Some(error.into()),
+            effects: Vec::new(),
+        }
+    }
+}
+
+impl Runner {
+    /// Takes one run and executes it as far as it goes; false when there was none.
+    pub async fn run_once(&self) -> Result<bool, StoreError> {
+        match self
+            .store
+            .claim_run(&self.owner, self.clock.now(), self.lease)
+            .await?
+        {
+            Some(run) => {
+                self.execute(run).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Runs until `shutdown` turns true; the run in progress is finished first.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            match self.run_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(err) => tracing::error!(%err, "runner"),
+            }
+            // `satflow trigger` in another process cannot wake us: look again within a second.
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn execute(&self, run: RunRow) -> Result<(), StoreError> {
+        let Some(workflow) = self.workflows.get(&run.workflow) else {
+            let error = format!(
+                "workflow `{}` is no longer defined in the configuration",
+                run.workflow
+            );
+            return self.fail(&run, None, &error).await;
+        };
+        let recorded: HashMap<String, crate::store::StepRow> = self
+            .store
+            .steps(run.id)
+            .await?
+            .into_iter()
+            .map(|s| (s.step_id.clone(), s))
+            .collect();
+        let verb = if recorded.is_empty() {
+            "run started"
+        } else {
+            "run resumed"
+        };
+        tracing::info!(run = run.id, workflow = %workflow.name, trigger = %run.trigger, done = recorded.len(), "{verb}");
+        let mut outputs = Map::new();
+        for (position, step) in workflow.steps.iter().enumerate() {
+            if let Some(done) = recorded.get(&step.id) {
+                match done.status.as_str() {
+                    "succeeded" => {
+                        outputs.insert(step.id.clone(), done.output.clone().unwrap_or(json!({})));
+                        continue;
+                    }
+                    "skipped" => {
+                        outputs.insert(step.id.clone(), skipped_output(step));
+                        continue;
+                    }
+                    "failed" => {
+                        let error = done.error.clone().unwrap_or_default();
+                        return self
+                            .fail(
+                                &run,
+                                Some(workflow),
+                                &format!("step `{}` failed: {error}", step.id),
+                            )
+                            .await;
+                    }
+                    // Its outbox item will hand the run back when it is done.
+                    _ => return Ok(()),
+                }
+            }
+            let started_at = self.clock.now();
+            let ctx = self.context(&run, workflow, &outputs);
+            let outcome = match &step.condition {
+                Some(condition) => match eval_condition(&self.env, condition, &ctx) {
+                    Ok(true) => self.perform(&run, step, &ctx),
+                    Ok(false) => Outcome {
+                        status: StepStatus::Skipped,
+                        output: Some(skipped_output(step)),
+                        error: None,
+                        effects: Vec::new(),
+                    },
+                    Err(e) => Outcome::failed(format!("if: {e}")),
+                },
+                None => self.perform(&run, step, &ctx),
+            };
+            let has_effects = !outcome.effects.is_empty();
+            let record = StepRecord {
+                step_id: &step.id,
+                position,
+                status: outcome.status,
+                output: outcome.output.clone(),
+                error: outcome.error.clone(),
+                started_at,
+                effects: outcome.effects,
+            };
+            if !self
+                .store
+                .record_step(run.id, &self.owner, record, self.clock.now(), self.lease)
+                .await?
+            {
+                tracing::warn!(
+                    run = run.id,
+                    "another daemon took this run over; leaving it"
+                );
+                return Ok(());
+            }
+            if has_effects {
+                self.wake_outbox.notify_one();
+            }
+            match outcome.status {
+                StepStatus::Waiting => {
+                    tracing::info!(run = run.id, step = %step.id, "step waits for its outbox item");
+                    return Ok(());
+                }
+                StepStatus::Failed => {
+                    let error = outcome.error.unwrap_or_default();
+                    return self
+                        .fail(
+                            &run,
+                            Some(workflow),
+                            &format!("step `{}` failed: {error}", step.id),
+                        )
+                        .await;
+                }
+                StepStatus::Succeeded | StepStatus::Skipped => {
+                    outputs.insert(step.id.clone(), outcome.output.unwrap_or(json!({})));
+                }
+            }
+        }
+        if self
+            .store
+            .finish_run(run.id, &self.owner, true, None, None, self.clock.now())
+            .await?
+        {
+            metrics::counter!("satflow_runs_total", "outcome" => "succeeded").increment(1);
+            tracing::info!(run = run.id, workflow = %workflow.name, "run succeeded");
+        }
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        run: &RunRow,
+        workflow: Option<&Workflow>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut ctx = self.context(
+            run,
+            workflow.unwrap_or(&placeholder(&run.workflow)),
+            &Map::new(),
+        );
+        ctx["run"]["error"] = json!(error);
+        let alert = self
+            .alerts
+            .item(&self.env, Alert::RunFailed, &run.id.to_string(), &ctx);
+        let queued_alert = alert.is_some();
+        if self
+            .store
+            .finish_run(
+                run.id,
+                &self.owner,
+                false,
+                Some(error),
+                alert,
+                self.clock.now(),
+            )
+            .await?
+        {
+            metrics::counter!("satflow_runs_total", "outcome" => "failed").increment(1);
+            tracing::error!(run = run.id, workflow = %run.workflow, %error, "run failed");
+            if queued_alert {
+                self.wake_outbox.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// `event`, `steps`, `run` and `workflow`, as expressions and templates see them.
+    fn context(&self, run: &RunRow, workflow: &Workflow, outputs: &Map<String, Value>) -> Value {
+        json!({
+            "event": run.event.clone().unwrap_or(Value::Null),
+            "steps": outputs,
+            "run": {
+                "id": run.id,
+                "trigger": run.trigger,
+                "key": run.trigger_key,
+                "started_at": run.started_at.map(|t| t.to_rfc3339()),
+            },
+            "workflow": { "name": workflow.name },
+        })
+    }
+
+    /// Decides what a step does. Effects are returned, not performed.
+    fn perform(&self, run: &RunRow, step: &Step, ctx: &Value) -> Outcome {
+        let key = format!("run/{}/step/{}", run.id, step.id);
+        match &step.action {
+            Action::Email(email) => {
+                let Some(mailer) = &self.mailer else {
+                    return Outcome::failed("satflow.yaml has no `email` section");
+                };
+                let to = match email
+                    .to
+                    .iter()
+                    .map(|p| {
+                        self.param(p, ctx, |s| s.parse::<Mailbox>().map_err(|e| e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(to) => to,
+                    Err(e) => return Outcome::failed(format!("to: {e}")),
+                };
+                let content = match &email.content {
+                    EmailContent::Template(name) => Content::Template(name),
+                    EmailContent::Inline { subject, body } => Content::Inline { subject, body },
+                };
+                match mailer.compose(&self.env, key, content, ctx, Some(to), false, None) {
+                    Ok(item) => Outcome {
+                        status: StepStatus::Succeeded,
+                        output: Some(json!({ "message_id": item.payload["message_id"] })),
+                        error: None,
+                        effects: vec![item],
+                    },
+                    Err(e) => Outcome::failed(e),
+                }
+            }
+            Action::HttpPost(post) => {
+                let url = match self.param(&post.url, ctx, |s| {
+                    url::Url::parse(s).map_err(|e| e.to_string())
+                }) {
+                    Ok(url) => url,
+                    Err(e) => return Outcome::failed(format!("url: {e}")),
+                };
+                let body = match render_json(&self.env, &post.json, ctx) {
+                    Ok(body) => body,
+                    Err(e) => return Outcome::failed(format!("json: {e}")),
+                };
+                let item = http::item(
+                    key,
+                    Some((run.id, step.id.clone())),
+                    url.as_str(),
+                    body,
+                    &post.headers,
+                    post.timeout,
+                );
+                Outcome {
+                    status: StepStatus::Waiting,
+                    output: None,
+                    error: None,
+                    effects: vec![item],
+                }
+            }
+            _ => Outcome::failed(format!(
+                "the action `{}` is not available in this version of satflow yet",
+                step.uses
+            )),
+        }
+    }
+
+    fn param<T>(
+        &self,
+        param: &Param<T>,
+        ctx: &Value,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, String>
+    where
+        T: Clone,
+    {
+        match param {
+            Param::Value(v) => Ok(v.clone()),
+            Param::Template(source) => {
+                let text = render(&self.env, source, ctx)?;
+                parse(text.trim())
+                    .map_err(|e| format!("\"{}\" (from the template): {e}", text.trim()))
+            }
+        }
+    }
+}
+
+/// What a skipped step shows to later steps: each of its outputs, as none.
+fn skipped_output(step: &Step) -> Value {
+    let mut out: Map<String, Value> = actions::outputs(step.uses)
+        .iter()
+        .map(|o| (o.to_string(), Value::Null))
+        .collect();
+    out.insert("skipped".into(), Value::Bool(true));
+    Value::Object(out)
+}
+
+/// A stand-in for a workflow that is gone, so its failure can still be reported.
+fn placeholder(name: &str) -> Workflow {
+    Workflow {
+        name: name.to_string(),
+        path: Default::default(),
+        schedule: None,
+        events: Vec::new(),
+        steps: Vec::new(),
+    }
+}
+
+/// Renders every templated string inside a JSON value.
+fn render_json(
+    env: &minijinja::Environment<'_>,
+    value: &Value,
+    ctx: &Value,
+) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            Value::String(render(env, s, ctx)?)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_json(env, v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_json(env, v, ctx)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
