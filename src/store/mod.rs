@@ -66,6 +66,20 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // Two daemons starting together would both create the schema: the first to open the
+        // database migrates it while holding this lock, the other waits and finds it done.
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(|e| open_err(sqlx::Error::Io(std::io::Error::other(e))))?
+            .map_err(|e| open_err(sqlx::Error::Io(e)))?;
         // A Pi has little memory and SQLite serialises writers anyway: a handful of connections.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -73,6 +87,7 @@ impl Store {
             .await
             .map_err(open_err)?;
         MIGRATOR.run(&pool).await?;
+        drop(lock);
         Ok(Store { pool })
     }
 

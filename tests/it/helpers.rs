@@ -56,6 +56,76 @@ impl TestApp {
         std::fs::write(path, contents).unwrap();
     }
 
+    /// A setup for the engine: an empty workflows folder, emails as files in `mail/`, short
+    /// leases and retry delays so crashes and retries play out in seconds.
+    pub fn engine() -> TestApp {
+        let app = TestApp::empty();
+        let port = free_port();
+        app.write(
+            "satflow.yaml",
+            &format!(
+                "database: sqlite://satflow.db\nlisten: 127.0.0.1:{port}\n\
+                 email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
+                 engine: {{ lease: 1s, shutdown_grace: 5s }}\n\
+                 outbox: {{ base_delay: 100ms, max_delay: 2s, max_attempts: 4 }}\n"
+            ),
+        );
+        std::fs::create_dir_all(app.path().join("workflows")).unwrap();
+        app
+    }
+
+    /// The `listen` address of the app's satflow.yaml.
+    pub fn listen(&self) -> String {
+        let config = std::fs::read_to_string(self.path().join("satflow.yaml")).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("listen: "))
+            .unwrap()
+            .to_string()
+    }
+
+    /// Starts `satflow ARGS` in the background (a daemon), logging to `NAME.log`.
+    pub fn spawn(&self, args: &[&str], log: &str) -> std::process::Child {
+        let log = std::fs::File::create(self.path().join(log)).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_satflow"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_clear()
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for name in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.spawn().expect("start satflow")
+    }
+
+    /// `runs --json`, parsed.
+    pub fn runs(&self) -> Vec<serde_json::Value> {
+        let run = self.satflow(&["runs", "--json", "--limit", "1000"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        doc["runs"].as_array().unwrap().clone()
+    }
+
+    /// `outbox --json`, parsed.
+    pub fn outbox(&self) -> Vec<serde_json::Value> {
+        let run = self.satflow(&["outbox", "--json", "--limit", "1000"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        doc["items"].as_array().unwrap().clone()
+    }
+
+    /// The emails written to `mail/`, as text.
+    pub fn emails(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.path().join("mail")) else {
+            return Vec::new();
+        };
+        dir.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    }
+
     pub fn set_env(&mut self, name: &str, value: &str) {
         self.env.push((name.into(), value.into()));
     }
@@ -78,6 +148,34 @@ impl TestApp {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `done` every 100 ms until it holds, failing after `limit` with `what`.
+pub async fn eventually(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGTERM (a graceful stop) and returns the exit code.
+pub fn terminate(child: &mut std::process::Child) -> i32 {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    child.wait().unwrap().code().unwrap_or(-1)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -2,5 +2,7 @@
 //! One test crate with modules, so the suite links a single binary.
 
 mod check;
+mod engine;
 mod helpers;
 mod plan;
+mod sink;
