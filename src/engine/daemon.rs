@@ -197,12 +197,20 @@ async fn scheduler_loop(
     wake_runner: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let scheduler = Scheduler {
-        store: &store,
-        clock: &*clock,
+    let mut scheduler = loop {
+        match Scheduler::load(&store, &workflows, clock.now()).await {
+            Ok(s) => break s,
+            Err(err) => {
+                tracing::error!(%err, "scheduler: cannot read its state; trying again in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
     };
     while !*shutdown.borrow() {
-        match scheduler.tick(&workflows).await {
+        match scheduler.tick(&store, clock.now()).await {
             Ok(queued) if !queued.is_empty() => wake_runner.notify_one(),
             Ok(_) => {}
             Err(err) => tracing::error!(%err, "scheduler"),
@@ -210,8 +218,8 @@ async fn scheduler_loop(
         let now = clock.now();
         heartbeat.store(now.timestamp_millis(), Ordering::Relaxed);
         let wait = scheduler
-            .next_fire(&workflows)
-            .and_then(|next| (next - now).to_std().ok())
+            .next_fire()
+            .map(|next| (next - now).to_std().unwrap_or_default())
             .unwrap_or(MAX_SCHEDULER_SLEEP)
             .clamp(std::time::Duration::from_millis(10), MAX_SCHEDULER_SLEEP);
         tokio::select! {

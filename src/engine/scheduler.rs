@@ -6,12 +6,13 @@
 //! to run is a pure function of the schedule, the last recorded fire and the time: the tests
 //! drive it with a moved clock. It never runs a workflow itself; it queues runs for the runner.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::store::{Store, StoreError};
 use crate::workflow::{CatchUp, Schedule, Workflow};
-
-use super::clock::Clock;
 
 /// How late a fire may be noticed and still count as on time rather than missed.
 pub const GRACE: Duration = Duration::minutes(2);
@@ -28,6 +29,12 @@ pub enum FireAction {
     /// Recorded so it is never considered again, but not run (missed, and the policy says so).
     Skip,
 }
+
+/// A fire time and what to do about it.
+pub type Fire = (DateTime<Utc>, FireAction);
+
+/// The fires decided for one workflow.
+pub type WorkflowFires<'a> = (&'a str, &'a [Fire]);
 
 /// What to do about every fire of `schedule` after `after` up to `now` inclusive.
 pub fn decide(
@@ -70,48 +77,110 @@ pub fn decide(
 }
 
 /// Records the due fires of every scheduled workflow and queues their runs.
-pub struct Scheduler<'a> {
-    pub store: &'a Store,
-    pub clock: &'a dyn Clock,
+///
+/// It keeps, per workflow, the time up to which fires have been decided, and a queue of next
+/// fire times, so a pass only looks at the workflows that are due: 10,000 workflows cost no
+/// more per pass than the few that fire.
+pub struct Scheduler {
+    entries: Vec<Entry>,
+    queue: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
 }
 
-impl Scheduler<'_> {
-    /// One pass: returns the ids of the runs this pass queued.
-    pub async fn tick(&self, workflows: &[Workflow]) -> Result<Vec<i64>, StoreError> {
-        let now = self.clock.now();
-        let mut queued = Vec::new();
-        for w in workflows {
-            let Some(schedule) = &w.schedule else {
-                continue;
-            };
-            // A workflow seen for the first time starts now: it does not catch up on history.
-            let anchor = self.store.schedule_anchor(&w.name, now).await?;
-            let last = self.store.last_fire(&w.name).await?;
-            let after = last.map_or(anchor, |l| l.max(anchor));
-            let fires = decide(schedule, after, now);
-            if !fires.is_empty() {
-                let new = self.store.record_fires(&w.name, &fires, now).await?;
-                if !new.is_empty() {
-                    for (at, _) in fires.iter().filter(|(_, a)| *a == FireAction::Run) {
-                        let late = (now - *at).to_std().unwrap_or_default();
-                        metrics::histogram!("satflow_fire_lateness_seconds")
-                            .record(late.as_secs_f64());
+struct Entry {
+    workflow: String,
+    schedule: Schedule,
+    /// Fires up to this time (inclusive) have been decided.
+    after: DateTime<Utc>,
+}
+
+impl Scheduler {
+    /// Reads where each scheduled workflow left off. A workflow seen for the first time starts
+    /// at `now`: it does not catch up on fires from before it existed.
+    pub async fn load(
+        store: &Store,
+        workflows: &[Workflow],
+        now: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        let scheduled: Vec<(&Workflow, &Schedule)> = workflows
+            .iter()
+            .filter_map(|w| Some((w, w.schedule.as_ref()?)))
+            .collect();
+        let names: Vec<&str> = scheduled.iter().map(|(w, _)| w.name.as_str()).collect();
+        let anchors = store.schedule_anchors(&names, now).await?;
+        let last = store.last_fires().await?;
+        let mut scheduler = Scheduler {
+            entries: Vec::with_capacity(scheduled.len()),
+            queue: BinaryHeap::with_capacity(scheduled.len()),
+        };
+        for (i, (w, schedule)) in scheduled.into_iter().enumerate() {
+            let anchor = anchors.get(&w.name).copied().unwrap_or(now);
+            let after = last.get(&w.name).map_or(anchor, |l| (*l).max(anchor));
+            if let Some(next) = schedule.next_after(after) {
+                scheduler.queue.push(Reverse((next.to_utc(), i)));
+            }
+            scheduler.entries.push(Entry {
+                workflow: w.name.clone(),
+                schedule: schedule.clone(),
+                after,
+            });
+        }
+        Ok(scheduler)
+    }
+
+    /// One pass at `now`: records every due fire in one transaction and returns the ids of the
+    /// runs it queued.
+    pub async fn tick(
+        &mut self,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, i))) = self.queue.peek().copied()
+            && at <= now
+        {
+            self.queue.pop();
+            let entry = &self.entries[i];
+            due.push((i, decide(&entry.schedule, entry.after, now)));
+        }
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch: Vec<WorkflowFires<'_>> = due
+            .iter()
+            .map(|(i, fires)| (self.entries[*i].workflow.as_str(), fires.as_slice()))
+            .collect();
+        let queued = match store.record_fires(&batch, now).await {
+            Ok(queued) => queued,
+            Err(err) => {
+                // Nothing was recorded: put the due workflows back to be tried on the next pass.
+                for (i, _) in &due {
+                    if let Some(next) = self.entries[*i].schedule.next_after(self.entries[*i].after)
+                    {
+                        self.queue.push(Reverse((next.to_utc(), *i)));
                     }
                 }
-                queued.extend(new);
+                return Err(err);
+            }
+        };
+        for (i, fires) in due {
+            for (at, _) in fires.iter().filter(|(_, a)| *a == FireAction::Run) {
+                let late = (now - *at).to_std().unwrap_or_default();
+                metrics::histogram!("satflow_fire_lateness_seconds").record(late.as_secs_f64());
+            }
+            let entry = &mut self.entries[i];
+            if let Some((last, _)) = fires.last() {
+                entry.after = *last;
+            }
+            if let Some(next) = entry.schedule.next_after(entry.after) {
+                self.queue.push(Reverse((next.to_utc(), i)));
             }
         }
         Ok(queued)
     }
 
     /// When the next fire of any workflow is due, for the daemon's sleep.
-    pub fn next_fire(&self, workflows: &[Workflow]) -> Option<DateTime<Utc>> {
-        let now = self.clock.now();
-        workflows
-            .iter()
-            .filter_map(|w| w.schedule.as_ref()?.next_after(now))
-            .map(|t| t.to_utc())
-            .min()
+    pub fn next_fire(&self) -> Option<DateTime<Utc>> {
+        self.queue.peek().map(|Reverse((at, _))| *at)
     }
 }
 
@@ -189,7 +258,7 @@ mod tests {
 
     mod with_store {
         use super::*;
-        use crate::engine::clock::ManualClock;
+        use crate::engine::clock::{Clock, ManualClock};
         use std::path::PathBuf;
 
         fn workflow(name: &str, schedule: Schedule) -> Workflow {
@@ -223,17 +292,9 @@ mod tests {
                 Schedule::new("0 * * * *", zurich, CatchUp::Skip).unwrap(),
             )];
             let clock = ManualClock::new(at("2027-03-27T23:30:00Z"));
-            let (sa, sb) = (
-                Scheduler {
-                    store: &a,
-                    clock: &clock,
-                },
-                Scheduler {
-                    store: &b,
-                    clock: &clock,
-                },
-            );
-            sa.tick(&hourly).await.unwrap();
+            let mut sa = Scheduler::load(&a, &hourly, clock.now()).await.unwrap();
+            let mut sb = Scheduler::load(&b, &hourly, clock.now()).await.unwrap();
+            sa.tick(&a, clock.now()).await.unwrap();
             // Both daemons tick every 30 s through the night local time jumps from 02:00 to 03:00;
             // at 00:20Z the clock also steps back 45 minutes.
             for step in 0..400 {
@@ -241,7 +302,8 @@ mod tests {
                 if step == 100 {
                     clock.advance(Duration::minutes(-45));
                 }
-                let (ra, rb) = tokio::join!(sa.tick(&hourly), sb.tick(&hourly));
+                let now = clock.now();
+                let (ra, rb) = tokio::join!(sa.tick(&a, now), sb.tick(&b, now));
                 ra.unwrap();
                 rb.unwrap();
             }
@@ -266,13 +328,10 @@ mod tests {
                 Schedule::new("0 9 * * *", zurich, CatchUp::Once).unwrap(),
             )];
             let clock = ManualClock::new(at("2027-03-26T12:00:00Z"));
-            let scheduler = Scheduler {
-                store: &store,
-                clock: &clock,
-            };
+            let mut scheduler = Scheduler::load(&store, &daily, clock.now()).await.unwrap();
             for _ in 0..(4 * 24 * 2) {
                 clock.advance(Duration::minutes(30));
-                scheduler.tick(&daily).await.unwrap();
+                scheduler.tick(&store, clock.now()).await.unwrap();
             }
             assert_eq!(
                 run_times(&store).await,
@@ -291,23 +350,33 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
             let clock = ManualClock::new(at("2027-03-07T12:00:00Z"));
-            let scheduler = Scheduler {
-                store: &store,
-                clock: &clock,
-            };
             let weekly_wf = vec![workflow("weekly", weekly(CatchUp::Once))];
-            assert!(scheduler.tick(&weekly_wf).await.unwrap().is_empty());
+            let mut scheduler = Scheduler::load(&store, &weekly_wf, clock.now())
+                .await
+                .unwrap();
+            assert!(
+                scheduler
+                    .tick(&store, clock.now())
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // Down for three weeks: the restarted daemon loads the state back from the store.
             clock.advance(Duration::weeks(3));
-            let queued = scheduler.tick(&weekly_wf).await.unwrap();
+            let mut restarted = Scheduler::load(&store, &weekly_wf, clock.now())
+                .await
+                .unwrap();
+            let queued = restarted.tick(&store, clock.now()).await.unwrap();
             assert_eq!(queued.len(), 1);
             assert_eq!(run_times(&store).await, ["2027-03-22T08:00:00Z"]);
-            // A workflow added now has no past to catch up on.
-            let added = vec![workflow("added", weekly(CatchUp::All))];
-            assert!(scheduler.tick(&added).await.unwrap().is_empty());
             assert_eq!(
-                scheduler.next_fire(&weekly_wf).unwrap().to_rfc3339(),
+                restarted.next_fire().unwrap().to_rfc3339(),
                 "2027-03-29T07:00:00+00:00"
             );
+            // A workflow added now has no past to catch up on.
+            let added = vec![workflow("added", weekly(CatchUp::All))];
+            let mut fresh = Scheduler::load(&store, &added, clock.now()).await.unwrap();
+            assert!(fresh.tick(&store, clock.now()).await.unwrap().is_empty());
         }
     }
 }
