@@ -42,19 +42,7 @@ pub fn decide(
     after: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, FireAction)> {
-    let mut fires = Vec::new();
-    let mut cursor = after;
-    while fires.len() < SCAN_LIMIT {
-        match schedule.next_after(cursor) {
-            Some(t) if t.to_utc() <= now => {
-                fires.push(t.to_utc());
-                // Croner steps in real time; the exact previous fire keeps it on the right pass
-                // through a repeated hour.
-                cursor = t.to_utc();
-            }
-            _ => break,
-        }
-    }
+    let fires = schedule.fires_until(after, now, SCAN_LIMIT);
     let missed = fires.iter().filter(|t| now - **t > GRACE).count();
     fires
         .iter()

@@ -299,7 +299,7 @@ fn read_steps(
         .collect();
     let all_ids: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
     let mut earlier: Vec<(String, &'static [&'static str])> = Vec::new();
-    let mut steps = Vec::new();
+    let mut steps = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let prefix = format!("steps[{i}]");
         let (id, id_pos) = &ids[i];

@@ -49,10 +49,12 @@ impl FromStr for CatchUp {
     }
 }
 
+/// A validated schedule. It keeps the cron's text, not croner's parsed form: croner allocates a
+/// 5,000-entry table of years for every pattern, which for thousands of workflows is most of
+/// the daemon's memory, and parsing again when a fire time is needed takes microseconds.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub cron_text: String,
-    cron: Cron,
     pub timezone: Tz,
     pub catch_up: CatchUp,
 }
@@ -61,10 +63,9 @@ impl Schedule {
     /// Parses a 5-field (minute precision) or 6-field (with seconds) cron expression, or a
     /// nickname such as `@daily`. Refuses expressions that never fire.
     pub fn new(cron_text: &str, timezone: Tz, catch_up: CatchUp) -> Result<Self, String> {
-        let cron = parse_cron(cron_text)?;
+        parse_cron(cron_text)?;
         let schedule = Schedule {
             cron_text: cron_text.trim().to_string(),
-            cron,
             timezone,
             catch_up,
         };
@@ -80,17 +81,44 @@ impl Schedule {
     /// The first fire strictly after `after`, in the workflow's zone.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Tz>> {
         let local = after.with_timezone(&self.timezone);
-        self.cron.find_next_occurrence(&local, false).ok()
+        self.cron().find_next_occurrence(&local, false).ok()
+    }
+
+    fn cron(&self) -> Cron {
+        parse_cron(&self.cron_text).expect("the cron text was validated when the schedule was made")
+    }
+
+    /// Every fire strictly after `after` up to `until` inclusive, at most `limit` of them.
+    pub fn fires_until(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let cron = self.cron();
+        let mut out = Vec::new();
+        let mut cursor = after.with_timezone(&self.timezone);
+        while out.len() < limit {
+            match cron.find_next_occurrence(&cursor, false) {
+                Ok(next) if next.to_utc() <= until => {
+                    out.push(next.to_utc());
+                    cursor = next;
+                }
+                _ => break,
+            }
+        }
+        out
     }
 
     /// The next `count` fires strictly after `after`.
     pub fn fires_after(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Tz>> {
         let mut out = Vec::with_capacity(count);
         let mut cursor = after.with_timezone(&self.timezone);
+        let cron = self.cron();
         while out.len() < count {
             // Croner walks real time: feeding back the exact previous fire keeps it on the right
             // pass through a repeated hour.
-            match self.cron.find_next_occurrence(&cursor, false) {
+            match cron.find_next_occurrence(&cursor, false) {
                 Ok(next) => {
                     out.push(next);
                     cursor = next;
