@@ -87,6 +87,18 @@ async fn the_daemon_runs_a_triggered_workflow_reports_health_and_stops_on_sigter
         metrics.contains("satflow_outbox_handler_seconds_bucket{kind=\"http\""),
         "{metrics}"
     );
+    let status = app.satflow(&["status", "--json", "-c", "satflow.yaml"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["runs"][0]["status"], "succeeded");
+    assert_eq!(status["outbox"]["pending"], 0);
+    let show = app.satflow(&["runs", "show", "1", "-c", "satflow.yaml"]);
+    assert!(show.stdout.contains("run 1 of hook (manual"), "{show:?}");
+    assert!(show.stdout.contains("tell"), "{show:?}");
+    let missing = app.satflow(&["runs", "show", "99", "-c", "satflow.yaml"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("there is no run 99"), "{missing:?}");
+
     assert_eq!(terminate(&mut daemon), 0);
     let log = std::fs::read_to_string(app.path().join("daemon.log")).unwrap();
     assert!(log.contains("stopped"), "{log}");
@@ -160,6 +172,7 @@ async fn the_outbox_retries_honours_retry_after_reconciles_and_dead_letters() {
 
     // The dead item and the failed run each raise one alert, delivered by the daemon.
     let mut daemon = app.spawn(&["run", "-c", "satflow.yaml"], "daemon.log");
+    healthy(&app).await;
     eventually(Duration::from_secs(10), "two alert emails", || {
         app.emails().len() == 2
     })
@@ -261,6 +274,7 @@ async fn sigkill_at_random_moments_loses_no_effect_and_repeats_no_finished_step(
         daemon.wait().unwrap();
     }
     let mut daemon = app.spawn(&["run", "-c", "satflow.yaml"], "daemon.log");
+    healthy(&app).await;
     eventually(Duration::from_secs(90), "every run to succeed", || {
         let runs = app.runs();
         runs.len() == RUNS && runs.iter().all(|r| r["status"] == "succeeded")
@@ -311,4 +325,70 @@ async fn sigkill_at_random_moments_loses_no_effect_and_repeats_no_finished_step(
         RUNS * STEPS,
         received.len() - RUNS * STEPS
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
+    let smtp = super::smtp::SmtpSink::start().await;
+    let app = TestApp::engine();
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
+    let closed = super::helpers::free_port();
+    app.write(
+        "satflow.yaml",
+        &config.replace(
+            "dir: mail",
+            &format!("smtp_url: \"smtp://127.0.0.1:{}\"", smtp.port),
+        ),
+    );
+    app.write(
+        "workflows/note.yaml",
+        "steps:\n  - uses: email\n    with: { subject: \"note {{ run.id }}\", body: \"hello from {{ workflow.name }}\" }\n",
+    );
+    let run = app.satflow(&["trigger", "note", "--wait", "-c", "satflow.yaml"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut daemon = app.spawn(&["run", "-c", "satflow.yaml"], "daemon.log");
+    healthy(&app).await;
+    eventually(
+        Duration::from_secs(10),
+        "the email at the SMTP server",
+        || smtp.messages().len() == 1,
+    )
+    .await;
+    let message = &smtp.messages()[0];
+    assert!(message.contains("Subject: note 1"), "{message}");
+    assert!(message.contains("hello from note"), "{message}");
+    assert!(message.contains("Message-ID: <"), "{message}");
+    assert_eq!(terminate(&mut daemon), 0);
+
+    // Now the mail server is gone: the email dies, its dead-letter alert dies, and that is all.
+    app.write(
+        "satflow.yaml",
+        &config.replace(
+            "dir: mail",
+            &format!("smtp_url: \"smtp://127.0.0.1:{closed}\""),
+        ),
+    );
+    let run = app.satflow(&["trigger", "note", "-c", "satflow.yaml"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut daemon = app.spawn(&["run", "-c", "satflow.yaml"], "daemon.log");
+    healthy(&app).await;
+    eventually(
+        Duration::from_secs(20),
+        "the email and its alert to die",
+        || {
+            let items = app.outbox();
+            items.len() == 3 && items.iter().filter(|i| i["status"] == "dead").count() == 2
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let items = app.outbox();
+    assert_eq!(items.len(), 3, "no alert about the dead alert: {items:#?}");
+    assert!(
+        items
+            .iter()
+            .any(|i| i["idempotency_key"] == "alert/dead_letter/run/2/step/step_1"),
+        "{items:#?}"
+    );
+    assert_eq!(terminate(&mut daemon), 0);
 }

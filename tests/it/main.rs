@@ -6,3 +6,4 @@ mod engine;
 mod helpers;
 mod plan;
 mod sink;
+mod smtp;
