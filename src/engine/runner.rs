@@ -132,8 +132,12 @@ impl Runner {
                             )
                             .await;
                     }
-                    // Its outbox item will hand the run back when it is done.
-                    _ => return Ok(()),
+                    // Its outbox item hands the run back when it is done; until then the run
+                    // waits rather than holding a lease.
+                    _ => {
+                        self.store.release_to_waiting(run.id, &self.owner).await?;
+                        return Ok(());
+                    }
                 }
             }
             let started_at = self.clock.now();

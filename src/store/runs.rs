@@ -276,6 +276,24 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Hands back a run that `owner` holds because one of its steps waits for an item: the
+    /// run waits, or is queued again if the item finished in the meantime.
+    pub async fn release_to_waiting(&self, run_id: i64, owner: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL,
+                 status = CASE WHEN EXISTS (SELECT 1 FROM step_results WHERE run_id = ?1 AND status = 'waiting')
+                               THEN 'waiting' ELSE 'queued' END
+             WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+        )
+        .bind(run_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Counts of runs by status, for `status` and the metrics.
     pub async fn run_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows =

@@ -40,12 +40,10 @@ impl Handlers {
     }
 
     /// Reads back whether an item whose last attempt has an unknown outcome took effect.
-    /// `None`: the kind cannot tell, and resending is safe because the receiver sees the same
-    /// idempotency key (HTTP) or the same Message-ID and file name (email).
-    pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
-        match item.kind.as_str() {
-            http::KIND | crate::notify::email::KIND => None,
-            _ => None,
-        }
+    /// `None`: the kind cannot tell, and sending again is safe because the receiver sees the
+    /// same idempotency key (HTTP) or the same Message-ID and file name (email). Kinds whose
+    /// provider can be asked (a Pocket exchange, a withdrawal) answer here.
+    pub async fn reconcile(&self, _item: &ItemRow) -> Option<Result<Value, HandlerError>> {
+        None
     }
 }
