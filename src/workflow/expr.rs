@@ -17,9 +17,29 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-/// A JSON context (`event`, `steps`, `run`, `workflow`) as minijinja sees it.
+/// A JSON context (`event`, `steps`, `run`, `workflow`) as minijinja sees it. Converted by
+/// hand: serde_json keeps numbers as exact text (for money), which minijinja's serde bridge
+/// would turn into maps. Whole numbers become integers; others floats, which expressions
+/// compare and templates print well (exact amounts stay exact in the database, not here).
 pub fn context(ctx: &serde_json::Value) -> minijinja::Value {
-    minijinja::Value::from(minijinja::value::Serde(ctx))
+    use serde_json::Value as J;
+    match ctx {
+        J::Null => minijinja::Value::from(()),
+        J::Bool(b) => minijinja::Value::from(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => minijinja::Value::from(i),
+            (None, Some(u), _) => minijinja::Value::from(u),
+            (None, None, Some(f)) => minijinja::Value::from(f),
+            _ => minijinja::Value::from(n.to_string()),
+        },
+        J::String(s) => minijinja::Value::from(s.as_str()),
+        J::Array(items) => items.iter().map(context).collect::<Vec<_>>().into(),
+        J::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), context(v)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into(),
+    }
 }
 
 /// Evaluates a condition (`if:`, `active:`), bare or wrapped in `{{ }}`.
@@ -164,6 +184,30 @@ mod tests {
             earlier,
             all_ids: all,
         }
+    }
+
+    #[test]
+    fn json_contexts_keep_numbers_as_numbers() {
+        let env = environment();
+        let ctx = serde_json::json!({"steps": {"p": {"status": 200, "price": 59999.5, "ok": true, "list": [1, 2]}}});
+        assert!(
+            eval_condition(
+                &env,
+                "steps.p.status == 200 and steps.p.price < 60000",
+                &ctx
+            )
+            .unwrap()
+        );
+        assert!(eval_condition(&env, "steps.p.ok", &ctx).unwrap());
+        assert_eq!(
+            render(
+                &env,
+                "{{ steps.p.list | length }} {{ steps.p.price }}",
+                &ctx
+            )
+            .unwrap(),
+            "2 59999.5"
+        );
     }
 
     #[test]
