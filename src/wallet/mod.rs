@@ -5,5 +5,6 @@
 //! private key or seed.
 
 mod keys;
+pub mod proof;
 
 pub use keys::{KeyError, ScriptType, WalletKey};

@@ -1,0 +1,4 @@
+//! Pocket Bitcoin: the API client, its types, the payment instructions a bank needs, and the
+//! sandbox that plays Pocket for tests, the demo and rehearsals.
+
+pub mod payment;

@@ -1,0 +1,1 @@
+//! Payment instructions for a standing order, with a scannable QR code.
