@@ -1,0 +1,431 @@
+//! Pocket's resources as satflow reads and writes them: challenges, orders, exchanges, and the
+//! error codes of its API.
+//!
+//! Responses are read tolerantly (unknown fields are kept, both shapes of an interrupted
+//! exchange are understood) and exactly (money is a `Decimal` made from the JSON number's own
+//! text). Requests write money as JSON numbers from the decimal's text, never through f64.
+//! Key names that no public source confirms are kept in one place, marked "Assumed".
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::domain::{Currency, FeeRate, Iban};
+
+/// A one-time token to include in the message that proves ownership of a payout address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub id: String,
+    pub token: String,
+    pub expires_on: DateTime<Utc>,
+    pub completed_on: Option<DateTime<Utc>>,
+}
+
+impl Challenge {
+    /// The message the user signs: it must contain the token.
+    pub fn message(&self) -> String {
+        format!("I confirm my bitcoin wallet. [{}]", self.token)
+    }
+}
+
+/// How an order's bitcoin is paid out, with the proof that the user controls it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewPayout {
+    Address {
+        bitcoin_address: String,
+        message: String,
+        signature: String,
+    },
+    /// Pocket derives a fresh address for every payout from the xpub, starting at
+    /// `derivation_path` (the path of `bitcoin_address`).
+    Xpub {
+        bitcoin_address: String,
+        message: String,
+        signature: String,
+        extended_public_key: String,
+        derivation_path: String,
+    },
+    Lightning {
+        node_pubkey: String,
+        message: String,
+        signature: String,
+        lightning_address: Option<String>,
+    },
+}
+
+impl NewPayout {
+    fn to_json(&self) -> Value {
+        match self {
+            NewPayout::Address {
+                bitcoin_address,
+                message,
+                signature,
+            } => json!({ "bitcoin_address": bitcoin_address, "message": message, "signature": signature }),
+            NewPayout::Xpub {
+                bitcoin_address,
+                message,
+                signature,
+                extended_public_key,
+                derivation_path,
+            } => json!({
+                "bitcoin_address": bitcoin_address, "message": message, "signature": signature,
+                "extended_public_key": extended_public_key, "derivation_path": derivation_path,
+            }),
+            NewPayout::Lightning {
+                node_pubkey,
+                message,
+                signature,
+                lightning_address,
+            } => {
+                let mut v = json!({ "node_pubkey": node_pubkey, "message": message, "signature": signature });
+                if let Some(address) = lightning_address {
+                    v["lightning_address"] = json!(address);
+                }
+                v
+            }
+        }
+    }
+}
+
+/// A buy order to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBuyOrder {
+    pub active: bool,
+    pub fee_rate: FeeRate,
+    pub currency: Currency,
+    pub debitor_iban: Iban,
+    pub payout: NewPayout,
+    pub affiliate_id: Option<String>,
+}
+
+impl NewBuyOrder {
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "active": self.active,
+            "fee_rate": number(self.fee_rate.value()),
+            "payment_method": { "currency": self.currency.code(), "debitor_iban": self.debitor_iban.as_str() },
+            "payout_method": self.payout.to_json(),
+        });
+        if let Some(id) = &self.affiliate_id {
+            v["affiliate_id"] = json!(id);
+        }
+        v
+    }
+}
+
+/// A one-time sell order. Assumed shape (the reference shows no example): the bitcoin comes
+/// from the user, the fiat goes to `creditor_iban`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSellOrder {
+    pub fee_rate: FeeRate,
+    pub currency: Currency,
+    pub creditor_iban: Iban,
+    pub affiliate_id: Option<String>,
+}
+
+impl NewSellOrder {
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "type": "sell",
+            "fee_rate": number(self.fee_rate.value()),
+            "payment_method": { "currency": self.currency.code() },
+            "payout_method": { "iban": self.creditor_iban.as_str() },
+        });
+        if let Some(id) = &self.affiliate_id {
+            v["affiliate_id"] = json!(id);
+        }
+        v
+    }
+}
+
+/// The two fields of an order that can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrderPatch {
+    pub active: Option<bool>,
+    pub fee_rate: Option<FeeRate>,
+}
+
+impl OrderPatch {
+    pub fn is_empty(&self) -> bool {
+        self.active.is_none() && self.fee_rate.is_none()
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut v = Map::new();
+        if let Some(active) = self.active {
+            v.insert("active".into(), json!(active));
+        }
+        if let Some(rate) = self.fee_rate {
+            v.insert("fee_rate".into(), number(rate.value()));
+        }
+        Value::Object(v)
+    }
+}
+
+/// How an exchange of a Lightning order is to be paid out. Assumed key names (no public source
+/// shows the bodies): kept here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangePayout {
+    Invoice(String),
+    /// Open a channel to `PUBKEY@HOST:PORT` and push the amount.
+    Channel(String),
+}
+
+impl ExchangePayout {
+    pub fn to_json(&self) -> Value {
+        match self {
+            ExchangePayout::Invoice(invoice) => json!({ "invoice": invoice }),
+            ExchangePayout::Channel(address) => json!({ "node_address": address }),
+        }
+    }
+}
+
+/// An order as Pocket returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    #[serde(default)]
+    pub active: bool,
+    pub created_on: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "money")]
+    pub fee_rate: Option<Decimal>,
+    #[serde(default)]
+    pub payment_method: Value,
+    #[serde(default)]
+    pub payout_method: Value,
+    /// Everything else Pocket sent, kept as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Order {
+    pub fn currency(&self) -> Option<&str> {
+        self.payment_method["currency"].as_str()
+    }
+}
+
+/// Where an exchange stands, read from which fields are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeState {
+    Executed,
+    Settled,
+    Interrupted,
+    Refunded,
+}
+
+impl ExchangeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeState::Executed => "executed",
+            ExchangeState::Settled => "settled",
+            ExchangeState::Interrupted => "interrupted",
+            ExchangeState::Refunded => "refunded",
+        }
+    }
+}
+
+/// An exchange as Pocket returns it (GET) or sends it (webhook payloads, which call the id
+/// `exchange_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    #[serde(alias = "exchange_id")]
+    pub id: String,
+    pub order_id: Option<String>,
+    #[serde(default, deserialize_with = "money")]
+    pub fee_rate: Option<Decimal>,
+    pub pair: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "money")]
+    pub cost: Option<Decimal>,
+    pub executed_on: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "money")]
+    pub amount: Option<Decimal>,
+    #[serde(default, deserialize_with = "money")]
+    pub rate: Option<Decimal>,
+    #[serde(default, deserialize_with = "money")]
+    pub fee: Option<Decimal>,
+    pub action: Option<Value>,
+    pub reason: Option<Value>,
+    pub payout: Option<Value>,
+    #[serde(rename = "welcomeReward")]
+    pub welcome_reward: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Exchange {
+    /// `action` set: interrupted (it wins over `reason`); `reason`: refunded; `payout`: settled;
+    /// none: executed.
+    pub fn state(&self) -> ExchangeState {
+        let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        if set(&self.action) {
+            ExchangeState::Interrupted
+        } else if set(&self.reason) {
+            ExchangeState::Refunded
+        } else if set(&self.payout) {
+            ExchangeState::Settled
+        } else {
+            ExchangeState::Executed
+        }
+    }
+}
+
+/// The documented error codes of Pocket's API (PATCH exchange), and any other as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiCode {
+    InProgress,
+    AlreadyCompleted,
+    InvoiceAmount,
+    InvoiceNetwork,
+    InvoiceExpired,
+    UnexpectedNodePubkey,
+    InvalidInvoice,
+    ChannelPayoutNotAllowed,
+    NodeAddressRequired,
+    Connect,
+    Other(String),
+}
+
+impl ApiCode {
+    pub fn parse(code: &str) -> ApiCode {
+        match code {
+            "in_progress" => ApiCode::InProgress,
+            "already_completed" => ApiCode::AlreadyCompleted,
+            "invoice_amount" => ApiCode::InvoiceAmount,
+            "invoice_network" => ApiCode::InvoiceNetwork,
+            "invoice_expired" => ApiCode::InvoiceExpired,
+            "unexpected_node_pubkey" => ApiCode::UnexpectedNodePubkey,
+            "invalid_invoice" => ApiCode::InvalidInvoice,
+            "channel_payout_not_allowed" => ApiCode::ChannelPayoutNotAllowed,
+            "node_address_required" => ApiCode::NodeAddressRequired,
+            "connect" => ApiCode::Connect,
+            other => ApiCode::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ApiCode::InProgress => "in_progress",
+            ApiCode::AlreadyCompleted => "already_completed",
+            ApiCode::InvoiceAmount => "invoice_amount",
+            ApiCode::InvoiceNetwork => "invoice_network",
+            ApiCode::InvoiceExpired => "invoice_expired",
+            ApiCode::UnexpectedNodePubkey => "unexpected_node_pubkey",
+            ApiCode::InvalidInvoice => "invalid_invoice",
+            ApiCode::ChannelPayoutNotAllowed => "channel_payout_not_allowed",
+            ApiCode::NodeAddressRequired => "node_address_required",
+            ApiCode::Connect => "connect",
+            ApiCode::Other(code) => code,
+        }
+    }
+
+    /// The code in an error body: `{"code": …}` or `{"error": …}`.
+    pub fn from_body(body: &str) -> Option<(ApiCode, Option<String>)> {
+        let v: Value = serde_json::from_str(body).ok()?;
+        let code = v["code"].as_str().or_else(|| v["error"].as_str())?;
+        let message = v["message"].as_str().map(str::to_string);
+        Some((ApiCode::parse(code), message))
+    }
+}
+
+/// A decimal as a JSON number with exactly its digits.
+pub fn number(d: Decimal) -> Value {
+    // With serde_json's arbitrary precision a number keeps its text; a decimal's text is
+    // always a valid JSON number.
+    Value::Number(serde_json::Number::from_str(&d.to_string()).expect("a decimal's text is a JSON number"))
+}
+
+/// Money from a JSON number (read from its text, never through f64), a numeric string, or null.
+pub fn money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => parse_decimal(&n.to_string()).map(Some).map_err(serde::de::Error::custom),
+        Some(Value::String(s)) => parse_decimal(&s).map(Some).map_err(serde::de::Error::custom),
+        Some(other) => Err(serde::de::Error::custom(format!("expected an amount, found {other}"))),
+    }
+}
+
+fn parse_decimal(text: &str) -> Result<Decimal, String> {
+    Decimal::from_str_exact(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|_| format!("\"{text}\" is not an amount"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_keeps_every_digit_of_the_json_text() {
+        let e: Exchange = serde_json::from_str(
+            r#"{"id":"x","order_id":"o","cost":100.00,"amount":0.00494000,"rate":20000.00,"fee":1.20,"fee_rate":0.012,
+                "action":null,"reason":null,"payout":null,"welcomeReward":{"amount":0.0001},"surprise":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(e.amount.unwrap().to_string(), "0.00494000");
+        assert_eq!(e.cost.unwrap().to_string(), "100.00");
+        assert_eq!(e.fee_rate.unwrap().to_string(), "0.012");
+        assert_eq!(e.state(), ExchangeState::Executed);
+        assert!(e.welcome_reward.is_some());
+        assert_eq!(e.extra["surprise"], json!([1]));
+        // Kept fields are written back as they came.
+        let again = serde_json::to_value(&e).unwrap();
+        assert_eq!(again["surprise"], json!([1]));
+        assert_eq!(again["welcomeReward"]["amount"].to_string(), "0.0001");
+    }
+
+    #[test]
+    fn state_follows_which_fields_are_set_and_action_wins() {
+        let settled: Exchange =
+            serde_json::from_str(r#"{"id":"x","payout":{"txid":"ab","amount":0.00049381}}"#).unwrap();
+        assert_eq!(settled.state(), ExchangeState::Settled);
+        let both: Exchange = serde_json::from_str(
+            r#"{"exchange_id":"x","action":{"code":"identify","url":"https://x/onboarding"},"reason":{"code":"identification_required"}}"#,
+        )
+        .unwrap();
+        assert_eq!(both.id, "x");
+        assert_eq!(both.state(), ExchangeState::Interrupted);
+        let refunded: Exchange = serde_json::from_str(r#"{"id":"x","reason":{"code":"threshold_exceeded"}}"#).unwrap();
+        assert_eq!(refunded.state(), ExchangeState::Refunded);
+        let executed: Exchange =
+            serde_json::from_str(r#"{"id":"x","action":null,"reason":null,"payout":null}"#).unwrap();
+        assert_eq!(executed.state(), ExchangeState::Executed);
+    }
+
+    #[test]
+    fn requests_write_money_as_numbers_from_the_decimal_text() {
+        let order = NewBuyOrder {
+            active: true,
+            fee_rate: "0.015".parse().unwrap(),
+            currency: Currency::Chf,
+            debitor_iban: "CH9300762011623852957".parse().unwrap(),
+            payout: NewPayout::Address {
+                bitcoin_address: "bc1q5a7uxjq6z5l2wguzu77rzmzk6tyx24yvq5r4fj".into(),
+                message: "m".into(),
+                signature: "s".into(),
+            },
+            affiliate_id: None,
+        };
+        let text = order.to_json().to_string();
+        assert!(text.contains("\"fee_rate\":0.015"), "{text}");
+        assert!(text.contains("\"currency\":\"chf\""), "{text}");
+        let patch = OrderPatch { active: Some(false), fee_rate: Some("0.0120".parse().unwrap()) };
+        assert_eq!(patch.to_json().to_string(), r#"{"active":false,"fee_rate":0.012}"#);
+    }
+
+    #[test]
+    fn error_bodies_give_their_documented_codes() {
+        assert_eq!(ApiCode::from_body(r#"{"code":"invoice_expired"}"#).unwrap().0, ApiCode::InvoiceExpired);
+        assert_eq!(
+            ApiCode::from_body(r#"{"error":"something_new","message":"hm"}"#).unwrap(),
+            (ApiCode::Other("something_new".into()), Some("hm".into()))
+        );
+        assert!(ApiCode::from_body("<html>").is_none());
+    }
+}
