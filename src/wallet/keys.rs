@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bitcoin::base58;
-use bitcoin::bip32::Xpub;
+use bitcoin::bip32::{ChildNumber, DerivationPath, Xpub};
 use bitcoin::{Address, Network, NetworkKind};
 use miniscript::descriptor::{DescriptorPublicKey, DescriptorType};
 use miniscript::{Descriptor, ForEachKey};
@@ -82,47 +82,7 @@ impl fmt::Debug for WalletKey {
 impl WalletKey {
     /// An xpub/ypub/zpub (or tpub/upub/vpub); `script` overrides what the prefix implies.
     pub fn from_extended(text: &str, script: Option<ScriptType>) -> Result<Self, KeyError> {
-        let text = text.trim();
-        let mut data = base58::decode_check(text).map_err(|e| KeyError::Extended(e.to_string()))?;
-        if data.len() != 78 {
-            return Err(KeyError::Extended(format!(
-                "{} bytes instead of 78",
-                data.len()
-            )));
-        }
-        let version: [u8; 4] = data[..4].try_into().expect("length checked above");
-        let (implied, main) = match version {
-            [0x04, 0x88, 0xb2, 0x1e] => (ScriptType::P2pkh, true),
-            [0x04, 0x9d, 0x7c, 0xb2] => (ScriptType::P2shP2wpkh, true),
-            [0x04, 0xb2, 0x47, 0x46] => (ScriptType::P2wpkh, true),
-            [0x04, 0x35, 0x87, 0xcf] => (ScriptType::P2pkh, false),
-            [0x04, 0x4a, 0x52, 0x62] => (ScriptType::P2shP2wpkh, false),
-            [0x04, 0x5f, 0x1c, 0xf6] => (ScriptType::P2wpkh, false),
-            [0x04, 0x88, 0xad, 0xe4]
-            | [0x04, 0x9d, 0x78, 0x78]
-            | [0x04, 0xb2, 0x43, 0x0c]
-            | [0x04, 0x35, 0x83, 0x94]
-            | [0x04, 0x4a, 0x4e, 0x28]
-            | [0x04, 0x5f, 0x18, 0xbc] => {
-                return Err(KeyError::Private(text.chars().take(4).collect()));
-            }
-            _ => {
-                return Err(KeyError::Extended(format!(
-                    "unknown version bytes {}",
-                    version
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                )));
-            }
-        };
-        // ypub/zpub are plain xpubs with other version bytes: swap them so `Xpub` decodes it.
-        data[..4].copy_from_slice(if main {
-            &[0x04, 0x88, 0xb2, 0x1e]
-        } else {
-            &[0x04, 0x35, 0x87, 0xcf]
-        });
-        let xpub = Xpub::decode(&data).map_err(|e| KeyError::Extended(e.to_string()))?;
+        let (xpub, implied) = decode_extended(text)?;
         let key = format!("{xpub}/0/*");
         let descriptor = script.unwrap_or(implied).wrap(&key);
         let descriptor =
@@ -192,6 +152,72 @@ impl WalletKey {
     }
 }
 
+/// Decodes an xpub/ypub/zpub (or tpub/upub/vpub) and the script type its prefix implies.
+fn decode_extended(text: &str) -> Result<(Xpub, ScriptType), KeyError> {
+    let text = text.trim();
+    let mut data = base58::decode_check(text).map_err(|e| KeyError::Extended(e.to_string()))?;
+    if data.len() != 78 {
+        return Err(KeyError::Extended(format!("{} bytes instead of 78", data.len())));
+    }
+    let version: [u8; 4] = data[..4].try_into().expect("length checked above");
+    let (implied, main) = match version {
+        [0x04, 0x88, 0xb2, 0x1e] => (ScriptType::P2pkh, true),
+        [0x04, 0x9d, 0x7c, 0xb2] => (ScriptType::P2shP2wpkh, true),
+        [0x04, 0xb2, 0x47, 0x46] => (ScriptType::P2wpkh, true),
+        [0x04, 0x35, 0x87, 0xcf] => (ScriptType::P2pkh, false),
+        [0x04, 0x4a, 0x52, 0x62] => (ScriptType::P2shP2wpkh, false),
+        [0x04, 0x5f, 0x1c, 0xf6] => (ScriptType::P2wpkh, false),
+        [0x04, 0x88, 0xad, 0xe4]
+        | [0x04, 0x9d, 0x78, 0x78]
+        | [0x04, 0xb2, 0x43, 0x0c]
+        | [0x04, 0x35, 0x83, 0x94]
+        | [0x04, 0x4a, 0x4e, 0x28]
+        | [0x04, 0x5f, 0x18, 0xbc] => {
+            return Err(KeyError::Private(text.chars().take(4).collect()));
+        }
+        _ => {
+            let hex: String = version.iter().map(|b| format!("{b:02x}")).collect();
+            return Err(KeyError::Extended(format!("unknown version bytes {hex}")));
+        }
+    };
+    // ypub/zpub are plain xpubs with other version bytes: swap them so `Xpub` decodes it.
+    data[..4].copy_from_slice(if main {
+        &[0x04, 0x88, 0xb2, 0x1e]
+    } else {
+        &[0x04, 0x35, 0x87, 0xcf]
+    });
+    let xpub = Xpub::decode(&data).map_err(|e| KeyError::Extended(e.to_string()))?;
+    Ok((xpub, implied))
+}
+
+/// The address at `path` under an account-level extended key, as Pocket derives it from an
+/// order's `extended_public_key` and `derivation_path`. The path may be written in full
+/// (`m/84'/0'/0'/0/5`: the hardened account part is the key's own and is skipped) or relative
+/// (`0/5`). The script type comes from the key's prefix (xpub → P2PKH, ypub → P2SH-P2WPKH,
+/// zpub → P2WPKH).
+pub fn address_at_path(extended: &str, path: &DerivationPath, network: Network) -> Result<Address, KeyError> {
+    let (xpub, script) = decode_extended(extended)?;
+    let children: Vec<ChildNumber> = path.into_iter().copied().collect();
+    let first_normal = children.iter().rposition(ChildNumber::is_hardened).map_or(0, |i| i + 1);
+    let relative = &children[first_normal..];
+    if relative.is_empty() {
+        return Err(KeyError::Descriptor(format!(
+            "the path {path} ends in a hardened step; an extended public key can only derive normal (unhardened) children such as 0/0"
+        )));
+    }
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    let child = xpub
+        .derive_pub(&secp, &relative)
+        .map_err(|e| KeyError::Descriptor(e.to_string()))?;
+    let key = bitcoin::CompressedPublicKey(child.public_key);
+    Ok(match script {
+        ScriptType::P2pkh => Address::p2pkh(key, network),
+        ScriptType::P2shP2wpkh => Address::p2shwpkh(&key, network),
+        ScriptType::P2wpkh => Address::p2wpkh(&key, network),
+        ScriptType::P2tr => Address::p2tr(&secp, key.into(), None, network),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +254,22 @@ mod tests {
             desc.address_at(0, Network::Bitcoin).unwrap().to_string(),
             "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf"
         );
+    }
+
+    #[test]
+    fn an_address_is_found_at_its_full_or_relative_path() {
+        let first = "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu";
+        for path in ["m/84'/0'/0'/0/0", "0/0"] {
+            let path: DerivationPath = path.parse().unwrap();
+            assert_eq!(address_at_path(ZPUB, &path, Network::Bitcoin).unwrap().to_string(), first);
+        }
+        let change: DerivationPath = "m/84'/0'/0'/1/0".parse().unwrap();
+        assert_eq!(
+            address_at_path(ZPUB, &change, Network::Bitcoin).unwrap().to_string(),
+            "bc1q8c6fshw2dlwun7ekn9qwf37cu2rn755upcp6el"
+        );
+        let hardened: DerivationPath = "m/84'/0'/0'".parse().unwrap();
+        assert!(address_at_path(ZPUB, &hardened, Network::Bitcoin).is_err());
     }
 
     #[test]
