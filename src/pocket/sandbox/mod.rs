@@ -1,0 +1,618 @@
+//! The sandbox: Pocket's API as the reference describes it, with Pocket's checks, plus a control
+//! API under `/sandbox/…` that plays the bank and Pocket's back office (a payment arrives, an
+//! exchange is interrupted, refunded or settled), with webhooks signed and retried like Pocket's.
+//!
+//! It is for tests, the demo and users rehearsing their workflows; it keeps everything in
+//! memory and must never be pointed at by a configuration that moves real money.
+
+mod state;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State as AxumState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bitcoin::Network;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::webhook;
+use crate::domain::Currency;
+use crate::lightning::signmessage;
+use state::{Payout, Refusal};
+
+pub use state::{creditor_reference, random_uuid};
+
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub client_id: String,
+    /// Where webhooks go (`http://…/webhooks/pocket`); none: they are only recorded.
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub network: Network,
+    /// The first retry of a failed delivery comes after this, then the delay doubles (Pocket
+    /// waits 5 minutes; the sandbox is faster so rehearsals do not take hours).
+    pub retry_base: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            client_id: "sandbox-client".into(),
+            webhook_url: None,
+            webhook_secret: None,
+            network: Network::Bitcoin,
+            retry_base: Duration::from_secs(1),
+            max_attempts: 8,
+        }
+    }
+}
+
+/// One webhook event and what became of it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Delivery {
+    pub event: String,
+    pub exchange_id: String,
+    pub correlation_id: String,
+    /// `(retry count, HTTP status or error)` per attempt.
+    pub attempts: Vec<(u32, String)>,
+    pub delivered: bool,
+    pub withheld: bool,
+}
+
+pub struct Sandbox {
+    options: SandboxOptions,
+    state: Mutex<state::State>,
+    deliveries: Mutex<Vec<Delivery>>,
+    withhold: std::sync::atomic::AtomicBool,
+    http: reqwest::Client,
+}
+
+impl Sandbox {
+    pub fn new(options: SandboxOptions) -> Arc<Sandbox> {
+        Arc::new(Sandbox {
+            state: Mutex::new(state::State::new(options.network)),
+            options,
+            deliveries: Mutex::new(Vec::new()),
+            withhold: std::sync::atomic::AtomicBool::new(false),
+            http: reqwest::Client::builder()
+                .user_agent("Pocket-Webhook/1.0")
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("the HTTP client's settings are valid"),
+        })
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().expect("deliveries lock").clone()
+    }
+
+    /// Sends `event` for an exchange the way Pocket does: signed, and retried with a doubling
+    /// delay until a 2xx answer or the attempt limit.
+    fn emit(self: &Arc<Self>, event: &str, exchange: &Value) {
+        let mut payload = exchange.clone();
+        if let Some(id) = payload.as_object_mut().and_then(|o| o.remove("id")) {
+            payload["exchange_id"] = id;
+        }
+        let body = json!({ "event": event, "payload": payload }).to_string();
+        let withheld = self.withhold.load(std::sync::atomic::Ordering::Relaxed);
+        let index = {
+            let mut deliveries = self.deliveries.lock().expect("deliveries lock");
+            deliveries.push(Delivery {
+                event: event.to_string(),
+                exchange_id: payload["exchange_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                correlation_id: random_uuid(),
+                attempts: Vec::new(),
+                delivered: false,
+                withheld,
+            });
+            deliveries.len() - 1
+        };
+        let Some(url) = self.options.webhook_url.clone().filter(|_| !withheld) else {
+            return;
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            for retry in 0..me.options.max_attempts {
+                if retry > 0 {
+                    tokio::time::sleep(me.options.retry_base * 2u32.pow(retry - 1)).await;
+                }
+                let correlation = me.deliveries.lock().expect("deliveries lock")[index]
+                    .correlation_id
+                    .clone();
+                let mut request = me
+                    .http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("X-Correlation-Id", correlation)
+                    .header("X-Retry-Count", retry.to_string())
+                    .body(body.clone());
+                if let Some(secret) = &me.options.webhook_secret {
+                    request = request.header(
+                        "X-Signature-256",
+                        webhook::sign(secret.as_bytes(), body.as_bytes()),
+                    );
+                }
+                let outcome = match request.send().await {
+                    Ok(r) => (r.status().is_success(), r.status().as_u16().to_string()),
+                    Err(e) => (false, e.to_string()),
+                };
+                let mut deliveries = me.deliveries.lock().expect("deliveries lock");
+                deliveries[index].attempts.push((retry, outcome.1));
+                if outcome.0 {
+                    deliveries[index].delivered = true;
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Serves the sandbox on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sandbox: Arc<Sandbox>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(sandbox))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Starts the sandbox on a free loopback port, for tests; returns its address.
+pub async fn spawn(options: SandboxOptions) -> (SocketAddr, Arc<Sandbox>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
+    let sandbox = Sandbox::new(options);
+    let served = Arc::clone(&sandbox);
+    tokio::spawn(async move { serve(listener, served, std::future::pending()).await });
+    (addr, sandbox)
+}
+
+pub fn router(sandbox: Arc<Sandbox>) -> Router {
+    Router::new()
+        .route("/v1/challenges", post(create_challenge))
+        .route("/v1/challenges/{id}", get(get_challenge))
+        .route("/v1/orders", post(create_order))
+        .route("/v1/orders/{id}", get(get_order).patch(patch_order))
+        .route(
+            "/v1/exchanges/{id}",
+            get(get_exchange).patch(patch_exchange),
+        )
+        .route("/sandbox/orders/{id}/payments", post(pay))
+        .route("/sandbox/exchanges/{id}/interrupt", post(interrupt))
+        .route("/sandbox/exchanges/{id}/refund", post(refund))
+        .route("/sandbox/exchanges/{id}/settle", post(settle))
+        .route("/sandbox/challenges/{id}/expire", post(expire_challenge))
+        .route("/sandbox/price", put(set_price))
+        .route("/sandbox/webhooks", get(list_deliveries))
+        .route("/sandbox/webhooks/withhold", post(withhold))
+        .with_state(sandbox)
+}
+
+type Shared = AxumState<Arc<Sandbox>>;
+
+fn refuse(r: Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        Json(json!({ "code": r.code, "message": r.message })),
+    )
+        .into_response()
+}
+
+/// Pocket's only authentication: `Authorization: client_id <id>`.
+fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+    let expected = format!("client_id {}", sandbox.options.client_id);
+    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(given) if given == expected => Ok(()),
+        _ => Err((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "code": "unauthorized", "message": "unknown client id" })),
+        )
+            .into_response()),
+    }
+}
+
+fn parse_body(body: &str) -> Result<Value, Response> {
+    serde_json::from_str(body).map_err(|e| {
+        refuse(Refusal {
+            status: 400,
+            code: "invalid_json",
+            message: format!("the body is not JSON: {e}"),
+        })
+    })
+}
+
+async fn create_challenge(AxumState(s): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    let challenge = s
+        .state
+        .lock()
+        .expect("state lock")
+        .create_challenge(Utc::now());
+    (StatusCode::CREATED, Json(challenge)).into_response()
+}
+
+async fn get_challenge(
+    AxumState(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    match s.state.lock().expect("state lock").challenges.get(&id) {
+        Some(c) => Json(c.clone()).into_response(),
+        None => refuse(Refusal::not_found("challenge", &id)),
+    }
+}
+
+async fn create_order(AxumState(s): Shared, headers: HeaderMap, body: String) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match s
+        .state
+        .lock()
+        .expect("state lock")
+        .create_order(&body, Utc::now())
+    {
+        Ok(order) => (StatusCode::CREATED, Json(order)).into_response(),
+        Err(r) => refuse(r),
+    }
+}
+
+async fn get_order(AxumState(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    match s.state.lock().expect("state lock").orders.get(&id) {
+        Some(o) => Json(o.json.clone()).into_response(),
+        None => refuse(Refusal::not_found("order", &id)),
+    }
+}
+
+async fn patch_order(
+    AxumState(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match s.state.lock().expect("state lock").patch_order(&id, &body) {
+        Ok(order) => Json(order).into_response(),
+        Err(r) => refuse(r),
+    }
+}
+
+async fn get_exchange(
+    AxumState(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    match s.state.lock().expect("state lock").exchanges.get(&id) {
+        Some(e) => Json(e.json.clone()).into_response(),
+        None => refuse(Refusal::not_found("exchange", &id)),
+    }
+}
+
+/// Pays out an exchange of a Lightning order, after the checks Pocket makes on the invoice or
+/// the node address; a valid patch settles the exchange.
+async fn patch_exchange(
+    AxumState(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    if let Err(r) = authorised(&s, &headers) {
+        return r;
+    }
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let settled = {
+        let mut state = s.state.lock().expect("state lock");
+        match lightning_payout(&mut state, &id, &body) {
+            Ok(exchange) => exchange,
+            Err(r) => return refuse(r),
+        }
+    };
+    s.emit("exchange.settled", &settled);
+    Json(settled).into_response()
+}
+
+fn lightning_payout(state: &mut state::State, id: &str, body: &Value) -> Result<Value, Refusal> {
+    let bad = |code: &'static str, message: String| Refusal {
+        status: 400,
+        code,
+        message,
+    };
+    let exchange = state
+        .exchanges
+        .get(id)
+        .ok_or_else(|| Refusal::not_found("exchange", id))?;
+    let order = state
+        .orders
+        .get(&exchange.order_id)
+        .ok_or_else(|| Refusal::not_found("order", &exchange.order_id))?;
+    let Payout::Lightning { node_pubkey } = order.payout else {
+        return Err(bad(
+            "not_lightning",
+            format!("exchange {id} belongs to an on-chain order; it settles by itself"),
+        ));
+    };
+    match exchange.state() {
+        crate::pocket::types::ExchangeState::Settled => {
+            return Err(bad(
+                "already_completed",
+                "the payout is already completed".into(),
+            ));
+        }
+        crate::pocket::types::ExchangeState::Executed => {}
+        other => {
+            return Err(bad(
+                "invalid_state",
+                format!("exchange {id} is {}", other.name()),
+            ));
+        }
+    }
+    let amount = Decimal::from_str_exact(&exchange.json["amount"].to_string()).unwrap_or_default();
+    // Pocket pays the exchange's whole amount: BTC × 10^11 msat.
+    let amount_msat = (amount * Decimal::new(100_000_000_000, 0)).trunc();
+    let payout = if let Some(invoice) = body["invoice"].as_str() {
+        let parsed = lightning_invoice::Bolt11Invoice::from_str(invoice)
+            .map_err(|e| bad("invalid_invoice", format!("invoice not valid: {e}")))?;
+        let expected_network = match state.network {
+            Network::Bitcoin => lightning_invoice::Currency::Bitcoin,
+            Network::Testnet | Network::Testnet4 => lightning_invoice::Currency::BitcoinTestnet,
+            Network::Signet => lightning_invoice::Currency::Signet,
+            Network::Regtest => lightning_invoice::Currency::Regtest,
+        };
+        if parsed.currency() != expected_network {
+            return Err(bad(
+                "invoice_network",
+                "Invoice for wrong bitcoin network.".into(),
+            ));
+        }
+        if parsed.amount_milli_satoshis().map(Decimal::from) != Some(amount_msat) {
+            return Err(bad(
+                "invoice_amount",
+                format!("Invoice contains no or wrong amount: expected {amount_msat} msat"),
+            ));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        if parsed.would_expire(now) {
+            return Err(bad("invoice_expired", "The invoice is expired.".into()));
+        }
+        if parsed.get_payee_pub_key() != node_pubkey {
+            return Err(bad(
+                "unexpected_node_pubkey",
+                "Invoice from the wrong lightning node.".into(),
+            ));
+        }
+        json!({ "type": "invoice", "invoice": invoice, "amount": exchange.json["amount"], "fee": 0 })
+    } else if let Some(address) = body["node_address"].as_str() {
+        let Some((key, host)) = address.split_once('@') else {
+            return Err(bad(
+                "node_address_required",
+                "Unable to resolve the lightning node address. Please provide the node_address and try again.".into(),
+            ));
+        };
+        if bitcoin::secp256k1::PublicKey::from_str(key).ok() != Some(node_pubkey) {
+            return Err(bad(
+                "unexpected_node_pubkey",
+                "Unexpected node pubkey in provided node_address.".into(),
+            ));
+        }
+        if host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none_or(|p| p == 0)
+        {
+            return Err(bad(
+                "connect",
+                "Unable to connect to the lightning node.".into(),
+            ));
+        }
+        json!({ "type": "channel", "node_address": address, "amount": exchange.json["amount"], "fee": 0 })
+    } else {
+        return Err(bad(
+            "invalid_request",
+            "write {\"invoice\": …} or {\"node_address\": …}".into(),
+        ));
+    };
+    let exchange = state.exchanges.get_mut(id).expect("checked above");
+    exchange.json["payout"] = payout;
+    Ok(exchange.json.clone())
+}
+
+#[derive(serde::Deserialize)]
+struct PaymentBody {
+    /// The amount the bank transfers, in the order's currency (a number or a string).
+    amount: Value,
+}
+
+async fn pay(
+    AxumState(s): Shared,
+    Path(id): Path<String>,
+    Json(body): Json<PaymentBody>,
+) -> Response {
+    let amount = match &body.amount {
+        Value::Number(n) => Decimal::from_str_exact(&n.to_string()).ok(),
+        Value::String(t) => Decimal::from_str_exact(t).ok(),
+        _ => None,
+    };
+    let Some(amount) = amount else {
+        return refuse(Refusal {
+            status: 400,
+            code: "amount",
+            message: "amount must be a decimal number, e.g. 100.00".into(),
+        });
+    };
+    let result = s
+        .state
+        .lock()
+        .expect("state lock")
+        .pay(&id, amount, Utc::now());
+    match result {
+        Ok(exchange) => {
+            let event = if exchange["reason"].is_null() {
+                "exchange.executed"
+            } else {
+                "exchange.refunded"
+            };
+            s.emit(event, &exchange);
+            (StatusCode::CREATED, Json(exchange)).into_response()
+        }
+        Err(r) => refuse(r),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct InterruptBody {
+    /// `identify` (an action with a URL) or `identification_required` (with an id).
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+async fn interrupt(
+    AxumState(s): Shared,
+    Path(id): Path<String>,
+    body: Option<Json<InterruptBody>>,
+) -> Response {
+    let variant = body
+        .and_then(|b| b.0.variant)
+        .unwrap_or_else(|| "identify".into());
+    let result = s.state.lock().expect("state lock").interrupt(&id, &variant);
+    match result {
+        Ok(exchange) => {
+            s.emit("exchange.interrupted", &exchange);
+            Json(exchange).into_response()
+        }
+        Err(r) => refuse(r),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RefundBody {
+    reason: String,
+}
+
+async fn refund(
+    AxumState(s): Shared,
+    Path(id): Path<String>,
+    Json(body): Json<RefundBody>,
+) -> Response {
+    let result = s
+        .state
+        .lock()
+        .expect("state lock")
+        .refund(&id, &body.reason);
+    match result {
+        Ok(exchange) => {
+            s.emit("exchange.refunded", &exchange);
+            Json(exchange).into_response()
+        }
+        Err(r) => refuse(r),
+    }
+}
+
+async fn settle(AxumState(s): Shared, Path(id): Path<String>) -> Response {
+    let result = s.state.lock().expect("state lock").settle(&id);
+    match result {
+        Ok(exchange) => {
+            s.emit("exchange.settled", &exchange);
+            Json(exchange).into_response()
+        }
+        Err(r) => refuse(r),
+    }
+}
+
+async fn expire_challenge(AxumState(s): Shared, Path(id): Path<String>) -> Response {
+    let mut state = s.state.lock().expect("state lock");
+    match state.challenges.get_mut(&id) {
+        Some(c) => {
+            c.expires_on = Utc::now() - chrono::Duration::seconds(1);
+            Json(c.clone()).into_response()
+        }
+        None => refuse(Refusal::not_found("challenge", &id)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PriceBody {
+    currency: String,
+    price: Value,
+}
+
+async fn set_price(AxumState(s): Shared, Json(body): Json<PriceBody>) -> Response {
+    let currency = Currency::from_str(&body.currency);
+    let price = Decimal::from_str_exact(body.price.to_string().trim_matches('"'))
+        .ok()
+        .filter(|p| *p > Decimal::ZERO);
+    match (currency, price) {
+        (Ok(c), Some(p)) => {
+            s.state.lock().expect("state lock").prices.insert(c, p);
+            Json(json!({ "currency": c.code(), "price": crate::pocket::types::number(p) }))
+                .into_response()
+        }
+        _ => refuse(Refusal {
+            status: 400,
+            code: "price",
+            message: "write {\"currency\": \"eur\"|\"chf\"|\"gbp\", \"price\": 60000}".into(),
+        }),
+    }
+}
+
+async fn list_deliveries(AxumState(s): Shared) -> Response {
+    Json(json!({ "deliveries": s.deliveries() })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct WithholdBody {
+    withhold: bool,
+}
+
+/// Stops (or resumes) sending webhooks: events are still recorded. For rehearsing a webhook
+/// endpoint that is down.
+async fn withhold(AxumState(s): Shared, Json(body): Json<WithholdBody>) -> Response {
+    s.withhold
+        .store(body.withhold, std::sync::atomic::Ordering::Relaxed);
+    Json(json!({ "withhold": body.withhold })).into_response()
+}
+
+/// Signs a node message as the sandbox's Lightning stand-ins do (re-exported for tests).
+pub fn sign_as_node(key: &bitcoin::secp256k1::SecretKey, message: &str) -> String {
+    signmessage::sign_node_message(key, message)
+}
