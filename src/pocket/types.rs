@@ -63,7 +63,9 @@ impl NewPayout {
                 bitcoin_address,
                 message,
                 signature,
-            } => json!({ "bitcoin_address": bitcoin_address, "message": message, "signature": signature }),
+            } => {
+                json!({ "bitcoin_address": bitcoin_address, "message": message, "signature": signature })
+            }
             NewPayout::Xpub {
                 bitcoin_address,
                 message,
@@ -337,7 +339,9 @@ impl ApiCode {
 pub fn number(d: Decimal) -> Value {
     // With serde_json's arbitrary precision a number keeps its text; a decimal's text is
     // always a valid JSON number.
-    Value::Number(serde_json::Number::from_str(&d.to_string()).expect("a decimal's text is a JSON number"))
+    Value::Number(
+        serde_json::Number::from_str(&d.to_string()).expect("a decimal's text is a JSON number"),
+    )
 }
 
 /// Money from a JSON number (read from its text, never through f64), a numeric string, or null.
@@ -345,9 +349,15 @@ pub fn money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Erro
     let v = Option::<Value>::deserialize(d)?;
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => parse_decimal(&n.to_string()).map(Some).map_err(serde::de::Error::custom),
-        Some(Value::String(s)) => parse_decimal(&s).map(Some).map_err(serde::de::Error::custom),
-        Some(other) => Err(serde::de::Error::custom(format!("expected an amount, found {other}"))),
+        Some(Value::Number(n)) => parse_decimal(&n.to_string())
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Some(Value::String(s)) => parse_decimal(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected an amount, found {other}"
+        ))),
     }
 }
 
@@ -383,7 +393,8 @@ mod tests {
     #[test]
     fn state_follows_which_fields_are_set_and_action_wins() {
         let settled: Exchange =
-            serde_json::from_str(r#"{"id":"x","payout":{"txid":"ab","amount":0.00049381}}"#).unwrap();
+            serde_json::from_str(r#"{"id":"x","payout":{"txid":"ab","amount":0.00049381}}"#)
+                .unwrap();
         assert_eq!(settled.state(), ExchangeState::Settled);
         let both: Exchange = serde_json::from_str(
             r#"{"exchange_id":"x","action":{"code":"identify","url":"https://x/onboarding"},"reason":{"code":"identification_required"}}"#,
@@ -391,10 +402,12 @@ mod tests {
         .unwrap();
         assert_eq!(both.id, "x");
         assert_eq!(both.state(), ExchangeState::Interrupted);
-        let refunded: Exchange = serde_json::from_str(r#"{"id":"x","reason":{"code":"threshold_exceeded"}}"#).unwrap();
+        let refunded: Exchange =
+            serde_json::from_str(r#"{"id":"x","reason":{"code":"threshold_exceeded"}}"#).unwrap();
         assert_eq!(refunded.state(), ExchangeState::Refunded);
         let executed: Exchange =
-            serde_json::from_str(r#"{"id":"x","action":null,"reason":null,"payout":null}"#).unwrap();
+            serde_json::from_str(r#"{"id":"x","action":null,"reason":null,"payout":null}"#)
+                .unwrap();
         assert_eq!(executed.state(), ExchangeState::Executed);
     }
 
@@ -415,13 +428,24 @@ mod tests {
         let text = order.to_json().to_string();
         assert!(text.contains("\"fee_rate\":0.015"), "{text}");
         assert!(text.contains("\"currency\":\"chf\""), "{text}");
-        let patch = OrderPatch { active: Some(false), fee_rate: Some("0.0120".parse().unwrap()) };
-        assert_eq!(patch.to_json().to_string(), r#"{"active":false,"fee_rate":0.012}"#);
+        let patch = OrderPatch {
+            active: Some(false),
+            fee_rate: Some("0.0120".parse().unwrap()),
+        };
+        assert_eq!(
+            patch.to_json().to_string(),
+            r#"{"active":false,"fee_rate":0.012}"#
+        );
     }
 
     #[test]
     fn error_bodies_give_their_documented_codes() {
-        assert_eq!(ApiCode::from_body(r#"{"code":"invoice_expired"}"#).unwrap().0, ApiCode::InvoiceExpired);
+        assert_eq!(
+            ApiCode::from_body(r#"{"code":"invoice_expired"}"#)
+                .unwrap()
+                .0,
+            ApiCode::InvoiceExpired
+        );
         assert_eq!(
             ApiCode::from_body(r#"{"error":"something_new","message":"hm"}"#).unwrap(),
             (ApiCode::Other("something_new".into()), Some("hm".into()))

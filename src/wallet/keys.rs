@@ -157,7 +157,10 @@ fn decode_extended(text: &str) -> Result<(Xpub, ScriptType), KeyError> {
     let text = text.trim();
     let mut data = base58::decode_check(text).map_err(|e| KeyError::Extended(e.to_string()))?;
     if data.len() != 78 {
-        return Err(KeyError::Extended(format!("{} bytes instead of 78", data.len())));
+        return Err(KeyError::Extended(format!(
+            "{} bytes instead of 78",
+            data.len()
+        )));
     }
     let version: [u8; 4] = data[..4].try_into().expect("length checked above");
     let (implied, main) = match version {
@@ -190,15 +193,39 @@ fn decode_extended(text: &str) -> Result<(Xpub, ScriptType), KeyError> {
     Ok((xpub, implied))
 }
 
+/// Writes an extended public key with the prefix of its script type (xpub, ypub, zpub; tpub,
+/// upub, vpub on test networks), as wallets export it.
+pub fn encode_extended(xpub: &Xpub, script: ScriptType) -> String {
+    let main = xpub.network == NetworkKind::Main;
+    let version: [u8; 4] = match (script, main) {
+        (ScriptType::P2shP2wpkh, true) => [0x04, 0x9d, 0x7c, 0xb2],
+        (ScriptType::P2wpkh, true) => [0x04, 0xb2, 0x47, 0x46],
+        (_, true) => [0x04, 0x88, 0xb2, 0x1e],
+        (ScriptType::P2shP2wpkh, false) => [0x04, 0x4a, 0x52, 0x62],
+        (ScriptType::P2wpkh, false) => [0x04, 0x5f, 0x1c, 0xf6],
+        (_, false) => [0x04, 0x35, 0x87, 0xcf],
+    };
+    let mut data = xpub.encode();
+    data[..4].copy_from_slice(&version);
+    base58::encode_check(&data)
+}
+
 /// The address at `path` under an account-level extended key, as Pocket derives it from an
 /// order's `extended_public_key` and `derivation_path`. The path may be written in full
 /// (`m/84'/0'/0'/0/5`: the hardened account part is the key's own and is skipped) or relative
 /// (`0/5`). The script type comes from the key's prefix (xpub → P2PKH, ypub → P2SH-P2WPKH,
 /// zpub → P2WPKH).
-pub fn address_at_path(extended: &str, path: &DerivationPath, network: Network) -> Result<Address, KeyError> {
+pub fn address_at_path(
+    extended: &str,
+    path: &DerivationPath,
+    network: Network,
+) -> Result<Address, KeyError> {
     let (xpub, script) = decode_extended(extended)?;
     let children: Vec<ChildNumber> = path.into_iter().copied().collect();
-    let first_normal = children.iter().rposition(ChildNumber::is_hardened).map_or(0, |i| i + 1);
+    let first_normal = children
+        .iter()
+        .rposition(ChildNumber::is_hardened)
+        .map_or(0, |i| i + 1);
     let relative = &children[first_normal..];
     if relative.is_empty() {
         return Err(KeyError::Descriptor(format!(
@@ -257,15 +284,29 @@ mod tests {
     }
 
     #[test]
+    fn a_key_written_as_zpub_reads_back_the_same() {
+        let (xpub, script) = decode_extended(ZPUB).unwrap();
+        assert_eq!(script, ScriptType::P2wpkh);
+        assert_eq!(encode_extended(&xpub, ScriptType::P2wpkh), ZPUB);
+    }
+
+    #[test]
     fn an_address_is_found_at_its_full_or_relative_path() {
         let first = "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu";
         for path in ["m/84'/0'/0'/0/0", "0/0"] {
             let path: DerivationPath = path.parse().unwrap();
-            assert_eq!(address_at_path(ZPUB, &path, Network::Bitcoin).unwrap().to_string(), first);
+            assert_eq!(
+                address_at_path(ZPUB, &path, Network::Bitcoin)
+                    .unwrap()
+                    .to_string(),
+                first
+            );
         }
         let change: DerivationPath = "m/84'/0'/0'/1/0".parse().unwrap();
         assert_eq!(
-            address_at_path(ZPUB, &change, Network::Bitcoin).unwrap().to_string(),
+            address_at_path(ZPUB, &change, Network::Bitcoin)
+                .unwrap()
+                .to_string(),
             "bc1q8c6fshw2dlwun7ekn9qwf37cu2rn755upcp6el"
         );
         let hardened: DerivationPath = "m/84'/0'/0'".parse().unwrap();

@@ -5,5 +5,6 @@ mod check;
 mod engine;
 mod helpers;
 mod plan;
+mod pocket;
 mod sink;
 mod smtp;

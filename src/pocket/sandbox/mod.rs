@@ -214,31 +214,29 @@ fn refuse(r: Refusal) -> Response {
 }
 
 /// Pocket's only authentication: `Authorization: client_id <id>`.
-fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> Result<(), Refusal> {
     let expected = format!("client_id {}", sandbox.options.client_id);
     match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         Some(given) if given == expected => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "code": "unauthorized", "message": "unknown client id" })),
-        )
-            .into_response()),
+        _ => Err(Refusal {
+            status: 401,
+            code: "unauthorized",
+            message: "unknown client id".into(),
+        }),
     }
 }
 
-fn parse_body(body: &str) -> Result<Value, Response> {
-    serde_json::from_str(body).map_err(|e| {
-        refuse(Refusal {
-            status: 400,
-            code: "invalid_json",
-            message: format!("the body is not JSON: {e}"),
-        })
+fn parse_body(body: &str) -> Result<Value, Refusal> {
+    serde_json::from_str(body).map_err(|e| Refusal {
+        status: 400,
+        code: "invalid_json",
+        message: format!("the body is not JSON: {e}"),
     })
 }
 
 async fn create_challenge(AxumState(s): Shared, headers: HeaderMap) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return refuse(r);
     }
     let challenge = s
         .state
@@ -254,7 +252,7 @@ async fn get_challenge(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return refuse(r);
     }
     match s.state.lock().expect("state lock").challenges.get(&id) {
         Some(c) => Json(c.clone()).into_response(),
@@ -263,12 +261,9 @@ async fn get_challenge(
 }
 
 async fn create_order(AxumState(s): Shared, headers: HeaderMap, body: String) -> Response {
-    if let Err(r) = authorised(&s, &headers) {
-        return r;
-    }
-    let body = match parse_body(&body) {
+    let body = match authorised(&s, &headers).and_then(|()| parse_body(&body)) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     match s
         .state
@@ -283,7 +278,7 @@ async fn create_order(AxumState(s): Shared, headers: HeaderMap, body: String) ->
 
 async fn get_order(AxumState(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return refuse(r);
     }
     match s.state.lock().expect("state lock").orders.get(&id) {
         Some(o) => Json(o.json.clone()).into_response(),
@@ -297,12 +292,9 @@ async fn patch_order(
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    if let Err(r) = authorised(&s, &headers) {
-        return r;
-    }
-    let body = match parse_body(&body) {
+    let body = match authorised(&s, &headers).and_then(|()| parse_body(&body)) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     match s.state.lock().expect("state lock").patch_order(&id, &body) {
         Ok(order) => Json(order).into_response(),
@@ -316,7 +308,7 @@ async fn get_exchange(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(r) = authorised(&s, &headers) {
-        return r;
+        return refuse(r);
     }
     match s.state.lock().expect("state lock").exchanges.get(&id) {
         Some(e) => Json(e.json.clone()).into_response(),
@@ -332,12 +324,9 @@ async fn patch_exchange(
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    if let Err(r) = authorised(&s, &headers) {
-        return r;
-    }
-    let body = match parse_body(&body) {
+    let body = match authorised(&s, &headers).and_then(|()| parse_body(&body)) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     let settled = {
         let mut state = s.state.lock().expect("state lock");
