@@ -107,9 +107,11 @@ CREATE TABLE orders (
     payment_json TEXT    NOT NULL,
     raw_json     TEXT    NOT NULL,
     created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL
+    updated_at   INTEGER NOT NULL,
+    -- When a `pocket.order` step last read it back; NULL until the first time.
+    checked_at   INTEGER
 );
-CREATE INDEX orders_by_workflow ON orders (workflow);
+CREATE INDEX orders_by_workflow ON orders (workflow, created_at);
 
 -- Exchanges seen through webhooks or read back from Pocket. next_check_at drives reconciliation.
 CREATE TABLE exchanges (

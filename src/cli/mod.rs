@@ -7,10 +7,12 @@
 
 mod check;
 mod logging;
+mod order;
 mod outbox;
 mod plan;
 mod run;
 mod runs;
+mod sandbox;
 mod status;
 mod trigger;
 
@@ -69,6 +71,10 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Pending and dead outbox items; retry or discard one
     Outbox(outbox::OutboxArgs),
+    /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
+    Order(order::OrderArgs),
+    /// The Pocket simulator (and its control API), to rehearse workflows without money
+    Sandbox(sandbox::SandboxArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -108,6 +114,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&config_path, &args),
         Command::Runs(args) => runs::run(&config_path, &args),
         Command::Outbox(args) => outbox::run(&config_path, &args),
+        Command::Order(args) => order::run(&config_path, &args),
+        Command::Sandbox(args) => sandbox::run(&config_path, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -167,26 +175,25 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Opens the database named by satflow.yaml, for commands that do not need the workflows.
-/// `None` (after printing the problems) when the configuration is not valid.
-async fn open_store(config_path: &std::path::Path) -> anyhow::Result<Option<crate::store::Store>> {
+/// Reads satflow.yaml alone, for commands that do not need the workflows. `None` (after
+/// printing the problems) when it is not valid.
+fn open_config(config_path: &std::path::Path) -> Option<Config> {
     let mut diags = Diagnostics::default();
     let loaded = config::load(config_path, &ProcessEnv, &mut diags);
     match loaded.config {
-        Some(config) if diags.is_empty() => {
-            Ok(Some(crate::store::Store::open(&config.database).await?))
-        }
+        Some(config) if diags.is_empty() => Some(config),
         _ => {
-            if diags.is_empty() {
-                diags.push(
-                    config_path,
-                    crate::source::Pos::START,
-                    "there is no configuration file here; pass -c PATH",
-                );
-            }
             print_problems(&diags.sorted());
-            Ok(None)
+            None
         }
+    }
+}
+
+/// Opens the database named by satflow.yaml, for commands that do not need the workflows.
+async fn open_store(config_path: &std::path::Path) -> anyhow::Result<Option<crate::store::Store>> {
+    match open_config(config_path) {
+        Some(config) => Ok(Some(crate::store::Store::open(&config.database).await?)),
+        None => Ok(None),
     }
 }
 

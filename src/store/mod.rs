@@ -7,6 +7,7 @@
 //! stay short and must never be held across network I/O.
 
 mod fires;
+mod orders;
 mod outbox;
 mod runs;
 
@@ -19,6 +20,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::config::Database;
 
+pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
 pub use runs::{RunRow, StepRecord, StepRow, StepStatus, Trigger};
 
@@ -38,6 +40,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("the database holds something satflow cannot read: {0}")]
+    Corrupt(String),
 }
 
 #[derive(Clone, Debug)]
@@ -138,6 +142,7 @@ mod tests {
                 .unwrap();
         for table in [
             "schedule_anchors",
+            "pending_challenges",
             "exchange_events",
             "exchanges",
             "fires",

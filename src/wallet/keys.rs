@@ -133,6 +133,30 @@ impl WalletKey {
         })
     }
 
+    /// The account key behind the descriptor, as Pocket wants it for address rotation.
+    /// `None` for taproot (Pocket cannot be given proof for it) or an unusual descriptor.
+    pub fn account(&self) -> Option<AccountKey> {
+        let script = match self.descriptor.desc_type() {
+            DescriptorType::Pkh => ScriptType::P2pkh,
+            DescriptorType::ShWpkh => ScriptType::P2shP2wpkh,
+            DescriptorType::Wpkh => ScriptType::P2wpkh,
+            _ => return None,
+        };
+        let mut account = None;
+        self.descriptor.for_each_key(|k| {
+            if let DescriptorPublicKey::XPub(x) = k {
+                account = Some(AccountKey {
+                    xpub: x.xkey,
+                    script,
+                    origin: x.origin.as_ref().map(|(_, path)| path.clone()),
+                    chain: x.derivation_path.clone(),
+                });
+            }
+            true
+        });
+        account
+    }
+
     /// Whether the key was exported for mainnet or for a test network.
     pub fn network_kind(&self) -> NetworkKind {
         self.network
@@ -149,6 +173,34 @@ impl WalletKey {
             .map_err(|e| KeyError::Descriptor(e.to_string()))?
             .address(network)
             .map_err(|e| KeyError::Descriptor(e.to_string()))
+    }
+}
+
+/// An account-level extended public key and where its receive addresses are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountKey {
+    pub xpub: Xpub,
+    pub script: ScriptType,
+    /// The account's path from the master key (`m/84'/0'/0'`), when the wallet states it.
+    pub origin: Option<DerivationPath>,
+    /// The path of the receive chain under the account key (`0`).
+    pub chain: DerivationPath,
+}
+
+impl AccountKey {
+    /// The key written with the prefix wallets and Pocket use for its script type.
+    pub fn extended(&self) -> String {
+        encode_extended(&self.xpub, self.script)
+    }
+
+    /// The path of receive address `index`: in full when the origin is known
+    /// (`m/84'/0'/0'/0/5`), else relative to the account key (`0/5`).
+    pub fn path_of(&self, index: u32) -> DerivationPath {
+        let relative = self.chain.child(ChildNumber::Normal { index });
+        match &self.origin {
+            Some(origin) => origin.extend(&relative),
+            None => relative,
+        }
     }
 }
 
@@ -281,6 +333,23 @@ mod tests {
             desc.address_at(0, Network::Bitcoin).unwrap().to_string(),
             "37VucYSaXLCAsxYyAPfbSi9eh4iEcbShgf"
         );
+    }
+
+    #[test]
+    fn the_account_key_gives_pocket_a_path_that_finds_the_address() {
+        let key = WalletKey::from_extended(ZPUB, None).unwrap();
+        let account = key.account().unwrap();
+        assert_eq!(account.extended(), ZPUB);
+        assert_eq!(account.path_of(3).to_string(), "0/3");
+        let address =
+            address_at_path(&account.extended(), &account.path_of(3), Network::Bitcoin).unwrap();
+        assert_eq!(address, key.address_at(3, Network::Bitcoin).unwrap());
+        let with_origin = WalletKey::from_descriptor("sh(wpkh([73c5da0a/49'/0'/0']xpub6C6nQwHaWbSrzs5tZ1q7m5R9cPK9eYpNMFesiXsYrgc1P8bvLLAet9JfHjYXKjToD8cBRswJXXbbFpXgwsswVPAZzKMa1jUp2kVkGVUaJa7/0/*))").unwrap();
+        let account = with_origin.account().unwrap();
+        assert!(account.extended().starts_with("ypub"));
+        assert_eq!(account.path_of(0).to_string(), "49'/0'/0'/0/0");
+        let tr = WalletKey::from_extended(ZPUB, Some(ScriptType::P2tr)).unwrap();
+        assert!(tr.account().is_none());
     }
 
     #[test]

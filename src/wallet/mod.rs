@@ -7,4 +7,4 @@
 mod keys;
 pub mod proof;
 
-pub use keys::{KeyError, ScriptType, WalletKey, address_at_path, encode_extended};
+pub use keys::{AccountKey, KeyError, ScriptType, WalletKey, address_at_path, encode_extended};

@@ -133,6 +133,12 @@ impl TestApp {
     /// Runs `satflow ARGS` in the app's folder with a clean environment (only PATH, HOME and
     /// what `set_env` added), so no variable of the developer's shell leaks into a test.
     pub fn satflow(&self, args: &[&str]) -> Run {
+        self.satflow_with_input(args, "")
+    }
+
+    /// Runs `satflow ARGS` with `input` on its stdin (answers to prompts).
+    pub fn satflow_with_input(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_satflow"));
         cmd.args(args).current_dir(self.path()).env_clear();
         for name in ["PATH", "HOME"] {
@@ -141,7 +147,17 @@ impl TestApp {
             }
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let out = cmd.output().expect("run satflow");
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("run satflow");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().expect("run satflow");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -4,6 +4,7 @@
 mod check;
 mod engine;
 mod helpers;
+mod order_setup;
 mod plan;
 mod pocket;
 mod sink;

@@ -1,0 +1,395 @@
+//! `satflow order setup WORKFLOW`: create the Pocket order a workflow declares, with proof that
+//! the payout address (or node) is the user's, verified here before anything is sent; then show
+//! the payment instructions the bank needs, with a QR code.
+//!
+//! Calls Pocket directly (no daemon needed). A refused signature leaves the challenge pending, so
+//! the user can try again without a new one.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use bitcoin::Address;
+use chrono::Utc;
+
+use super::{Outcome, Setup, load_setup, print_problems, runtime};
+use crate::config::{Config, InvoiceSource};
+use crate::lightning::signmessage::verify_node_signature;
+use crate::pocket::payment::{PaymentInstructions, qr_png, qr_terminal};
+use crate::pocket::types::{Challenge, NewBuyOrder, NewPayout};
+use crate::pocket::{PocketClient, PocketError};
+use crate::store::Store;
+use crate::wallet::address_at_path;
+use crate::wallet::proof::verify_message;
+use crate::workflow::actions::{Payout, PocketOrder};
+use crate::workflow::{Action, Condition, Param, Workflow};
+
+#[derive(Debug, clap::Args)]
+pub struct OrderArgs {
+    #[command(subcommand)]
+    pub command: OrderCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OrderCommand {
+    /// Create the Pocket order a workflow declares: challenge, signature, order, bank details
+    Setup(SetupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetupArgs {
+    /// The workflow whose `pocket.order` step declares the order
+    pub workflow: String,
+    /// Print only the message to sign (alone on stdout) and keep the challenge for --signature
+    #[arg(long, conflicts_with = "signature")]
+    pub message_only: bool,
+    /// The signature of the message, to complete a setup started with --message-only
+    #[arg(long, value_name = "SIG")]
+    pub signature: Option<String>,
+    /// Where to write the payment QR code [default: WORKFLOW-payment.png]
+    #[arg(long, value_name = "PATH")]
+    pub png: Option<PathBuf>,
+    /// Create a new order even though the workflow has one (it gets a new bank reference)
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// What a refused setup tells the user; `user` decides the exit code.
+struct Refused {
+    message: String,
+    user: bool,
+}
+
+fn user(message: impl Into<String>) -> Refused {
+    Refused {
+        message: message.into(),
+        user: true,
+    }
+}
+
+impl From<PocketError> for Refused {
+    fn from(e: PocketError) -> Self {
+        let user = matches!(&e, PocketError::Api { status, .. } if (400..500).contains(status));
+        Refused {
+            message: e.to_string(),
+            user,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Refused {
+    fn from(e: crate::store::StoreError) -> Self {
+        Refused {
+            message: e.to_string(),
+            user: false,
+        }
+    }
+}
+
+pub fn run(config_path: &Path, args: &OrderArgs) -> anyhow::Result<Outcome> {
+    let OrderCommand::Setup(args) = &args.command;
+    let Setup { config, workflows } = match load_setup(config_path) {
+        Ok(setup) => setup,
+        Err(problems) => {
+            print_problems(&problems);
+            return Ok(Outcome::UserError);
+        }
+    };
+    let outcome = runtime()?.block_on(setup(&config, &workflows, args));
+    Ok(match outcome {
+        Ok(()) => Outcome::Success,
+        Err(refused) => {
+            eprintln!("error: {}", refused.message);
+            if refused.user {
+                Outcome::UserError
+            } else {
+                Outcome::Failure
+            }
+        }
+    })
+}
+
+/// What the order will pay out to, and how its proof is checked.
+enum Target {
+    OnChain {
+        address: Address,
+        xpub: Option<(String, String)>,
+    },
+    Lightning {
+        node_pubkey: bitcoin::secp256k1::PublicKey,
+        lightning_address: Option<String>,
+    },
+}
+
+async fn setup(config: &Config, workflows: &[Workflow], args: &SetupArgs) -> Result<(), Refused> {
+    let workflow = workflows
+        .iter()
+        .find(|w| w.name == args.workflow)
+        .ok_or_else(|| {
+            let names: Vec<&str> = workflows.iter().map(|w| w.name.as_str()).collect();
+            user(format!(
+                "there is no workflow named `{}`; workflows: {}",
+                args.workflow,
+                names.join(", ")
+            ))
+        })?;
+    let declared = workflow
+        .steps
+        .iter()
+        .find_map(|s| match &s.action {
+            Action::PocketOrder(o) => Some(o),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            user(format!(
+                "workflow `{}` has no pocket.order step, so it declares no order",
+                workflow.name
+            ))
+        })?;
+    let pocket = config
+        .pocket
+        .as_ref()
+        .ok_or_else(|| user("satflow.yaml has no `pocket` section"))?;
+    let client = PocketClient::new(pocket);
+    let store = Store::open(&config.database).await?;
+    if let Some(existing) = store.order_for_workflow(&workflow.name).await?
+        && !args.replace
+    {
+        return Err(user(format!(
+            "workflow `{}` already has Pocket order {}; a new order means a new bank reference for your standing order. Pass --replace to create one anyway",
+            workflow.name, existing.id
+        )));
+    }
+    let target = target(config, declared)?;
+
+    // A challenge kept by an earlier --message-only, if it is still usable; else a new one.
+    let now = Utc::now();
+    let challenge = match store.pending_challenge(&workflow.name).await? {
+        Some(c) if c.expires_on > now + chrono::Duration::minutes(5) => {
+            match client.get_challenge(&c.id).await {
+                Ok(remote) if remote.completed_on.is_none() => Some(remote),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let challenge = match challenge {
+        Some(c) => c,
+        None => {
+            let c = client.create_challenge().await?;
+            store
+                .save_pending_challenge(&workflow.name, &c, now)
+                .await?;
+            c
+        }
+    };
+    let message = challenge.message();
+    if args.message_only {
+        println!("{message}");
+        return Ok(());
+    }
+    let signature = match &args.signature {
+        Some(s) => s.trim().to_string(),
+        None => prompt(&target, &challenge, &workflow.name)?,
+    };
+
+    // Verified here first: a refusal by Pocket would cost the challenge.
+    let payout = match &target {
+        Target::OnChain { address, xpub } => {
+            verify_message(address, &message, &signature).map_err(|e| {
+                user(format!(
+                    "the signature does not prove that you control {address}: {e}. Sign exactly the message above with the key of that address, then run again with --signature (the challenge stays valid)"
+                ))
+            })?;
+            match xpub {
+                Some((extended, path)) => NewPayout::Xpub {
+                    bitcoin_address: address.to_string(),
+                    message: message.clone(),
+                    signature,
+                    extended_public_key: extended.clone(),
+                    derivation_path: path.clone(),
+                },
+                None => NewPayout::Address {
+                    bitcoin_address: address.to_string(),
+                    message: message.clone(),
+                    signature,
+                },
+            }
+        }
+        Target::Lightning {
+            node_pubkey,
+            lightning_address,
+        } => {
+            verify_node_signature(&message, &signature, node_pubkey).map_err(|e| {
+                user(format!(
+                    "the signature does not come from node {node_pubkey}: {e}. Sign the message with that node (`lncli signmessage` / `lightning-cli signmessage`), then run again with --signature"
+                ))
+            })?;
+            NewPayout::Lightning {
+                node_pubkey: node_pubkey.to_string(),
+                message: message.clone(),
+                signature,
+                lightning_address: lightning_address.clone(),
+            }
+        }
+    };
+    let request = NewBuyOrder {
+        active: !matches!(declared.active, Condition::Fixed(false)),
+        fee_rate: literal(&declared.fee_rate, "fee_rate")?,
+        currency: literal(&declared.currency, "currency")?,
+        debitor_iban: literal(&declared.debitor_iban, "debitor_iban")?,
+        payout,
+        affiliate_id: declared.affiliate_id.clone(),
+    };
+    let order = client.create_buy_order(&request).await?;
+    let kind = match &target {
+        Target::OnChain { xpub: Some(_), .. } => "xpub",
+        Target::OnChain { xpub: None, .. } => "address",
+        Target::Lightning { .. } => "lightning",
+    };
+    store
+        .save_order(&workflow.name, kind, &order, Utc::now())
+        .await?;
+    store.close().await;
+
+    println!(
+        "Pocket order {} is set up for workflow {}.",
+        order.id, workflow.name
+    );
+    println!();
+    let instructions = PaymentInstructions::from_payment_method(&order.payment_method)
+        .map_err(|e| user(format!("Pocket's answer lacks payment details: {e:?}")))?;
+    println!("{}", instructions.render_text(None));
+    match instructions.qr_payload(None) {
+        Ok(Some(payload)) => {
+            let png = args
+                .png
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}-payment.png", workflow.name)));
+            if let Ok(text) = qr_terminal(&payload) {
+                println!("{text}");
+            }
+            match qr_png(&payload, &png) {
+                Ok(()) => println!("Scan it with your banking app, or open {}.", png.display()),
+                Err(e) => eprintln!("warning: cannot write the QR code image: {e:?}"),
+            }
+        }
+        Ok(None) => println!(
+            "(No payment QR code exists for {}: type the details above into your bank.)",
+            instructions.currency
+        ),
+        Err(e) => eprintln!("warning: no QR code: {e:?}"),
+    }
+    Ok(())
+}
+
+fn literal<T: Clone>(param: &Param<T>, field: &str) -> Result<T, Refused> {
+    match param {
+        Param::Value(v) => Ok(v.clone()),
+        Param::Template(_) => Err(user(format!(
+            "{field} of the pocket.order step is a template; `order setup` needs it written out (it becomes part of the order)"
+        ))),
+    }
+}
+
+fn target(config: &Config, declared: &PocketOrder) -> Result<Target, Refused> {
+    match &declared.payout {
+        Payout::Wallet {
+            wallet,
+            derivation_path,
+        } => {
+            let w = &config.wallets[wallet];
+            let account = w.key.account().ok_or_else(|| {
+                user(format!(
+                    "wallet `{wallet}` is not an xpub/ypub/zpub or a pkh/sh(wpkh)/wpkh descriptor, so Pocket cannot rotate through it"
+                ))
+            })?;
+            let extended = account.extended();
+            let path = derivation_path
+                .clone()
+                .unwrap_or_else(|| account.path_of(0));
+            // A path from the master key starts with hardened steps and is written from `m`;
+            // one relative to the account key is written bare (`0/0`).
+            let shown = if path.into_iter().any(|c| c.is_hardened()) {
+                format!("m/{path}")
+            } else {
+                path.to_string()
+            };
+            let address = address_at_path(&extended, &path, w.network)
+                .map_err(|e| user(format!("wallet `{wallet}`: {e}")))?;
+            Ok(Target::OnChain {
+                address,
+                xpub: Some((extended, shown)),
+            })
+        }
+        Payout::Lightning {
+            node,
+            lightning_address,
+        } => {
+            let n = &config.lightning[node];
+            let node_pubkey = n.node_pubkey.ok_or_else(|| {
+                user(format!(
+                    "lightning.{node} has no node_pubkey; set it (reading it from the node comes with the Lightning integration)"
+                ))
+            })?;
+            let lightning_address = lightning_address.clone().or_else(|| match &n.source {
+                InvoiceSource::LightningAddress(a) => Some(a.clone()),
+                _ => None,
+            });
+            Ok(Target::Lightning {
+                node_pubkey,
+                lightning_address,
+            })
+        }
+    }
+}
+
+/// Shows what to sign and how, and reads the signature from stdin.
+fn prompt(target: &Target, challenge: &Challenge, workflow: &str) -> Result<String, Refused> {
+    let message = challenge.message();
+    println!("To prove the payout is yours, sign this message:");
+    println!();
+    match target {
+        Target::OnChain { address, .. } => {
+            println!("  address:  {address}");
+            println!("  message:  {message}");
+            println!();
+            println!(
+                "Sparrow:   Tools > Sign/Verify Message; pick the address, paste the message, Sign."
+            );
+            println!("Electrum:  Addresses tab, right-click the address > Sign/verify message.");
+            println!(
+                "Hardware wallets (Trezor, Ledger, Coldcard, BitBox): connect it and sign in Sparrow or Electrum"
+            );
+            println!("           as above; the device shows the message and asks you to confirm.");
+        }
+        Target::Lightning { node_pubkey, .. } => {
+            println!("  node:     {node_pubkey}");
+            println!("  message:  {message}");
+            println!();
+            println!("LND:             lncli signmessage \"{message}\"");
+            println!("Core Lightning:  lightning-cli signmessage \"{message}\"");
+        }
+    }
+    println!();
+    println!(
+        "Or in two steps: `satflow order setup {workflow} --message-only`, then `--signature SIG`."
+    );
+    println!(
+        "(The challenge expires {}.)",
+        challenge.expires_on.to_rfc3339()
+    );
+    print!("Paste the signature and press Enter: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| user(format!("cannot read the signature: {e}")))?;
+    let line = line.trim().to_string();
+    if line.is_empty() {
+        return Err(user(format!(
+            "no signature given; the challenge stays valid: run `satflow order setup {workflow} --signature SIG`"
+        )));
+    }
+    Ok(line)
+}
