@@ -58,7 +58,13 @@ pub fn run(config_path: &Path, args: &TriggerArgs) -> anyhow::Result<Outcome> {
         let owner = format!("{}-trigger-{}", std::process::id(), now.timestamp_millis());
         let Workers {
             dispatcher, runner, ..
-        } = workers(&config, workflows, &store, clock, owner)?;
+        } = workers(
+            &std::sync::Arc::new(config),
+            workflows,
+            &store,
+            clock,
+            owner,
+        )?;
         let d = tokio::spawn(dispatcher.run(stopped.clone()));
         let r = tokio::spawn(runner.run(stopped));
         let status = loop {

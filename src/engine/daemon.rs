@@ -20,6 +20,7 @@ use crate::http::{AppState, metrics_handle, router};
 use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::handlers::email::EmailSender;
 use crate::outbox::{Dispatcher, Handlers};
+use crate::pocket::PocketClient;
 use crate::store::{Store, StoreError};
 use crate::workflow::Workflow;
 
@@ -49,6 +50,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
     let store = Store::open(&config.database).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -133,7 +135,7 @@ pub struct Workers {
 
 /// Builds the runner and dispatcher for `owner` (the daemon, or `trigger --wait`).
 pub fn workers(
-    config: &Config,
+    config: &Arc<Config>,
     workflows: Vec<Workflow>,
     store: &Store,
     clock: Arc<dyn Clock>,
@@ -157,7 +159,7 @@ pub fn workers(
     let wake_runner = Arc::new(Notify::new());
     let dispatcher = Arc::new(Dispatcher {
         store: store.clone(),
-        handlers: Handlers::new(sender),
+        handlers: Handlers::new(sender, config.pocket.as_ref().map(PocketClient::new)),
         clock: Arc::clone(&clock),
         config: config.outbox,
         lease,
@@ -169,6 +171,8 @@ pub fn workers(
     });
     let runner = Arc::new(Runner {
         store: store.clone(),
+        config: Arc::clone(config),
+        pocket: config.pocket.as_ref().map(PocketClient::new),
         clock,
         workflows: workflows
             .into_iter()

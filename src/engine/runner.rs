@@ -14,9 +14,11 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 
 use super::clock::Clock;
-use crate::config::Alert;
+use crate::config::{Alert, Config};
 use crate::notify::email::{Alerts, Content, Mailer};
 use crate::outbox::handlers::http;
+use crate::pocket::PocketClient;
+use crate::pocket::action::OrderKeeper;
 use crate::store::{NewItem, RunRow, StepRecord, StepStatus, Store, StoreError};
 use crate::workflow::actions::{self, Action, EmailContent, Param};
 use crate::workflow::expr::{eval_condition, render};
@@ -24,6 +26,8 @@ use crate::workflow::{Step, Workflow};
 
 pub struct Runner {
     pub store: Store,
+    pub config: Arc<Config>,
+    pub pocket: Option<PocketClient>,
     pub clock: Arc<dyn Clock>,
     pub workflows: BTreeMap<String, Workflow>,
     pub mailer: Option<Mailer>,
@@ -37,21 +41,41 @@ pub struct Runner {
     pub wake: Arc<Notify>,
 }
 
-/// What executing one step decided, before it is recorded.
-struct Outcome {
-    status: StepStatus,
-    output: Option<Value>,
-    error: Option<String>,
-    effects: Vec<NewItem>,
+/// What executing one step decided, before it is recorded: its status and output, and the
+/// effects it causes (outbox items committed with it).
+pub struct StepOutcome {
+    pub status: StepStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub effects: Vec<NewItem>,
 }
 
-impl Outcome {
-    fn failed(error: impl Into<String>) -> Self {
-        Outcome {
+impl StepOutcome {
+    pub fn failed(error: impl Into<String>) -> Self {
+        StepOutcome {
             status: StepStatus::Failed,
             output: None,
             error: Some(error.into()),
             effects: Vec::new(),
+        }
+    }
+
+    pub fn succeeded(output: Value, effects: Vec<NewItem>) -> Self {
+        StepOutcome {
+            status: StepStatus::Succeeded,
+            output: Some(output),
+            error: None,
+            effects,
+        }
+    }
+
+    /// The step waits for `effect`; its result becomes the step's output.
+    pub fn waiting(effect: NewItem) -> Self {
+        StepOutcome {
+            status: StepStatus::Waiting,
+            output: None,
+            error: None,
+            effects: vec![effect],
         }
     }
 }
@@ -144,16 +168,16 @@ impl Runner {
             let ctx = self.context(&run, workflow, &outputs);
             let outcome = match &step.condition {
                 Some(condition) => match eval_condition(&self.env, condition, &ctx) {
-                    Ok(true) => self.perform(&run, step, &ctx),
-                    Ok(false) => Outcome {
+                    Ok(true) => self.perform(&run, step, &ctx).await,
+                    Ok(false) => StepOutcome {
                         status: StepStatus::Skipped,
                         output: Some(skipped_output(step)),
                         error: None,
                         effects: Vec::new(),
                     },
-                    Err(e) => Outcome::failed(format!("if: {e}")),
+                    Err(e) => StepOutcome::failed(format!("if: {e}")),
                 },
-                None => self.perform(&run, step, &ctx),
+                None => self.perform(&run, step, &ctx).await,
             };
             let has_effects = !outcome.effects.is_empty();
             let record = StepRecord {
@@ -263,12 +287,12 @@ impl Runner {
     }
 
     /// Decides what a step does. Effects are returned, not performed.
-    fn perform(&self, run: &RunRow, step: &Step, ctx: &Value) -> Outcome {
+    async fn perform(&self, run: &RunRow, step: &Step, ctx: &Value) -> StepOutcome {
         let key = format!("run/{}/step/{}", run.id, step.id);
         match &step.action {
             Action::Email(email) => {
                 let Some(mailer) = &self.mailer else {
-                    return Outcome::failed("satflow.yaml has no `email` section");
+                    return StepOutcome::failed("satflow.yaml has no `email` section");
                 };
                 let to = match email
                     .to
@@ -279,20 +303,20 @@ impl Runner {
                     .collect::<Result<Vec<_>, _>>()
                 {
                     Ok(to) => to,
-                    Err(e) => return Outcome::failed(format!("to: {e}")),
+                    Err(e) => return StepOutcome::failed(format!("to: {e}")),
                 };
                 let content = match &email.content {
                     EmailContent::Template(name) => Content::Template(name),
                     EmailContent::Inline { subject, body } => Content::Inline { subject, body },
                 };
                 match mailer.compose(&self.env, key, content, ctx, Some(to), false, None) {
-                    Ok(item) => Outcome {
+                    Ok(item) => StepOutcome {
                         status: StepStatus::Succeeded,
                         output: Some(json!({ "message_id": item.payload["message_id"] })),
                         error: None,
                         effects: vec![item],
                     },
-                    Err(e) => Outcome::failed(e),
+                    Err(e) => StepOutcome::failed(e),
                 }
             }
             Action::HttpPost(post) => {
@@ -300,11 +324,11 @@ impl Runner {
                     url::Url::parse(s).map_err(|e| e.to_string())
                 }) {
                     Ok(url) => url,
-                    Err(e) => return Outcome::failed(format!("url: {e}")),
+                    Err(e) => return StepOutcome::failed(format!("url: {e}")),
                 };
                 let body = match render_json(&self.env, &post.json, ctx) {
                     Ok(body) => body,
-                    Err(e) => return Outcome::failed(format!("json: {e}")),
+                    Err(e) => return StepOutcome::failed(format!("json: {e}")),
                 };
                 let item = http::item(
                     key,
@@ -314,14 +338,28 @@ impl Runner {
                     &post.headers,
                     post.timeout,
                 );
-                Outcome {
+                StepOutcome {
                     status: StepStatus::Waiting,
                     output: None,
                     error: None,
                     effects: vec![item],
                 }
             }
-            _ => Outcome::failed(format!(
+            Action::PocketOrder(declared) => {
+                let Some(client) = &self.pocket else {
+                    return StepOutcome::failed("satflow.yaml has no `pocket` section");
+                };
+                let keeper = OrderKeeper {
+                    store: &self.store,
+                    client,
+                    config: &self.config,
+                    env: &self.env,
+                };
+                keeper
+                    .keep(&run.workflow, declared, ctx, key, (run.id, step.id.clone()))
+                    .await
+            }
+            _ => StepOutcome::failed(format!(
                 "the action `{}` is not available in this version of satflow yet",
                 step.uses
             )),

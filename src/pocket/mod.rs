@@ -1,6 +1,7 @@
 //! Pocket Bitcoin: the API client, its types, webhook signatures, the payment instructions a
 //! bank needs, and the sandbox that plays Pocket for tests, the demo and rehearsals.
 
+pub mod action;
 pub mod client;
 pub mod payment;
 pub mod sandbox;

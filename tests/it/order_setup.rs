@@ -168,3 +168,106 @@ async fn an_address_outside_the_wallet_is_refused_before_anything_is_sent() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("hardened"), "{run:?}");
 }
+
+/// Replaces the `with:` of the `dca` workflow's order step.
+fn declare(app: &TestApp, with: &str) {
+    app.write(
+        "workflows/dca.yaml",
+        &format!("steps:\n  - id: order\n    uses: pocket.order\n    with: {{ {with}, payout: {{ wallet: cold }} }}\n"),
+    );
+}
+
+fn order_step(run: &super::helpers::Run) -> &str {
+    run.stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("order "))
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_action_patches_drift_and_refuses_what_cannot_change() {
+    let (app, wallet) = app().await;
+    let message = app
+        .satflow(&["order", "setup", "dca", "--message-only"])
+        .stdout
+        .trim_end()
+        .to_string();
+    let setup = app.satflow(&[
+        "order",
+        "setup",
+        "dca",
+        "--signature",
+        &sign_message(&wallet.key(0), &message),
+    ]);
+    assert_eq!(setup.code, 0, "{setup:?}");
+
+    let first = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(order_step(&first).contains("\"created\":true"), "{first:?}");
+    assert!(
+        order_step(&first).contains("\"patched\":false"),
+        "{first:?}"
+    );
+
+    declare(
+        &app,
+        "currency: eur, fee_rate: \"0.02\", debitor_iban: DE89370400440532013000",
+    );
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let step = order_step(&run);
+    assert!(
+        step.contains("\"patched\":true")
+            && step.contains("\"fee_rate\":0.02")
+            && step.contains("\"created\":false"),
+        "{run:?}"
+    );
+
+    // `active` from an expression: false for this run.
+    declare(
+        &app,
+        "currency: eur, fee_rate: \"0.02\", debitor_iban: DE89370400440532013000, active: \"{{ run.id > 100 }}\"",
+    );
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert!(order_step(&run).contains("\"active\":false"), "{run:?}");
+    let again = app.satflow(&["trigger", "dca", "--wait"]);
+    assert!(
+        order_step(&again).contains("\"patched\":false"),
+        "no drift, no patch: {again:?}"
+    );
+
+    declare(
+        &app,
+        "currency: chf, fee_rate: \"0.02\", debitor_iban: DE89370400440532013000",
+    );
+    let refused = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stdout
+            .contains("the order pays in eur but the workflow now says chf"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.stdout.contains("order setup dca --replace"),
+        "{refused:?}"
+    );
+
+    let none = app.satflow(&["trigger", "zap", "--wait"]);
+    assert_eq!(none.code, 2, "{none:?}");
+    assert!(
+        none.stdout
+            .contains("has no Pocket order yet: run `satflow order setup zap`"),
+        "{none:?}"
+    );
+
+    let items = app.outbox();
+    assert!(
+        items
+            .iter()
+            .filter(|i| i["kind"] == "pocket.order.patch" && i["status"] == "done")
+            .count()
+            == 2,
+        "{items:#?}"
+    );
+}

@@ -6,21 +6,27 @@ pub mod http;
 use serde_json::Value;
 
 use super::HandlerError;
+use crate::pocket::{PocketClient, action};
 use crate::store::ItemRow;
 
 pub struct Handlers {
     pub http: reqwest::Client,
     pub email: Option<email::EmailSender>,
+    pub pocket: Option<PocketClient>,
 }
 
 impl Handlers {
-    pub fn new(email: Option<email::EmailSender>) -> Self {
+    pub fn new(email: Option<email::EmailSender>, pocket: Option<PocketClient>) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .expect("the HTTP client's settings are valid");
-        Handlers { http, email }
+        Handlers {
+            http,
+            email,
+            pocket,
+        }
     }
 
     /// Carries out one item. Returns what the effect produced (a step's output).
@@ -31,6 +37,12 @@ impl Handlers {
                 Some(sender) => sender.send(&item.payload).await,
                 None => Err(HandlerError::permanent(
                     "satflow.yaml has no `email` section any more, so this email cannot be sent",
+                )),
+            },
+            action::PATCH_KIND => match &self.pocket {
+                Some(client) => action::patch(client, &item.payload).await,
+                None => Err(HandlerError::permanent(
+                    "satflow.yaml has no `pocket` section any more, so the order cannot be patched",
                 )),
             },
             other => Err(HandlerError::permanent(format!(
