@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::workflow::Workflow;
 
 use super::{Outcome, Setup, load_setup, print_problems};
 
@@ -46,13 +48,14 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
-    let Setup { workflows, .. } = match load_setup(config_path) {
+    let Setup { config, workflows } = match load_setup(config_path) {
         Ok(setup) => setup,
         Err(problems) => {
             print_problems(&problems);
             return Ok(Outcome::UserError);
         }
     };
+    let orders = super::runtime()?.block_on(declared_orders(&config, &workflows));
     let from = args.from.unwrap_or_else(Utc::now);
     let utc = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut scheduled = Vec::new();
@@ -95,6 +98,17 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
                 "catch_up": s.catch_up.name(),
                 "fires": fires.iter().map(|(local, utc)| json!({"local": local, "utc": utc})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
+            "orders": orders.iter().map(|o| json!({
+                "workflow": o.workflow,
+                "declared": o.declared,
+                "order_id": o.order_id,
+                "remote": match &o.remote {
+                    Some(Ok(order)) => serde_json::to_value(order).unwrap_or_default(),
+                    Some(Err(problem)) => json!({ "error": problem }),
+                    None => Value::Null,
+                },
+                "drift": o.drift,
+            })).collect::<Vec<_>>(),
             "unscheduled": unscheduled.iter().map(|w| json!({
                 "workflow": w.name,
                 "events": w.events.iter().map(|e| e.name()).collect::<Vec<_>>(),
@@ -121,7 +135,132 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
     if workflows.is_empty() {
         println!("(no workflows)");
     }
+    if !orders.is_empty() {
+        println!();
+        println!("Declared orders:");
+        for o in &orders {
+            println!("  {}: {}", o.workflow, o.declared);
+            match (&o.order_id, &o.remote) {
+                (None, _) => println!("    no order yet: run `satflow order setup {}`", o.workflow),
+                (Some(id), Some(Err(problem))) => {
+                    println!("    order {id}; Pocket could not be asked: {problem}")
+                }
+                (Some(id), Some(Ok(remote))) => {
+                    let fee = remote
+                        .fee_rate
+                        .map(|f| f.to_string())
+                        .unwrap_or_else(|| "?".into());
+                    println!(
+                        "    order {id} at Pocket: active {}, fee_rate {fee}",
+                        remote.active
+                    );
+                    for d in &o.drift {
+                        println!("    will change: {d}");
+                    }
+                }
+                (Some(id), None) => println!("    order {id}"),
+            }
+        }
+    }
     Ok(Outcome::Success)
+}
+
+/// A workflow's declared order next to what Pocket has.
+struct DeclaredOrder {
+    workflow: String,
+    declared: String,
+    order_id: Option<String>,
+    /// The order at Pocket, or why it could not be read.
+    remote: Option<Result<crate::pocket::types::Order, String>>,
+    drift: Vec<String>,
+}
+
+/// Every `pocket.order` declaration, with the stored order and, when Pocket answers, its state.
+/// Read only: a database that does not exist yet is not created.
+async fn declared_orders(
+    config: &crate::config::Config,
+    workflows: &[Workflow],
+) -> Vec<DeclaredOrder> {
+    use crate::workflow::{Action, Condition, Param};
+    let crate::config::Database::Sqlite(path) = &config.database;
+    let store = if path.exists() {
+        crate::store::Store::open(&config.database).await.ok()
+    } else {
+        None
+    };
+    let client = config.pocket.as_ref().map(crate::pocket::PocketClient::new);
+    let mut out = Vec::new();
+    for w in workflows {
+        for step in &w.steps {
+            let Action::PocketOrder(o) = &step.action else {
+                continue;
+            };
+            let show = |p: &dyn std::fmt::Display| p.to_string();
+            let fee = match &o.fee_rate {
+                Param::Value(f) => show(f),
+                Param::Template(t) => t.clone(),
+            };
+            let currency = match &o.currency {
+                Param::Value(c) => show(c),
+                Param::Template(t) => t.clone(),
+            };
+            let payout = match &o.payout {
+                crate::workflow::actions::Payout::Wallet { wallet, .. } => {
+                    format!("wallet {wallet}")
+                }
+                crate::workflow::actions::Payout::Lightning { node, .. } => {
+                    format!("Lightning node {node}")
+                }
+            };
+            let active = match &o.active {
+                Condition::Fixed(a) => a.to_string(),
+                Condition::Expression(e) => format!("decided each run by {e}"),
+            };
+            let mut entry = DeclaredOrder {
+                workflow: w.name.clone(),
+                declared: format!(
+                    "{currency} at fee_rate {fee}, payout to {payout}, active {active}"
+                ),
+                order_id: None,
+                remote: None,
+                drift: Vec::new(),
+            };
+            if let Some(store) = &store
+                && let Ok(Some(stored)) = store.order_for_workflow(&w.name).await
+            {
+                entry.order_id = Some(stored.id.clone());
+                if let Some(client) = &client {
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        client.get_order(&stored.id),
+                    )
+                    .await
+                    {
+                        Ok(Ok(remote)) => {
+                            if let Param::Value(f) = &o.fee_rate
+                                && remote.fee_rate != Some(f.value())
+                            {
+                                entry.drift.push(format!(
+                                    "fee_rate {} -> {f}",
+                                    remote.fee_rate.map(|d| d.to_string()).unwrap_or_default()
+                                ));
+                            }
+                            if let Condition::Fixed(a) = o.active
+                                && remote.active != a
+                            {
+                                entry.drift.push(format!("active {} -> {a}", remote.active));
+                            }
+                            entry.remote = Some(Ok(remote));
+                        }
+                        Ok(Err(e)) => entry.remote = Some(Err(e.to_string())),
+                        Err(_) => entry.remote = Some(Err("no answer within 10 s".into())),
+                    }
+                }
+            }
+            out.push(entry);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

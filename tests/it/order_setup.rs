@@ -213,6 +213,25 @@ async fn the_order_action_patches_drift_and_refuses_what_cannot_change() {
         &app,
         "currency: eur, fee_rate: \"0.02\", debitor_iban: DE89370400440532013000",
     );
+    let plan = app.satflow(&["plan"]);
+    assert!(
+        plan.stdout
+            .contains("at Pocket: active true, fee_rate 0.015"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout.contains("will change: fee_rate 0.015 -> 0.02"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout.contains("zap: chf at fee_rate 0.012"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("no order yet: run `satflow order setup zap`"),
+        "{plan:?}"
+    );
     let run = app.satflow(&["trigger", "dca", "--wait"]);
     assert_eq!(run.code, 0, "{run:?}");
     let step = order_step(&run);
