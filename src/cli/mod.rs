@@ -197,6 +197,30 @@ async fn open_store(config_path: &std::path::Path) -> anyhow::Result<Option<crat
     }
 }
 
+/// Resolves on SIGINT or SIGTERM: the ways a user, a service manager or a container stops us.
+/// The handlers are installed when this is called (inside the runtime), not when first awaited,
+/// so a signal that comes early is not lost to the default action.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Prints problems, one per line, and a count.
 fn print_problems(problems: &[Diagnostic]) {
     for p in problems {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{Outcome, Setup, load_setup, print_problems, runtime};
+use super::{Outcome, Setup, load_setup, print_problems, runtime, shutdown_signal};
 use crate::engine::clock::SystemClock;
 use crate::engine::daemon;
 
@@ -19,27 +19,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {
     };
     runtime()?.block_on(async move {
         let (stop, stopped) = watch::channel(false);
+        let signal = shutdown_signal();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signal.await;
             let _ = stop.send(true);
         });
         daemon::serve(config, workflows, Arc::new(SystemClock), stopped, None).await?;
         Ok(Outcome::Success)
     })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 
-use super::{Outcome, open_config, runtime};
+use super::{Outcome, open_config, runtime, shutdown_signal};
 use crate::pocket::sandbox::{Sandbox, SandboxOptions, serve};
 
 #[derive(Debug, clap::Args)]
@@ -73,8 +73,9 @@ pub fn run(config_path: &Path, args: &SandboxArgs) -> anyhow::Result<Outcome> {
         println!("  curl -X PUT  http://{listen}/sandbox/price -H 'Content-Type: application/json' -d '{{\"currency\": \"eur\", \"price\": 60000}}'");
         println!("  curl http://{listen}/sandbox/webhooks");
         let (stop, mut stopped) = watch::channel(false);
+        let signal = shutdown_signal();
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            signal.await;
             let _ = stop.send(true);
         });
         serve(listener, Sandbox::new(options), async move {

@@ -4,11 +4,13 @@
 //! Nothing in here does I/O or knows where a value came from; error messages say what is wrong
 //! with the value and what would be accepted, and callers add which field it was.
 
+mod btc;
 mod currency;
 mod duration;
 mod fee_rate;
 mod iban;
 
+pub use btc::{Btc, BtcError};
 pub use currency::{Currency, CurrencyError};
 pub use duration::{DurationError, HumanDuration};
 pub use fee_rate::{FeeRate, FeeRateError};

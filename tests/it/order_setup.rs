@@ -290,3 +290,53 @@ async fn the_order_action_patches_drift_and_refuses_what_cannot_change() {
         "{items:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_rehearses_with_the_sandbox_command() {
+    let wallet = TestWallet::new();
+    let app = TestApp::empty();
+    let port = super::helpers::free_port();
+    app.write(
+        "satflow.yaml",
+        &format!(
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:{}\npocket: {{ base_url: \"http://127.0.0.1:{port}\", client_id: rehearsal, webhook_secret: s3cret }}\n\
+             alerts: []\nwallets:\n  cold: {{ xpub: {} }}\n",
+            super::helpers::free_port(),
+            wallet.zpub
+        ),
+    );
+    app.write(
+        "workflows/dca.yaml",
+        "steps:\n  - uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
+    );
+    let mut sandbox = app.spawn(&["sandbox"], "sandbox.log");
+    let base = format!("http://127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while reqwest::get(format!("{base}/sandbox/webhooks"))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the sandbox did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let message = app
+        .satflow(&["order", "setup", "dca", "--message-only"])
+        .stdout
+        .trim_end()
+        .to_string();
+    let done = app.satflow(&[
+        "order",
+        "setup",
+        "dca",
+        "--signature",
+        &sign_message(&wallet.key(0), &message),
+    ]);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert!(done.stdout.contains("BIC"), "{done:?}");
+    assert_eq!(super::helpers::terminate(&mut sandbox), 0);
+    let log = std::fs::read_to_string(app.path().join("sandbox.log")).unwrap();
+    assert!(log.contains(&format!("Pocket sandbox on {base}")), "{log}");
+}

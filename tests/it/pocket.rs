@@ -492,17 +492,59 @@ async fn lightning_patches_get_the_documented_answers() {
             .unwrap_err();
         assert_eq!(err.code(), Some(&expected), "{err}");
     }
+    // While Pocket is still paying, another patch is told the payout is in progress.
+    control(&base, "sandbox/payouts/hold", json!({ "hold": true })).await;
     let good = invoice(&node_key(), LnCurrency::Bitcoin, msat, now, hour);
-    let settled = client
+    let accepted = client
         .patch_exchange(id, &ExchangePayout::Invoice(good.clone()))
         .await
         .unwrap();
+    assert_eq!(accepted.state(), ExchangeState::Executed);
+    let busy = client
+        .patch_exchange(id, &ExchangePayout::Invoice(good.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Some(&ApiCode::InProgress));
+    control(&base, &format!("sandbox/exchanges/{id}/settle"), json!({})).await;
+    let settled = client.get_exchange(id).await.unwrap();
     assert_eq!(settled.state(), ExchangeState::Settled);
+    assert_eq!(settled.payout.unwrap()["invoice"], good.as_str());
     let again = client
         .patch_exchange(id, &ExchangePayout::Invoice(good))
         .await
         .unwrap_err();
     assert_eq!(again.code(), Some(&ApiCode::AlreadyCompleted));
+
+    // Without the hold, a valid patch settles at once.
+    control(&base, "sandbox/payouts/hold", json!({ "hold": false })).await;
+    let next = control(
+        &base,
+        &format!("sandbox/orders/{}/payments", order.id),
+        json!({ "amount": "100.00" }),
+    )
+    .await;
+    let next_id = next["id"].as_str().unwrap();
+    let fresh = invoice(&node_key(), LnCurrency::Bitcoin, msat, now, hour);
+    let settled = client
+        .patch_exchange(next_id, &ExchangePayout::Invoice(fresh))
+        .await
+        .unwrap();
+    assert_eq!(settled.state(), ExchangeState::Settled);
+
+    // Sell orders exist in the API but need Pocket's approval first.
+    let sell = client
+        .create_sell_order(&satflow::pocket::types::NewSellOrder {
+            fee_rate: "0.015".parse().unwrap(),
+            currency: Currency::Eur,
+            creditor_iban: "DE89370400440532013000".parse().unwrap(),
+            affiliate_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sell.code(),
+        Some(&ApiCode::Other("sell_not_enabled".into()))
+    );
 }
 
 #[tokio::test]

@@ -72,6 +72,8 @@ pub struct Sandbox {
     state: Mutex<state::State>,
     deliveries: Mutex<Vec<Delivery>>,
     withhold: std::sync::atomic::AtomicBool,
+    /// Lightning payouts stay "in progress" until settled through the control API.
+    hold_payouts: std::sync::atomic::AtomicBool,
     http: reqwest::Client,
 }
 
@@ -82,6 +84,7 @@ impl Sandbox {
             options,
             deliveries: Mutex::new(Vec::new()),
             withhold: std::sync::atomic::AtomicBool::new(false),
+            hold_payouts: std::sync::atomic::AtomicBool::new(false),
             http: reqwest::Client::builder()
                 .user_agent("Pocket-Webhook/1.0")
                 .timeout(Duration::from_secs(10))
@@ -199,6 +202,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/sandbox/price", put(set_price))
         .route("/sandbox/webhooks", get(list_deliveries))
         .route("/sandbox/webhooks/withhold", post(withhold))
+        .route("/sandbox/payouts/hold", post(hold_payouts))
         .with_state(sandbox)
 }
 
@@ -328,18 +332,27 @@ async fn patch_exchange(
         Ok(b) => b,
         Err(r) => return refuse(r),
     };
-    let settled = {
+    let hold = s.hold_payouts.load(std::sync::atomic::Ordering::Relaxed);
+    let (exchange, settled) = {
         let mut state = s.state.lock().expect("state lock");
-        match lightning_payout(&mut state, &id, &body) {
-            Ok(exchange) => exchange,
+        match lightning_payout(&mut state, &id, &body, hold) {
+            Ok(result) => result,
             Err(r) => return refuse(r),
         }
     };
-    s.emit("exchange.settled", &settled);
-    Json(settled).into_response()
+    if settled {
+        s.emit("exchange.settled", &exchange);
+    }
+    Json(exchange).into_response()
 }
 
-fn lightning_payout(state: &mut state::State, id: &str, body: &Value) -> Result<Value, Refusal> {
+/// Returns the exchange and whether it settled (a held payout is only in progress).
+fn lightning_payout(
+    state: &mut state::State,
+    id: &str,
+    body: &Value,
+    hold: bool,
+) -> Result<(Value, bool), Refusal> {
     let bad = |code: &'static str, message: String| Refusal {
         status: 400,
         code,
@@ -359,6 +372,12 @@ fn lightning_payout(state: &mut state::State, id: &str, body: &Value) -> Result<
             format!("exchange {id} belongs to an on-chain order; it settles by itself"),
         ));
     };
+    if state.payouts_in_progress.contains_key(id) {
+        return Err(bad(
+            "in_progress",
+            "the payout is already in progress".into(),
+        ));
+    }
     match exchange.state() {
         crate::pocket::types::ExchangeState::Settled => {
             return Err(bad(
@@ -374,9 +393,10 @@ fn lightning_payout(state: &mut state::State, id: &str, body: &Value) -> Result<
             ));
         }
     }
-    let amount = Decimal::from_str_exact(&exchange.json["amount"].to_string()).unwrap_or_default();
-    // Pocket pays the exchange's whole amount: BTC × 10^11 msat.
-    let amount_msat = (amount * Decimal::new(100_000_000_000, 0)).trunc();
+    // Pocket pays the exchange's whole amount.
+    let amount_msat = crate::domain::Btc::from_str(&exchange.json["amount"].to_string())
+        .map(|b| Decimal::from(b.msat()))
+        .unwrap_or_default();
     let payout = if let Some(invoice) = body["invoice"].as_str() {
         let parsed = lightning_invoice::Bolt11Invoice::from_str(invoice)
             .map_err(|e| bad("invalid_invoice", format!("invoice not valid: {e}")))?;
@@ -442,8 +462,13 @@ fn lightning_payout(state: &mut state::State, id: &str, body: &Value) -> Result<
         ));
     };
     let exchange = state.exchanges.get_mut(id).expect("checked above");
+    if hold {
+        let json = exchange.json.clone();
+        state.payouts_in_progress.insert(id.to_string(), payout);
+        return Ok((json, false));
+    }
     exchange.json["payout"] = payout;
-    Ok(exchange.json.clone())
+    Ok((exchange.json.clone(), true))
 }
 
 #[derive(serde::Deserialize)]
@@ -599,6 +624,19 @@ async fn withhold(AxumState(s): Shared, Json(body): Json<WithholdBody>) -> Respo
     s.withhold
         .store(body.withhold, std::sync::atomic::Ordering::Relaxed);
     Json(json!({ "withhold": body.withhold })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct HoldBody {
+    hold: bool,
+}
+
+/// Makes valid Lightning patches stay in progress (answering `in_progress` to another patch)
+/// until the exchange is settled through the control API; or stops doing so.
+async fn hold_payouts(AxumState(s): Shared, Json(body): Json<HoldBody>) -> Response {
+    s.hold_payouts
+        .store(body.hold, std::sync::atomic::Ordering::Relaxed);
+    Json(json!({ "hold": body.hold })).into_response()
 }
 
 /// Signs a node message as the sandbox's Lightning stand-ins do (re-exported for tests).

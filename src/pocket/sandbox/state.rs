@@ -92,6 +92,8 @@ pub struct State {
     pub exchanges: HashMap<String, SandboxExchange>,
     /// BTC price per currency, for new exchanges.
     pub prices: HashMap<Currency, Decimal>,
+    /// Lightning payouts accepted but not finished (while payouts are held), by exchange.
+    pub payouts_in_progress: HashMap<String, Value>,
 }
 
 impl State {
@@ -109,6 +111,7 @@ impl State {
             orders: HashMap::new(),
             exchanges: HashMap::new(),
             prices,
+            payouts_in_progress: HashMap::new(),
         }
     }
 
@@ -448,10 +451,16 @@ impl State {
                 (address.to_string(), json!(path.to_string()))
             }
             Payout::Lightning { .. } => {
-                return Err(Refusal::bad(
-                    "lightning_order",
-                    "exchanges of Lightning orders settle when they are patched with an invoice or a channel",
-                ));
+                // A held Lightning payout completes now.
+                let payout = self.payouts_in_progress.remove(id).ok_or_else(|| {
+                    Refusal::bad(
+                        "lightning_order",
+                        "exchanges of Lightning orders settle when they are patched with an invoice or a channel",
+                    )
+                })?;
+                let exchange = self.exchanges.get_mut(id).expect("checked above");
+                exchange.json["payout"] = payout;
+                return Ok(exchange.json.clone());
             }
         };
         let exchange = self.exchanges.get_mut(id).expect("checked above");
