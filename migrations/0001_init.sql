@@ -129,7 +129,9 @@ CREATE TABLE exchanges (
     raw_json      TEXT    NOT NULL,
     first_seen_at INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,
-    next_check_at INTEGER
+    -- Reconciliation: when to read it back from Pocket next, and how often it has been.
+    next_check_at INTEGER,
+    check_count   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX exchanges_to_check ON exchanges (next_check_at) WHERE next_check_at IS NOT NULL;
 

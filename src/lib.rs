@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod exchanges;
 pub mod http;
 pub mod lightning;
 pub mod notify;

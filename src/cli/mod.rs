@@ -6,6 +6,7 @@
 //! Nothing below this layer prints or exits.
 
 mod check;
+mod exchanges;
 mod logging;
 mod order;
 mod outbox;
@@ -71,6 +72,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Pending and dead outbox items; retry or discard one
     Outbox(outbox::OutboxArgs),
+    /// Exchanges with their state and payout, and the events each went through
+    Exchanges(exchanges::ExchangesArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
     Order(order::OrderArgs),
     /// The Pocket simulator (and its control API), to rehearse workflows without money
@@ -114,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&config_path, &args),
         Command::Runs(args) => runs::run(&config_path, &args),
         Command::Outbox(args) => outbox::run(&config_path, &args),
+        Command::Exchanges(args) => exchanges::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),
         Command::Completions { shell } => {

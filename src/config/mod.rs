@@ -58,6 +58,9 @@ pub struct PocketConfig {
     pub base_url: Url,
     pub client_id: SecretString,
     pub webhook_secret: Option<SecretString>,
+    /// How soon an exchange that is not final is first read back from Pocket (the wait then
+    /// doubles, up to 6 hours).
+    pub reconcile_every: Duration,
 }
 
 #[derive(Debug)]
@@ -181,15 +184,18 @@ pub enum Alert {
     PayoutMismatch,
     DeadLetter,
     RunFailed,
+    /// A signed webhook whose content satflow cannot read.
+    UnrecognizedWebhook,
 }
 
 impl Alert {
-    pub const ALL: [Alert; 5] = [
+    pub const ALL: [Alert; 6] = [
         Alert::Interrupted,
         Alert::Refunded,
         Alert::PayoutMismatch,
         Alert::DeadLetter,
         Alert::RunFailed,
+        Alert::UnrecognizedWebhook,
     ];
 
     pub fn name(self) -> &'static str {
@@ -199,6 +205,7 @@ impl Alert {
             Alert::PayoutMismatch => "payout_mismatch",
             Alert::DeadLetter => "dead_letter",
             Alert::RunFailed => "run_failed",
+            Alert::UnrecognizedWebhook => "unrecognized_webhook",
         }
     }
 }

@@ -162,11 +162,16 @@ impl Reader<'_> {
         let webhook_secret = m
             .get("webhook_secret")
             .and_then(|n| secret(n, "pocket.webhook_secret", ctx));
+        let reconcile_every = match m.get("reconcile_every") {
+            Some(n) => duration(n, "pocket.reconcile_every", ctx),
+            None => Some(std::time::Duration::from_secs(600)),
+        };
         m.finish(ctx);
         Some(PocketConfig {
             base_url: base_url?,
             client_id: client_id?,
             webhook_secret,
+            reconcile_every: reconcile_every?,
         })
     }
 

@@ -16,6 +16,8 @@ use super::clock::Clock;
 use super::runner::Runner;
 use super::scheduler::Scheduler;
 use crate::config::Config;
+use crate::exchanges::Processor;
+use crate::http::webhook::WebhookState;
 use crate::http::{AppState, metrics_handle, router};
 use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::handlers::email::EmailSender;
@@ -80,6 +82,11 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
+    let event_workflows: Vec<Workflow> = workflows
+        .iter()
+        .filter(|w| !w.events.is_empty())
+        .cloned()
+        .collect();
     tasks.spawn(scheduler_loop(
         store.clone(),
         Arc::clone(&clock),
@@ -88,12 +95,41 @@ pub async fn serve(
         Arc::clone(&wake_runner),
         shutdown.clone(),
     ));
-    let app = router(AppState {
-        store: store.clone(),
-        clock: Arc::clone(&clock),
-        scheduler_heartbeat: heartbeat,
-        metrics,
+    // Webhooks are stored by the HTTP handler and applied by the processor, which also reads
+    // back exchanges that are not final.
+    let webhooks = config.pocket.as_ref().map(|pocket| {
+        let stored = Arc::new(Notify::new());
+        let processor = Arc::new(Processor {
+            store: store.clone(),
+            config: Arc::clone(&config),
+            workflows: event_workflows,
+            client: Some(PocketClient::new(pocket)),
+            alerts: runner.alerts.clone(),
+            env: runner.env.clone(),
+            clock: Arc::clone(&clock),
+            wake: Arc::clone(&stored),
+            wake_runner: Arc::clone(&wake_runner),
+            wake_outbox: Arc::clone(&runner.wake_outbox),
+        });
+        tasks.spawn(processor.run(shutdown.clone()));
+        WebhookState::start(
+            store.clone(),
+            pocket.webhook_secret.clone(),
+            runner.alerts.clone(),
+            runner.env.clone(),
+            Arc::clone(&clock),
+            stored,
+        )
     });
+    let app = router(
+        AppState {
+            store: store.clone(),
+            clock: Arc::clone(&clock),
+            scheduler_heartbeat: heartbeat,
+            metrics,
+        },
+        webhooks,
+    );
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -1,6 +1,9 @@
-//! The HTTP server: `/healthz` and `/metrics` (the webhook route comes with the Pocket webhooks).
+//! The HTTP server: Pocket's webhooks, `/healthz` and `/metrics`.
 //!
-//! Handlers here only read; they must never hold a write transaction or wait on the network.
+//! Handlers must answer fast: they never wait on the network, and the only write (the webhook
+//! inbox) is one short, group-committed transaction.
+
+pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -49,11 +52,19 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, webhooks: Option<webhook::WebhookState>) -> Router {
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(state);
+    match webhooks {
+        Some(ws) => app.merge(
+            Router::new()
+                .route("/webhooks/pocket", axum::routing::post(webhook::receive))
+                .with_state(ws),
+        ),
+        None => app,
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -63,8 +74,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let scheduler_alive =
         last_tick > 0 && state.clock.now().timestamp_millis() - last_tick < SCHEDULER_STALE_MS;
     let healthy = database && scheduler_alive && backlog.is_some();
+    let inbox = state.store.inbox_backlog().await.ok();
     let body = json!({
         "status": if healthy { "ok" } else { "unhealthy" },
+        "webhooks": inbox.map(|(pending, unrecognized, failed)| json!({ "pending": pending, "unrecognized": unrecognized, "failed": failed })),
         "database": database,
         "scheduler": {
             "alive": scheduler_alive,

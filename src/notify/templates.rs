@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-const BUILT_IN: [(&str, &str); 7] = [
+const BUILT_IN: [(&str, &str); 8] = [
     ("order_created", include_str!("templates/order_created.txt")),
     ("run_failed", include_str!("templates/run_failed.txt")),
     ("interrupted", include_str!("templates/interrupted.txt")),
@@ -19,9 +19,13 @@ const BUILT_IN: [(&str, &str); 7] = [
     ),
     ("dead_letter", include_str!("templates/dead_letter.txt")),
     ("withdrawal", include_str!("templates/withdrawal.txt")),
+    (
+        "unrecognized_webhook",
+        include_str!("templates/unrecognized_webhook.txt"),
+    ),
 ];
 
-pub const BUILT_IN_NAMES: [&str; 7] = [
+pub const BUILT_IN_NAMES: [&str; 8] = [
     BUILT_IN[0].0,
     BUILT_IN[1].0,
     BUILT_IN[2].0,
@@ -29,6 +33,7 @@ pub const BUILT_IN_NAMES: [&str; 7] = [
     BUILT_IN[4].0,
     BUILT_IN[5].0,
     BUILT_IN[6].0,
+    BUILT_IN[7].0,
 ];
 
 pub struct TemplateSource {

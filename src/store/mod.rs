@@ -6,7 +6,9 @@
 //! write transaction so two writers never deadlock upgrading read locks. Transactions here must
 //! stay short and must never be held across network I/O.
 
+mod exchanges;
 mod fires;
+mod inbox;
 mod orders;
 mod outbox;
 mod runs;
@@ -20,6 +22,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::config::Database;
 
+pub use exchanges::{Applied, Effects, EventRow, ExchangeRow, is_final, rank};
+pub use inbox::{InboxRow, NewWebhook, Stored};
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
 pub use runs::{RunRow, StepRecord, StepRow, StepStatus, Trigger};
@@ -47,6 +51,9 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// One connection with `synchronous=FULL`, for writes that an answer to the outside world
+    /// depends on (the webhook inbox): committed means on disk.
+    durable: SqlitePool,
 }
 
 impl Store {
@@ -87,12 +94,17 @@ impl Store {
         // A Pi has little memory and SQLite serialises writers anyway: a handful of connections.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open_err)?;
         MIGRATOR.run(&pool).await?;
         drop(lock);
-        Ok(Store { pool })
+        let durable = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Full))
+            .await
+            .map_err(open_err)?;
+        Ok(Store { pool, durable })
     }
 
     /// A write transaction, started with `BEGIN IMMEDIATE` so it holds the write lock from the
@@ -112,6 +124,7 @@ impl Store {
 
     /// Closes every connection, so the WAL is checkpointed before the process exits.
     pub async fn close(&self) {
+        self.durable.close().await;
         self.pool.close().await;
     }
 }

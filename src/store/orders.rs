@@ -18,6 +18,21 @@ pub struct OrderRow {
     pub checked_at: Option<DateTime<Utc>>,
 }
 
+fn order_row(row: &sqlx::sqlite::SqliteRow) -> Result<OrderRow, StoreError> {
+    let raw: String = row.try_get("raw_json")?;
+    Ok(OrderRow {
+        id: row.try_get("id")?,
+        workflow: row.try_get("workflow")?,
+        payout_kind: row.try_get("payout_kind")?,
+        order: serde_json::from_str(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("order {raw}: {e}")))?,
+        created_at: from_millis(row.try_get("created_at")?),
+        checked_at: row
+            .try_get::<Option<i64>, _>("checked_at")?
+            .map(from_millis),
+    })
+}
+
 impl Store {
     /// Records an order Pocket created for `workflow`; it becomes the workflow's current order.
     pub async fn save_order(
@@ -64,21 +79,16 @@ impl Store {
         .bind(workflow)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let raw: String = row.try_get("raw_json")?;
-        Ok(Some(OrderRow {
-            id: row.try_get("id")?,
-            workflow: row.try_get("workflow")?,
-            payout_kind: row.try_get("payout_kind")?,
-            order: serde_json::from_str(&raw)
-                .map_err(|e| StoreError::Corrupt(format!("order {raw}: {e}")))?,
-            created_at: from_millis(row.try_get("created_at")?),
-            checked_at: row
-                .try_get::<Option<i64>, _>("checked_at")?
-                .map(from_millis),
-        }))
+        row.as_ref().map(order_row).transpose()
+    }
+
+    /// The order with Pocket's id `id`, if satflow made it.
+    pub async fn order_by_id(&self, id: &str) -> Result<Option<OrderRow>, StoreError> {
+        let row = sqlx::query("SELECT id, workflow, payout_kind, raw_json, created_at, checked_at FROM orders WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(order_row).transpose()
     }
 
     /// Records what Pocket says the order is now; returns true the first time the order is

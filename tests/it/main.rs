@@ -9,3 +9,4 @@ mod plan;
 mod pocket;
 mod sink;
 mod smtp;
+mod webhooks;

@@ -1,0 +1,286 @@
+//! Exchanges and their events: every observation (a webhook, a read-back) is applied in one
+//! transaction — the event recorded once, the state only moving forward, and the runs and
+//! emails it causes queued with it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+
+use super::outbox::{NewItem, insert_items};
+use super::{Store, StoreError, from_millis};
+use crate::pocket::types::{Exchange, ExchangeState};
+
+/// How far along an exchange is: a state never moves back to a lower rank, so a late
+/// `executed` cannot undo a `settled`. Settled and refunded are both final.
+pub fn rank(state: ExchangeState) -> u8 {
+    match state {
+        ExchangeState::Executed => 0,
+        ExchangeState::Interrupted => 1,
+        ExchangeState::Settled | ExchangeState::Refunded => 2,
+    }
+}
+
+pub fn is_final(state: ExchangeState) -> bool {
+    rank(state) == 2
+}
+
+fn parse_state(s: &str) -> ExchangeState {
+    match s {
+        "settled" => ExchangeState::Settled,
+        "interrupted" => ExchangeState::Interrupted,
+        "refunded" => ExchangeState::Refunded,
+        _ => ExchangeState::Executed,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExchangeRow {
+    pub id: String,
+    pub order_id: Option<String>,
+    pub state: ExchangeState,
+    /// The exchange as last accepted.
+    pub exchange: Exchange,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub check_count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub event: String,
+    pub source: String,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: Value,
+}
+
+/// What an observation leads to, decided by the caller from the previous state.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// `(workflow, event context)`: runs to queue, keyed by exchange and event.
+    pub runs: Vec<(String, Value)>,
+    pub items: Vec<NewItem>,
+}
+
+/// What applying an observation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The exchange reached a state it was not in before.
+    pub transitioned: bool,
+    /// This `(exchange, event)` had not been recorded before.
+    pub new_event: bool,
+}
+
+const COLUMNS: &str =
+    "id, order_id, state, raw_json, first_seen_at, updated_at, next_check_at, check_count";
+
+fn exchange_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExchangeRow, StoreError> {
+    let raw: String = row.try_get("raw_json")?;
+    let state: String = row.try_get("state")?;
+    Ok(ExchangeRow {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        state: parse_state(&state),
+        exchange: serde_json::from_str(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("exchange {raw}: {e}")))?,
+        first_seen_at: from_millis(row.try_get("first_seen_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+        next_check_at: row
+            .try_get::<Option<i64>, _>("next_check_at")?
+            .map(from_millis),
+        check_count: row.try_get("check_count")?,
+    })
+}
+
+/// Money as stored: the decimal's exact text.
+fn text(d: Option<rust_decimal::Decimal>) -> Option<String> {
+    d.map(|d| d.to_string())
+}
+
+impl Store {
+    /// Applies one observation of `exchange` under the name `event`, from `source` (`webhook`
+    /// or `reconcile`), in one transaction. `decide` gets the previous state (if the exchange
+    /// was known) and whether this observation moves it forward, and returns what follows.
+    /// `inbox_id`, when given, is marked processed in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply_exchange(
+        &self,
+        source: &str,
+        event: &str,
+        exchange: &Exchange,
+        inbox_id: Option<i64>,
+        next_check: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        decide: impl FnOnce(Option<ExchangeState>, bool) -> Effects,
+    ) -> Result<Applied, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let mut tx = self.begin_write().await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT state FROM exchanges WHERE id = ?1")
+                .bind(&exchange.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let previous = previous.as_deref().map(parse_state);
+        let state = exchange.state();
+        let transitioned = previous.is_none_or(|p| rank(state) > rank(p));
+        let raw = serde_json::to_string(exchange).expect("an exchange serialises");
+        if transitioned {
+            let next = if is_final(state) {
+                None
+            } else {
+                next_check.map(|t| t.timestamp_millis())
+            };
+            sqlx::query(
+                "INSERT INTO exchanges (id, order_id, state, pair, cost, amount, rate, fee, payout_json, reason_json, action_json,
+                                        raw_json, first_seen_at, updated_at, next_check_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, order_id),
+                     pair = COALESCE(excluded.pair, pair), cost = COALESCE(excluded.cost, cost),
+                     amount = COALESCE(excluded.amount, amount), rate = COALESCE(excluded.rate, rate),
+                     fee = COALESCE(excluded.fee, fee), payout_json = excluded.payout_json,
+                     reason_json = excluded.reason_json, action_json = excluded.action_json,
+                     raw_json = excluded.raw_json, updated_at = excluded.updated_at,
+                     next_check_at = excluded.next_check_at, check_count = 0",
+            )
+            .bind(&exchange.id)
+            .bind(&exchange.order_id)
+            .bind(state.name())
+            .bind(&exchange.pair)
+            .bind(text(exchange.cost))
+            .bind(text(exchange.amount))
+            .bind(text(exchange.rate))
+            .bind(text(exchange.fee))
+            .bind(exchange.payout.as_ref().filter(|v| !v.is_null()).map(Value::to_string))
+            .bind(exchange.reason.as_ref().filter(|v| !v.is_null()).map(Value::to_string))
+            .bind(exchange.action.as_ref().filter(|v| !v.is_null()).map(Value::to_string))
+            .bind(&raw)
+            .bind(now_ms)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let new_event = sqlx::query(
+            "INSERT INTO exchange_events (exchange_id, event, source, recorded_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (exchange_id, event) DO NOTHING",
+        )
+        .bind(&exchange.id)
+        .bind(event)
+        .bind(source)
+        .bind(now_ms)
+        .bind(&raw)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let effects = decide(previous, transitioned);
+        for (workflow, context) in &effects.runs {
+            sqlx::query(
+                "INSERT INTO runs (workflow, trigger, trigger_key, event_json, status, created_at)
+                 VALUES (?1, 'event', ?2, ?3, 'queued', ?4)
+                 ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING",
+            )
+            .bind(workflow)
+            .bind(format!("{}/{event}", exchange.id))
+            .bind(context.to_string())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_items(&mut tx, &effects.items, now).await?;
+        if let Some(id) = inbox_id {
+            sqlx::query(
+                "UPDATE webhook_inbox SET status = 'processed', processed_at = ?1 WHERE id = ?2",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Applied {
+            transitioned,
+            new_event,
+        })
+    }
+
+    pub async fn exchanges(&self, limit: i64) -> Result<Vec<ExchangeRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM exchanges ORDER BY updated_at DESC LIMIT ?1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(exchange_row).collect()
+    }
+
+    pub async fn exchange(&self, id: &str) -> Result<Option<ExchangeRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM exchanges WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(exchange_row).transpose()
+    }
+
+    pub async fn exchange_events(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event, source, recorded_at, payload FROM exchange_events WHERE exchange_id = ?1 ORDER BY recorded_at, event",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get("payload")?;
+                Ok(EventRow {
+                    event: r.try_get("event")?,
+                    source: r.try_get("source")?,
+                    recorded_at: from_millis(r.try_get("recorded_at")?),
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Exchanges that are not final and due to be read back from Pocket.
+    pub async fn exchanges_to_check(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<ExchangeRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM exchanges WHERE next_check_at IS NOT NULL AND next_check_at <= ?1
+             ORDER BY next_check_at LIMIT ?2"
+        ))
+        .bind(now.timestamp_millis())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(exchange_row).collect()
+    }
+
+    /// When to read an exchange back next (after a read that changed nothing).
+    pub async fn schedule_check(&self, id: &str, next: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE exchanges SET next_check_at = ?1, check_count = check_count + 1
+             WHERE id = ?2 AND next_check_at IS NOT NULL",
+        )
+        .bind(next.timestamp_millis())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many exchanges of `order_id` are settled (to find the expected payout address).
+    pub async fn settled_count(&self, order_id: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM exchanges WHERE order_id = ?1 AND state = 'settled'",
+        )
+        .bind(order_id)
+        .fetch_one(self.pool())
+        .await?)
+    }
+}
