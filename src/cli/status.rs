@@ -32,6 +32,12 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
         next.sort_by_key(|(_, t)| *t);
         let runs = store.recent_runs(10).await?;
         let (pending, dead) = store.outbox_backlog().await?;
+        let open_exchanges: Vec<_> = store
+            .exchanges(500)
+            .await?
+            .into_iter()
+            .filter(|e| !crate::store::is_final(e.state))
+            .collect();
         let dead_items: Vec<_> = store
             .outbox_items(200)
             .await?
@@ -46,6 +52,11 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             let doc = json!({
                 "next_fires": next.iter().map(|(w, t)| json!({"workflow": w, "at": t.to_rfc3339()})).collect::<Vec<_>>(),
                 "runs": run_docs,
+                "unsettled_exchanges": open_exchanges.iter().map(|e| json!({
+                    "id": e.id, "order_id": e.order_id, "state": e.state.name(),
+                    "updated_at": e.updated_at.to_rfc3339(),
+                    "next_check_at": e.next_check_at.map(|t| t.to_rfc3339()),
+                })).collect::<Vec<_>>(),
                 "outbox": {
                     "pending": pending,
                     "dead": dead,
@@ -69,6 +80,13 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             }
             if runs.is_empty() {
                 println!("  (none yet)");
+            }
+            println!("Unsettled exchanges:");
+            for e in &open_exchanges {
+                println!("  {}  {:<11} since {}", e.id, e.state.name(), e.updated_at.to_rfc3339());
+            }
+            if open_exchanges.is_empty() {
+                println!("  (none)");
             }
             println!("Outbox: {pending} pending, {dead} dead");
             for i in &dead_items {

@@ -412,6 +412,12 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
         d.exchange(&id).is_some()
     })
     .await;
+    let status: Value = serde_json::from_str(&d.app.satflow(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        status["unsettled_exchanges"][0]["id"],
+        id.as_str(),
+        "{status:#}"
+    );
 
     // The endpoint "goes down": Pocket settles, no webhook arrives, reconciliation finds it.
     control(
@@ -428,6 +434,11 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
     .await;
     let e = d.exchange(&id).unwrap();
     assert_eq!(e["payout"]["bitcoin_address"], wallet.address(0));
+    let status: Value = serde_json::from_str(&d.app.satflow(&["status", "--json"]).stdout).unwrap();
+    assert!(
+        status["unsettled_exchanges"].as_array().unwrap().is_empty(),
+        "{status:#}"
+    );
     assert!(
         e["events"]
             .as_array()
