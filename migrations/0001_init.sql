@@ -131,7 +131,10 @@ CREATE TABLE exchanges (
     updated_at    INTEGER NOT NULL,
     -- Reconciliation: when to read it back from Pocket next, and how often it has been.
     next_check_at INTEGER,
-    check_count   INTEGER NOT NULL DEFAULT 0
+    check_count   INTEGER NOT NULL DEFAULT 0,
+    -- On-chain payouts followed through an explorer: depth, and when to look again.
+    confirmations   INTEGER,
+    confirm_next_at INTEGER
 );
 CREATE INDEX exchanges_to_check ON exchanges (next_check_at) WHERE next_check_at IS NOT NULL;
 

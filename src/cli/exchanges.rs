@@ -46,6 +46,7 @@ fn exchange_json(row: &ExchangeRow) -> Value {
         "first_seen_at": row.first_seen_at.to_rfc3339(),
         "updated_at": row.updated_at.to_rfc3339(),
         "next_check_at": row.next_check_at.map(|t| t.to_rfc3339()),
+        "confirmations": row.confirmations,
     })
 }
 
@@ -73,6 +74,9 @@ pub fn run(config_path: &Path, args: &ExchangesArgs) -> anyhow::Result<Outcome> 
                     println!("exchange {} of order {}: {}", row.id, row.order_id.as_deref().unwrap_or("?"), row.state.name());
                     let money = |d: Option<rust_decimal::Decimal>| d.map_or("-".to_string(), |d| d.to_string());
                     println!("  {}  cost {}  amount {} BTC  rate {}  fee {}", e.pair.as_deref().unwrap_or(""), money(e.cost), money(e.amount), money(e.rate), money(e.fee));
+                    if let Some(n) = row.confirmations {
+                        println!("  payout confirmations: {n}");
+                    }
                     for (label, v) in [("payout", &e.payout), ("reason", &e.reason), ("action", &e.action)] {
                         if let Some(v) = v.as_ref().filter(|v| !v.is_null()) {
                             println!("  {label}: {v}");

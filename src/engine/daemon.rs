@@ -24,6 +24,7 @@ use crate::outbox::handlers::email::EmailSender;
 use crate::outbox::{Dispatcher, Handlers};
 use crate::pocket::PocketClient;
 use crate::store::{Store, StoreError};
+use crate::wallet::esplora::Esplora;
 use crate::workflow::Workflow;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
+    let explorers = explorers(&config, &workflows);
     let event_workflows: Vec<Workflow> = workflows
         .iter()
         .filter(|w| !w.events.is_empty())
@@ -110,6 +112,7 @@ pub async fn serve(
             wake: Arc::clone(&stored),
             wake_runner: Arc::clone(&wake_runner),
             wake_outbox: Arc::clone(&runner.wake_outbox),
+            explorers,
         });
         tasks.spawn(processor.run(shutdown.clone()));
         WebhookState::start(
@@ -159,6 +162,30 @@ pub async fn serve(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The explorer of each workflow whose order pays out to a wallet with an `esplora_url`.
+fn explorers(
+    config: &Config,
+    workflows: &[Workflow],
+) -> std::collections::HashMap<String, Esplora> {
+    workflows
+        .iter()
+        .filter_map(|w| {
+            let esplora = w.steps.iter().find_map(|s| match &s.action {
+                crate::workflow::Action::PocketOrder(o) => match &o.payout {
+                    crate::workflow::actions::Payout::Wallet { wallet, .. } => config
+                        .wallets
+                        .get(wallet)
+                        .and_then(|w| w.esplora_url.as_ref())
+                        .map(Esplora::new),
+                    _ => None,
+                },
+                _ => None,
+            })?;
+            Some((w.name.clone(), esplora))
+        })
+        .collect()
 }
 
 /// The runner and the dispatcher, wired to wake each other.

@@ -6,6 +6,7 @@
 //! is read back on an interval, which is what saves the user when their webhook endpoint was down.
 //! Nothing here answers Pocket or sends anything itself: effects are outbox items and runs.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,14 @@ use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
 use crate::store::{Applied, Effects, Store, StoreError, is_final};
 use crate::wallet::address_at_path;
+use crate::wallet::esplora::Esplora;
 use crate::workflow::{EventKind, Workflow};
 
 /// The longest wait between two read-backs of an exchange.
 const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+
+/// Confirmations after which a payout is no longer followed.
+const DEEP_ENOUGH: u64 = 6;
 
 /// How many addresses past the expected one a payout address is looked for.
 const ADDRESS_WINDOW: u32 = 20;
@@ -41,6 +46,8 @@ pub struct Processor {
     pub wake: Arc<Notify>,
     pub wake_runner: Arc<Notify>,
     pub wake_outbox: Arc<Notify>,
+    /// The explorer of each workflow's payout wallet, where one is configured.
+    pub explorers: HashMap<String, Esplora>,
 }
 
 impl Processor {
@@ -58,6 +65,9 @@ impl Processor {
             if tokio::time::Instant::now() >= next_reconcile {
                 if let Err(err) = self.reconcile_once().await {
                     tracing::error!(%err, "reconciliation");
+                }
+                if let Err(err) = self.follow_payouts().await {
+                    tracing::error!(%err, "payout confirmations");
                 }
                 next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
             }
@@ -135,6 +145,54 @@ impl Processor {
                 Err(err) => {
                     tracing::warn!(exchange = %row.id, %err, "cannot read the exchange back; trying again later");
                     self.store.schedule_check(&row.id, next).await?;
+                }
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Looks up the depth of settled payouts through their wallet's explorer; returns how many
+    /// were looked up.
+    pub async fn follow_payouts(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let later = now
+            + chrono::Duration::from_std(self.reconcile_every())
+                .unwrap_or(chrono::Duration::minutes(10));
+        let due = self.store.payouts_to_confirm(now, 50).await?;
+        for row in &due {
+            let explorer = match &row.order_id {
+                Some(order) => self
+                    .store
+                    .order_by_id(order)
+                    .await?
+                    .and_then(|o| self.explorers.get(&o.workflow)),
+                None => None,
+            };
+            let txid = row
+                .exchange
+                .payout
+                .as_ref()
+                .and_then(|p| p["txid"].as_str());
+            let (Some(explorer), Some(txid)) = (explorer, txid) else {
+                // No explorer for this wallet: nothing to follow.
+                self.store.set_confirmations(&row.id, None, None).await?;
+                continue;
+            };
+            match explorer.confirmations(txid).await {
+                Ok(n) => {
+                    let deep = n >= DEEP_ENOUGH;
+                    self.store
+                        .set_confirmations(&row.id, Some(n as i64), (!deep).then_some(later))
+                        .await?;
+                    if deep {
+                        tracing::info!(exchange = %row.id, %txid, confirmations = n, "payout is deep enough");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(exchange = %row.id, %err, "cannot follow the payout now");
+                    self.store
+                        .set_confirmations(&row.id, None, Some(later))
+                        .await?;
                 }
             }
         }

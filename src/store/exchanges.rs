@@ -44,6 +44,8 @@ pub struct ExchangeRow {
     pub updated_at: DateTime<Utc>,
     pub next_check_at: Option<DateTime<Utc>>,
     pub check_count: i64,
+    /// Confirmations of the on-chain payout, when followed through an explorer.
+    pub confirmations: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,8 +73,7 @@ pub struct Applied {
     pub new_event: bool,
 }
 
-const COLUMNS: &str =
-    "id, order_id, state, raw_json, first_seen_at, updated_at, next_check_at, check_count";
+const COLUMNS: &str = "id, order_id, state, raw_json, first_seen_at, updated_at, next_check_at, check_count, confirmations";
 
 fn exchange_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExchangeRow, StoreError> {
     let raw: String = row.try_get("raw_json")?;
@@ -89,6 +90,7 @@ fn exchange_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExchangeRow, StoreError
             .try_get::<Option<i64>, _>("next_check_at")?
             .map(from_millis),
         check_count: row.try_get("check_count")?,
+        confirmations: row.try_get("confirmations")?,
     })
 }
 
@@ -130,17 +132,24 @@ impl Store {
             } else {
                 next_check.map(|t| t.timestamp_millis())
             };
+            // An on-chain payout is followed to its confirmations, where an explorer is configured.
+            let confirm_next = exchange
+                .payout
+                .as_ref()
+                .is_some_and(|p| p["txid"].is_string() && p["bitcoin_address"].is_string())
+                .then_some(now_ms);
             sqlx::query(
                 "INSERT INTO exchanges (id, order_id, state, pair, cost, amount, rate, fee, payout_json, reason_json, action_json,
-                                        raw_json, first_seen_at, updated_at, next_check_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)
+                                        raw_json, first_seen_at, updated_at, next_check_at, confirm_next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, order_id),
                      pair = COALESCE(excluded.pair, pair), cost = COALESCE(excluded.cost, cost),
                      amount = COALESCE(excluded.amount, amount), rate = COALESCE(excluded.rate, rate),
                      fee = COALESCE(excluded.fee, fee), payout_json = excluded.payout_json,
                      reason_json = excluded.reason_json, action_json = excluded.action_json,
                      raw_json = excluded.raw_json, updated_at = excluded.updated_at,
-                     next_check_at = excluded.next_check_at, check_count = 0",
+                     next_check_at = excluded.next_check_at, check_count = 0,
+                     confirm_next_at = COALESCE(excluded.confirm_next_at, confirm_next_at)",
             )
             .bind(&exchange.id)
             .bind(&exchange.order_id)
@@ -156,6 +165,7 @@ impl Store {
             .bind(&raw)
             .bind(now_ms)
             .bind(next)
+            .bind(confirm_next)
             .execute(&mut *tx)
             .await?;
         }
@@ -270,6 +280,41 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Settled exchanges whose payout transaction is due to be looked up.
+    pub async fn payouts_to_confirm(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<ExchangeRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM exchanges WHERE confirm_next_at IS NOT NULL AND confirm_next_at <= ?1
+             ORDER BY confirm_next_at LIMIT ?2"
+        ))
+        .bind(now.timestamp_millis())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(exchange_row).collect()
+    }
+
+    /// Records a payout's depth; `next` is when to look again (none: deep enough, or no explorer).
+    pub async fn set_confirmations(
+        &self,
+        id: &str,
+        confirmations: Option<i64>,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE exchanges SET confirmations = COALESCE(?1, confirmations), confirm_next_at = ?2 WHERE id = ?3")
+            .bind(confirmations)
+            .bind(next.map(|t| t.timestamp_millis()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! Only public keys ever enter satflow; this module must never ask for, accept or store a
 //! private key or seed.
 
+pub mod esplora;
 mod keys;
 pub mod proof;
 

@@ -3,6 +3,7 @@
 
 mod check;
 mod engine;
+mod esplora;
 mod helpers;
 mod order_setup;
 mod plan;

@@ -361,11 +361,17 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
     })
     .await;
     let wallet = TestWallet::new();
+    let esplora = super::esplora::Esplora::start().await;
+    {
+        let mut chain = esplora.chain.lock().unwrap();
+        chain.tip = 800_005;
+        chain.default_height = Some(800_000);
+    }
     let pocket = format!("http://{addr}");
     let d = Daemon::start(
         &pocket,
         listen,
-        &format!("wallets:\n  cold: {{ xpub: {} }}\n", wallet.zpub),
+        &format!("wallets:\n  cold: {{ xpub: {}, esplora_url: \"{}\" }}\n", wallet.zpub, esplora.url),
         &[(
             "dca",
             "steps:\n  - uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
@@ -447,6 +453,13 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
             .any(|ev| ev["event"] == "exchange.settled" && ev["source"] == "reconcile"),
         "{e:#}"
     );
+    // The payout is followed through the wallet's explorer: tip 800005, mined at 800000.
+    eventually(
+        Duration::from_secs(10),
+        "the payout's confirmations",
+        || d.exchange(&id).is_some_and(|e| e["confirmations"] == 6),
+    )
+    .await;
 
     // A payout to an address that is not the order's raises the urgent alert; a good one does not.
     control(
