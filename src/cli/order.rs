@@ -13,6 +13,7 @@ use chrono::Utc;
 
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
 use crate::config::{Config, InvoiceSource};
+use crate::lightning::node::Node;
 use crate::lightning::signmessage::verify_node_signature;
 use crate::pocket::payment::{PaymentInstructions, qr_png, qr_terminal};
 use crate::pocket::types::{Challenge, NewBuyOrder, NewPayout};
@@ -159,7 +160,7 @@ async fn setup(config: &Config, workflows: &[Workflow], args: &SetupArgs) -> Res
             workflow.name, existing.id
         )));
     }
-    let target = target(config, declared)?;
+    let target = target(config, declared).await?;
 
     // A challenge kept by an earlier --message-only, if it is still usable; else a new one.
     let now = Utc::now();
@@ -187,9 +188,17 @@ async fn setup(config: &Config, workflows: &[Workflow], args: &SetupArgs) -> Res
         println!("{message}");
         return Ok(());
     }
-    let signature = match &args.signature {
-        Some(s) => s.trim().to_string(),
-        None => prompt(&target, &challenge, &workflow.name)?,
+    let signature = match (&args.signature, node_signer(config, declared)) {
+        (Some(s), _) => s.trim().to_string(),
+        // A configured LND or Core Lightning node signs by itself: nobody needs to paste anything.
+        (None, Some((name, node))) => {
+            println!("Asking lightning.{name} to sign the message {message:?}");
+            node.sign_message(&message).await.map_err(|e| Refused {
+                message: format!("lightning.{name} could not sign: {e}"),
+                user: false,
+            })?
+        }
+        (None, None) => prompt(&target, &challenge, &workflow.name)?,
     };
 
     // Verified here first: a refusal by Pocket would cost the challenge.
@@ -282,6 +291,18 @@ async fn setup(config: &Config, workflows: &[Workflow], args: &SetupArgs) -> Res
     Ok(())
 }
 
+/// The node that can sign for a Lightning order by itself (LND or Core Lightning).
+fn node_signer(config: &Config, declared: &PocketOrder) -> Option<(String, Node)> {
+    let Payout::Lightning { node, .. } = &declared.payout else {
+        return None;
+    };
+    let settings = config.lightning.get(node)?;
+    if matches!(settings.source, InvoiceSource::LightningAddress(_)) {
+        return None;
+    }
+    Node::from_config(settings).ok().map(|n| (node.clone(), n))
+}
+
 fn literal<T: Clone>(param: &Param<T>, field: &str) -> Result<T, Refused> {
     match param {
         Param::Value(v) => Ok(v.clone()),
@@ -291,7 +312,7 @@ fn literal<T: Clone>(param: &Param<T>, field: &str) -> Result<T, Refused> {
     }
 }
 
-fn target(config: &Config, declared: &PocketOrder) -> Result<Target, Refused> {
+async fn target(config: &Config, declared: &PocketOrder) -> Result<Target, Refused> {
     match &declared.payout {
         Payout::Wallet {
             wallet,
@@ -326,11 +347,18 @@ fn target(config: &Config, declared: &PocketOrder) -> Result<Target, Refused> {
             lightning_address,
         } => {
             let n = &config.lightning[node];
-            let node_pubkey = n.node_pubkey.ok_or_else(|| {
-                user(format!(
-                    "lightning.{node} has no node_pubkey; set it (reading it from the node comes with the Lightning integration)"
-                ))
-            })?;
+            let node_pubkey = match n.node_pubkey {
+                Some(key) => key,
+                // Read from the node itself when satflow.yaml does not state it.
+                None => Node::from_config(n)
+                    .map_err(|e| user(format!("lightning.{node}: {e}")))?
+                    .pubkey()
+                    .await
+                    .map_err(|e| Refused {
+                        message: format!("lightning.{node} has no node_pubkey and the node cannot tell it: {e}; set node_pubkey"),
+                        user: false,
+                    })?,
+            };
             let lightning_address = lightning_address.clone().or_else(|| match &n.source {
                 InvoiceSource::LightningAddress(a) => Some(a.clone()),
                 _ => None,

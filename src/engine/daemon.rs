@@ -222,7 +222,11 @@ pub fn workers(
     let wake_runner = Arc::new(Notify::new());
     let dispatcher = Arc::new(Dispatcher {
         store: store.clone(),
-        handlers: Handlers::new(sender, config.pocket.as_ref().map(PocketClient::new)),
+        handlers: Handlers::new(
+            sender,
+            config.pocket.as_ref().map(PocketClient::new),
+            Some(Arc::clone(config)),
+        ),
         clock: Arc::clone(&clock),
         config: config.outbox,
         lease,

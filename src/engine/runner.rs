@@ -345,6 +345,18 @@ impl Runner {
                     effects: vec![item],
                 }
             }
+            Action::PocketPayout(payout) => {
+                crate::pocket::payout::prepare(
+                    &self.store,
+                    &self.config,
+                    &self.workflows,
+                    run,
+                    payout,
+                    key,
+                    &step.id,
+                )
+                .await
+            }
             Action::PocketOrder(declared) => {
                 let Some(client) = &self.pocket else {
                     return StepOutcome::failed("satflow.yaml has no `pocket` section");

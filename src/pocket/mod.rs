@@ -4,6 +4,7 @@
 pub mod action;
 pub mod client;
 pub mod payment;
+pub mod payout;
 pub mod sandbox;
 pub mod types;
 pub mod webhook;

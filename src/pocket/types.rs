@@ -361,7 +361,8 @@ pub fn money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Erro
     }
 }
 
-fn parse_decimal(text: &str) -> Result<Decimal, String> {
+/// A decimal from a JSON number's or string's text, plain or in scientific notation.
+pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
     Decimal::from_str_exact(text)
         .or_else(|_| Decimal::from_scientific(text))
         .map_err(|_| format!("\"{text}\" is not an amount"))

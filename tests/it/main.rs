@@ -5,6 +5,8 @@ mod check;
 mod engine;
 mod esplora;
 mod helpers;
+mod lightning;
+mod lnnode;
 mod order_setup;
 mod plan;
 mod pocket;

@@ -3,20 +3,29 @@
 pub mod email;
 pub mod http;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::HandlerError;
-use crate::pocket::{PocketClient, action};
+use crate::config::Config;
+use crate::pocket::{PocketClient, action, payout};
 use crate::store::ItemRow;
 
 pub struct Handlers {
     pub http: reqwest::Client,
     pub email: Option<email::EmailSender>,
     pub pocket: Option<PocketClient>,
+    /// For handlers that reach the user's own services (Lightning nodes).
+    pub config: Option<Arc<Config>>,
 }
 
 impl Handlers {
-    pub fn new(email: Option<email::EmailSender>, pocket: Option<PocketClient>) -> Self {
+    pub fn new(
+        email: Option<email::EmailSender>,
+        pocket: Option<PocketClient>,
+        config: Option<Arc<Config>>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -26,7 +35,16 @@ impl Handlers {
             http,
             email,
             pocket,
+            config,
         }
+    }
+
+    fn pocket(&self) -> Result<&PocketClient, HandlerError> {
+        self.pocket.as_ref().ok_or_else(|| {
+            HandlerError::permanent(
+                "satflow.yaml has no `pocket` section any more, so Pocket cannot be called",
+            )
+        })
     }
 
     /// Carries out one item. Returns what the effect produced (a step's output).
@@ -39,12 +57,13 @@ impl Handlers {
                     "satflow.yaml has no `email` section any more, so this email cannot be sent",
                 )),
             },
-            action::PATCH_KIND => match &self.pocket {
-                Some(client) => action::patch(client, &item.payload).await,
-                None => Err(HandlerError::permanent(
-                    "satflow.yaml has no `pocket` section any more, so the order cannot be patched",
-                )),
-            },
+            action::PATCH_KIND => action::patch(self.pocket()?, &item.payload).await,
+            payout::KIND => {
+                let config = self.config.as_ref().ok_or_else(|| {
+                    HandlerError::permanent("no configuration to reach the Lightning node")
+                })?;
+                payout::pay_out(self.pocket()?, config, &item.payload).await
+            }
             other => Err(HandlerError::permanent(format!(
                 "this version of satflow has no handler for outbox items of kind `{other}`"
             ))),
@@ -52,10 +71,12 @@ impl Handlers {
     }
 
     /// Reads back whether an item whose last attempt has an unknown outcome took effect.
-    /// `None`: the kind cannot tell, and sending again is safe because the receiver sees the
-    /// same idempotency key (HTTP) or the same Message-ID and file name (email). Kinds whose
-    /// provider can be asked (a Pocket exchange, a withdrawal) answer here.
-    pub async fn reconcile(&self, _item: &ItemRow) -> Option<Result<Value, HandlerError>> {
-        None
+    /// `None`: sending again is safe — HTTP deliveries carry the same idempotency key, emails
+    /// the same Message-ID and file name, order patches set the same values.
+    pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
+        match item.kind.as_str() {
+            payout::KIND => payout::reconcile(self.pocket.as_ref()?, &item.payload).await,
+            _ => None,
+        }
     }
 }

@@ -1,0 +1,339 @@
+//! The `pocket.payout` action: when an exchange of a Lightning order executes, pay it out to the
+//! user's own node — an invoice from the node, checked, then `PATCH /v1/exchanges/{id}`; or,
+//! when the node lacks inbound liquidity and the workflow allows it, a channel.
+//!
+//! The step only queues the payout; the outbox handler gets the invoice, so every retry asks the
+//! node for a fresh one. Pocket's answers decide what happens next (`react`): done, try again
+//! with a new invoice, fall back from channel to invoice, or stop for a human (a dead item, whose
+//! alert names the reason).
+//!
+//! Amount rule: Pocket pays the exchange's whole `amount` (BTC × 10^11 msat); when the executed
+//! payload carries a `payout_fee` (BTC), that is deducted first. No public source shows such a
+//! field, so this is where to correct it.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bitcoin::Network;
+use bitcoin::secp256k1::PublicKey;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::client::{PocketClient, PocketError};
+use super::types::{ApiCode, ExchangePayout, ExchangeState};
+use crate::config::Config;
+use crate::domain::Btc;
+use crate::engine::runner::StepOutcome;
+use crate::lightning::invoice::{Expected, verify};
+use crate::lightning::node::{Node, NodeError};
+use crate::outbox::HandlerError;
+use crate::store::{NewItem, RunRow, Store};
+use crate::workflow::actions::{Payout, PocketPayout};
+use crate::workflow::{Action, Workflow};
+
+/// The outbox kind of a payout.
+pub const KIND: &str = "pocket.payout";
+
+/// How long an invoice must still be valid when it is handed to Pocket.
+const MIN_VALIDITY: Duration = Duration::from_secs(10 * 60);
+
+/// How long the invoices asked of the node are valid.
+const INVOICE_EXPIRY: Duration = Duration::from_secs(60 * 60);
+
+/// What an answer of Pocket to a payout patch means for satflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaction {
+    /// The payout happens or happened (`in_progress`, `already_completed`).
+    Done,
+    /// The invoice was not usable any more: ask the node for a fresh one and try again.
+    FreshInvoice,
+    /// A channel is not possible: pay by invoice instead.
+    FallBackToInvoice,
+    /// Pocket could not reach the node: try again later.
+    RetryLater,
+    /// Something only a person can fix (wrong node, wrong network, a bad invoice, no address).
+    Human,
+}
+
+pub fn react(code: &ApiCode) -> Reaction {
+    match code {
+        ApiCode::InProgress | ApiCode::AlreadyCompleted => Reaction::Done,
+        ApiCode::InvoiceExpired | ApiCode::InvoiceAmount => Reaction::FreshInvoice,
+        ApiCode::ChannelPayoutNotAllowed => Reaction::FallBackToInvoice,
+        ApiCode::Connect => Reaction::RetryLater,
+        ApiCode::UnexpectedNodePubkey
+        | ApiCode::InvoiceNetwork
+        | ApiCode::InvalidInvoice
+        | ApiCode::NodeAddressRequired
+        | ApiCode::Other(_) => Reaction::Human,
+    }
+}
+
+/// The step: decides whether the event's exchange is paid out by Lightning, and queues it.
+pub async fn prepare(
+    store: &Store,
+    config: &Config,
+    workflows: &BTreeMap<String, Workflow>,
+    run: &RunRow,
+    step: &PocketPayout,
+    key: String,
+    step_id: &str,
+) -> StepOutcome {
+    let Some(event) = &run.event else {
+        return StepOutcome::failed(
+            "pocket.payout pays out an exchange: run it on `exchange.executed` events",
+        );
+    };
+    let (Some(exchange_id), Some(order_id)) =
+        (event["exchange_id"].as_str(), event["order_id"].as_str())
+    else {
+        return StepOutcome::failed("the event names no exchange and order");
+    };
+    let not_lightning = || {
+        StepOutcome::succeeded(
+            json!({ "method": "none", "invoice": null, "amount_msat": null, "patched": false }),
+            Vec::new(),
+        )
+    };
+    let order = match store.order_by_id(order_id).await {
+        Ok(Some(order)) => order,
+        Ok(None) => return not_lightning(), // an order satflow did not make
+        Err(e) => return StepOutcome::failed(e.to_string()),
+    };
+    if order.payout_kind != "lightning" {
+        return not_lightning();
+    }
+    let Some(node_pubkey) = order.order.payout_method["node_pubkey"].as_str() else {
+        return StepOutcome::failed(format!(
+            "order {order_id} pays out by Lightning but names no node_pubkey"
+        ));
+    };
+    // The node: the step's, else the one the order's workflow declares.
+    let declared = workflows.get(&order.workflow).and_then(|w| {
+        w.steps.iter().find_map(|s| match &s.action {
+            Action::PocketOrder(o) => match &o.payout {
+                Payout::Lightning { node, .. } => Some(node.clone()),
+                Payout::Wallet { .. } => None,
+            },
+            _ => None,
+        })
+    });
+    let Some(node) = step.node.clone().or(declared) else {
+        return StepOutcome::failed(format!(
+            "no Lightning node to pay exchange {exchange_id} out to: set `node:` on the step"
+        ));
+    };
+    let amount = match payout_amount(event) {
+        Ok(msat) => msat,
+        Err(e) => return StepOutcome::failed(e),
+    };
+    let node_address = step.node_address.clone().or_else(|| {
+        config
+            .lightning
+            .get(&node)
+            .and_then(|n| n.node_address.clone())
+    });
+    StepOutcome::waiting(NewItem {
+        kind: KIND.into(),
+        key,
+        payload: json!({
+            "exchange_id": exchange_id,
+            "node": node,
+            "node_pubkey": node_pubkey,
+            "amount_msat": amount,
+            "channel_fallback": step.channel_fallback,
+            "node_address": node_address,
+        }),
+        run: Some((run.id, step_id.to_string())),
+    })
+}
+
+/// The amount Pocket pays out for the exchange in `event`, in msat (see the module's rule).
+pub fn payout_amount(event: &Value) -> Result<u64, String> {
+    let amount = event["amount"]
+        .as_str()
+        .ok_or("the executed exchange carries no amount")?;
+    let amount = Btc::from_str(amount).map_err(|e| e.to_string())?;
+    let fee = match &event["exchange"]["payout_fee"] {
+        Value::Null => Decimal::ZERO,
+        v => super::types::parse_decimal(v.to_string().trim_matches('"'))
+            .map_err(|e| format!("payout_fee: {e}"))?,
+    };
+    let net = Btc::new(amount.value() - fee)
+        .map_err(|e| format!("the payout fee exceeds the amount: {e}"))?;
+    Ok(net.msat())
+}
+
+/// The outbox handler: invoice (or channel) → PATCH → Pocket's answer.
+pub async fn pay_out(
+    client: &PocketClient,
+    config: &Config,
+    payload: &Value,
+) -> Result<Value, HandlerError> {
+    let field = |name: &str| {
+        payload[name]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| HandlerError::permanent(format!("the item has no {name}")))
+    };
+    let exchange_id = field("exchange_id")?;
+    let node_name = field("node")?;
+    let payee = PublicKey::from_str(&field("node_pubkey")?)
+        .map_err(|e| HandlerError::permanent(e.to_string()))?;
+    let amount_msat = payload["amount_msat"]
+        .as_u64()
+        .ok_or_else(|| HandlerError::permanent("the item has no amount"))?;
+    let settings = config.lightning.get(&node_name).ok_or_else(|| {
+        HandlerError::permanent(format!(
+            "lightning.{node_name} is no longer in satflow.yaml"
+        ))
+    })?;
+    let node = Node::from_config(settings).map_err(|e| HandlerError::permanent(e.to_string()))?;
+
+    if payload["channel_fallback"] == true
+        && let Some(inbound) = node.inbound_msat().await.map_err(node_error)?
+        && inbound < amount_msat
+    {
+        let address = payload["node_address"].as_str().ok_or_else(|| {
+            HandlerError::permanent(format!(
+                "the node can receive only {inbound} msat of {amount_msat}, and a channel payout needs its address: set lightning.{node_name}.node_address"
+            ))
+        })?;
+        match client
+            .patch_exchange(&exchange_id, &ExchangePayout::Channel(address.to_string()))
+            .await
+        {
+            Ok(_) => {
+                return Ok(
+                    json!({ "method": "channel", "invoice": null, "amount_msat": amount_msat, "patched": true }),
+                );
+            }
+            Err(e) => match e.code().map(react) {
+                Some(Reaction::FallBackToInvoice) => {
+                    tracing::info!(exchange = %exchange_id, "Pocket will not open a channel; paying by invoice");
+                }
+                _ => return Err(answer_error(e)),
+            },
+        }
+    }
+
+    let invoice = node
+        .invoice(
+            amount_msat,
+            &format!("satflow: Pocket exchange {exchange_id}"),
+            INVOICE_EXPIRY,
+        )
+        .await
+        .map_err(node_error)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let expected = Expected {
+        amount_msat,
+        network: Network::Bitcoin,
+        payee: Some(payee),
+        min_validity: MIN_VALIDITY,
+        description_hash: invoice.description_hash,
+    };
+    verify(&invoice.bolt11, &expected, now).map_err(|e| {
+        HandlerError::permanent(format!(
+            "the invoice from lightning.{node_name} was refused before sending it to Pocket: {e}"
+        ))
+    })?;
+    match client
+        .patch_exchange(
+            &exchange_id,
+            &ExchangePayout::Invoice(invoice.bolt11.clone()),
+        )
+        .await
+    {
+        Ok(_) => Ok(
+            json!({ "method": "invoice", "invoice": invoice.bolt11, "amount_msat": amount_msat, "patched": true }),
+        ),
+        Err(e) => match e.code().map(react) {
+            Some(Reaction::Done) => Ok(
+                json!({ "method": "invoice", "invoice": null, "amount_msat": amount_msat, "patched": false }),
+            ),
+            _ => Err(answer_error(e)),
+        },
+    }
+}
+
+/// After an attempt whose outcome is unknown: a payout Pocket already has is done; otherwise
+/// a new attempt (with a fresh invoice) is safe, because Pocket pays an exchange once.
+pub async fn reconcile(
+    client: &PocketClient,
+    payload: &Value,
+) -> Option<Result<Value, HandlerError>> {
+    let id = payload["exchange_id"].as_str()?;
+    match client.get_exchange(id).await {
+        Ok(e) if e.state() == ExchangeState::Settled => Some(Ok(json!({
+            "method": e.payout.as_ref().and_then(|p| p["type"].as_str()).unwrap_or("invoice"),
+            "invoice": e.payout.as_ref().and_then(|p| p["invoice"].as_str()),
+            "amount_msat": payload["amount_msat"],
+            "patched": true,
+        }))),
+        _ => None,
+    }
+}
+
+/// Pocket's refusal, as the outbox should treat it.
+fn answer_error(e: PocketError) -> HandlerError {
+    match e.code().map(react) {
+        Some(Reaction::FreshInvoice | Reaction::RetryLater) => HandlerError::Transient {
+            message: e.to_string(),
+            retry_after: None,
+            http_status: e.status(),
+        },
+        Some(Reaction::Human) => HandlerError::Permanent {
+            message: format!("{e}; this needs you: check the node and the order"),
+            http_status: e.status(),
+        },
+        _ => super::action::classify(e),
+    }
+}
+
+fn node_error(e: NodeError) -> HandlerError {
+    match e {
+        NodeError::Unreachable { .. } => HandlerError::transient(e.to_string()),
+        NodeError::Refused { status, .. } if status >= 500 || status == 429 => {
+            HandlerError::transient(e.to_string())
+        }
+        other => HandlerError::permanent(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_answer_has_its_reaction() {
+        use ApiCode::*;
+        for (code, reaction) in [
+            (InProgress, Reaction::Done),
+            (AlreadyCompleted, Reaction::Done),
+            (InvoiceExpired, Reaction::FreshInvoice),
+            (InvoiceAmount, Reaction::FreshInvoice),
+            (UnexpectedNodePubkey, Reaction::Human),
+            (InvoiceNetwork, Reaction::Human),
+            (InvalidInvoice, Reaction::Human),
+            (ChannelPayoutNotAllowed, Reaction::FallBackToInvoice),
+            (NodeAddressRequired, Reaction::Human),
+            (Connect, Reaction::RetryLater),
+            (Other("new".into()), Reaction::Human),
+        ] {
+            assert_eq!(react(&code), reaction, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn the_payout_is_the_whole_amount_less_a_stated_payout_fee() {
+        let event = json!({ "amount": "0.00494000", "exchange": {} });
+        assert_eq!(payout_amount(&event).unwrap(), 494_000_000);
+        let event = json!({ "amount": "0.00494000", "exchange": { "payout_fee": 0.00000100 } });
+        assert_eq!(payout_amount(&event).unwrap(), 493_900_000);
+        assert!(payout_amount(&json!({ "exchange": {} })).is_err());
+    }
+}

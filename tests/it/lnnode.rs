@@ -1,0 +1,331 @@
+//! Lightning stand-ins on loopback: an LND REST node over HTTPS with its own self-signed
+//! certificate (satflow must pin it), a Core Lightning `clnrest`, and an LNURL-pay server. Each
+//! signs real BOLT11 invoices with its own node key through the lightning-invoice builder, and
+//! can be told to hand out a bad one.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use lightning_invoice::Currency;
+use satflow::lightning::signmessage::sign_node_message;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::pocket::invoice;
+
+/// What the node's next invoices look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Good,
+    WrongAmount,
+    WrongNetwork,
+    WrongPayee,
+    Expired,
+}
+
+pub struct NodeState {
+    pub key: SecretKey,
+    pub mode: Mode,
+    /// Receivable over the node's channels, msat.
+    pub inbound_msat: u64,
+    pub invoices: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct StandIn {
+    pub url: String,
+    pub state: Arc<Mutex<NodeState>>,
+    /// LND: the PEM of its tls.cert and the macaroon (raw bytes) it wants.
+    pub cert_pem: String,
+    pub macaroon: Vec<u8>,
+}
+
+impl StandIn {
+    pub fn pubkey(&self) -> PublicKey {
+        PublicKey::from_secret_key(&Secp256k1::new(), &self.state.lock().unwrap().key)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = mode;
+    }
+}
+
+fn new_state(seed: u8) -> Arc<Mutex<NodeState>> {
+    Arc::new(Mutex::new(NodeState {
+        key: SecretKey::from_slice(&[seed; 32]).unwrap(),
+        mode: Mode::Good,
+        inbound_msat: u64::MAX,
+        invoices: Vec::new(),
+    }))
+}
+
+/// An invoice as the node would make it now, bent by its mode.
+fn make_invoice(state: &Arc<Mutex<NodeState>>, msat: u64) -> String {
+    let mut s = state.lock().unwrap();
+    let stranger = SecretKey::from_slice(&[0x42; 32]).unwrap();
+    let hour = Duration::from_secs(3600);
+    let now = SystemTime::now();
+    let pr = match s.mode {
+        Mode::Good => invoice(&s.key, Currency::Bitcoin, msat, now, hour),
+        Mode::WrongAmount => invoice(&s.key, Currency::Bitcoin, msat + 1000, now, hour),
+        Mode::WrongNetwork => invoice(&s.key, Currency::Regtest, msat, now, hour),
+        Mode::WrongPayee => invoice(&stranger, Currency::Bitcoin, msat, now, hour),
+        Mode::Expired => invoice(&s.key, Currency::Bitcoin, msat, now - 2 * hour, hour),
+    };
+    s.invoices.push(pr.clone());
+    pr
+}
+
+/// A TLS listener for axum, with the stand-in's certificate.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// LND's REST API over HTTPS with a fresh self-signed certificate.
+pub async fn lnd() -> StandIn {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let cert_der = certified.cert.der().clone();
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .unwrap();
+    let state = new_state(9);
+    let macaroon = b"\x02\x01\x03lnd-macaroon-for-tests".to_vec();
+    let hex: String = macaroon.iter().map(|b| format!("{b:02x}")).collect();
+    let app = Router::new()
+        .route("/v1/getinfo", get(lnd_getinfo))
+        .route("/v1/invoices", post(lnd_invoice))
+        .route("/v1/signmessage", post(lnd_sign))
+        .route("/v1/balance/channels", get(lnd_channels))
+        .with_state((Arc::clone(&state), hex));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", tcp.local_addr().unwrap());
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    StandIn {
+        url,
+        state,
+        cert_pem,
+        macaroon,
+    }
+}
+
+type Lnd = State<(Arc<Mutex<NodeState>>, String)>;
+
+fn macaroon_ok(headers: &HeaderMap, hex: &str) -> bool {
+    headers
+        .get("grpc-metadata-macaroon")
+        .and_then(|v| v.to_str().ok())
+        == Some(hex)
+}
+
+fn denied() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "code": 2, "message": "verification failed: signature mismatch" })),
+    )
+        .into_response()
+}
+
+async fn lnd_getinfo(State((state, hex)): Lnd, headers: HeaderMap) -> Response {
+    if !macaroon_ok(&headers, &hex) {
+        return denied();
+    }
+    let key = state.lock().unwrap().key;
+    Json(json!({ "identity_pubkey": PublicKey::from_secret_key(&Secp256k1::new(), &key).to_string(), "alias": "stand-in" })).into_response()
+}
+
+async fn lnd_invoice(
+    State((state, hex)): Lnd,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !macaroon_ok(&headers, &hex) {
+        return denied();
+    }
+    let msat: u64 = body["value_msat"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pr = make_invoice(&state, msat);
+    Json(json!({ "r_hash": "AA==", "payment_request": pr, "add_index": "1" })).into_response()
+}
+
+async fn lnd_sign(
+    State((state, hex)): Lnd,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    use bitcoin::base64::Engine;
+    if !macaroon_ok(&headers, &hex) {
+        return denied();
+    }
+    let msg = bitcoin::base64::engine::general_purpose::STANDARD
+        .decode(body["msg"].as_str().unwrap_or_default())
+        .unwrap();
+    let key = state.lock().unwrap().key;
+    Json(json!({ "signature": sign_node_message(&key, &String::from_utf8(msg).unwrap()) }))
+        .into_response()
+}
+
+async fn lnd_channels(State((state, hex)): Lnd, headers: HeaderMap) -> Response {
+    if !macaroon_ok(&headers, &hex) {
+        return denied();
+    }
+    let inbound = state.lock().unwrap().inbound_msat;
+    Json(json!({ "remote_balance": { "sat": (inbound / 1000).to_string(), "msat": inbound.to_string() } })).into_response()
+}
+
+/// Core Lightning's `clnrest` (plain HTTP on loopback), wanting `rune`.
+pub async fn cln(rune: &str) -> StandIn {
+    let state = new_state(10);
+    let app = Router::new()
+        .route("/v1/getinfo", post(cln_getinfo))
+        .route("/v1/invoice", post(cln_invoice))
+        .route("/v1/signmessage", post(cln_sign))
+        .with_state((Arc::clone(&state), rune.to_string()));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", tcp.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
+    StandIn {
+        url,
+        state,
+        cert_pem: String::new(),
+        macaroon: Vec::new(),
+    }
+}
+
+fn rune_ok(headers: &HeaderMap, rune: &str) -> bool {
+    headers.get("rune").and_then(|v| v.to_str().ok()) == Some(rune)
+}
+
+async fn cln_getinfo(State((state, rune)): Lnd, headers: HeaderMap) -> Response {
+    if !rune_ok(&headers, &rune) {
+        return denied();
+    }
+    let key = state.lock().unwrap().key;
+    Json(json!({ "id": PublicKey::from_secret_key(&Secp256k1::new(), &key).to_string() }))
+        .into_response()
+}
+
+async fn cln_invoice(
+    State((state, rune)): Lnd,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !rune_ok(&headers, &rune) {
+        return denied();
+    }
+    assert!(body["label"].is_string(), "clnrest needs a label");
+    let pr = make_invoice(&state, body["amount_msat"].as_u64().unwrap_or(0));
+    Json(json!({ "bolt11": pr, "payment_hash": "00", "expires_at": 0 })).into_response()
+}
+
+async fn cln_sign(
+    State((state, rune)): Lnd,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !rune_ok(&headers, &rune) {
+        return denied();
+    }
+    let key = state.lock().unwrap().key;
+    let zbase = sign_node_message(&key, body["message"].as_str().unwrap_or_default());
+    Json(json!({ "signature": "00", "recid": "00", "zbase": zbase })).into_response()
+}
+
+/// An LNURL-pay server for `user@127.0.0.1:PORT`: invoices carry the hash of its metadata.
+pub async fn lnurl(user: &'static str) -> (StandIn, String) {
+    let state = new_state(11);
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let app = Router::new()
+        .route("/.well-known/lnurlp/{user}", get(lnurl_params))
+        .route("/lnurl/callback", get(lnurl_callback))
+        .with_state((Arc::clone(&state), addr.to_string()));
+    tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
+    let stand_in = StandIn {
+        url: format!("http://{addr}"),
+        state,
+        cert_pem: String::new(),
+        macaroon: Vec::new(),
+    };
+    (stand_in, format!("{user}@{addr}"))
+}
+
+const METADATA: &str =
+    r#"[["text/plain","Sats for stacker"],["text/identifier","stacker@example"]]"#;
+
+async fn lnurl_params(State((_, addr)): Lnd, Path(user): Path<String>) -> Json<Value> {
+    if user != "stacker" {
+        return Json(json!({ "status": "ERROR", "reason": "unknown user" }));
+    }
+    Json(json!({
+        "tag": "payRequest",
+        "callback": format!("http://{addr}/lnurl/callback?user={user}"),
+        "minSendable": 1000,
+        "maxSendable": 10_000_000_000u64,
+        "metadata": METADATA,
+    }))
+}
+
+async fn lnurl_callback(
+    State((state, _)): Lnd,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let msat: u64 = q.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let s = state.lock().unwrap();
+    let hash =
+        bitcoin::hashes::sha256::Hash::from_byte_array(Sha256::digest(METADATA.as_bytes()).into());
+    let secp = Secp256k1::new();
+    let pr = lightning_invoice::InvoiceBuilder::new(Currency::Bitcoin)
+        .description_hash(hash)
+        .payment_hash(bitcoin::hashes::sha256::Hash::from_byte_array([1; 32]))
+        .payment_secret(lightning_invoice::PaymentSecret([2; 32]))
+        .current_timestamp()
+        .expiry_time(Duration::from_secs(3600))
+        .min_final_cltv_expiry_delta(144)
+        .amount_milli_satoshis(msat)
+        .build_signed(|h| secp.sign_ecdsa_recoverable(h, &s.key))
+        .unwrap()
+        .to_string();
+    Json(json!({ "pr": pr, "routes": [] }))
+}
