@@ -8,4 +8,5 @@
 pub mod invoice;
 pub mod node;
 pub mod signmessage;
+pub mod standin;
 pub mod tls;

@@ -115,6 +115,22 @@ impl Store {
         Ok(())
     }
 
+    /// When the webhook `event` of `exchange_id` arrived.
+    pub async fn webhook_received_at(
+        &self,
+        exchange_id: &str,
+        event: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT received_at FROM webhook_inbox WHERE exchange_id = ?1 AND event = ?2",
+        )
+        .bind(exchange_id)
+        .bind(event)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(at.map(from_millis))
+    }
+
     /// `(pending, unrecognized, failed)` counts, for status and health.
     pub async fn inbox_backlog(&self) -> Result<(i64, i64, i64), StoreError> {
         let row = sqlx::query(
