@@ -91,27 +91,28 @@ pub async fn spawn(key: SecretKey, rune: &str) -> std::io::Result<StandIn> {
     })
 }
 
-fn authorised(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    match headers.get("rune").and_then(|v| v.to_str().ok()) {
-        Some(r) if r == shared.rune => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "code": 1501, "message": "Not authorized" })),
-        )
-            .into_response()),
-    }
+fn authorised(shared: &Shared, headers: &HeaderMap) -> bool {
+    headers.get("rune").and_then(|v| v.to_str().ok()) == Some(shared.rune.as_str())
+}
+
+fn denied() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "code": 1501, "message": "Not authorized" })),
+    )
+        .into_response()
 }
 
 async fn getinfo(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorised(&s, &headers) {
-        return r;
+    if !authorised(&s, &headers) {
+        return denied();
     }
     Json(json!({ "id": PublicKey::from_secret_key(&Secp256k1::new(), &s.key).to_string(), "alias": "satflow stand-in" })).into_response()
 }
 
 async fn invoice(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    if let Err(r) = authorised(&s, &headers) {
-        return r;
+    if !authorised(&s, &headers) {
+        return denied();
     }
     let msat = body["amount_msat"].as_u64().unwrap_or(0);
     let description = body["description"].as_str().unwrap_or("satflow");
@@ -129,8 +130,8 @@ async fn signmessage(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(r) = authorised(&s, &headers) {
-        return r;
+    if !authorised(&s, &headers) {
+        return denied();
     }
     let zbase = sign_node_message(&s.key, body["message"].as_str().unwrap_or_default());
     Json(json!({ "zbase": zbase })).into_response()
