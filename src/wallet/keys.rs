@@ -383,6 +383,54 @@ mod tests {
     }
 
     #[test]
+    fn bip44_and_bip86_accounts_derive_their_published_first_addresses() {
+        // Account 0 of the "abandon … about" test seed under m/44'/0'/0' and m/86'/0'/0'.
+        let bip44 = "xpub6BosfCnifzxcFwrSzQiqu2DBVTshkCXacvNsWGYJVVhhawA7d4R5WSWGFNbi8Aw6ZRc1brxMyWMzG3DSSSSoekkudhUd9yLb6qx39T9nMdj";
+        let key = WalletKey::from_extended(bip44, None).unwrap();
+        assert_eq!(
+            key.address_at(0, Network::Bitcoin).unwrap().to_string(),
+            "1LqBGSKuX5yYUonjxT5qGfpUsXKYYWeabA"
+        );
+        let bip86 = "tr([73c5da0a/86'/0'/0']xpub6BgBgsespWvERF3LHQu6CnqdvfEvtMcQjYrcRzx53QJjSxarj2afYWcLteoGVky7D3UKDP9QyrLprQ3VCECoY49yfdDEHGCtMMj92pReUsQ/0/*)";
+        let key = WalletKey::from_descriptor(bip86).unwrap();
+        assert_eq!(
+            key.address_at(0, Network::Bitcoin).unwrap().to_string(),
+            "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"
+        );
+    }
+
+    #[test]
+    fn the_test_accounts_come_from_the_published_test_seed() {
+        use bitcoin::bip32::Xpriv;
+        // BIP-39 seed of "abandon abandon … about" (PBKDF2-HMAC-SHA512, 2048 rounds, salt "mnemonic").
+        let seed_hex = "5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc19a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4";
+        let seed: Vec<u8> = (0..seed_hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&seed_hex[i..i + 2], 16).unwrap())
+            .collect();
+        let secp = bitcoin::secp256k1::Secp256k1::new();
+        let master = Xpriv::new_master(Network::Bitcoin, &seed).unwrap();
+        let account = |path: &str| {
+            Xpub::from_priv(
+                &secp,
+                &master
+                    .derive_priv(&secp, &DerivationPath::from_str(path).unwrap())
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            encode_extended(&account("m/84'/0'/0'"), ScriptType::P2wpkh),
+            ZPUB
+        );
+        assert_eq!(master.fingerprint(&secp).to_string(), "73c5da0a");
+        // The demo's third wallet is account 1 of the same seed.
+        assert_eq!(
+            encode_extended(&account("m/84'/0'/1'"), ScriptType::P2wpkh),
+            "zpub6rFR7y4Q2AijF6Gk1bofHLs1d66hKFamhXWdWBup1Em25wfabZqkDqvaieV63fDQFaYmaatCG7jVNUpUiM2hAMo6SAVHcrUpSnHDpNzucB7"
+        );
+    }
+
+    #[test]
     fn descriptor_form_gives_the_same_addresses() {
         let zpub = WalletKey::from_extended(ZPUB, None).unwrap();
         let desc = WalletKey::from_descriptor(&zpub.descriptor().to_string()).unwrap();
