@@ -5,6 +5,7 @@
 //! Commands print for people on stdout (or one JSON document with `--json`); logs go to stderr.
 //! Nothing below this layer prints or exits.
 
+mod addresses;
 mod check;
 mod exchanges;
 mod logging;
@@ -72,6 +73,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Pending and dead outbox items; retry or discard one
     Outbox(outbox::OutboxArgs),
+    /// A wallet's addresses by index with their state (fresh, reserved, used, by what)
+    Addresses(addresses::AddressesArgs),
     /// Exchanges with their state and payout, and the events each went through
     Exchanges(exchanges::ExchangesArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
@@ -117,6 +120,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&config_path, &args),
         Command::Runs(args) => runs::run(&config_path, &args),
         Command::Outbox(args) => outbox::run(&config_path, &args),
+        Command::Addresses(args) => addresses::run(&config_path, &args),
         Command::Exchanges(args) => exchanges::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),

@@ -83,7 +83,15 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
-    let explorers = explorers(&config, &workflows);
+    let payout_wallets = payout_wallets(&workflows);
+    // The explorer of each workflow whose order pays out to a wallet with an `esplora_url`.
+    let explorers = payout_wallets
+        .iter()
+        .filter_map(|(workflow, wallet)| {
+            let url = config.wallets.get(wallet)?.esplora_url.as_ref()?;
+            Some((workflow.clone(), Esplora::new(url)))
+        })
+        .collect();
     let event_workflows: Vec<Workflow> = workflows
         .iter()
         .filter(|w| !w.events.is_empty())
@@ -113,6 +121,7 @@ pub async fn serve(
             wake_runner: Arc::clone(&wake_runner),
             wake_outbox: Arc::clone(&runner.wake_outbox),
             explorers,
+            payout_wallets,
         });
         tasks.spawn(processor.run(shutdown.clone()));
         WebhookState::start(
@@ -164,26 +173,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// The explorer of each workflow whose order pays out to a wallet with an `esplora_url`.
-fn explorers(
-    config: &Config,
-    workflows: &[Workflow],
-) -> std::collections::HashMap<String, Esplora> {
+/// The wallet each workflow's `pocket.order` pays out to.
+pub fn payout_wallets(workflows: &[Workflow]) -> std::collections::HashMap<String, String> {
     workflows
         .iter()
         .filter_map(|w| {
-            let esplora = w.steps.iter().find_map(|s| match &s.action {
+            let wallet = w.steps.iter().find_map(|s| match &s.action {
                 crate::workflow::Action::PocketOrder(o) => match &o.payout {
-                    crate::workflow::actions::Payout::Wallet { wallet, .. } => config
-                        .wallets
-                        .get(wallet)
-                        .and_then(|w| w.esplora_url.as_ref())
-                        .map(Esplora::new),
+                    crate::workflow::actions::Payout::Wallet { wallet, .. } => Some(wallet.clone()),
                     _ => None,
                 },
                 _ => None,
             })?;
-            Some((w.name.clone(), esplora))
+            Some((w.name.clone(), wallet))
         })
         .collect()
 }

@@ -19,7 +19,9 @@ use crate::notify::email::{Alerts, Content, Mailer};
 use crate::outbox::handlers::http;
 use crate::pocket::PocketClient;
 use crate::pocket::action::OrderKeeper;
-use crate::store::{NewItem, RunRow, StepRecord, StepStatus, Store, StoreError};
+use crate::store::{
+    NewItem, Recorded, Reservation, RunRow, StepRecord, StepStatus, Store, StoreError,
+};
 use crate::workflow::actions::{self, Action, EmailContent, Param};
 use crate::workflow::expr::{eval_condition, render};
 use crate::workflow::{Step, Workflow};
@@ -48,6 +50,8 @@ pub struct StepOutcome {
     pub output: Option<Value>,
     pub error: Option<String>,
     pub effects: Vec<NewItem>,
+    /// An address handed out by the step, committed with it.
+    pub reservation: Option<Reservation>,
 }
 
 impl StepOutcome {
@@ -57,6 +61,7 @@ impl StepOutcome {
             output: None,
             error: Some(error.into()),
             effects: Vec::new(),
+            reservation: None,
         }
     }
 
@@ -66,6 +71,7 @@ impl StepOutcome {
             output: Some(output),
             error: None,
             effects,
+            reservation: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl StepOutcome {
             output: None,
             error: None,
             effects: vec![effect],
+            reservation: None,
         }
     }
 }
@@ -166,40 +173,69 @@ impl Runner {
             }
             let started_at = self.clock.now();
             let ctx = self.context(&run, workflow, &outputs);
-            let outcome = match &step.condition {
-                Some(condition) => match eval_condition(&self.env, condition, &ctx) {
-                    Ok(true) => self.perform(&run, step, &ctx).await,
-                    Ok(false) => StepOutcome {
-                        status: StepStatus::Skipped,
-                        output: Some(skipped_output(step)),
-                        error: None,
-                        effects: Vec::new(),
+            // A step that reserved an address another run took meanwhile decides again.
+            let mut tries = 0;
+            let outcome = loop {
+                let outcome = match &step.condition {
+                    Some(condition) => match eval_condition(&self.env, condition, &ctx) {
+                        Ok(true) => self.perform(&run, step, &ctx).await,
+                        Ok(false) => StepOutcome {
+                            status: StepStatus::Skipped,
+                            output: Some(skipped_output(step)),
+                            error: None,
+                            effects: Vec::new(),
+                            reservation: None,
+                        },
+                        Err(e) => StepOutcome::failed(format!("if: {e}")),
                     },
-                    Err(e) => StepOutcome::failed(format!("if: {e}")),
-                },
-                None => self.perform(&run, step, &ctx).await,
+                    None => self.perform(&run, step, &ctx).await,
+                };
+                let record = StepRecord {
+                    step_id: &step.id,
+                    position,
+                    status: outcome.status,
+                    output: outcome.output.clone(),
+                    error: outcome.error.clone(),
+                    started_at,
+                    effects: outcome.effects.clone(),
+                    reservation: outcome.reservation.clone(),
+                };
+                match self
+                    .store
+                    .record_step(run.id, &self.owner, record, self.clock.now(), self.lease)
+                    .await?
+                {
+                    Recorded::Done => break outcome,
+                    Recorded::LeaseLost => {
+                        tracing::warn!(
+                            run = run.id,
+                            "another daemon took this run over; leaving it"
+                        );
+                        return Ok(());
+                    }
+                    Recorded::Conflict if tries < 10 => tries += 1,
+                    Recorded::Conflict => {
+                        let failed = StepOutcome::failed(
+                            "could not reserve an address: other runs kept taking them",
+                        );
+                        let record = StepRecord {
+                            step_id: &step.id,
+                            position,
+                            status: failed.status,
+                            output: None,
+                            error: failed.error.clone(),
+                            started_at,
+                            effects: Vec::new(),
+                            reservation: None,
+                        };
+                        self.store
+                            .record_step(run.id, &self.owner, record, self.clock.now(), self.lease)
+                            .await?;
+                        break failed;
+                    }
+                }
             };
             let has_effects = !outcome.effects.is_empty();
-            let record = StepRecord {
-                step_id: &step.id,
-                position,
-                status: outcome.status,
-                output: outcome.output.clone(),
-                error: outcome.error.clone(),
-                started_at,
-                effects: outcome.effects,
-            };
-            if !self
-                .store
-                .record_step(run.id, &self.owner, record, self.clock.now(), self.lease)
-                .await?
-            {
-                tracing::warn!(
-                    run = run.id,
-                    "another daemon took this run over; leaving it"
-                );
-                return Ok(());
-            }
             if has_effects {
                 self.wake_outbox.notify_one();
             }
@@ -310,12 +346,10 @@ impl Runner {
                     EmailContent::Inline { subject, body } => Content::Inline { subject, body },
                 };
                 match mailer.compose(&self.env, key, content, ctx, Some(to), false, None) {
-                    Ok(item) => StepOutcome {
-                        status: StepStatus::Succeeded,
-                        output: Some(json!({ "message_id": item.payload["message_id"] })),
-                        error: None,
-                        effects: vec![item],
-                    },
+                    Ok(item) => StepOutcome::succeeded(
+                        json!({ "message_id": item.payload["message_id"] }),
+                        vec![item],
+                    ),
                     Err(e) => StepOutcome::failed(e),
                 }
             }
@@ -338,11 +372,32 @@ impl Runner {
                     &post.headers,
                     post.timeout,
                 );
-                StepOutcome {
-                    status: StepStatus::Waiting,
-                    output: None,
-                    error: None,
-                    effects: vec![item],
+                StepOutcome::waiting(item)
+            }
+            Action::WalletAddress(w) => {
+                let Some(wallet) = self.config.wallets.get(&w.wallet) else {
+                    return StepOutcome::failed(format!(
+                        "wallet `{}` is no longer in satflow.yaml",
+                        w.wallet
+                    ));
+                };
+                let used_by = format!("workflow {} run {} step {}", run.workflow, run.id, step.id);
+                match crate::wallet::rotation::next_address(
+                    &self.store,
+                    &w.wallet,
+                    wallet,
+                    &used_by,
+                )
+                .await
+                {
+                    Ok(r) => {
+                        let output =
+                            json!({ "wallet": r.wallet, "index": r.index, "address": r.address });
+                        let mut outcome = StepOutcome::succeeded(output, Vec::new());
+                        outcome.reservation = Some(r);
+                        outcome
+                    }
+                    Err(e) => StepOutcome::failed(e),
                 }
             }
             Action::PocketPayout(payout) => {

@@ -48,6 +48,8 @@ pub struct Processor {
     pub wake_outbox: Arc<Notify>,
     /// The explorer of each workflow's payout wallet, where one is configured.
     pub explorers: HashMap<String, Esplora>,
+    /// The wallet each workflow's order pays out to.
+    pub payout_wallets: HashMap<String, String>,
 }
 
 impl Processor {
@@ -214,10 +216,10 @@ impl Processor {
             Some(id) => self.store.order_by_id(id).await?,
             None => None,
         };
-        let mismatch = if state == ExchangeState::Settled {
-            self.payout_mismatch(exchange, order.as_ref()).await?
+        let (mismatch, paid_index) = if state == ExchangeState::Settled {
+            self.payout_check(exchange, order.as_ref()).await?
         } else {
-            None
+            (None, None)
         };
         let context = event_context(event, exchange, order.as_ref().map(|o| o.workflow.as_str()));
         let next_check = (!is_final(state)).then(|| {
@@ -270,6 +272,21 @@ impl Processor {
                 },
             )
             .await?;
+        if applied.transitioned
+            && let (Some(index), Some(order)) = (paid_index, &order)
+            && let Some(wallet) = self.payout_wallets.get(&order.workflow)
+            && let Some(address) = exchange
+                .payout
+                .as_ref()
+                .and_then(|p| p["bitcoin_address"].as_str())
+        {
+            // The address Pocket paid to is used: `satflow addresses` shows it, and no
+            // reservation can hand it out.
+            let by = format!("Pocket exchange {}", exchange.id);
+            self.store
+                .mark_address_used(wallet, index, address, &by, now)
+                .await?;
+        }
         if applied.transitioned {
             tracing::info!(exchange = %exchange.id, state = state.name(), source, "exchange moved");
             self.wake_runner.notify_one();
@@ -284,17 +301,18 @@ impl Processor {
     }
 
     /// A settled on-chain payout must go to an address of the order's own wallet: the order's
-    /// address, or (with an xpub) an address near where the rotation should be.
-    async fn payout_mismatch(
+    /// address, or (with an xpub) an address near where the rotation should be. Returns the
+    /// mismatch, if any, and the index the payout went to (xpub orders).
+    async fn payout_check(
         &self,
         exchange: &Exchange,
         order: Option<&crate::store::OrderRow>,
-    ) -> Result<Option<Mismatch>, StoreError> {
+    ) -> Result<(Option<Mismatch>, Option<u32>), StoreError> {
         let (Some(order), Some(payout)) = (order, &exchange.payout) else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let Some(address) = payout["bitcoin_address"].as_str() else {
-            return Ok(None); // a Lightning payout
+            return Ok((None, None)); // a Lightning payout
         };
         let method = &order.order.payout_method;
         let network = self
@@ -309,38 +327,40 @@ impl Processor {
         ) {
             (Some(xpub), Some(path)) => {
                 let Ok(path) = DerivationPath::from_str(path) else {
-                    return Ok(None);
+                    return Ok((None, None));
                 };
                 let children: Vec<ChildNumber> = path.into_iter().copied().collect();
                 let Some((ChildNumber::Normal { index: start }, chain)) = children.split_last()
                 else {
-                    return Ok(None);
+                    return Ok((None, None));
                 };
                 let chain = DerivationPath::from(chain.to_vec());
                 let settled = self.store.settled_count(&order.id).await?.max(0) as u32;
                 let last = start.saturating_add(settled).saturating_add(ADDRESS_WINDOW);
-                let found = (0..=last).any(|i| {
+                let found = (0..=last).find(|i| {
                     address_at_path(
                         xpub,
-                        &chain.child(ChildNumber::Normal { index: i }),
+                        &chain.child(ChildNumber::Normal { index: *i }),
                         network,
                     )
                     .is_ok_and(|a| a.to_string() == address)
                 });
-                Ok((!found).then(|| Mismatch {
+                let mismatch = found.is_none().then(|| Mismatch {
                     address: address.to_string(),
                     expected: format!(
                         "the first {} addresses of the order's extended public key",
                         last + 1
                     ),
-                }))
+                });
+                Ok((mismatch, found))
             }
             _ => {
                 let own = method["bitcoin_address"].as_str().unwrap_or_default();
-                Ok((own != address).then(|| Mismatch {
+                let mismatch = (own != address).then(|| Mismatch {
                     address: address.to_string(),
                     expected: own.to_string(),
-                }))
+                });
+                Ok((mismatch, None))
             }
         }
     }

@@ -12,6 +12,7 @@ mod inbox;
 mod orders;
 mod outbox;
 mod runs;
+mod wallets;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -26,7 +27,8 @@ pub use exchanges::{Applied, Effects, EventRow, ExchangeRow, is_final, rank};
 pub use inbox::{InboxRow, NewWebhook, Stored};
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
-pub use runs::{RunRow, StepRecord, StepRow, StepStatus, Trigger};
+pub use runs::{Recorded, RunRow, StepRecord, StepRow, StepStatus, Trigger};
+pub use wallets::{AddressRow, Reservation};
 
 /// Times are stored as milliseconds since the Unix epoch.
 pub(crate) fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::outbox::{NewItem, insert_items};
+use super::wallets::Reservation;
 use super::{Store, StoreError, from_millis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,18 @@ pub struct StepRecord<'a> {
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
     pub effects: Vec<NewItem>,
+    /// An address the step hands out, committed with it.
+    pub reservation: Option<Reservation>,
+}
+
+/// What became of recording a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Done,
+    /// Another daemon took the run over: stop.
+    LeaseLost,
+    /// The address the step reserved was taken meanwhile: perform the step again.
+    Conflict,
 }
 
 const RUN_COLUMNS: &str = "id, workflow, trigger, trigger_key, event_json, status, created_at, started_at, finished_at, error";
@@ -203,9 +216,9 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// Records a step's outcome and its effects in one transaction, provided `owner` still holds
-    /// the run; extends the lease. A waiting step puts the run to `waiting`. Returns false when
-    /// the lease was lost (another daemon took the run): the caller must stop.
+    /// Records a step's outcome, its effects and its address reservation in one transaction,
+    /// provided `owner` still holds the run; extends the lease. A waiting step puts the run to
+    /// `waiting`.
     pub async fn record_step(
         &self,
         run_id: i64,
@@ -213,10 +226,15 @@ impl Store {
         step: StepRecord<'_>,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.begin_write().await?;
         if !hold_lease(&mut tx, run_id, owner, now, lease).await? {
-            return Ok(false);
+            return Ok(Recorded::LeaseLost);
+        }
+        if let Some(r) = &step.reservation
+            && !super::wallets::reserve(&mut tx, r, now).await?
+        {
+            return Ok(Recorded::Conflict);
         }
         let finished = (step.status != StepStatus::Waiting).then_some(now.timestamp_millis());
         sqlx::query(
@@ -243,7 +261,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Recorded::Done)
     }
 
     /// Ends a run. `alert` (the run_failed email) is queued in the same transaction.

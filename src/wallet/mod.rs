@@ -7,5 +7,6 @@
 pub mod esplora;
 mod keys;
 pub mod proof;
+pub mod rotation;
 
 pub use keys::{AccountKey, KeyError, ScriptType, WalletKey, address_at_path, encode_extended};

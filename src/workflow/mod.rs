@@ -82,6 +82,8 @@ pub fn load_all(
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     // Two orders rotating through one xpub would be paid to the same addresses.
     let mut payout_wallets: BTreeMap<String, String> = BTreeMap::new();
+    // Wallets satflow hands addresses out from itself: (file, where, field, wallet).
+    let mut rotated: Vec<(PathBuf, Pos, String, String)> = Vec::new();
     let mut out = Vec::new();
     for path in files {
         let before = diags.len();
@@ -105,6 +107,25 @@ pub fn load_all(
         }
         seen.insert(workflow.name.clone(), path.clone());
         for step in &workflow.steps {
+            match &step.action {
+                Action::WalletAddress(w) => {
+                    rotated.push((
+                        path.clone(),
+                        step.pos,
+                        format!("steps[{}].with.wallet", step.index),
+                        w.wallet.clone(),
+                    ));
+                }
+                Action::Withdraw(w) => {
+                    rotated.push((
+                        path.clone(),
+                        step.pos,
+                        format!("steps[{}].with.to.wallet", step.index),
+                        w.to_wallet.clone(),
+                    ));
+                }
+                _ => {}
+            }
             if let Action::PocketOrder(order) = &step.action
                 && let actions::Payout::Wallet { wallet, .. } = &order.payout
             {
@@ -121,6 +142,18 @@ pub fn load_all(
         }
         if diags.len() == before {
             out.push(workflow);
+        }
+    }
+    // Pocket rotates through its payout wallet on its own count: satflow handing out addresses
+    // from the same key would pay twice into the same address sooner or later.
+    for (path, pos, field, wallet) in rotated {
+        if let Some(order_workflow) = payout_wallets.get(&wallet) {
+            diags.push(
+                &path,
+                pos,
+                format!("{field}: wallet `{wallet}` is the payout wallet of the Pocket order of workflow `{order_workflow}`, which rotates through its addresses by itself; addresses from it would be reused — use another wallet (another account of your seed)"),
+            );
+            out.retain(|w| w.path != path);
         }
     }
     out

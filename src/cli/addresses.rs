@@ -1,0 +1,97 @@
+//! `satflow addresses WALLET`: the wallet's addresses by index with their state, to compare with
+//! what a hardware wallet shows; `--scan` asks the wallet's explorer which are used on chain.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Outcome, open_config, runtime};
+use crate::store::Store;
+use crate::wallet::esplora::Esplora;
+
+#[derive(Debug, clap::Args)]
+pub struct AddressesArgs {
+    /// The wallet, as named under `wallets:` in satflow.yaml
+    pub wallet: String,
+    /// How many addresses to show at least (from index 0)
+    #[arg(long, default_value_t = 10)]
+    pub count: u32,
+    /// Ask the wallet's explorer (esplora_url) which addresses are used on chain
+    #[arg(long)]
+    pub scan: bool,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> {
+    let Some(config) = open_config(config_path) else {
+        return Ok(Outcome::UserError);
+    };
+    let Some(wallet) = config.wallets.get(&args.wallet) else {
+        let names: Vec<&str> = config.wallets.keys().map(String::as_str).collect();
+        eprintln!(
+            "error: there is no wallet `{}` in satflow.yaml; wallets: {}",
+            args.wallet,
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        );
+        return Ok(Outcome::UserError);
+    };
+    let explorer = match (&wallet.esplora_url, args.scan) {
+        (Some(url), true) => Some(Esplora::new(url)),
+        (None, true) => {
+            eprintln!(
+                "error: wallet `{}` has no esplora_url to scan with; add one (e.g. https://mempool.space/api)",
+                args.wallet
+            );
+            return Ok(Outcome::UserError);
+        }
+        _ => None,
+    };
+    runtime()?.block_on(async {
+        let store = Store::open(&config.database).await?;
+        let known = store.wallet_addresses(&args.wallet).await?;
+        let next = store.wallet_cursor(&args.wallet).await?.map_or(0, |(_, n)| n);
+        let last_known = known.iter().map(|a| a.index + 1).max().unwrap_or(0);
+        let count = args.count.max(next).max(last_known);
+        let mut rows = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let address = wallet.key.address_at(index, wallet.network)?.to_string();
+            let entry = known.iter().find(|a| a.index == index);
+            let (mut state, mut used_by) = match entry {
+                Some(a) => (a.state.clone(), a.used_by.clone()),
+                None => ("fresh".to_string(), None),
+            };
+            if let Some(explorer) = &explorer {
+                eprint!("\rscanning {}/{count} …", index + 1);
+                let _ = std::io::stderr().flush();
+                if explorer.address_used(&address).await? {
+                    if state != "used" {
+                        used_by = Some(used_by.map_or("on chain".to_string(), |u| format!("{u}; on chain")));
+                    }
+                    state = "used".into();
+                }
+            }
+            rows.push((index, address, state, used_by));
+        }
+        if explorer.is_some() {
+            eprintln!("\rscanned {count} addresses.        ");
+        }
+        if args.json {
+            let doc = json!({ "addresses": rows.iter().map(|(i, a, s, u)| json!({ "index": i, "address": a, "state": s, "used_by": u })).collect::<Vec<_>>() });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            println!("wallet {} ({}), next index {next}", args.wallet, wallet.network);
+            for (i, a, s, u) in &rows {
+                println!("{i:>5}  {a:<64} {s:<9} {}", u.as_deref().unwrap_or(""));
+            }
+        }
+        store.close().await;
+        Ok(Outcome::Success)
+    })
+}
