@@ -12,4 +12,5 @@ mod plan;
 mod pocket;
 mod sink;
 mod smtp;
+mod wallets;
 mod webhooks;

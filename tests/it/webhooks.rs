@@ -453,6 +453,21 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
             .any(|ev| ev["event"] == "exchange.settled" && ev["source"] == "reconcile"),
         "{e:#}"
     );
+    // The address Pocket paid to is known as used.
+    let addresses: Value = serde_json::from_str(
+        &d.app
+            .satflow(&["addresses", "cold", "--json", "--count", "2"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(addresses["addresses"][0]["state"], "used", "{addresses:#}");
+    assert!(
+        addresses["addresses"][0]["used_by"]
+            .as_str()
+            .unwrap()
+            .contains(&id),
+        "{addresses:#}"
+    );
     // The payout is followed through the wallet's explorer: tip 800005, mined at 800000.
     eventually(
         Duration::from_secs(10),
