@@ -49,7 +49,7 @@ fn main() {
 
         let dispatcher = Arc::new(Dispatcher {
             store: store.clone(),
-            handlers: Handlers::new(None, None, None),
+            handlers: Handlers::new(None, None, None, None),
             clock: Arc::new(SystemClock),
             config: OutboxConfig::default(),
             lease: chrono::Duration::seconds(30),

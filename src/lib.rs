@@ -16,4 +16,5 @@ pub mod pocket;
 pub mod source;
 pub mod store;
 pub mod wallet;
+pub mod withdraw;
 pub mod workflow;

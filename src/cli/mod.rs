@@ -17,6 +17,7 @@ mod runs;
 mod sandbox;
 mod status;
 mod trigger;
+mod withdrawals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,8 @@ pub enum Command {
     Addresses(addresses::AddressesArgs),
     /// Exchanges with their state and payout, and the events each went through
     Exchanges(exchanges::ExchangesArgs),
+    /// Withdrawals to cold storage: state, amount, address, transaction, or why not
+    Withdrawals(withdrawals::WithdrawalsArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
     Order(order::OrderArgs),
     /// The Pocket simulator (and its control API), to rehearse workflows without money
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
         Command::Outbox(args) => outbox::run(&config_path, &args),
         Command::Addresses(args) => addresses::run(&config_path, &args),
         Command::Exchanges(args) => exchanges::run(&config_path, &args),
+        Command::Withdrawals(args) => withdrawals::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),
         Command::Completions { shell } => {

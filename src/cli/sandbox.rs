@@ -49,6 +49,16 @@ pub fn run(config_path: &Path, args: &SandboxArgs) -> anyhow::Result<Outcome> {
         .webhook_url
         .clone()
         .unwrap_or_else(|| format!("http://{}/webhooks/pocket", config.listen));
+    // The hub simulator accepts the merchant account of the first `lightningpeach` provider.
+    let hub_account = config.withdraw.values().find_map(|p| match p {
+        crate::config::WithdrawProvider::LightningPeach {
+            email, password, ..
+        } => Some((email.clone(), password.expose_secret().to_string())),
+        _ => None,
+    });
+    let defaults = SandboxOptions::default();
+    let (hub_email, hub_password) =
+        hub_account.unwrap_or((defaults.hub_email.clone(), defaults.hub_password.clone()));
     let options = SandboxOptions {
         client_id: pocket.client_id.expose_secret().to_string(),
         webhook_url: Some(webhook_url.clone()),
@@ -56,7 +66,9 @@ pub fn run(config_path: &Path, args: &SandboxArgs) -> anyhow::Result<Outcome> {
             .webhook_secret
             .as_ref()
             .map(|s| s.expose_secret().to_string()),
-        ..SandboxOptions::default()
+        hub_email,
+        hub_password,
+        ..defaults
     };
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -72,6 +84,8 @@ pub fn run(config_path: &Path, args: &SandboxArgs) -> anyhow::Result<Outcome> {
         println!("  curl -X POST http://{listen}/sandbox/exchanges/EXCHANGE_ID/refund -H 'Content-Type: application/json' -d '{{\"reason\": \"threshold_exceeded\"}}'");
         println!("  curl -X PUT  http://{listen}/sandbox/price -H 'Content-Type: application/json' -d '{{\"currency\": \"eur\", \"price\": 60000}}'");
         println!("  curl http://{listen}/sandbox/webhooks");
+        println!("  curl -X POST http://{listen}/sandbox/hub/credit -H 'Content-Type: application/json' -d '{{\"sat\": 250000}}'");
+        println!("  curl -X PUT  http://{listen}/sandbox/fees -H 'Content-Type: application/json' -d '{{\"halfHourFee\": 60}}'");
         let (stop, mut stopped) = watch::channel(false);
         let signal = shutdown_signal();
         tokio::spawn(async move {

@@ -165,6 +165,8 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// On SIGINT/SIGTERM, how long in-flight work may take to finish.
     pub shutdown_grace: Duration,
+    /// How often requested withdrawals are looked at until they are confirmed.
+    pub follow_every: Duration,
 }
 
 impl Default for EngineConfig {
@@ -172,6 +174,7 @@ impl Default for EngineConfig {
         EngineConfig {
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            follow_every: Duration::from_secs(300),
         }
     }
 }

@@ -698,6 +698,11 @@ impl Reader<'_> {
                 &mut engine.shutdown_grace,
                 std::time::Duration::ZERO,
             ),
+            (
+                "follow_every",
+                &mut engine.follow_every,
+                std::time::Duration::from_millis(100),
+            ),
         ] {
             let field = format!("engine.{key}");
             if let Some(n) = m.get(key)

@@ -92,6 +92,13 @@ pub async fn serve(
             Some((workflow.clone(), Esplora::new(url)))
         })
         .collect();
+    if !config.withdraw.is_empty() {
+        tasks.spawn(withdrawal_follower(
+            store.clone(),
+            Arc::clone(&config),
+            shutdown.clone(),
+        ));
+    }
     let event_workflows: Vec<Workflow> = workflows
         .iter()
         .filter(|w| !w.events.is_empty())
@@ -228,6 +235,7 @@ pub fn workers(
             sender,
             config.pocket.as_ref().map(PocketClient::new),
             Some(Arc::clone(config)),
+            Some(store.clone()),
         ),
         clock: Arc::clone(&clock),
         config: config.outbox,
@@ -260,6 +268,27 @@ pub fn workers(
         runner,
         wake_runner,
     })
+}
+
+/// Follows withdrawals until their transactions are confirmed.
+async fn withdrawal_follower(
+    store: Store,
+    config: Arc<Config>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = config
+        .engine
+        .follow_every
+        .clamp(std::time::Duration::from_millis(100), MAX_SCHEDULER_SLEEP);
+    while !*shutdown.borrow() {
+        if let Err(err) = crate::withdraw::follow(&store, &config).await {
+            tracing::error!(%err, "following withdrawals");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 async fn scheduler_loop(

@@ -20,7 +20,8 @@ use crate::outbox::handlers::http;
 use crate::pocket::PocketClient;
 use crate::pocket::action::OrderKeeper;
 use crate::store::{
-    NewItem, Recorded, Reservation, RunRow, StepRecord, StepStatus, Store, StoreError,
+    NewItem, NewWithdrawal, Recorded, Reservation, RunRow, StepRecord, StepStatus, Store,
+    StoreError,
 };
 use crate::workflow::actions::{self, Action, EmailContent, Param};
 use crate::workflow::expr::{eval_condition, render};
@@ -52,6 +53,8 @@ pub struct StepOutcome {
     pub effects: Vec<NewItem>,
     /// An address handed out by the step, committed with it.
     pub reservation: Option<Reservation>,
+    /// A withdrawal planned by the step, committed with it.
+    pub withdrawal: Option<NewWithdrawal>,
 }
 
 impl StepOutcome {
@@ -62,6 +65,7 @@ impl StepOutcome {
             error: Some(error.into()),
             effects: Vec::new(),
             reservation: None,
+            withdrawal: None,
         }
     }
 
@@ -72,6 +76,7 @@ impl StepOutcome {
             error: None,
             effects,
             reservation: None,
+            withdrawal: None,
         }
     }
 
@@ -83,6 +88,7 @@ impl StepOutcome {
             error: None,
             effects: vec![effect],
             reservation: None,
+            withdrawal: None,
         }
     }
 }
@@ -185,6 +191,7 @@ impl Runner {
                             error: None,
                             effects: Vec::new(),
                             reservation: None,
+                            withdrawal: None,
                         },
                         Err(e) => StepOutcome::failed(format!("if: {e}")),
                     },
@@ -199,6 +206,7 @@ impl Runner {
                     started_at,
                     effects: outcome.effects.clone(),
                     reservation: outcome.reservation.clone(),
+                    withdrawal: outcome.withdrawal.clone(),
                 };
                 match self
                     .store
@@ -227,6 +235,7 @@ impl Runner {
                             started_at,
                             effects: Vec::new(),
                             reservation: None,
+                            withdrawal: None,
                         };
                         self.store
                             .record_step(run.id, &self.owner, record, self.clock.now(), self.lease)
@@ -425,6 +434,9 @@ impl Runner {
                 keeper
                     .keep(&run.workflow, declared, ctx, key, (run.id, step.id.clone()))
                     .await
+            }
+            Action::Withdraw(w) => {
+                crate::withdraw::prepare(&self.store, &self.config, run, w, key, &step.id).await
             }
             _ => StepOutcome::failed(format!(
                 "the action `{}` is not available in this version of satflow yet",

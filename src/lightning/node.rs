@@ -319,6 +319,59 @@ impl Node {
         PublicKey::from_str(&text).map_err(|_| NodeError::Decode { url, body: text })
     }
 
+    /// LND's on-chain wallet: the confirmed balance in sat.
+    pub async fn onchain_balance(&self) -> Result<u64, NodeError> {
+        let Kind::Lnd { .. } = &self.kind else {
+            return Err(NodeError::Unsupported("only LND's on-chain wallet"));
+        };
+        let url = self.url("v1/balance/blockchain");
+        let v = self.call(reqwest::Method::GET, &url, None).await?;
+        let text = self.field(&url, &v, "confirmed_balance")?;
+        text.parse()
+            .map_err(|_| NodeError::Decode { url, body: text })
+    }
+
+    /// Sends `amount` sat (or everything, with `None`) to `address` at `sat_per_vbyte`, with
+    /// `label` so the transaction can be found again. Returns the txid.
+    pub async fn send_onchain(
+        &self,
+        address: &str,
+        amount: Option<u64>,
+        sat_per_vbyte: u64,
+        label: &str,
+    ) -> Result<String, NodeError> {
+        let Kind::Lnd { .. } = &self.kind else {
+            return Err(NodeError::Unsupported("only LND's on-chain wallet"));
+        };
+        let url = self.url("v1/transactions");
+        let mut body =
+            json!({ "addr": address, "sat_per_vbyte": sat_per_vbyte.to_string(), "label": label });
+        match amount {
+            Some(sat) => body["amount"] = json!(sat.to_string()),
+            None => body["send_all"] = json!(true),
+        }
+        let v = self.call(reqwest::Method::POST, &url, Some(body)).await?;
+        self.field(&url, &v, "txid")
+    }
+
+    /// The transaction labelled `label`, if the node's wallet has one: `(txid, fee in sat)`.
+    pub async fn labelled_transaction(
+        &self,
+        label: &str,
+    ) -> Result<Option<(String, Option<u64>)>, NodeError> {
+        let Kind::Lnd { .. } = &self.kind else {
+            return Err(NodeError::Unsupported("only LND's on-chain wallet"));
+        };
+        let url = self.url("v1/transactions");
+        let v = self.call(reqwest::Method::GET, &url, None).await?;
+        Ok(v["transactions"].as_array().and_then(|txs| {
+            txs.iter().find(|t| t["label"] == label).map(|t| {
+                let fee = t["total_fees"].as_str().and_then(|f| f.parse().ok());
+                (t["tx_hash"].as_str().unwrap_or_default().to_string(), fee)
+            })
+        }))
+    }
+
     /// How much the node can receive over its channels, in msat; `None` when the source cannot
     /// tell (only LND reports it).
     pub async fn inbound_msat(&self) -> Result<Option<u64>, NodeError> {

@@ -13,6 +13,7 @@ mod orders;
 mod outbox;
 mod runs;
 mod wallets;
+mod withdrawals;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -29,6 +30,7 @@ pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
 pub use runs::{Recorded, RunRow, StepRecord, StepRow, StepStatus, Trigger};
 pub use wallets::{AddressRow, Reservation};
+pub use withdrawals::{NewWithdrawal, WithdrawalRow, WithdrawalUpdate};
 
 /// Times are stored as milliseconds since the Unix epoch.
 pub(crate) fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {

@@ -7,6 +7,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::outbox::{NewItem, insert_items};
 use super::wallets::Reservation;
+use super::withdrawals::NewWithdrawal;
 use super::{Store, StoreError, from_millis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct StepRecord<'a> {
     pub effects: Vec<NewItem>,
     /// An address the step hands out, committed with it.
     pub reservation: Option<Reservation>,
+    /// A withdrawal the step plans, committed with it (before any provider is called).
+    pub withdrawal: Option<NewWithdrawal>,
 }
 
 /// What became of recording a step.
@@ -253,6 +256,11 @@ impl Store {
         .bind(finished)
         .execute(&mut *tx)
         .await?;
+        if let Some(w) = &step.withdrawal
+            && !super::withdrawals::insert(&mut tx, w, now).await?
+        {
+            return Ok(Recorded::Conflict);
+        }
         insert_items(&mut tx, &step.effects, now).await?;
         if step.status == StepStatus::Waiting {
             sqlx::query("UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_until = NULL WHERE id = ?1")

@@ -17,6 +17,9 @@ pub struct Chain {
     /// Every transaction is confirmed at this height, unless listed above.
     pub default_height: Option<u64>,
     pub used: HashSet<String>,
+    /// Esplora's fee estimate for confirmation within 3 blocks (sat/vB); mempool.space's own
+    /// `v1/fees/recommended` is not served, so satflow falls back to this.
+    pub fee_3_blocks: f64,
 }
 
 #[derive(Clone)]
@@ -27,11 +30,15 @@ pub struct Esplora {
 
 impl Esplora {
     pub async fn start() -> Esplora {
-        let chain: Arc<Mutex<Chain>> = Arc::default();
+        let chain = Arc::new(Mutex::new(Chain {
+            fee_3_blocks: 4.2,
+            ..Chain::default()
+        }));
         let app = Router::new()
             .route("/api/blocks/tip/height", get(tip))
             .route("/api/tx/{txid}/status", get(status))
             .route("/api/address/{address}", get(address))
+            .route("/api/fee-estimates", get(fee_estimates))
             .with_state(Arc::clone(&chain));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/api", listener.local_addr().unwrap());
@@ -65,4 +72,9 @@ async fn address(State(chain): Shared, Path(address): Path<String>) -> axum::Jso
         "chain_stats": { "tx_count": used, "funded_txo_sum": 0 },
         "mempool_stats": { "tx_count": 0, "funded_txo_sum": 0 },
     }))
+}
+
+async fn fee_estimates(State(chain): Shared) -> axum::Json<Value> {
+    let rate = chain.lock().unwrap().fee_3_blocks;
+    axum::Json(json!({ "1": rate * 2.0, "3": rate, "6": rate / 2.0 }))
 }

@@ -117,12 +117,12 @@ impl TestApp {
         doc["items"].as_array().unwrap().clone()
     }
 
-    /// The emails written to `mail/`, as text.
+    /// The emails written to `mail/`, as text (quoted-printable bodies decoded).
     pub fn emails(&self) -> Vec<String> {
         let Ok(dir) = std::fs::read_dir(self.path().join("mail")) else {
             return Vec::new();
         };
-        dir.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        dir.map(|e| decode_body(&std::fs::read_to_string(e.unwrap().path()).unwrap()))
             .collect()
     }
 
@@ -192,6 +192,34 @@ pub fn terminate(child: &mut std::process::Child) -> i32 {
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     child.wait().unwrap().code().unwrap_or(-1)
+}
+
+/// The message with its body decoded when it is quoted-printable (soft line breaks joined,
+/// `=XX` escapes turned back into bytes).
+fn decode_body(message: &str) -> String {
+    let message = message.replace("\r\n", "\n");
+    let Some((headers, body)) = message.split_once("\n\n") else {
+        return message;
+    };
+    if !headers.contains("Content-Transfer-Encoding: quoted-printable") {
+        return message;
+    }
+    let joined = body.replace("=\n", "");
+    let mut bytes = Vec::new();
+    let mut rest = joined.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        match (b, tail.get(..2).and_then(|h| std::str::from_utf8(h).ok())) {
+            (b'=', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
+                bytes.push(u8::from_str_radix(hex, 16).unwrap());
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    format!("{headers}\n\n{}", String::from_utf8_lossy(&bytes))
 }
 
 fn copy_dir(from: &Path, to: &Path) {

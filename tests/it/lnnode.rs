@@ -36,6 +36,11 @@ pub struct NodeState {
     /// Receivable over the node's channels, msat.
     pub inbound_msat: u64,
     pub invoices: Vec<String>,
+    /// LND's on-chain wallet: its confirmed balance and the transactions it sent.
+    pub onchain_sat: u64,
+    pub sent: Vec<Value>,
+    /// How long `POST /v1/transactions` takes to answer (after it has sent).
+    pub send_delay: Duration,
 }
 
 #[derive(Clone)]
@@ -63,6 +68,9 @@ fn new_state(seed: u8) -> Arc<Mutex<NodeState>> {
         mode: Mode::Good,
         inbound_msat: u64::MAX,
         invoices: Vec::new(),
+        onchain_sat: 0,
+        sent: Vec::new(),
+        send_delay: Duration::ZERO,
     }))
 }
 
@@ -132,6 +140,8 @@ pub async fn lnd() -> StandIn {
         .route("/v1/invoices", post(lnd_invoice))
         .route("/v1/signmessage", post(lnd_sign))
         .route("/v1/balance/channels", get(lnd_channels))
+        .route("/v1/balance/blockchain", get(lnd_wallet_balance))
+        .route("/v1/transactions", post(lnd_send).get(lnd_transactions))
         .with_state((Arc::clone(&state), hex));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", tcp.local_addr().unwrap());
@@ -212,6 +222,71 @@ async fn lnd_channels(State((state, hex)): Lnd, headers: HeaderMap) -> Response 
     }
     let inbound = state.lock().unwrap().inbound_msat;
     Json(json!({ "remote_balance": { "sat": (inbound / 1000).to_string(), "msat": inbound.to_string() } })).into_response()
+}
+
+async fn lnd_wallet_balance(State((state, hex)): Lnd, headers: HeaderMap) -> Response {
+    if !macaroon_ok(&headers, &hex) {
+        return denied();
+    }
+    let sat = state.lock().unwrap().onchain_sat;
+    Json(json!({ "total_balance": sat.to_string(), "confirmed_balance": sat.to_string(), "unconfirmed_balance": "0" })).into_response()
+}
+
+/// `SendCoins`: an amount or the whole balance (`send_all`), with a label.
+async fn lnd_send(
+    State((state, hex)): Lnd,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !macaroon_ok(&headers, &hex) {
+        return denied();
+    }
+    let delay = {
+        let mut s = state.lock().unwrap();
+        let rate: u64 = body["sat_per_vbyte"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        let fee = rate * 141;
+        let amount = if body["send_all"] == json!(true) {
+            s.onchain_sat.saturating_sub(fee)
+        } else {
+            body["amount"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0)
+        };
+        if body["addr"].as_str().is_none_or(str::is_empty)
+            || amount + fee > s.onchain_sat
+            || amount == 0
+        {
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "code": 2, "message": "insufficient funds available to construct transaction" }))).into_response();
+        }
+        s.onchain_sat -= amount + fee;
+        let txid = hex_of(&Sha256::digest(
+            format!("{}{}", s.sent.len(), body).as_bytes(),
+        ));
+        s.sent.push(json!({
+            "tx_hash": txid, "amount": format!("-{amount}"), "total_fees": fee.to_string(),
+            "dest_addresses": [body["addr"]], "label": body["label"], "num_confirmations": 0,
+        }));
+        s.send_delay
+    };
+    // The coins are sent; the answer may be slow to come back (for crash tests).
+    tokio::time::sleep(delay).await;
+    let txid = state.lock().unwrap().sent.last().unwrap()["tx_hash"].clone();
+    Json(json!({ "txid": txid })).into_response()
+}
+
+async fn lnd_transactions(State((state, hex)): Lnd, headers: HeaderMap) -> Response {
+    if !macaroon_ok(&headers, &hex) {
+        return denied();
+    }
+    Json(json!({ "transactions": state.lock().unwrap().sent })).into_response()
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Core Lightning's `clnrest` (plain HTTP on loopback), wanting `rune`.

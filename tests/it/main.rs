@@ -14,3 +14,4 @@ mod sink;
 mod smtp;
 mod wallets;
 mod webhooks;
+mod withdrawals;

@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::HandlerError;
 use crate::config::Config;
 use crate::pocket::{PocketClient, action, payout};
-use crate::store::ItemRow;
+use crate::store::{ItemRow, Store};
+use crate::withdraw;
 
 pub struct Handlers {
     pub http: reqwest::Client,
@@ -18,6 +19,8 @@ pub struct Handlers {
     pub pocket: Option<PocketClient>,
     /// For handlers that reach the user's own services (Lightning nodes).
     pub config: Option<Arc<Config>>,
+    /// For handlers whose progress is recorded beside the item (withdrawals).
+    pub store: Option<Store>,
 }
 
 impl Handlers {
@@ -25,6 +28,7 @@ impl Handlers {
         email: Option<email::EmailSender>,
         pocket: Option<PocketClient>,
         config: Option<Arc<Config>>,
+        store: Option<Store>,
     ) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
@@ -36,7 +40,14 @@ impl Handlers {
             email,
             pocket,
             config,
+            store,
         }
+    }
+
+    fn config(&self) -> Result<&Config, HandlerError> {
+        self.config
+            .as_deref()
+            .ok_or_else(|| HandlerError::permanent("no configuration to reach the provider"))
     }
 
     fn pocket(&self) -> Result<&PocketClient, HandlerError> {
@@ -58,11 +69,12 @@ impl Handlers {
                 )),
             },
             action::PATCH_KIND => action::patch(self.pocket()?, &item.payload).await,
-            payout::KIND => {
-                let config = self.config.as_ref().ok_or_else(|| {
-                    HandlerError::permanent("no configuration to reach the Lightning node")
+            payout::KIND => payout::pay_out(self.pocket()?, self.config()?, &item.payload).await,
+            withdraw::KIND => {
+                let store = self.store.as_ref().ok_or_else(|| {
+                    HandlerError::permanent("no database to record the withdrawal in")
                 })?;
-                payout::pay_out(self.pocket()?, config, &item.payload).await
+                withdraw::execute(store, self.config()?, &item.payload).await
             }
             other => Err(HandlerError::permanent(format!(
                 "this version of satflow has no handler for outbox items of kind `{other}`"
@@ -76,6 +88,10 @@ impl Handlers {
     pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
         match item.kind.as_str() {
             payout::KIND => payout::reconcile(self.pocket.as_ref()?, &item.payload).await,
+            withdraw::KIND => {
+                withdraw::reconcile(self.store.as_ref()?, self.config.as_deref()?, &item.payload)
+                    .await
+            }
             _ => None,
         }
     }

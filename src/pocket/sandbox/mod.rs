@@ -5,6 +5,7 @@
 //! It is for tests, the demo and users rehearsing their workflows; it keeps everything in
 //! memory and must never be pointed at by a configuration that moves real money.
 
+pub mod hub;
 mod state;
 
 use std::net::SocketAddr;
@@ -40,6 +41,9 @@ pub struct SandboxOptions {
     /// waits 5 minutes; the sandbox is faster so rehearsals do not take hours).
     pub retry_base: Duration,
     pub max_attempts: u32,
+    /// The Lightning Peach hub merchant account the simulator accepts.
+    pub hub_email: String,
+    pub hub_password: String,
 }
 
 impl Default for SandboxOptions {
@@ -51,6 +55,8 @@ impl Default for SandboxOptions {
             network: Network::Bitcoin,
             retry_base: Duration::from_secs(1),
             max_attempts: 8,
+            hub_email: "stacker@example.com".into(),
+            hub_password: "demo-password".into(),
         }
     }
 }
@@ -74,17 +80,25 @@ pub struct Sandbox {
     withhold: std::sync::atomic::AtomicBool,
     /// Lightning payouts stay "in progress" until settled through the control API.
     hold_payouts: std::sync::atomic::AtomicBool,
+    pub hub: hub::Shared,
+    /// Peach's fee estimates (sat/vB), as `/v1/estimateFees` serves them.
+    fees: Mutex<Value>,
     http: reqwest::Client,
 }
 
 impl Sandbox {
     pub fn new(options: SandboxOptions) -> Arc<Sandbox> {
+        let hub = hub::Hub::new(&options.hub_email, &options.hub_password, options.network);
         Arc::new(Sandbox {
             state: Mutex::new(state::State::new(options.network)),
             options,
             deliveries: Mutex::new(Vec::new()),
             withhold: std::sync::atomic::AtomicBool::new(false),
             hold_payouts: std::sync::atomic::AtomicBool::new(false),
+            hub: Arc::new(Mutex::new(hub)),
+            fees: Mutex::new(
+                json!({ "fastestFee": 12, "halfHourFee": 8, "hourFee": 6, "economyFee": 3, "minimumFee": 1 }),
+            ),
             http: reqwest::Client::builder()
                 .user_agent("Pocket-Webhook/1.0")
                 .timeout(Duration::from_secs(10))
@@ -203,7 +217,12 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/sandbox/webhooks", get(list_deliveries))
         .route("/sandbox/webhooks/withhold", post(withhold))
         .route("/sandbox/payouts/hold", post(hold_payouts))
-        .with_state(sandbox)
+        .route("/sandbox/fees", put(set_fees))
+        .route("/v1/estimateFees", get(estimate_fees))
+        .route("/v1/market/price/{pair}", get(market_price))
+        .route("/v1/market/prices", get(market_prices))
+        .with_state(Arc::clone(&sandbox))
+        .merge(hub::router(Arc::clone(&sandbox.hub)))
 }
 
 type Shared = AxumState<Arc<Sandbox>>;
@@ -624,6 +643,48 @@ async fn withhold(AxumState(s): Shared, Json(body): Json<WithholdBody>) -> Respo
     s.withhold
         .store(body.withhold, std::sync::atomic::Ordering::Relaxed);
     Json(json!({ "withhold": body.withhold })).into_response()
+}
+
+/// Peach's public fee estimates (sat/vB).
+async fn estimate_fees(AxumState(s): Shared) -> Response {
+    Json(s.fees.lock().expect("fees lock").clone()).into_response()
+}
+
+/// Sets the fee estimates: `{"halfHourFee": 40, …}` (the fields given replace those served).
+async fn set_fees(AxumState(s): Shared, Json(body): Json<Value>) -> Response {
+    let mut fees = s.fees.lock().expect("fees lock");
+    if let (Some(fees), Some(given)) = (fees.as_object_mut(), body.as_object()) {
+        for (k, v) in given {
+            fees.insert(k.clone(), v.clone());
+        }
+    }
+    Json(fees.clone()).into_response()
+}
+
+/// Peach's public price of a pair such as `BTCEUR`.
+async fn market_price(AxumState(s): Shared, Path(pair): Path<String>) -> Response {
+    let currency = pair
+        .strip_prefix("BTC")
+        .and_then(|c| Currency::from_str(c).ok());
+    let Some(currency) = currency else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "NOT_FOUND", "message": format!("unknown pair {pair}") })),
+        )
+            .into_response();
+    };
+    let price = s.state.lock().expect("state lock").prices[&currency];
+    Json(json!({ "pair": pair, "price": crate::pocket::types::number(price), "date": Utc::now().to_rfc3339() })).into_response()
+}
+
+async fn market_prices(AxumState(s): Shared) -> Response {
+    let state = s.state.lock().expect("state lock");
+    let prices: serde_json::Map<String, Value> = state
+        .prices
+        .iter()
+        .map(|(c, p)| (c.code().to_uppercase(), crate::pocket::types::number(*p)))
+        .collect();
+    Json(Value::Object(prices)).into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -1,0 +1,382 @@
+//! Withdrawals to cold storage through the real binary: the Lightning Peach hub simulator and an
+//! LND stand-in move funds to a fresh address of the vault wallet, exactly once even when the
+//! daemon is killed between calling the provider and recording its answer; a fee above the
+//! workflow's limit skips the period and says why, in the run and in the email.
+
+use std::time::Duration;
+
+use satflow::config::WithdrawProvider;
+use satflow::pocket::sandbox::{self, Sandbox, SandboxOptions};
+use satflow::wallet::WalletKey;
+use satflow::withdraw::hub::HubClient;
+use serde_json::Value;
+
+use super::esplora::Esplora;
+use super::helpers::{Run, TestApp, eventually};
+use super::lnnode::{self, StandIn};
+
+/// Account 1 of the "abandon … about" test seed.
+const VAULT: &str = "zpub6rFR7y4Q2AijF6Gk1bofHLs1d66hKFamhXWdWBup1Em25wfabZqkDqvaieV63fDQFaYmaatCG7jVNUpUiM2hAMo6SAVHcrUpSnHDpNzucB7";
+const MERCHANT_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+fn vault_address(index: u32) -> String {
+    WalletKey::from_extended(VAULT, None)
+        .unwrap()
+        .address_at(index, bitcoin::Network::Bitcoin)
+        .unwrap()
+        .to_string()
+}
+
+/// An engine app with the vault wallet, the providers whose YAML `providers` writes (with the
+/// files they need), and a `sweep` workflow withdrawing with `policy` then reporting by email.
+fn with_providers(
+    lease: &str,
+    esplora: Option<&str>,
+    from: &str,
+    policy: &str,
+    providers: impl FnOnce(&std::path::Path) -> String,
+) -> TestApp {
+    let app = TestApp::engine();
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml"))
+        .unwrap()
+        .replace(
+            "engine: { lease: 1s,",
+            &format!("engine: {{ follow_every: 200ms, lease: {lease},"),
+        );
+    let explorer = esplora
+        .map(|u| format!(", esplora_url: \"{u}\""))
+        .unwrap_or_default();
+    let providers = providers(app.path());
+    app.write(
+        "satflow.yaml",
+        &format!("{config}wallets:\n  vault: {{ xpub: {VAULT}{explorer} }}\n{providers}"),
+    );
+    app.write(
+        "workflows/sweep.yaml",
+        &format!(
+            "steps:\n  - id: sweep\n    uses: withdraw\n    with: {{ from: {from}, to: {{ wallet: vault }}, {policy} }}\n\
+             \x20 - uses: email\n    with: {{ template: withdrawal }}\n"
+        ),
+    );
+    let check = app.satflow(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    app
+}
+
+fn hub_yaml(app_dir: &std::path::Path, sandbox: std::net::SocketAddr) -> String {
+    std::fs::write(app_dir.join("hub.key"), MERCHANT_KEY).unwrap();
+    format!(
+        "prices: {{ peach_url: \"http://{sandbox}\" }}\n\
+         withdraw:\n  hub:\n    lightningpeach: {{ base_url: \"http://{sandbox}/hub\", email: stacker@example.com, password: demo-password, key_file: hub.key }}\n"
+    )
+}
+
+fn lnd_yaml(app_dir: &std::path::Path, node: &StandIn) -> String {
+    std::fs::write(app_dir.join("tls.cert"), &node.cert_pem).unwrap();
+    std::fs::write(app_dir.join("admin.macaroon"), &node.macaroon).unwrap();
+    format!(
+        "lightning:\n  mynode:\n    lnd: {{ url: \"{}\", macaroon_file: admin.macaroon, tls_cert_file: tls.cert }}\n\
+         withdraw:\n  cold:\n    lnd: {{ node: mynode }}\n",
+        node.url
+    )
+}
+
+fn withdrawals(app: &TestApp) -> Vec<Value> {
+    let run = app.satflow(&["withdrawals", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    doc["withdrawals"].as_array().unwrap().clone()
+}
+
+fn hub_withdrawals(sandbox: &Sandbox) -> Vec<(String, u64, String, &'static str)> {
+    let hub = sandbox.hub.lock().unwrap();
+    hub.withdrawals
+        .iter()
+        .map(|w| (w.id.clone(), w.amount_sat, w.address.clone(), w.status))
+        .collect()
+}
+
+fn trigger_and_wait(app: &TestApp) -> Run {
+    app.satflow(&["trigger", "sweep", "--wait"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confirmation() {
+    let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
+    let esplora = Esplora::start().await;
+    let app = with_providers(
+        "1s",
+        Some(&esplora.url),
+        "hub",
+        "min_amount_sat: 100000, max_fee_percent: 1",
+        |dir| hub_yaml(dir, addr),
+    );
+    sandbox.hub.lock().unwrap().balance_sat = 250_000;
+
+    let run = trigger_and_wait(&app);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("\"withdrawn\":true"), "{run:?}");
+    let made = hub_withdrawals(&sandbox);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let (id, amount, address, _) = made[0].clone();
+    assert_eq!(amount, 250_000);
+    assert_eq!(address, vault_address(0), "the vault's first address");
+    assert_eq!(sandbox.hub.lock().unwrap().balance_sat, 0);
+    let emails = app.emails().join("\n");
+    assert!(
+        emails.contains(&format!(
+            "Asked for 250000 sat to be sent to {address} (withdrawal {id})"
+        )),
+        "{emails}"
+    );
+
+    // Nothing left: the next period is skipped, and says why.
+    let run = trigger_and_wait(&app);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("\"skipped\":true"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("the balance is 0 sat; after keeping 0 sat, 0 sat is less than the minimum of 100000 sat"),
+        "{run:?}"
+    );
+    assert_eq!(hub_withdrawals(&sandbox).len(), 1);
+
+    // The daemon follows the withdrawal: the hub sends it, then the chain buries it.
+    let mut daemon = app.spawn(&["run"], "daemon.log");
+    let tx = reqwest::Client::new()
+        .post(format!(
+            "http://{addr}/sandbox/hub/withdrawals/{id}/complete"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["sent_tx"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(Duration::from_secs(15), "the withdrawal is sent", || {
+        withdrawals(&app)
+            .iter()
+            .any(|w| w["status"] == "sent" && w["txid"] == tx.as_str())
+    })
+    .await;
+    {
+        let mut chain = esplora.chain.lock().unwrap();
+        chain.tip = 800_005;
+        chain.confirmed.insert(tx.clone(), 800_000);
+    }
+    eventually(
+        Duration::from_secs(15),
+        "the withdrawal is confirmed",
+        || {
+            withdrawals(&app)
+                .iter()
+                .any(|w| w["status"] == "confirmed" && w["confirmations"] == 6)
+        },
+    )
+    .await;
+    assert_eq!(super::helpers::terminate(&mut daemon), 0);
+
+    // The skipped period gave no address away: the next withdrawal takes the one it reserved.
+    sandbox.hub.lock().unwrap().balance_sat = 120_000;
+    let run = trigger_and_wait(&app);
+    assert_eq!(run.code, 0, "{run:?}");
+    let made = hub_withdrawals(&sandbox);
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert_eq!(made[1].2, vault_address(1), "no gap after a skipped week");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lnd_wallet_is_swept_with_a_label_and_a_high_fee_skips_the_period() {
+    let node = lnnode::lnd().await;
+    node.state.lock().unwrap().onchain_sat = 500_000;
+    let esplora = Esplora::start().await;
+    let app = with_providers(
+        "1s",
+        Some(&esplora.url),
+        "cold",
+        "min_amount_sat: 50000, max_fee_rate: 20, keep_sat: 100000",
+        |dir| lnd_yaml(dir, &node),
+    );
+
+    let run = trigger_and_wait(&app);
+    assert_eq!(run.code, 0, "{run:?}");
+    let sent = node.state.lock().unwrap().sent.clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["dest_addresses"][0], vault_address(0).as_str());
+    assert_eq!(sent[0]["amount"], "-400000", "the reserve stays behind");
+    let label = sent[0]["label"].as_str().unwrap();
+    assert!(
+        label.starts_with("sweep/"),
+        "labelled with the withdrawal: {label}"
+    );
+    let rows = withdrawals(&app);
+    assert_eq!(rows[0]["status"], "sent");
+    assert_eq!(rows[0]["key"], label);
+    assert_eq!(rows[0]["txid"], sent[0]["tx_hash"]);
+    assert_eq!(
+        rows[0]["fee_rate"], "5",
+        "Esplora's 4.2 sat/vB estimate, rounded up"
+    );
+    let emails = app.emails().join("\n");
+    assert!(
+        emails.contains(&format!("Moved 400000 sat to {}", vault_address(0))),
+        "{emails}"
+    );
+    assert!(
+        emails.contains(sent[0]["tx_hash"].as_str().unwrap()),
+        "{emails}"
+    );
+
+    // Fees spike: the period is skipped, with the reason in the run and the email.
+    node.state.lock().unwrap().onchain_sat = 300_000;
+    esplora.chain.lock().unwrap().fee_3_blocks = 61.5;
+    let run = trigger_and_wait(&app);
+    assert_eq!(run.code, 0, "{run:?}");
+    let reason = "the network fee is 62 sat/vB, above max_fee_rate 20 sat/vB";
+    assert!(run.stdout.contains(reason), "{run:?}");
+    assert!(
+        app.emails()
+            .iter()
+            .any(|e| e.contains(&format!("Nothing was moved this time: {reason}"))),
+        "{:?}",
+        app.emails()
+    );
+    assert_eq!(
+        node.state.lock().unwrap().sent.len(),
+        1,
+        "nothing sent while fees are high"
+    );
+}
+
+/// Kills the daemon while the provider's answer is on its way, restarts it, and returns the
+/// withdrawal as recorded once the run has finished.
+async fn kill_while_the_provider_answers(
+    app: &TestApp,
+    provider_called: impl Fn() -> bool,
+) -> Value {
+    let mut daemon = app.spawn(&["run"], "daemon.log");
+    let queued = app.satflow(&["trigger", "sweep"]);
+    assert_eq!(queued.code, 0, "{queued:?}");
+    eventually(
+        Duration::from_secs(15),
+        "the provider is called",
+        &provider_called,
+    )
+    .await;
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(
+        withdrawals(app).iter().all(|w| w["status"] == "requesting"),
+        "killed before the answer was recorded: {:?}",
+        withdrawals(app)
+    );
+    let mut daemon = app.spawn(&["run"], "daemon2.log");
+    eventually(Duration::from_secs(30), "the run finishes", || {
+        app.runs().iter().any(|r| r["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(super::helpers::terminate(&mut daemon), 0);
+    withdrawals(app)[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_hub_withdrew_is_reconciled_without_a_second_withdrawal() {
+    let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
+    let app = with_providers("4s", None, "hub", "min_amount_sat: 1000", |dir| {
+        hub_yaml(dir, addr)
+    });
+    {
+        let mut hub = sandbox.hub.lock().unwrap();
+        hub.balance_sat = 75_000;
+        hub.withdraw_delay = Duration::from_millis(2500);
+    }
+    let row = kill_while_the_provider_answers(&app, || !hub_withdrawals(&sandbox).is_empty()).await;
+    assert_eq!(hub_withdrawals(&sandbox).len(), 1, "exactly one withdrawal");
+    assert_eq!(row["status"], "requested", "{row}");
+    assert_eq!(row["amount_sat"], 75_000);
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap()
+            .contains("answer to the withdrawal was lost"),
+        "{row}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_lnd_sent_finds_the_labelled_transaction_on_restart() {
+    let node = lnnode::lnd().await;
+    {
+        let mut s = node.state.lock().unwrap();
+        s.onchain_sat = 200_000;
+        s.send_delay = Duration::from_millis(2500);
+    }
+    let esplora = Esplora::start().await;
+    let app = with_providers(
+        "4s",
+        Some(&esplora.url),
+        "cold",
+        "min_amount_sat: 1000",
+        |dir| lnd_yaml(dir, &node),
+    );
+    let row =
+        kill_while_the_provider_answers(&app, || !node.state.lock().unwrap().sent.is_empty()).await;
+    let sent = node.state.lock().unwrap().sent.clone();
+    assert_eq!(sent.len(), 1, "exactly one transaction: {sent:?}");
+    assert_eq!(row["status"], "sent", "{row}");
+    assert_eq!(row["txid"], sent[0]["tx_hash"]);
+    assert_eq!(row["fee_sat"], 705, "the fee the wallet reports");
+}
+
+#[tokio::test]
+async fn the_hub_client_refreshes_expired_tokens_and_the_simulator_checks_signatures() {
+    let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hub.key"), MERCHANT_KEY).unwrap();
+    let provider = |password: &str| WithdrawProvider::LightningPeach {
+        base_url: url::Url::parse(&format!("http://{addr}/hub")).unwrap(),
+        email: "stacker@example.com".into(),
+        password: password.to_string().into(),
+        key_file: dir.path().join("hub.key"),
+    };
+    let hub = HubClient::from_config(&provider("demo-password")).unwrap();
+    sandbox.hub.lock().unwrap().balance_sat = 5_000;
+    assert_eq!(hub.balance().await.unwrap(), 5_000);
+    reqwest::Client::new()
+        .post(format!("http://{addr}/sandbox/hub/expire-tokens"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.balance().await.unwrap(),
+        5_000,
+        "a fresh token after expiry"
+    );
+    // Under the minimum, the hub refuses.
+    hub.set_address(&vault_address(3)).await.unwrap();
+    sandbox.hub.lock().unwrap().balance_sat = 999;
+    let refused = hub.withdraw().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("less than minimum allowed: 1000"),
+        "{refused}"
+    );
+
+    // Another key cannot approve an address for this merchant.
+    std::fs::write(dir.path().join("hub.key"), "02".repeat(32)).unwrap();
+    let intruder = HubClient::from_config(&provider("demo-password")).unwrap();
+    let refused = intruder.set_address(&vault_address(4)).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("invalid signature"),
+        "{refused}"
+    );
+    assert_eq!(
+        sandbox.hub.lock().unwrap().bitcoin_address.as_deref(),
+        Some(vault_address(3).as_str())
+    );
+    let wrong = HubClient::from_config(&provider("not-the-password")).unwrap();
+    let refused = wrong.balance().await.unwrap_err().to_string();
+    assert!(refused.contains("invalid email or password"), "{refused}");
+}
