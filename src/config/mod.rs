@@ -222,6 +222,8 @@ pub struct Names {
     pub taproot_wallets: BTreeSet<String>,
     pub nodes: BTreeMap<String, Option<NodeKind>>,
     pub providers: BTreeSet<String>,
+    /// Withdrawal providers that are the Lightning Peach hub (it withdraws whole balances only).
+    pub hub_providers: BTreeSet<String>,
     pub has_pocket: bool,
     pub has_email: bool,
     pub price_source: Option<PriceSource>,

@@ -503,6 +503,9 @@ impl Reader<'_> {
         for (name, value) in named_entries(node, "withdraw", ctx) {
             names.providers.insert(name.clone());
             if let Some(provider) = self.provider(&name, value, ctx) {
+                if matches!(provider.1, WithdrawProvider::LightningPeach { .. }) {
+                    names.hub_providers.insert(name.clone());
+                }
                 out.insert(name, provider);
             }
         }
@@ -575,7 +578,17 @@ impl Reader<'_> {
                 "write the path of the merchant's signing key file",
                 ctx,
             )
-            .and_then(|n| self.existing_file(n, &format!("{what}.key_file"), ctx));
+            .and_then(|n| {
+                let field = format!("{what}.key_file");
+                let path = self.existing_file(n, &field, ctx)?;
+                match crate::withdraw::hub::read_merchant_key(&path) {
+                    Ok(_) => Some(path),
+                    Err(e) => {
+                        ctx.error(n.pos, format!("{field}: {e}"));
+                        None
+                    }
+                }
+            });
         m.finish(ctx);
         Some(WithdrawProvider::LightningPeach {
             base_url: base_url?,

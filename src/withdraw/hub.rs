@@ -39,6 +39,33 @@ struct Session {
     merchant_id: String,
 }
 
+/// The merchant's signing key from `path`: 64 hex digits, a secp256k1 private key. The refusal
+/// never shows the file's content.
+pub fn read_merchant_key(path: &std::path::Path) -> Result<SecretKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim();
+    let bytes: Option<Vec<u8>> = (text.len() == 64)
+        .then(|| {
+            (0..64)
+                .step_by(2)
+                .map(|i| {
+                    text.get(i..i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
+                .collect()
+        })
+        .flatten();
+    bytes
+        .and_then(|b| SecretKey::from_slice(&b).ok())
+        .ok_or_else(|| {
+            format!(
+                "{} does not hold a merchant key: write the secp256k1 private key as 64 hex digits",
+                path.display()
+            )
+        })
+}
+
 pub struct HubClient {
     http: reqwest::Client,
     base: Url,
@@ -59,24 +86,7 @@ impl HubClient {
         else {
             return Err(HubError::Config("not a lightningpeach provider".into()));
         };
-        let text = std::fs::read_to_string(key_file)
-            .map_err(|e| HubError::Config(format!("cannot read {}: {e}", key_file.display())))?;
-        let bytes: Option<Vec<u8>> = (0..text.trim().len())
-            .step_by(2)
-            .map(|i| {
-                text.trim()
-                    .get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect();
-        let key = bytes
-            .and_then(|b| SecretKey::from_slice(&b).ok())
-            .ok_or_else(|| {
-                HubError::Config(format!(
-                    "{} does not hold a 64-hex-digit secp256k1 private key",
-                    key_file.display()
-                ))
-            })?;
+        let key = read_merchant_key(key_file).map_err(HubError::Config)?;
         let mut base = base_url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));

@@ -527,7 +527,20 @@ impl ActionReader<'_, '_> {
             )
         });
         let keep_sat = match m.get("keep_sat") {
-            Some(n) => unsigned(n, &self.field("keep_sat"), self.ctx)?,
+            Some(n) => {
+                let keep = unsigned(n, &self.field("keep_sat"), self.ctx)?;
+                if keep > 0
+                    && from
+                        .as_ref()
+                        .is_some_and(|f| self.names.hub_providers.contains(f))
+                {
+                    self.ctx.error(
+                        n.pos,
+                        format!("{}: the Lightning Peach hub withdraws its whole balance, so nothing can be kept behind; remove keep_sat or withdraw from an `lnd` provider", self.field("keep_sat")),
+                    );
+                }
+                keep
+            }
             None => 0,
         };
         if let (Some(min), Some(n)) = (min_amount_sat, min_node)
