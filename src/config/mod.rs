@@ -189,16 +189,19 @@ pub enum Alert {
     RunFailed,
     /// A signed webhook whose content satflow cannot read.
     UnrecognizedWebhook,
+    /// A withdrawal sent or failed after its step (the hub sends later, or cancels).
+    WithdrawalUpdate,
 }
 
 impl Alert {
-    pub const ALL: [Alert; 6] = [
+    pub const ALL: [Alert; 7] = [
         Alert::Interrupted,
         Alert::Refunded,
         Alert::PayoutMismatch,
         Alert::DeadLetter,
         Alert::RunFailed,
         Alert::UnrecognizedWebhook,
+        Alert::WithdrawalUpdate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -209,6 +212,7 @@ impl Alert {
             Alert::DeadLetter => "dead_letter",
             Alert::RunFailed => "run_failed",
             Alert::UnrecognizedWebhook => "unrecognized_webhook",
+            Alert::WithdrawalUpdate => "withdrawal_update",
         }
     }
 }

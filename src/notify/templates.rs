@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-const BUILT_IN: [(&str, &str); 8] = [
+const BUILT_IN: [(&str, &str); 9] = [
     ("order_created", include_str!("templates/order_created.txt")),
     ("run_failed", include_str!("templates/run_failed.txt")),
     ("interrupted", include_str!("templates/interrupted.txt")),
@@ -23,9 +23,13 @@ const BUILT_IN: [(&str, &str); 8] = [
         "unrecognized_webhook",
         include_str!("templates/unrecognized_webhook.txt"),
     ),
+    (
+        "withdrawal_update",
+        include_str!("templates/withdrawal_update.txt"),
+    ),
 ];
 
-pub const BUILT_IN_NAMES: [&str; 8] = [
+pub const BUILT_IN_NAMES: [&str; 9] = [
     BUILT_IN[0].0,
     BUILT_IN[1].0,
     BUILT_IN[2].0,
@@ -34,6 +38,7 @@ pub const BUILT_IN_NAMES: [&str; 8] = [
     BUILT_IN[5].0,
     BUILT_IN[6].0,
     BUILT_IN[7].0,
+    BUILT_IN[8].0,
 ];
 
 pub struct TemplateSource {

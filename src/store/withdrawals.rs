@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{Store, StoreError, from_millis};
+use super::{NewItem, Store, StoreError, from_millis};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWithdrawal {
@@ -173,10 +173,12 @@ impl Store {
         Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
     }
 
+    /// Applies `u`, and queues `notify` (the email reporting it) in the same transaction.
     pub async fn update_withdrawal(
         &self,
         key: &str,
         u: &WithdrawalUpdate<'_>,
+        notify: Option<NewItem>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -201,6 +203,7 @@ impl Store {
         .bind(key)
         .execute(&mut *tx)
         .await?;
+        super::outbox::insert_items(&mut tx, notify.as_slice(), now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -19,9 +19,10 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::config::{Config, WithdrawProvider};
+use crate::config::{Alert, Config, WithdrawProvider};
 use crate::engine::runner::StepOutcome;
 use crate::lightning::node::{Node, NodeError};
+use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::HandlerError;
 use crate::store::{NewItem, NewWithdrawal, RunRow, Store, WithdrawalRow, WithdrawalUpdate};
 use crate::wallet::esplora::Esplora;
@@ -305,7 +306,7 @@ pub async fn execute(
             ..Default::default()
         };
         store
-            .update_withdrawal(key, &update, now())
+            .update_withdrawal(key, &update, None, now())
             .await
             .map_err(store_error)?;
         return Ok(output(
@@ -325,7 +326,7 @@ pub async fn execute(
         ..Default::default()
     };
     store
-        .update_withdrawal(key, &requesting, now())
+        .update_withdrawal(key, &requesting, None, now())
         .await
         .map_err(store_error)?;
     let follow = Some(
@@ -375,7 +376,7 @@ pub async fn execute(
         }
     };
     store
-        .update_withdrawal(key, &update, now())
+        .update_withdrawal(key, &update, None, now())
         .await
         .map_err(store_error)?;
     Ok(output(
@@ -437,7 +438,7 @@ pub async fn reconcile(
     };
     let update = found?;
     if let Err(e) = store
-        .update_withdrawal(key, &update, chrono::Utc::now())
+        .update_withdrawal(key, &update, None, chrono::Utc::now())
         .await
     {
         return Some(Err(store_error(e)));
@@ -463,10 +464,28 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
             .unwrap_or(chrono::Duration::minutes(5)),
     );
     let due = store.withdrawals_to_follow(now).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mailer = config
+        .email
+        .as_ref()
+        .map(|e| Mailer::new(e, config.templates.clone()));
+    let alerts = Alerts::new(mailer, config.alerts.clone());
+    let env = crate::workflow::expr::environment();
     for row in &due {
         let update = match (row.status.as_str(), &row.provider_ref, &row.txid) {
             ("requested", Some(id), None) => {
                 let Ok(Provider::Hub(hub)) = provider(config, &row.provider) else {
+                    // The provider left satflow.yaml: look again later, in case it comes back.
+                    let update = WithdrawalUpdate {
+                        status: "requested",
+                        next_check_at: later,
+                        ..Default::default()
+                    };
+                    store
+                        .update_withdrawal(&row.key, &update, None, now)
+                        .await?;
                     continue;
                 };
                 match hub.withdrawal(id).await {
@@ -527,7 +546,28 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
                 ..Default::default()
             },
         };
-        store.update_withdrawal(&row.key, &update, now).await?;
+        // What happens after the step is reported by email too: the hub sending, or cancelling.
+        let notify = (row.status == "requested" && matches!(update.status, "sent" | "failed"))
+            .then(|| {
+                let mut event = output(row);
+                event["key"] = json!(row.key);
+                event["provider"] = json!(row.provider);
+                event["wallet"] = json!(row.wallet);
+                event["status"] = json!(update.status);
+                event["txid"] = json!(update.txid);
+                event["reason"] = json!(update.reason);
+                let ctx = json!({ "event": event });
+                alerts.item(
+                    &env,
+                    Alert::WithdrawalUpdate,
+                    &format!("{}/{}", row.key, update.status),
+                    &ctx,
+                )
+            })
+            .flatten();
+        store
+            .update_withdrawal(&row.key, &update, notify, now)
+            .await?;
     }
     Ok(due.len())
 }

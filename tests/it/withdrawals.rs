@@ -162,6 +162,18 @@ async fn the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confi
             .any(|w| w["status"] == "sent" && w["txid"] == tx.as_str())
     })
     .await;
+    eventually(
+        Duration::from_secs(10),
+        "the email saying it was sent",
+        || {
+            app.emails().iter().any(|e| {
+                e.contains(&format!(
+                    "hub sent 250000 sat to {address} (wallet vault) in transaction {tx}"
+                ))
+            })
+        },
+    )
+    .await;
     {
         let mut chain = esplora.chain.lock().unwrap();
         chain.tip = 800_005;
@@ -186,6 +198,32 @@ async fn the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confi
     let made = hub_withdrawals(&sandbox);
     assert_eq!(made.len(), 2, "{made:?}");
     assert_eq!(made[1].2, vault_address(1), "no gap after a skipped week");
+
+    // The hub cancels it: the withdrawal failed, and the email says so.
+    let mut daemon = app.spawn(&["run"], "daemon2.log");
+    reqwest::Client::new()
+        .post(format!(
+            "http://{addr}/sandbox/hub/withdrawals/{}/cancel",
+            made[1].0
+        ))
+        .send()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the cancellation is reported",
+        || {
+            app.emails().iter().any(|e| {
+                e.contains(&format!(
+                    "Withdrawal {} from hub failed: the hub canceled the withdrawal",
+                    made[1].0
+                ))
+            })
+        },
+    )
+    .await;
+    assert_eq!(super::helpers::terminate(&mut daemon), 0);
+    assert_eq!(withdrawals(&app)[0]["status"], "failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
