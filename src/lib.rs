@@ -13,6 +13,7 @@ pub mod lightning;
 pub mod notify;
 pub mod outbox;
 pub mod pocket;
+pub mod prices;
 pub mod source;
 pub mod store;
 pub mod wallet;

@@ -435,6 +435,39 @@ impl Runner {
                     .keep(&run.workflow, declared, ctx, key, (run.id, step.id.clone()))
                     .await
             }
+            Action::PriceQuote(q) => {
+                let currency = match self.param(&q.currency, ctx, |s| {
+                    s.parse::<crate::domain::Currency>()
+                        .map_err(|e| e.to_string())
+                }) {
+                    Ok(c) => c,
+                    Err(e) => return StepOutcome::failed(format!("currency: {e}")),
+                };
+                let source = q.source.unwrap_or(self.config.prices.source);
+                let max_age = q.max_age.unwrap_or(self.config.prices.max_age);
+                match crate::prices::quote(
+                    &self.store,
+                    &self.config,
+                    source,
+                    currency,
+                    max_age,
+                    self.clock.now(),
+                )
+                .await
+                {
+                    Ok(quote) => StepOutcome::succeeded(
+                        json!({
+                            "price": crate::pocket::types::number(quote.price),
+                            "currency": currency.code(),
+                            "source": crate::prices::source_name(source),
+                            "fetched_at": quote.fetched_at.to_rfc3339(),
+                        }),
+                        Vec::new(),
+                    ),
+                    // Fail closed: no step after this one acts on no price.
+                    Err(e) => StepOutcome::failed(format!("no price to act on: {e}")),
+                }
+            }
             Action::Withdraw(w) => {
                 crate::withdraw::prepare(&self.store, &self.config, run, w, key, &step.id).await
             }

@@ -11,6 +11,7 @@ mod fires;
 mod inbox;
 mod orders;
 mod outbox;
+mod prices;
 mod runs;
 mod wallets;
 mod withdrawals;

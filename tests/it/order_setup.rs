@@ -340,3 +340,93 @@ async fn a_new_user_rehearses_with_the_sandbox_command() {
     let log = std::fs::read_to_string(app.path().join("sandbox.log")).unwrap();
     assert!(log.contains(&format!("Pocket sandbox on {base}")), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
+    let (app, wallet) = app().await;
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
+    let pocket = config
+        .split("base_url: \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    app.write(
+        "satflow.yaml",
+        &format!("{config}prices: {{ peach_url: \"{pocket}\" }}\n"),
+    );
+    let message = app
+        .satflow(&["order", "setup", "dca", "--message-only"])
+        .stdout
+        .trim_end()
+        .to_string();
+    let setup = app.satflow(&[
+        "order",
+        "setup",
+        "dca",
+        "--signature",
+        &sign_message(&wallet.key(0), &message),
+    ]);
+    assert_eq!(setup.code, 0, "{setup:?}");
+    app.write(
+        "workflows/dca.yaml",
+        "steps:\n  - id: price\n    uses: price.quote\n    with: { currency: eur, max_age: 1s }\n\
+         \x20 - id: order\n    uses: pocket.order\n    with:\n      currency: eur\n      fee_rate: \"0.015\"\n      \
+         debitor_iban: DE89370400440532013000\n      payout: { wallet: cold }\n      active: \"{{ steps.price.price < 60000 }}\"\n",
+    );
+    let set_price = |price: &'static str| {
+        let url = format!("{pocket}/sandbox/price");
+        async move {
+            let r = reqwest::Client::new()
+                .put(url)
+                .json(&serde_json::json!({ "currency": "eur", "price": price }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+
+    set_price("61000.5").await;
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("\"price\":61000.5"), "{run:?}");
+    assert!(
+        order_step(&run).contains("\"active\":false")
+            && order_step(&run).contains("\"patched\":true"),
+        "above the cap the order is paused: {run:?}"
+    );
+
+    // Once the quote is older than max_age, the new price is fetched.
+    set_price("58000").await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        order_step(&run).contains("\"active\":true")
+            && order_step(&run).contains("\"patched\":true"),
+        "below the cap it is active again: {run:?}"
+    );
+
+    // No price: the run fails and the order is left as it is.
+    let closed = format!("http://127.0.0.1:{}", super::helpers::free_port());
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml"))
+        .unwrap()
+        .replace(
+            &format!("peach_url: \"{pocket}\""),
+            &format!("peach_url: \"{closed}\""),
+        );
+    app.write("satflow.yaml", &config);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    set_price("70000").await;
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains("no price to act on: cannot reach"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stdout.contains("\"patched\""),
+        "the order step never ran: {run:?}"
+    );
+}
