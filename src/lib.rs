@@ -9,6 +9,7 @@ pub mod domain;
 pub mod engine;
 pub mod exchanges;
 pub mod http;
+pub mod ledger;
 pub mod lightning;
 pub mod notify;
 pub mod outbox;

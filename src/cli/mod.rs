@@ -12,6 +12,7 @@ mod logging;
 mod order;
 mod outbox;
 mod plan;
+pub mod report;
 mod run;
 mod runs;
 mod sandbox;
@@ -78,6 +79,8 @@ pub enum Command {
     Addresses(addresses::AddressesArgs),
     /// Exchanges with their state and payout, and the events each went through
     Exchanges(exchanges::ExchangesArgs),
+    /// Totals (fiat spent, BTC stacked, average price, fees) and the ledger; --csv, --json
+    Report(report::ReportArgs),
     /// Withdrawals to cold storage: state, amount, address, transaction, or why not
     Withdrawals(withdrawals::WithdrawalsArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
@@ -125,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::Outbox(args) => outbox::run(&config_path, &args),
         Command::Addresses(args) => addresses::run(&config_path, &args),
         Command::Exchanges(args) => exchanges::run(&config_path, &args),
+        Command::Report(args) => report::run(&config_path, &args),
         Command::Withdrawals(args) => withdrawals::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),

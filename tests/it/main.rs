@@ -10,6 +10,7 @@ mod lnnode;
 mod order_setup;
 mod plan;
 mod pocket;
+mod report;
 mod sink;
 mod smtp;
 mod wallets;

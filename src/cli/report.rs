@@ -1,0 +1,129 @@
+//! `satflow report [--csv | --json]`: totals (fiat spent, bitcoin stacked, average price paid,
+//! fees) and the ledger's entries.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Outcome, open_store, runtime};
+use crate::ledger;
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// One CSV row per ledger entry, for accounting and tax tools
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Totals and entries as one JSON document
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config_path: &Path, args: &ReportArgs) -> anyhow::Result<Outcome> {
+    runtime()?.block_on(async {
+        let Some(store) = open_store(config_path).await? else {
+            return Ok(Outcome::UserError);
+        };
+        let exchanges = store.exchanges(i64::MAX).await?;
+        let withdrawals = store.withdrawals(i64::MAX).await?;
+        let entries = ledger::entries(&exchanges, &withdrawals);
+        if args.csv {
+            print!("{}", ledger::csv(&entries));
+            return Ok(Outcome::Success);
+        }
+        let totals = ledger::totals(&entries);
+        if args.json {
+            let doc = json!({
+                "totals": ledger::totals_json(&totals),
+                "entries": entries.iter().map(ledger::entry_json).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(Outcome::Success);
+        }
+        print!("{}", text(&entries, &totals));
+        Ok(Outcome::Success)
+    })
+}
+
+/// The report as a person reads it.
+pub fn text(entries: &[ledger::Entry], totals: &ledger::Totals) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if entries.is_empty() {
+        out.push_str(
+            "nothing bought yet: exchanges arrive by webhook when a payment reaches Pocket\n",
+        );
+        return out;
+    }
+    for (code, c) in &totals.by_currency {
+        let code = code.to_uppercase();
+        let average = c
+            .average_price()
+            .map_or("-".into(), |p| format!("{p} {code}/BTC"));
+        let _ = writeln!(
+            out,
+            "{code}: {} buys, spent {} {code} (fees {} {code}), stacked {} BTC, average price {average}",
+            c.buys,
+            c.spent.normalize(),
+            c.fees.normalize(),
+            c.btc.normalize()
+        );
+        if c.refunds > 0 {
+            let _ = writeln!(
+                out,
+                "{code}: {} refunds, {} {code} returned",
+                c.refunds,
+                c.refunded.normalize()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "bitcoin: {} BTC bought, {} BTC payout fees; {} BTC withdrawn to cold storage ({} BTC fees)",
+        totals.btc_bought.normalize(),
+        totals.payout_fees_btc.normalize(),
+        totals.withdrawn_btc.normalize(),
+        totals.withdrawal_fees_btc.normalize()
+    );
+    out.push('\n');
+    for e in entries {
+        let money = match e.kind {
+            "buy" => format!(
+                "{} {} -> {} BTC at {}",
+                e.fiat
+                    .map(|d| d.normalize().to_string())
+                    .unwrap_or_default(),
+                e.currency.as_deref().unwrap_or("").to_uppercase(),
+                e.btc.map(|d| d.normalize().to_string()).unwrap_or_default(),
+                e.rate
+                    .map(|d| d.normalize().to_string())
+                    .unwrap_or_default()
+            ),
+            "refund" => format!(
+                "{} {} returned",
+                e.fiat
+                    .map(|d| d.normalize().to_string())
+                    .unwrap_or_default(),
+                e.currency.as_deref().unwrap_or("").to_uppercase()
+            ),
+            _ => format!(
+                "{} BTC to {}{}",
+                e.btc
+                    .map(|d| d.normalize().to_string())
+                    .unwrap_or("?".into()),
+                e.address.as_deref().unwrap_or("?"),
+                e.txid
+                    .as_deref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default()
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{}  {:<10} {}  {money}",
+            e.date.format("%Y-%m-%d %H:%M"),
+            e.kind,
+            e.reference
+        );
+    }
+    out
+}

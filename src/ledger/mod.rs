@@ -1,0 +1,334 @@
+//! The ledger: every exchange and withdrawal as dated entries with exact amounts, and the
+//! totals a user (or their accountant) wants — fiat spent, bitcoin stacked, average price paid,
+//! fees. Derived from what the database holds, so it can never disagree with it.
+//!
+//! Amounts stay `Decimal` throughout; satoshis become BTC by moving the decimal point.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::pocket::types::{ExchangeState, parse_decimal};
+use crate::store::{ExchangeRow, WithdrawalRow};
+
+/// One line of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub date: DateTime<Utc>,
+    /// `buy`, `payout`, `refund` or `withdrawal`.
+    pub kind: &'static str,
+    /// The exchange id, or the withdrawal's key.
+    pub reference: String,
+    pub order_id: Option<String>,
+    /// Lowercase fiat code of a buy or refund.
+    pub currency: Option<String>,
+    /// Fiat paid (buy) or returned (refund).
+    pub fiat: Option<Decimal>,
+    /// Pocket's fee, in fiat, included in `fiat`.
+    pub fiat_fee: Option<Decimal>,
+    /// Bitcoin bought, paid out or withdrawn.
+    pub btc: Option<Decimal>,
+    /// The network fee of a payout or withdrawal, in BTC.
+    pub btc_fee: Option<Decimal>,
+    /// Fiat per BTC of a buy.
+    pub rate: Option<Decimal>,
+    pub address: Option<String>,
+    pub txid: Option<String>,
+}
+
+fn sat_to_btc(sat: u64) -> Decimal {
+    Decimal::from(sat) / Decimal::from(100_000_000u64)
+}
+
+fn decimal(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Number(n) => parse_decimal(&n.to_string()).ok(),
+        Value::String(s) => parse_decimal(s).ok(),
+        _ => None,
+    }
+}
+
+/// The ledger's entries, oldest first.
+pub fn entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for row in exchanges {
+        let e = &row.exchange;
+        let date = e.executed_on.unwrap_or(row.first_seen_at);
+        let currency = e
+            .pair
+            .as_deref()
+            .and_then(|p| p.split('/').nth(1))
+            .map(str::to_lowercase);
+        let base = Entry {
+            date,
+            kind: "buy",
+            reference: row.id.clone(),
+            order_id: row.order_id.clone(),
+            currency,
+            fiat: e.cost,
+            fiat_fee: e.fee,
+            btc: e.amount,
+            btc_fee: None,
+            rate: e.rate,
+            address: None,
+            txid: None,
+        };
+        match row.state {
+            ExchangeState::Refunded => out.push(Entry {
+                kind: "refund",
+                fiat_fee: None,
+                btc: None,
+                rate: None,
+                ..base
+            }),
+            // Nothing was bought yet: no money moved.
+            ExchangeState::Interrupted => {}
+            ExchangeState::Executed => out.push(base),
+            ExchangeState::Settled => {
+                let payout = e.payout.clone().unwrap_or(Value::Null);
+                out.push(base.clone());
+                out.push(Entry {
+                    date: row.updated_at,
+                    kind: "payout",
+                    fiat: None,
+                    fiat_fee: None,
+                    rate: None,
+                    btc: decimal(&payout["amount"]),
+                    btc_fee: decimal(&payout["fee"]),
+                    address: payout["bitcoin_address"].as_str().map(str::to_string),
+                    txid: payout["txid"].as_str().map(str::to_string),
+                    currency: None,
+                    ..base
+                });
+            }
+        }
+    }
+    for w in withdrawals {
+        if !matches!(w.status.as_str(), "requested" | "sent" | "confirmed") {
+            continue;
+        }
+        out.push(Entry {
+            date: w.created_at,
+            kind: "withdrawal",
+            reference: w.key.clone(),
+            order_id: None,
+            currency: None,
+            fiat: None,
+            fiat_fee: None,
+            btc: w.amount_sat.map(sat_to_btc),
+            btc_fee: w.fee_sat.map(sat_to_btc),
+            rate: None,
+            address: Some(w.address.clone()),
+            txid: w.txid.clone(),
+        });
+    }
+    out.sort_by(|a, b| a.date.cmp(&b.date).then(a.reference.cmp(&b.reference)));
+    out
+}
+
+/// Totals of one fiat currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    pub buys: u64,
+    /// Fiat paid for the bitcoin bought, Pocket's fees included.
+    pub spent: Decimal,
+    pub fees: Decimal,
+    pub btc: Decimal,
+    pub refunds: u64,
+    pub refunded: Decimal,
+}
+
+impl CurrencyTotals {
+    /// What a bitcoin cost on average, fees included; `None` before the first buy.
+    pub fn average_price(&self) -> Option<Decimal> {
+        (self.btc > Decimal::ZERO).then(|| (self.spent / self.btc).round_dp(2))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub by_currency: BTreeMap<String, CurrencyTotals>,
+    pub btc_bought: Decimal,
+    pub payout_fees_btc: Decimal,
+    pub withdrawn_btc: Decimal,
+    pub withdrawal_fees_btc: Decimal,
+}
+
+pub fn totals(entries: &[Entry]) -> Totals {
+    let mut t = Totals::default();
+    for e in entries {
+        let zero = Decimal::ZERO;
+        match e.kind {
+            "buy" => {
+                let c = t
+                    .by_currency
+                    .entry(e.currency.clone().unwrap_or_default())
+                    .or_default();
+                c.buys += 1;
+                c.spent += e.fiat.unwrap_or(zero);
+                c.fees += e.fiat_fee.unwrap_or(zero);
+                c.btc += e.btc.unwrap_or(zero);
+                t.btc_bought += e.btc.unwrap_or(zero);
+            }
+            "refund" => {
+                let c = t
+                    .by_currency
+                    .entry(e.currency.clone().unwrap_or_default())
+                    .or_default();
+                c.refunds += 1;
+                c.refunded += e.fiat.unwrap_or(zero);
+            }
+            "payout" => t.payout_fees_btc += e.btc_fee.unwrap_or(zero),
+            "withdrawal" => {
+                t.withdrawn_btc += e.btc.unwrap_or(zero);
+                t.withdrawal_fees_btc += e.btc_fee.unwrap_or(zero);
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+fn text(d: Option<Decimal>) -> Value {
+    d.map_or(Value::Null, |d| Value::String(d.normalize().to_string()))
+}
+
+pub fn entry_json(e: &Entry) -> Value {
+    json!({
+        "date": e.date.to_rfc3339(),
+        "kind": e.kind,
+        "reference": e.reference,
+        "order_id": e.order_id,
+        "currency": e.currency,
+        "fiat_amount": text(e.fiat),
+        "fiat_fee": text(e.fiat_fee),
+        "btc_amount": text(e.btc),
+        "btc_fee": text(e.btc_fee),
+        "rate": text(e.rate),
+        "address": e.address,
+        "txid": e.txid,
+    })
+}
+
+pub fn totals_json(t: &Totals) -> Value {
+    let currencies: serde_json::Map<String, Value> = t
+        .by_currency
+        .iter()
+        .map(|(code, c)| {
+            (
+                code.clone(),
+                json!({
+                    "buys": c.buys,
+                    "spent": text(Some(c.spent)),
+                    "fees": text(Some(c.fees)),
+                    "btc": text(Some(c.btc)),
+                    "average_price": text(c.average_price()),
+                    "refunds": c.refunds,
+                    "refunded": text(Some(c.refunded)),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "currencies": currencies,
+        "btc_bought": text(Some(t.btc_bought)),
+        "payout_fees_btc": text(Some(t.payout_fees_btc)),
+        "withdrawn_btc": text(Some(t.withdrawn_btc)),
+        "withdrawal_fees_btc": text(Some(t.withdrawal_fees_btc)),
+    })
+}
+
+/// The CSV columns, in order (documented in the README).
+pub const CSV_COLUMNS: [&str; 12] = [
+    "date",
+    "kind",
+    "reference",
+    "order_id",
+    "currency",
+    "fiat_amount",
+    "fiat_fee",
+    "btc_amount",
+    "btc_fee",
+    "rate",
+    "address",
+    "txid",
+];
+
+/// One row per entry: ISO 8601 dates in UTC, a decimal point, no thousands separators; a field
+/// is quoted only when it holds a comma, a quote or a line break (RFC 4180).
+pub fn csv(entries: &[Entry]) -> String {
+    let field = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = CSV_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for e in entries {
+        let v = entry_json(e);
+        let row: Vec<String> = CSV_COLUMNS
+            .iter()
+            .map(|c| match &v[*c] {
+                Value::String(s) => field(s),
+                Value::Null => String::new(),
+                other => field(&other.to_string()),
+            })
+            .collect();
+        out.push_str(&row.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buy(cost: &str, fee: &str, btc: &str) -> Entry {
+        Entry {
+            date: Utc::now(),
+            kind: "buy",
+            reference: "x".into(),
+            order_id: None,
+            currency: Some("eur".into()),
+            fiat: Some(cost.parse().unwrap()),
+            fiat_fee: Some(fee.parse().unwrap()),
+            btc: Some(btc.parse().unwrap()),
+            btc_fee: None,
+            rate: None,
+            address: None,
+            txid: None,
+        }
+    }
+
+    #[test]
+    fn totals_are_exact_and_the_average_includes_fees() {
+        // Seed 001's exchange, three times: 0.1 + 0.2 style sums must stay exact.
+        let entries = vec![
+            buy("100.00", "1.20", "0.00494000"),
+            buy("100.10", "1.20", "0.00494000"),
+            buy("0.20", "0", "0.00000001"),
+        ];
+        let t = totals(&entries);
+        let eur = &t.by_currency["eur"];
+        assert_eq!(eur.spent.to_string(), "200.30");
+        assert_eq!(eur.btc.to_string(), "0.00988001");
+        assert_eq!(eur.average_price().unwrap().to_string(), "20273.26");
+    }
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        let mut e = buy("100", "1", "0.001");
+        e.reference = "a,\"b\"".into();
+        let text = csv(&[e]);
+        let line = text.lines().nth(1).unwrap();
+        assert!(
+            line.contains(",buy,\"a,\"\"b\"\"\",,eur,100,1,0.001,,,"),
+            "{line}"
+        );
+    }
+}
