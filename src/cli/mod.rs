@@ -7,6 +7,7 @@
 
 mod addresses;
 mod check;
+mod demo;
 mod exchanges;
 mod logging;
 mod order;
@@ -61,6 +62,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Play three weeks of stacking on this machine: sandbox, node stand-in, emails, report
+    Demo(demo::DemoArgs),
     /// Validate satflow.yaml and every workflow; print each problem as path:line:col: message
     Check,
     /// Show the next fire times of every scheduled workflow, in its zone and in UTC
@@ -116,9 +119,15 @@ impl From<Outcome> for ExitCode {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format, cli.verbose, cli.quiet);
+    // The demo narrates; its daemon's routine log lines would drown that out.
+    let quiet = match cli.command {
+        Command::Demo(_) if cli.verbose == 0 => cli.quiet.max(1),
+        _ => cli.quiet,
+    };
+    logging::init(cli.log_format, cli.verbose, quiet);
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
     let outcome = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Check => check::run(&config_path),
         Command::Plan(args) => plan::run(&config_path, &args),
         Command::Run => run::run(&config_path),

@@ -55,8 +55,8 @@ pub struct SetupArgs {
 }
 
 /// What a refused setup tells the user; `user` decides the exit code.
-struct Refused {
-    message: String,
+pub(crate) struct Refused {
+    pub(crate) message: String,
     user: bool,
 }
 
@@ -97,7 +97,7 @@ pub fn run(config_path: &Path, args: &OrderArgs) -> anyhow::Result<Outcome> {
     };
     let outcome = runtime()?.block_on(setup(&config, &workflows, args));
     Ok(match outcome {
-        Ok(()) => Outcome::Success,
+        Ok(_) => Outcome::Success,
         Err(refused) => {
             eprintln!("error: {}", refused.message);
             if refused.user {
@@ -121,7 +121,12 @@ enum Target {
     },
 }
 
-async fn setup(config: &Config, workflows: &[Workflow], args: &SetupArgs) -> Result<(), Refused> {
+/// The whole setup; with `message_only`, the message to sign (also printed) and nothing else.
+pub(crate) async fn setup(
+    config: &Config,
+    workflows: &[Workflow],
+    args: &SetupArgs,
+) -> Result<Option<String>, Refused> {
     let workflow = workflows
         .iter()
         .find(|w| w.name == args.workflow)
@@ -186,7 +191,7 @@ async fn setup(config: &Config, workflows: &[Workflow], args: &SetupArgs) -> Res
     let message = challenge.message();
     if args.message_only {
         println!("{message}");
-        return Ok(());
+        return Ok(Some(message));
     }
     let signature = match (&args.signature, node_signer(config, declared)) {
         (Some(s), _) => s.trim().to_string(),
@@ -288,7 +293,7 @@ async fn setup(config: &Config, workflows: &[Workflow], args: &SetupArgs) -> Res
         ),
         Err(e) => eprintln!("warning: no QR code: {e:?}"),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The node that can sign for a Lightning order by itself (LND or Core Lightning).

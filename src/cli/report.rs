@@ -110,7 +110,8 @@ pub fn text(entries: &[ledger::Entry], totals: &ledger::Totals) -> String {
                 e.btc
                     .map(|d| d.normalize().to_string())
                     .unwrap_or("?".into()),
-                e.address.as_deref().unwrap_or("?"),
+                // A payout without an address went over Lightning.
+                e.address.as_deref().unwrap_or("your node over Lightning"),
                 e.txid
                     .as_deref()
                     .map(|t| format!(" ({t})"))

@@ -2,12 +2,20 @@
 //! never the system directly, so tests can move time (a three-week outage, a DST change, a
 //! clock stepping back) without waiting.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use chrono::{DateTime, Duration, Utc};
 
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Notified when the clock jumps forward, so that a sleeper re-reads it; `None` for clocks
+    /// that only move with real time.
+    fn jumped(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 /// The machine's clock.
@@ -40,5 +48,41 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().expect("clock lock")
+    }
+}
+
+/// Real time plus an offset that only grows: the demo plays weeks in seconds by jumping to just
+/// before the next thing that happens, while leases and timeouts still pass at real speed.
+pub struct JumpClock {
+    offset: Mutex<Duration>,
+    jumped: Arc<Notify>,
+}
+
+impl JumpClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        JumpClock {
+            offset: Mutex::new(start - Utc::now()),
+            jumped: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Moves the clock to `at`, if that is ahead of it.
+    pub fn jump_to(&self, at: DateTime<Utc>) {
+        let mut offset = self.offset.lock().expect("clock lock");
+        let now = Utc::now() + *offset;
+        if at > now {
+            *offset += at - now;
+            self.jumped.notify_one();
+        }
+    }
+}
+
+impl Clock for JumpClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.offset.lock().expect("clock lock")
+    }
+
+    fn jumped(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.jumped))
     }
 }

@@ -324,8 +324,15 @@ async fn scheduler_loop(
             .map(|next| (next - now).to_std().unwrap_or_default())
             .unwrap_or(MAX_SCHEDULER_SLEEP)
             .clamp(std::time::Duration::from_millis(10), MAX_SCHEDULER_SLEEP);
+        let jumped = clock.jumped();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = async {
+                match &jumped {
+                    Some(jumped) => jumped.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = shutdown.changed() => {}
         }
     }

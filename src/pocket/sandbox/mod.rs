@@ -30,7 +30,7 @@ use state::{Payout, Refusal};
 
 pub use state::{creditor_reference, random_uuid};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SandboxOptions {
     pub client_id: String,
     /// Where webhooks go (`http://…/webhooks/pocket`); none: they are only recorded.
@@ -44,6 +44,8 @@ pub struct SandboxOptions {
     /// The Lightning Peach hub merchant account the simulator accepts.
     pub hub_email: String,
     pub hub_password: String,
+    /// The time exchanges execute at (the demo's clock jumps ahead; real time otherwise).
+    pub clock: Arc<dyn crate::engine::clock::Clock>,
 }
 
 impl Default for SandboxOptions {
@@ -57,6 +59,7 @@ impl Default for SandboxOptions {
             max_attempts: 8,
             hub_email: "stacker@example.com".into(),
             hub_password: "demo-password".into(),
+            clock: Arc::new(crate::engine::clock::SystemClock),
         }
     }
 }
@@ -517,7 +520,7 @@ async fn pay(
         .state
         .lock()
         .expect("state lock")
-        .pay(&id, amount, Utc::now());
+        .pay(&id, amount, s.options.clock.now());
     match result {
         Ok(exchange) => {
             let event = if exchange["reason"].is_null() {

@@ -1,0 +1,689 @@
+//! `satflow demo`: the whole mission on this machine, with no account and no network. It writes
+//! a setup into a folder (SQLite database, `.eml` emails, the example workflows), starts the
+//! sandbox (Pocket and the Lightning Peach hub) and a Lightning node stand-in on loopback, runs
+//! the real daemon on a clock that jumps from one event to the next, and plays three weeks:
+//! orders set up by signing challenges, payments executed and settled to fresh xpub addresses, a
+//! Lightning payout, an interrupted and a refunded exchange, withdrawals, then the report.
+//!
+//! It plays the bank and Pocket's back office through the sandbox's control API; everything
+//! satflow does in between is the daemon's own work. The keys are public test keys: nothing
+//! here may ever hold real money.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bitcoin::Network;
+use bitcoin::bip32::{DerivationPath, Xpriv};
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono_tz::Europe::Zurich;
+use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
+
+use super::order::{SetupArgs, setup};
+use super::{Outcome, Setup, load_setup, print_problems, runtime};
+use crate::engine::clock::{Clock, JumpClock};
+use crate::engine::daemon;
+use crate::lightning::standin;
+use crate::pocket::sandbox::{self, SandboxOptions};
+use crate::pocket::types::ExchangeState;
+use crate::store::Store;
+use crate::wallet::proof::sign_message;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where to write the demo's setup, database and emails (emptied first)
+    #[arg(long, default_value = "satflow-demo")]
+    pub dir: PathBuf,
+}
+
+/// The published BIP-39 test seed ("abandon" ×11 "about"): its keys are public.
+const TEST_SEED: &str = "5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc19a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4";
+/// Accounts 0 and 1 of its BIP-84 branch.
+const COLD: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
+const VAULT: &str = "zpub6rFR7y4Q2AijF6Gk1bofHLs1d66hKFamhXWdWBup1Em25wfabZqkDqvaieV63fDQFaYmaatCG7jVNUpUiM2hAMo6SAVHcrUpSnHDpNzucB7";
+const HUB_KEY: &str = "6ab4a84b57f46d9df02aee3589139570493543805c77af661db089ecbee36d1f";
+const NODE_KEY: [u8; 32] = [0x5a; 32];
+const RUNE: &str = "demo-rune";
+const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+
+const LIGHTNING_DCA: &str = "\
+# Every Monday, a second standing order, paid out over Lightning to your node.
+name: lightning-dca
+on:
+  schedule:
+    cron: \"0 9 * * MON\"
+    timezone: Europe/Zurich
+    catch_up: once
+steps:
+  - id: order
+    uses: pocket.order
+    with:
+      currency: chf
+      fee_rate: \"0.012\"
+      debitor_iban: CH9300762011623852957
+      payout: { lightning: mynode }
+";
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
+    runtime()?.block_on(play(&args.dir))
+}
+
+fn say(text: impl AsRef<str>) {
+    println!("{}", text.as_ref());
+}
+
+fn heading(clock: &JumpClock, what: &str) {
+    let local = clock.now().with_timezone(&Zurich);
+    println!();
+    println!("── {} · {what}", local.format("%a %Y-%m-%d %H:%M %Z"));
+}
+
+/// Waits for `check` to give a value; the daemon works in the background meanwhile.
+async fn until<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("the demo waited 30 s for {what}; the log above may say why");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sandbox's control API: the bank and Pocket's back office.
+struct Control {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Control {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("the sandbox refused {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+fn first_monday_after(now: DateTime<Utc>) -> DateTime<Utc> {
+    let local = now.with_timezone(&Zurich).date_naive();
+    let days = 7 - i64::from(local.weekday().num_days_from_monday());
+    let monday = local + chrono::Duration::days(days);
+    Zurich
+        .from_local_datetime(&monday.and_hms_opt(0, 0, 0).expect("midnight"))
+        .earliest()
+        .expect("midnight exists in Zurich")
+        .with_timezone(&Utc)
+}
+
+fn at(day: DateTime<Utc>, days: i64, hour: u32) -> DateTime<Utc> {
+    let local = (day.with_timezone(&Zurich) + chrono::Duration::days(days)).date_naive();
+    Zurich
+        .from_local_datetime(&local.and_hms_opt(hour, 0, 0).expect("a valid hour"))
+        .earliest()
+        .expect("the hour exists")
+        .with_timezone(&Utc)
+}
+
+/// The emails written so far, oldest first.
+fn emails(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir.join("mail"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| {
+                    let modified = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (modified, e.path())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The Subject header, unfolded.
+fn subject(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("Subject: "));
+    let mut subject = lines
+        .next()
+        .and_then(|l| l.strip_prefix("Subject: "))
+        .unwrap_or("")
+        .to_string();
+    for more in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+        subject.push(' ');
+        subject.push_str(more.trim());
+    }
+    subject
+}
+
+/// Prints the emails not seen yet, and marks them seen.
+fn new_emails(dir: &Path, seen: &mut HashSet<PathBuf>) {
+    for path in emails(dir) {
+        if seen.insert(path.clone()) {
+            say(format!(
+                "   ✉ {} — {}",
+                path.strip_prefix(dir).unwrap_or(&path).display(),
+                subject(&path)
+            ));
+        }
+    }
+}
+
+/// Waits until `count` emails more than `seen` are written.
+async fn emails_beyond(dir: &Path, seen: &HashSet<PathBuf>, count: usize) -> anyhow::Result<()> {
+    until("the emails", || async {
+        Ok((emails(dir).len() >= seen.len() + count).then_some(()))
+    })
+    .await
+}
+
+fn write_setup(
+    dir: &Path,
+    listen: u16,
+    sandbox: &str,
+    node: &standin::StandIn,
+) -> anyhow::Result<()> {
+    if dir.exists() {
+        for name in [
+            "satflow.db",
+            "satflow.db-wal",
+            "satflow.db-shm",
+            "satflow.db.lock",
+        ] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        for folder in ["mail", "workflows"] {
+            let _ = std::fs::remove_dir_all(dir.join(folder));
+        }
+    }
+    std::fs::create_dir_all(dir.join("workflows"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join("hub-merchant.key"), HUB_KEY)?;
+    let config = format!(
+        "# Written by `satflow demo`: everything here is local and uses public test keys.
+database: sqlite://satflow.db
+listen: 127.0.0.1:{listen}
+pocket: {{ base_url: \"{sandbox}\", client_id: demo-client, webhook_secret: {WEBHOOK_SECRET}, reconcile_every: 1m }}
+email: {{ dir: mail, from: \"satflow <satflow@example.com>\", to: [stacker@example.com] }}
+wallets:
+  cold: {{ xpub: {COLD} }}
+  vault: {{ xpub: {VAULT} }}
+lightning:
+  mynode:
+    cln: {{ url: \"{}\", rune: {RUNE} }}
+    node_pubkey: {}
+withdraw:
+  hub:
+    lightningpeach: {{ base_url: \"{sandbox}/hub\", email: stacker@example.com, password: demo-password, key_file: hub-merchant.key }}
+prices: {{ source: peach, peach_url: \"{sandbox}\" }}
+outbox: {{ base_delay: 200ms, max_delay: 5s, max_attempts: 10 }}
+engine: {{ follow_every: 500ms, shutdown_grace: 5s }}
+",
+        node.url,
+        node.pubkey()
+    );
+    std::fs::write(dir.join("satflow.yaml"), config)?;
+    let workflows = [
+        (
+            "weekly-dca.yaml",
+            include_str!("../../workflows/weekly-dca.yaml"),
+        ),
+        (
+            "lightning-payout.yaml",
+            include_str!("../../workflows/lightning-payout.yaml"),
+        ),
+        (
+            "sunday-withdrawal.yaml",
+            include_str!("../../workflows/sunday-withdrawal.yaml"),
+        ),
+        ("lightning-dca.yaml", LIGHTNING_DCA),
+    ];
+    for (name, text) in workflows {
+        std::fs::write(dir.join("workflows").join(name), text)?;
+    }
+    Ok(())
+}
+
+fn load(dir: &Path) -> anyhow::Result<Setup> {
+    match load_setup(&dir.join("satflow.yaml")) {
+        Ok(setup) => Ok(setup),
+        Err(problems) => {
+            print_problems(&problems);
+            bail!("the demo's own setup does not pass `check`; this is a bug in satflow");
+        }
+    }
+}
+
+/// The key of `m/84'/0'/0'/0/0` of the test seed: it signs the challenge of the `cold` order.
+fn cold_key() -> SecretKey {
+    let seed: Vec<u8> = (0..TEST_SEED.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&TEST_SEED[i..i + 2], 16).expect("hex"))
+        .collect();
+    let master = Xpriv::new_master(Network::Bitcoin, &seed).expect("a valid seed");
+    let path = DerivationPath::from_str("m/84'/0'/0'/0/0").expect("a valid path");
+    master
+        .derive_priv(&Secp256k1::new(), &path)
+        .expect("derivable")
+        .private_key
+}
+
+async fn play(dir: &Path) -> anyhow::Result<Outcome> {
+    say("satflow demo: three weeks of stacking, played on this machine in seconds.");
+    say("Pocket and the Lightning Peach hub are simulated, the Lightning node is a stand-in, the");
+    say("keys are public test keys: no account, no network, no money.");
+
+    // The clock starts next Monday at midnight and jumps to each event; the sandbox executes
+    // exchanges on it too, so the report's dates are the demo's.
+    let start = first_monday_after(Utc::now());
+    let clock = Arc::new(JumpClock::new(start));
+    let node = standin::spawn(SecretKey::from_slice(&NODE_KEY)?, RUNE).await?;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let (sandbox_addr, _sandbox) = sandbox::spawn(SandboxOptions {
+        client_id: "demo-client".into(),
+        webhook_url: Some(format!("http://127.0.0.1:{listen}/webhooks/pocket")),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
+        retry_base: Duration::from_millis(200),
+        clock: clock.clone(),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let sandbox_url = format!("http://{sandbox_addr}");
+    write_setup(dir, listen, &sandbox_url, &node)?;
+    let control = Control {
+        http: reqwest::Client::new(),
+        base: sandbox_url.clone(),
+    };
+    say(format!(
+        "\nThe setup is in {}/: satflow.yaml, workflows/, the database and mail/.",
+        dir.display()
+    ));
+
+    // Orders first: each needs a proof that its payout is the user's.
+    let Setup { config, workflows } = load(dir)?;
+    say("\n── Setting up the standing orders");
+    say(
+        "weekly-dca pays out on chain to wallet `cold`, rotating through its xpub. Pocket's challenge:",
+    );
+    let message = setup(
+        &config,
+        &workflows,
+        &SetupArgs {
+            workflow: "weekly-dca".into(),
+            message_only: true,
+            signature: None,
+            png: None,
+            replace: false,
+        },
+    )
+    .await
+    .map_err(|r| anyhow::anyhow!(r.message))?
+    .context("no message to sign")?;
+    say("signed with the key of the wallet's first address (a hardware wallet would do this):");
+    let signature = sign_message(&cold_key(), &message);
+    say(format!("  {signature}"));
+    for (workflow, signature) in [("weekly-dca", Some(signature)), ("lightning-dca", None)] {
+        setup(
+            &config,
+            &workflows,
+            &SetupArgs {
+                workflow: workflow.into(),
+                message_only: false,
+                signature,
+                png: Some(dir.join(format!("{workflow}-payment.png"))),
+                replace: false,
+            },
+        )
+        .await
+        .map_err(|r| anyhow::anyhow!(r.message))?;
+    }
+    let store = Store::open(&config.database).await?;
+    let dca_order = store
+        .order_for_workflow("weekly-dca")
+        .await?
+        .context("the weekly-dca order")?
+        .id;
+    let ln_order = store
+        .order_for_workflow("lightning-dca")
+        .await?
+        .context("the lightning-dca order")?
+        .id;
+
+    // The daemon, on the demo's clock.
+    let Setup {
+        config: daemon_config,
+        workflows,
+    } = load(dir)?;
+    let (stop, stopped) = watch::channel(false);
+    let (ready, is_ready) = oneshot::channel();
+    let engine_clock: Arc<dyn Clock> = clock.clone();
+    let daemon = tokio::spawn(daemon::serve(
+        daemon_config,
+        workflows,
+        engine_clock,
+        stopped,
+        Some(ready),
+    ));
+    let addr = is_ready.await.context("the daemon did not start")?;
+    say(format!(
+        "\nThe daemon runs (webhooks on http://{addr}/webhooks/pocket); the clock starts {}.",
+        start.with_timezone(&Zurich).format("%a %Y-%m-%d")
+    ));
+
+    let mut seen = HashSet::new();
+    new_emails(dir, &mut seen);
+    let result = weeks(
+        dir, &store, &clock, &control, &node, &dca_order, &ln_order, &mut seen,
+    )
+    .await;
+    let _ = stop.send(true);
+    let _ = daemon.await;
+    result?;
+
+    say("\n── The report (`satflow report`)");
+    let entries = crate::ledger::entries(
+        &store.exchanges(i64::MAX).await?,
+        &store.withdrawals(i64::MAX).await?,
+    );
+    print!(
+        "{}",
+        super::report::text(&entries, &crate::ledger::totals(&entries))
+    );
+    store.close().await;
+    let db = dir.join("satflow.db");
+    say(format!(
+        "\nDone. The database is {}; the {} emails are in {} (.eml files: open them in a mail client).",
+        db.display(),
+        emails(dir).len(),
+        dir.join("mail").display()
+    ));
+    say(format!(
+        "Look around with: satflow -c {0}/satflow.yaml runs | exchanges | withdrawals | addresses cold | report --csv",
+        dir.display()
+    ));
+    Ok(Outcome::Success)
+}
+
+async fn exchange_in(
+    store: &Store,
+    id: &str,
+    state: ExchangeState,
+) -> anyhow::Result<Option<crate::store::ExchangeRow>> {
+    Ok(store.exchange(id).await?.filter(|r| r.state == state))
+}
+
+async fn runs_done(
+    store: &Store,
+    since: i64,
+    workflows: &[&str],
+) -> anyhow::Result<Option<Vec<crate::store::RunRow>>> {
+    let runs = store.recent_runs(100).await?;
+    let mut done = Vec::new();
+    for w in workflows {
+        match runs.iter().find(|r| {
+            r.id > since && r.workflow == *w && matches!(r.status.as_str(), "succeeded" | "failed")
+        }) {
+            Some(r) => done.push(r.clone()),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(done))
+}
+
+async fn last_run_id(store: &Store) -> anyhow::Result<i64> {
+    Ok(store.recent_runs(1).await?.first().map_or(0, |r| r.id))
+}
+
+/// Jumps to `when` and waits for the runs of `workflows` it fires.
+async fn fire(
+    store: &Store,
+    clock: &JumpClock,
+    when: DateTime<Utc>,
+    workflows: &[&str],
+) -> anyhow::Result<Vec<crate::store::RunRow>> {
+    let since = last_run_id(store).await?;
+    clock.jump_to(when - chrono::Duration::milliseconds(300));
+    until(&format!("the runs of {}", workflows.join(", ")), || {
+        runs_done(store, since, workflows)
+    })
+    .await
+}
+
+fn describe_run(run: &crate::store::RunRow) -> String {
+    match &run.error {
+        None => format!("{} {}", run.workflow, run.status),
+        Some(e) => format!("{} {}: {e}", run.workflow, run.status),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn weeks(
+    dir: &Path,
+    store: &Store,
+    clock: &JumpClock,
+    control: &Control,
+    node: &standin::StandIn,
+    dca_order: &str,
+    ln_order: &str,
+    seen: &mut HashSet<PathBuf>,
+) -> anyhow::Result<()> {
+    let monday = clock.now();
+    for week in 0..3i64 {
+        let fire_at = at(monday, 7 * week, 9);
+        let runs = fire(store, clock, fire_at, &["weekly-dca", "lightning-dca"]).await?;
+        heading(
+            clock,
+            &format!("week {}: the Monday schedule fired", week + 1),
+        );
+        for run in &runs {
+            say(format!(
+                "   {} (the order is kept in shape: active, fee rate as declared)",
+                describe_run(run)
+            ));
+        }
+        new_emails(dir, seen);
+
+        match week {
+            0 => {
+                say("   the bank pays 100 CHF into the weekly-dca order…");
+                let e = control
+                    .post(
+                        &format!("sandbox/orders/{dca_order}/payments"),
+                        json!({ "amount": "100.00" }),
+                    )
+                    .await?;
+                let id = e["id"].as_str().context("an exchange id")?.to_string();
+                let row = until("the executed exchange", || {
+                    exchange_in(store, &id, ExchangeState::Executed)
+                })
+                .await?;
+                let x = &row.exchange;
+                say(format!(
+                    "   exchange {id} executed (webhook): {} CHF at {} CHF/BTC, fee {} CHF → {} BTC",
+                    x.cost.unwrap_or_default(),
+                    x.rate.unwrap_or_default(),
+                    x.fee.unwrap_or_default(),
+                    x.amount.unwrap_or_default()
+                ));
+                control
+                    .post(&format!("sandbox/exchanges/{id}/settle"), json!({}))
+                    .await?;
+                let row = until("the settled exchange", || {
+                    exchange_in(store, &id, ExchangeState::Settled)
+                })
+                .await?;
+                let payout = row.exchange.payout.clone().unwrap_or_default();
+                say(format!(
+                    "   settled: paid out to {} (txid {}) — checked: a fresh address of wallet `cold`",
+                    payout["bitcoin_address"].as_str().unwrap_or("?"),
+                    payout["txid"].as_str().unwrap_or("?")
+                ));
+
+                say("   the bank pays 50 CHF into the Lightning order…");
+                let e = control
+                    .post(
+                        &format!("sandbox/orders/{ln_order}/payments"),
+                        json!({ "amount": "50.00" }),
+                    )
+                    .await?;
+                let id = e["id"].as_str().context("an exchange id")?.to_string();
+                until("the Lightning payout", || {
+                    exchange_in(store, &id, ExchangeState::Settled)
+                })
+                .await?;
+                let invoice = node
+                    .invoices
+                    .lock()
+                    .map(|i| i.last().cloned())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                say(format!(
+                    "   exchange {id} executed; lightning-payout asked the node for an invoice ({}…), checked it and patched the exchange; Pocket paid it: settled",
+                    invoice.chars().take(24).collect::<String>()
+                ));
+                new_emails(dir, seen);
+            }
+            1 => {
+                say("   the bank pays 2000 CHF; Pocket wants to identify the buyer first…");
+                let e = control
+                    .post(
+                        &format!("sandbox/orders/{dca_order}/payments"),
+                        json!({ "amount": "2000.00" }),
+                    )
+                    .await?;
+                let id = e["id"].as_str().context("an exchange id")?.to_string();
+                until("the executed exchange", || {
+                    exchange_in(store, &id, ExchangeState::Executed)
+                })
+                .await?;
+                control
+                    .post(
+                        &format!("sandbox/exchanges/{id}/interrupt"),
+                        json!({ "variant": "identify" }),
+                    )
+                    .await?;
+                until("the interrupted exchange", || {
+                    exchange_in(store, &id, ExchangeState::Interrupted)
+                })
+                .await?;
+                say(format!(
+                    "   exchange {id} interrupted: satflow emails what to do"
+                ));
+                emails_beyond(dir, seen, 1).await?;
+                new_emails(dir, seen);
+            }
+            _ => {
+                say("   the bank pays 150 CHF; the exchange cannot go through…");
+                let e = control
+                    .post(
+                        &format!("sandbox/orders/{dca_order}/payments"),
+                        json!({ "amount": "150.00" }),
+                    )
+                    .await?;
+                let id = e["id"].as_str().context("an exchange id")?.to_string();
+                until("the executed exchange", || {
+                    exchange_in(store, &id, ExchangeState::Executed)
+                })
+                .await?;
+                control
+                    .post(
+                        &format!("sandbox/exchanges/{id}/refund"),
+                        json!({ "reason": "threshold_exceeded" }),
+                    )
+                    .await?;
+                until("the refunded exchange", || {
+                    exchange_in(store, &id, ExchangeState::Refunded)
+                })
+                .await?;
+                say(format!(
+                    "   exchange {id} refunded (threshold exceeded): satflow emails why"
+                ));
+                emails_beyond(dir, seen, 1).await?;
+                new_emails(dir, seen);
+                // The last week ends here, before its Sunday.
+                continue;
+            }
+        }
+
+        // Sunday evening: the sweep to cold storage.
+        if week == 0 {
+            control
+                .post("sandbox/hub/credit", json!({ "sat": 250_000 }))
+                .await?;
+        }
+        let runs = fire(
+            store,
+            clock,
+            at(monday, 7 * week + 6, 18),
+            &["sunday-withdrawal"],
+        )
+        .await?;
+        heading(clock, "Sunday: sunday-withdrawal fired");
+        say(format!("   {}", describe_run(&runs[0])));
+        let withdrawal = store
+            .withdrawals(1)
+            .await?
+            .into_iter()
+            .next()
+            .context("a withdrawal")?;
+        match withdrawal.status.as_str() {
+            "requested" => {
+                say(format!(
+                    "   the hub's {} sat go to {} (a fresh address of wallet `vault`), withdrawal {}",
+                    withdrawal.amount_sat.unwrap_or_default(),
+                    withdrawal.address,
+                    withdrawal.provider_ref.as_deref().unwrap_or("?")
+                ));
+                let id = withdrawal.provider_ref.clone().unwrap_or_default();
+                control
+                    .post(&format!("sandbox/hub/withdrawals/{id}/complete"), json!({}))
+                    .await?;
+                let key = withdrawal.key.clone();
+                let sent = until("the withdrawal to be sent", || async {
+                    Ok(store.withdrawal(&key).await?.filter(|w| w.status == "sent"))
+                })
+                .await?;
+                say(format!(
+                    "   the hub sent it: transaction {}",
+                    sent.txid.as_deref().unwrap_or("?")
+                ));
+                emails_beyond(dir, seen, 2).await?;
+            }
+            _ => say(format!(
+                "   nothing moved: {}",
+                withdrawal
+                    .reason
+                    .as_deref()
+                    .unwrap_or(withdrawal.status.as_str())
+            )),
+        }
+        new_emails(dir, seen);
+    }
+    Ok(())
+}
