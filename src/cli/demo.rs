@@ -238,7 +238,7 @@ lightning:
 withdraw:
   hub:
     lightningpeach: {{ base_url: \"{sandbox}/hub\", email: stacker@example.com, password: demo-password, key_file: hub-merchant.key }}
-prices: {{ source: peach, peach_url: \"{sandbox}\" }}
+prices: {{ source: peach, peach_url: \"{sandbox}\", sanity_percent: 3 }}
 outbox: {{ base_delay: 200ms, max_delay: 5s, max_attempts: 10 }}
 engine: {{ follow_every: 500ms, shutdown_grace: 5s }}
 ",

@@ -138,6 +138,9 @@ pub struct PricesConfig {
     pub peach_url: Url,
     pub bitpay_url: Url,
     pub max_age: Duration,
+    /// An executed exchange whose rate is further than this (percent) from the market price
+    /// raises the `rate_off_market` alert; unset, rates are not compared.
+    pub sanity_percent: Option<rust_decimal::Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,10 +194,12 @@ pub enum Alert {
     UnrecognizedWebhook,
     /// A withdrawal sent or failed after its step (the hub sends later, or cancels).
     WithdrawalUpdate,
+    /// An exchange executed at a rate far from the market price.
+    RateOffMarket,
 }
 
 impl Alert {
-    pub const ALL: [Alert; 7] = [
+    pub const ALL: [Alert; 8] = [
         Alert::Interrupted,
         Alert::Refunded,
         Alert::PayoutMismatch,
@@ -202,6 +207,7 @@ impl Alert {
         Alert::RunFailed,
         Alert::UnrecognizedWebhook,
         Alert::WithdrawalUpdate,
+        Alert::RateOffMarket,
     ];
 
     pub fn name(self) -> &'static str {
@@ -213,6 +219,7 @@ impl Alert {
             Alert::RunFailed => "run_failed",
             Alert::UnrecognizedWebhook => "unrecognized_webhook",
             Alert::WithdrawalUpdate => "withdrawal_update",
+            Alert::RateOffMarket => "rate_off_market",
         }
     }
 }

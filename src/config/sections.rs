@@ -609,6 +609,7 @@ impl Reader<'_> {
             peach_url: Url::parse(DEFAULT_PEACH_URL).ok()?,
             bitpay_url: Url::parse(DEFAULT_BITPAY_URL).ok()?,
             max_age: std::time::Duration::from_secs(300),
+            sanity_percent: None,
         };
         names.price_source = Some(PriceSource::Peach);
         let Some(node) = node else {
@@ -648,6 +649,29 @@ impl Reader<'_> {
         if let Some(n) = m.get("max_age") {
             match duration(n, "prices.max_age", ctx) {
                 Some(d) => prices.max_age = d,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = m.get("sanity_percent") {
+            let text = crate::source::reader::scalar(n, "prices.sanity_percent", ctx)
+                .map(|s| s.value.clone());
+            match text
+                .as_deref()
+                .map(|t| (t, rust_decimal::Decimal::from_str_exact(t)))
+            {
+                Some((_, Ok(d)))
+                    if d > rust_decimal::Decimal::ZERO
+                        && d <= rust_decimal::Decimal::ONE_HUNDRED =>
+                {
+                    prices.sanity_percent = Some(d)
+                }
+                Some((t, _)) => {
+                    ctx.error(
+                        n.pos,
+                        format!("prices.sanity_percent: {} is not a percentage; write a number above 0 and at most 100, e.g. 5", describe(t)),
+                    );
+                    ok = false;
+                }
                 None => ok = false,
             }
         }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::bip32::{ChildNumber, DerivationPath};
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
@@ -201,6 +202,64 @@ impl Processor {
         Ok(due.len())
     }
 
+    /// The market price next to a freshly executed exchange's rate: the details for the
+    /// `rate_off_market` alert when they are further apart than `prices.sanity_percent`. An
+    /// exchange that executed longer ago than `prices.max_age` is not compared (the market price
+    /// of then is not known), and a price that cannot be had is only logged: the check must never
+    /// hold up the exchange itself.
+    async fn rate_check(
+        &self,
+        exchange: &Exchange,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Value> {
+        let prices = &self.config.prices;
+        let allowed = prices.sanity_percent?;
+        if !self.alerts.enabled(Alert::RateOffMarket) {
+            return None;
+        }
+        let rate = exchange.rate.filter(|r| *r > Decimal::ZERO)?;
+        let executed = exchange.executed_on?;
+        if (now - executed)
+            .to_std()
+            .is_ok_and(|age| age > prices.max_age)
+        {
+            return None;
+        }
+        let currency = exchange
+            .pair
+            .as_deref()
+            .and_then(|p| p.split('/').nth(1))
+            .and_then(|c| c.parse::<crate::domain::Currency>().ok())?;
+        let quote = match crate::prices::quote(
+            &self.store,
+            &self.config,
+            prices.source,
+            currency,
+            prices.max_age,
+            now,
+        )
+        .await
+        {
+            Ok(q) => q,
+            Err(err) => {
+                tracing::warn!(exchange = %exchange.id, %err, "cannot compare the exchange's rate with the market price");
+                return None;
+            }
+        };
+        let deviation =
+            ((rate - quote.price).abs() * Decimal::ONE_HUNDRED / quote.price).round_dp(2);
+        (deviation > allowed).then(|| {
+            tracing::warn!(exchange = %exchange.id, %rate, market = %quote.price, %deviation, "exchange rate far from the market price");
+            json!({
+                "market_price": quote.price.to_string(),
+                "deviation_percent": deviation.to_string(),
+                "sanity_percent": allowed.to_string(),
+                "source": crate::prices::source_name(quote.source),
+                "fetched_at": quote.fetched_at.to_rfc3339(),
+            })
+        })
+    }
+
     /// Applies one observation of an exchange, with everything it causes, in one transaction.
     pub async fn observe(
         &self,
@@ -222,6 +281,12 @@ impl Processor {
             (None, None)
         };
         let context = event_context(event, exchange, order.as_ref().map(|o| o.workflow.as_str()));
+        let off_market = match state {
+            ExchangeState::Executed | ExchangeState::Settled => {
+                self.rate_check(exchange, now).await
+            }
+            _ => None,
+        };
         let next_check = (!is_final(state)).then(|| {
             now + chrono::Duration::from_std(self.reconcile_every())
                 .unwrap_or(chrono::Duration::minutes(10))
@@ -257,6 +322,20 @@ impl Processor {
                     effects.items.extend(
                         alert.and_then(|a| self.alerts.item(&self.env, a, &exchange.id, &ctx)),
                     );
+                    if let Some(details) = &off_market {
+                        let mut ctx = json!({ "event": context });
+                        if let (Some(event), Some(details)) =
+                            (ctx["event"].as_object_mut(), details.as_object())
+                        {
+                            event.extend(details.clone());
+                        }
+                        effects.items.extend(self.alerts.item(
+                            &self.env,
+                            Alert::RateOffMarket,
+                            &exchange.id,
+                            &ctx,
+                        ));
+                    }
                     if let Some(mismatch) = &mismatch {
                         let mut ctx = json!({ "event": context });
                         ctx["event"]["address"] = json!(mismatch.address);

@@ -103,6 +103,11 @@ impl Alerts {
         Alerts { mailer, enabled }
     }
 
+    /// Whether `alert` would be sent (it is switched on and there is an email section).
+    pub fn enabled(&self, alert: Alert) -> bool {
+        self.mailer.is_some() && self.enabled.contains(&alert)
+    }
+
     /// The alert email `alert` for the thing `key` names, or `None` when that alert is off, or
     /// when it cannot be rendered (logged: an alert must never stop the work it reports on).
     pub fn item(

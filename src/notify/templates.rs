@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-const BUILT_IN: [(&str, &str); 9] = [
+const BUILT_IN: [(&str, &str); 10] = [
     ("order_created", include_str!("templates/order_created.txt")),
     ("run_failed", include_str!("templates/run_failed.txt")),
     ("interrupted", include_str!("templates/interrupted.txt")),
@@ -27,9 +27,13 @@ const BUILT_IN: [(&str, &str); 9] = [
         "withdrawal_update",
         include_str!("templates/withdrawal_update.txt"),
     ),
+    (
+        "rate_off_market",
+        include_str!("templates/rate_off_market.txt"),
+    ),
 ];
 
-pub const BUILT_IN_NAMES: [&str; 9] = [
+pub const BUILT_IN_NAMES: [&str; 10] = [
     BUILT_IN[0].0,
     BUILT_IN[1].0,
     BUILT_IN[2].0,
@@ -39,6 +43,7 @@ pub const BUILT_IN_NAMES: [&str; 9] = [
     BUILT_IN[6].0,
     BUILT_IN[7].0,
     BUILT_IN[8].0,
+    BUILT_IN[9].0,
 ];
 
 pub struct TemplateSource {

@@ -22,7 +22,11 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         "CHF: 2 buys, spent 150 CHF",
         "0.0025 BTC withdrawn to cold storage",
     ] {
-        assert!(run.stdout.contains(step), "missing {step:?} in:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(step),
+            "missing {step:?} in:\n{}",
+            run.stdout
+        );
     }
     let mail: Vec<String> = std::fs::read_dir(app.path().join("play/mail"))
         .unwrap()
@@ -40,7 +44,8 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         );
     }
     assert!(
-        mail.iter().all(|m| m.contains("\r\n\r\n") || m.contains("\n\n")),
+        mail.iter()
+            .all(|m| m.contains("\r\n\r\n") || m.contains("\n\n")),
         "every email has headers and a body"
     );
 

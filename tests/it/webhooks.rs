@@ -504,3 +504,56 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
     );
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_far_from_the_market_price_raises_one_alert() {
+    let (market, _sb) = satflow::pocket::sandbox::spawn(Default::default()).await;
+    let r = reqwest::Client::new()
+        .put(format!("http://{market}/sandbox/price"))
+        .json(&json!({ "currency": "eur", "price": "800" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let d = Daemon::start(
+        "http://127.0.0.1:9",
+        free_port(),
+        &format!("prices: {{ peach_url: \"http://{market}\", sanity_percent: 5 }}\n"),
+        &[],
+    )
+    .await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut fair = payload("x-fair", "executed");
+    fair["executed_on"] = json!(now);
+    let mut odd = payload("x-odd", "executed");
+    odd["executed_on"] = json!(now);
+    odd["rate"] = json!(1000);
+    for _ in 0..2 {
+        d.send("exchange.executed", fair.clone()).await;
+        d.send("exchange.executed", odd.clone()).await;
+    }
+    let mut settled = payload("x-odd", "settled");
+    settled["executed_on"] = json!(now);
+    settled["rate"] = json!(1000);
+    d.send("exchange.settled", settled).await;
+    eventually(Duration::from_secs(15), "the rate alert", || {
+        !d.smtp.messages().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mail = d.smtp.messages();
+    assert_eq!(
+        mail.len(),
+        1,
+        "one alert, for the odd exchange only: {mail:#?}"
+    );
+    assert!(mail[0].contains("x-odd"), "{}", mail[0]);
+    assert!(
+        mail[0].contains("exchange x-odd executed 25 % away from the market")
+            && mail[0].contains("was 800 EUR/BTC"),
+        "{}",
+        mail[0]
+    );
+    assert!(d.exchange("x-fair").is_some() && d.exchange("x-odd").is_some());
+    d.stop();
+}
