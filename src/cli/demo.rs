@@ -3,7 +3,8 @@
 //! sandbox (Pocket and the Lightning Peach hub) and a Lightning node stand-in on loopback, runs
 //! the real daemon on a clock that jumps from one event to the next, and plays three weeks:
 //! orders set up by signing challenges, payments executed and settled to fresh xpub addresses, a
-//! Lightning payout, an interrupted and a refunded exchange, withdrawals, then the report.
+//! Lightning payout, an interrupted and a refunded exchange, withdrawals, weekly digests, then
+//! the report.
 //!
 //! It plays the bank and Pocket's back office through the sandbox's control API; everything
 //! satflow does in between is the daemon's own work. The keys are public test keys: nothing
@@ -259,6 +260,10 @@ engine: {{ follow_every: 500ms, shutdown_grace: 5s }}
             "sunday-withdrawal.yaml",
             include_str!("../../workflows/sunday-withdrawal.yaml"),
         ),
+        (
+            "weekly-digest.yaml",
+            include_str!("../../workflows/weekly-digest.yaml"),
+        ),
         ("lightning-dca.yaml", LIGHTNING_DCA),
     ];
     for (name, text) in workflows {
@@ -481,6 +486,62 @@ fn describe_run(run: &crate::store::RunRow) -> String {
     }
 }
 
+/// The market moves to `price`; the bank pays `amount` CHF into the order; Pocket settles to
+/// the next address of the order's xpub.
+async fn buy_and_settle(
+    store: &Store,
+    control: &Control,
+    order: &str,
+    price: &str,
+    amount: &str,
+) -> anyhow::Result<()> {
+    let r = control
+        .http
+        .put(format!("{}/sandbox/price", control.base))
+        .json(&json!({ "currency": "chf", "price": price }))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("the sandbox refused the price: {}", r.status());
+    }
+    say(format!(
+        "   the market is at {price} CHF/BTC; the bank pays {amount} CHF into the weekly-dca order…"
+    ));
+    let e = control
+        .post(
+            &format!("sandbox/orders/{order}/payments"),
+            json!({ "amount": amount }),
+        )
+        .await?;
+    let id = e["id"].as_str().context("an exchange id")?.to_string();
+    let row = until("the executed exchange", || {
+        exchange_in(store, &id, ExchangeState::Executed)
+    })
+    .await?;
+    let x = &row.exchange;
+    say(format!(
+        "   exchange {id} executed (webhook): {} CHF at {} CHF/BTC, fee {} CHF → {} BTC",
+        x.cost.unwrap_or_default(),
+        x.rate.unwrap_or_default(),
+        x.fee.unwrap_or_default(),
+        x.amount.unwrap_or_default()
+    ));
+    control
+        .post(&format!("sandbox/exchanges/{id}/settle"), json!({}))
+        .await?;
+    let row = until("the settled exchange", || {
+        exchange_in(store, &id, ExchangeState::Settled)
+    })
+    .await?;
+    let payout = row.exchange.payout.clone().unwrap_or_default();
+    say(format!(
+        "   settled: paid out to {} (txid {}) — checked: a fresh address of wallet `cold`",
+        payout["bitcoin_address"].as_str().unwrap_or("?"),
+        payout["txid"].as_str().unwrap_or("?")
+    ));
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn weeks(
     dir: &Path,
@@ -510,39 +571,7 @@ async fn weeks(
 
         match week {
             0 => {
-                say("   the bank pays 100 CHF into the weekly-dca order…");
-                let e = control
-                    .post(
-                        &format!("sandbox/orders/{dca_order}/payments"),
-                        json!({ "amount": "100.00" }),
-                    )
-                    .await?;
-                let id = e["id"].as_str().context("an exchange id")?.to_string();
-                let row = until("the executed exchange", || {
-                    exchange_in(store, &id, ExchangeState::Executed)
-                })
-                .await?;
-                let x = &row.exchange;
-                say(format!(
-                    "   exchange {id} executed (webhook): {} CHF at {} CHF/BTC, fee {} CHF → {} BTC",
-                    x.cost.unwrap_or_default(),
-                    x.rate.unwrap_or_default(),
-                    x.fee.unwrap_or_default(),
-                    x.amount.unwrap_or_default()
-                ));
-                control
-                    .post(&format!("sandbox/exchanges/{id}/settle"), json!({}))
-                    .await?;
-                let row = until("the settled exchange", || {
-                    exchange_in(store, &id, ExchangeState::Settled)
-                })
-                .await?;
-                let payout = row.exchange.payout.clone().unwrap_or_default();
-                say(format!(
-                    "   settled: paid out to {} (txid {}) — checked: a fresh address of wallet `cold`",
-                    payout["bitcoin_address"].as_str().unwrap_or("?"),
-                    payout["txid"].as_str().unwrap_or("?")
-                ));
+                buy_and_settle(store, control, dca_order, "57000", "100.00").await?;
 
                 say("   the bank pays 50 CHF into the Lightning order…");
                 let e = control
@@ -570,6 +599,7 @@ async fn weeks(
                 new_emails(dir, seen);
             }
             1 => {
+                buy_and_settle(store, control, dca_order, "61500", "100.00").await?;
                 say("   the bank pays 2000 CHF; Pocket wants to identify the buyer first…");
                 let e = control
                     .post(
@@ -599,6 +629,7 @@ async fn weeks(
                 new_emails(dir, seen);
             }
             _ => {
+                buy_and_settle(store, control, dca_order, "54250", "100.00").await?;
                 say("   the bank pays 150 CHF; the exchange cannot go through…");
                 let e = control
                     .post(
@@ -626,8 +657,6 @@ async fn weeks(
                 ));
                 emails_beyond(dir, seen, 1).await?;
                 new_emails(dir, seen);
-                // The last week ends here, before its Sunday.
-                continue;
             }
         }
 
@@ -683,6 +712,20 @@ async fn weeks(
                     .unwrap_or(withdrawal.status.as_str())
             )),
         }
+        new_emails(dir, seen);
+        let runs = fire(
+            store,
+            clock,
+            at(monday, 7 * week + 6, 19),
+            &["weekly-digest"],
+        )
+        .await?;
+        heading(clock, "Sunday: weekly-digest fired");
+        say(format!(
+            "   {} (the week, the totals and a chart of the stack, stacking.png)",
+            describe_run(&runs[0])
+        ));
+        emails_beyond(dir, seen, 1).await?;
         new_emails(dir, seen);
     }
     Ok(())

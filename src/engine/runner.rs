@@ -354,11 +354,37 @@ impl Runner {
                     EmailContent::Template(name) => Content::Template(name),
                     EmailContent::Inline { subject, body } => Content::Inline { subject, body },
                 };
-                match mailer.compose(&self.env, key, content, ctx, Some(to), false, None) {
-                    Ok(item) => StepOutcome::succeeded(
-                        json!({ "message_id": item.payload["message_id"] }),
-                        vec![item],
-                    ),
+                // The digest template gets the ledger and its chart.
+                let mut ctx = ctx.clone();
+                let mut chart = None;
+                if matches!(&email.content, EmailContent::Template(n) if n == crate::ledger::DIGEST_TEMPLATE)
+                {
+                    let entries = match (
+                        self.store.exchanges(i64::MAX).await,
+                        self.store.withdrawals(i64::MAX).await,
+                    ) {
+                        (Ok(x), Ok(w)) => crate::ledger::entries(&x, &w),
+                        (Err(e), _) | (_, Err(e)) => return StepOutcome::failed(e.to_string()),
+                    };
+                    let (digest, png) = crate::ledger::digest(&entries, self.clock.now());
+                    ctx["digest"] = digest;
+                    chart = png;
+                }
+                match mailer.compose(&self.env, key, content, &ctx, Some(to), false, None) {
+                    Ok(mut item) => {
+                        if let Some(png) = &chart {
+                            crate::notify::email::attach(
+                                &mut item,
+                                "stacking.png",
+                                "image/png",
+                                png,
+                            );
+                        }
+                        StepOutcome::succeeded(
+                            json!({ "message_id": item.payload["message_id"] }),
+                            vec![item],
+                        )
+                    }
                     Err(e) => StepOutcome::failed(e),
                 }
             }

@@ -4,6 +4,8 @@
 //!
 //! Amounts stay `Decimal` throughout; satoshis become BTC by moving the decimal point.
 
+pub mod chart;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -282,6 +284,46 @@ pub fn csv(entries: &[Entry]) -> String {
         out.push_str("\r\n");
     }
     out
+}
+
+/// The name of the built-in template that gets the digest context and the chart.
+pub const DIGEST_TEMPLATE: &str = "weekly_digest";
+
+/// What the weekly digest shows: the last 7 days' entries and their totals, the totals so far,
+/// and the chart's scales. The chart is of the currency with the most buys; `None` without a buy.
+pub fn digest(entries: &[Entry], now: DateTime<Utc>) -> (Value, Option<Vec<u8>>) {
+    let since = now - chrono::Duration::days(7);
+    let week: Vec<Entry> = entries
+        .iter()
+        .filter(|e| e.date > since && e.date <= now)
+        .cloned()
+        .collect();
+    let week_totals = totals(&week);
+    let all = totals(entries);
+    let currency = all
+        .by_currency
+        .iter()
+        .max_by_key(|(_, c)| c.buys)
+        .map(|(code, _)| code.clone());
+    let chart = currency.and_then(|c| chart::draw(entries, &c, now));
+    let scales = chart.as_ref().map(|(_, s)| {
+        json!({
+            "currency": s.currency.to_uppercase(),
+            "btc_max": s.btc_max.normalize().to_string(),
+            "price_min": s.price_min.normalize().to_string(),
+            "price_max": s.price_max.normalize().to_string(),
+            "file": "stacking.png",
+        })
+    });
+    let doc = json!({
+        "since": since.to_rfc3339(),
+        "until": now.to_rfc3339(),
+        "week": totals_json(&week_totals),
+        "week_entries": week.iter().map(entry_json).collect::<Vec<_>>(),
+        "totals": totals_json(&all),
+        "chart": scales,
+    });
+    (doc, chart.map(|(png, _)| png))
 }
 
 #[cfg(test)]

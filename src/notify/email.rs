@@ -84,6 +84,18 @@ impl Mailer {
     }
 }
 
+/// Attaches `data` to a composed email.
+pub fn attach(item: &mut NewItem, filename: &str, content_type: &str, data: &[u8]) {
+    use bitcoin::base64::Engine;
+    let encoded = bitcoin::base64::engine::general_purpose::STANDARD.encode(data);
+    if !item.payload["attachments"].is_array() {
+        item.payload["attachments"] = json!([]);
+    }
+    if let Some(list) = item.payload["attachments"].as_array_mut() {
+        list.push(json!({ "filename": filename, "content_type": content_type, "base64": encoded }));
+    }
+}
+
 /// `<hash-of-key@sender-domain>`: the same outbox item always gives the same Message-ID.
 pub fn message_id(key: &str, from: &Mailbox) -> String {
     let digest = Sha256::digest(key.as_bytes());

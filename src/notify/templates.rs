@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-const BUILT_IN: [(&str, &str); 10] = [
+const BUILT_IN: [(&str, &str); 11] = [
     ("order_created", include_str!("templates/order_created.txt")),
     ("run_failed", include_str!("templates/run_failed.txt")),
     ("interrupted", include_str!("templates/interrupted.txt")),
@@ -31,9 +31,10 @@ const BUILT_IN: [(&str, &str); 10] = [
         "rate_off_market",
         include_str!("templates/rate_off_market.txt"),
     ),
+    ("weekly_digest", include_str!("templates/weekly_digest.txt")),
 ];
 
-pub const BUILT_IN_NAMES: [&str; 10] = [
+pub const BUILT_IN_NAMES: [&str; 11] = [
     BUILT_IN[0].0,
     BUILT_IN[1].0,
     BUILT_IN[2].0,
@@ -44,6 +45,7 @@ pub const BUILT_IN_NAMES: [&str; 10] = [
     BUILT_IN[7].0,
     BUILT_IN[8].0,
     BUILT_IN[9].0,
+    BUILT_IN[10].0,
 ];
 
 pub struct TemplateSource {

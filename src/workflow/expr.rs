@@ -108,10 +108,24 @@ pub fn check_condition(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> 
 
 /// Compiles a template (an email body, a templated parameter) and checks its variables.
 pub fn check_template(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Result<(), String> {
+    check_template_with(env, text, scope, &[])
+}
+
+/// As `check_template`, for a template that also sees the variables `extra`.
+pub fn check_template_with(
+    env: &Environment<'_>,
+    text: &str,
+    scope: &Scope<'_>,
+    extra: &[&str],
+) -> Result<(), String> {
     let template = env
         .template_from_str(text)
         .map_err(|e| format!("template does not compile: {}", error_text(&e)))?;
-    check_variables(template.undeclared_variables(true), scope)
+    let vars = template
+        .undeclared_variables(true)
+        .into_iter()
+        .filter(|v| !extra.contains(&v.split('.').next().unwrap_or_default()));
+    check_variables(vars, scope)
 }
 
 fn error_text(err: &minijinja::Error) -> String {

@@ -19,7 +19,8 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         "interrupted: satflow emails what to do",
         "nothing moved: the balance is 0 sat",
         "refunded (threshold exceeded)",
-        "CHF: 2 buys, spent 150 CHF",
+        "CHF: 4 buys, spent 350 CHF",
+        "weekly-digest succeeded",
         "0.0025 BTC withdrawn to cold storage",
     ] {
         assert!(
@@ -37,6 +38,7 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         "Pocket needs you for exchange",
         "Pocket refunded exchange",
         "satflow: withdrawal sunday-withdrawal",
+        "your week of stacking",
     ] {
         assert!(
             mail.iter().any(|m| m.contains(subject)),
@@ -55,7 +57,25 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
     let report = app.satflow(&["-c", config, "report", "--json"]);
     assert_eq!(report.code, 0, "{report:?}");
     let doc: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
-    assert_eq!(doc["totals"]["currencies"]["chf"]["buys"], 2);
+    assert_eq!(doc["totals"]["currencies"]["chf"]["buys"], 4);
+    let digest = mail
+        .iter()
+        .find(|m| m.contains("your week of stacking"))
+        .unwrap();
+    assert!(
+        digest.contains("Content-Type: image/png") && digest.contains("filename=\"stacking.png\""),
+        "the digest carries its chart"
+    );
+    // Three payouts of the on-chain order, to the first three addresses of the wallet.
+    let addresses = app.satflow(&["-c", config, "addresses", "cold", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&addresses.stdout).unwrap();
+    let used = listed["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "used")
+        .count();
+    assert_eq!(used, 3, "{listed}");
     assert_eq!(doc["totals"]["withdrawn_btc"], "0.0025");
 
     // A second run starts afresh in the same folder.
