@@ -486,6 +486,45 @@ fn describe_run(run: &crate::store::RunRow) -> String {
     }
 }
 
+/// The bank pays `amount` CHF into `order`: the exchange, once the daemon has it executed.
+async fn pay(
+    store: &Store,
+    control: &Control,
+    order: &str,
+    amount: &str,
+) -> anyhow::Result<crate::store::ExchangeRow> {
+    let e = control
+        .post(
+            &format!("sandbox/orders/{order}/payments"),
+            json!({ "amount": amount }),
+        )
+        .await?;
+    let id = e["id"].as_str().context("an exchange id")?.to_string();
+    until("the executed exchange", || {
+        exchange_in(store, &id, ExchangeState::Executed)
+    })
+    .await
+}
+
+/// Pocket's back office does `what` to the exchange (settle, interrupt, refund): the exchange,
+/// once the daemon has it in `state`.
+async fn back_office(
+    store: &Store,
+    control: &Control,
+    id: &str,
+    what: &str,
+    body: Value,
+    state: ExchangeState,
+) -> anyhow::Result<crate::store::ExchangeRow> {
+    control
+        .post(&format!("sandbox/exchanges/{id}/{what}"), body)
+        .await?;
+    until(&format!("the exchange to be {}", state.name()), || {
+        exchange_in(store, id, state)
+    })
+    .await
+}
+
 /// The market moves to `price`; the bank pays `amount` CHF into the order; Pocket settles to
 /// the next address of the order's xpub.
 async fn buy_and_settle(
@@ -507,17 +546,8 @@ async fn buy_and_settle(
     say(format!(
         "   the market is at {price} CHF/BTC; the bank pays {amount} CHF into the weekly-dca order…"
     ));
-    let e = control
-        .post(
-            &format!("sandbox/orders/{order}/payments"),
-            json!({ "amount": amount }),
-        )
-        .await?;
-    let id = e["id"].as_str().context("an exchange id")?.to_string();
-    let row = until("the executed exchange", || {
-        exchange_in(store, &id, ExchangeState::Executed)
-    })
-    .await?;
+    let row = pay(store, control, order, amount).await?;
+    let id = row.id.clone();
     let x = &row.exchange;
     say(format!(
         "   exchange {id} executed (webhook): {} CHF at {} CHF/BTC, fee {} CHF → {} BTC",
@@ -526,12 +556,14 @@ async fn buy_and_settle(
         x.fee.unwrap_or_default(),
         x.amount.unwrap_or_default()
     ));
-    control
-        .post(&format!("sandbox/exchanges/{id}/settle"), json!({}))
-        .await?;
-    let row = until("the settled exchange", || {
-        exchange_in(store, &id, ExchangeState::Settled)
-    })
+    let row = back_office(
+        store,
+        control,
+        &id,
+        "settle",
+        json!({}),
+        ExchangeState::Settled,
+    )
     .await?;
     let payout = row.exchange.payout.clone().unwrap_or_default();
     say(format!(
@@ -601,26 +633,16 @@ async fn weeks(
             1 => {
                 buy_and_settle(store, control, dca_order, "61500", "100.00").await?;
                 say("   the bank pays 2000 CHF; Pocket wants to identify the buyer first…");
-                let e = control
-                    .post(
-                        &format!("sandbox/orders/{dca_order}/payments"),
-                        json!({ "amount": "2000.00" }),
-                    )
-                    .await?;
-                let id = e["id"].as_str().context("an exchange id")?.to_string();
-                until("the executed exchange", || {
-                    exchange_in(store, &id, ExchangeState::Executed)
-                })
-                .await?;
-                control
-                    .post(
-                        &format!("sandbox/exchanges/{id}/interrupt"),
-                        json!({ "variant": "identify" }),
-                    )
-                    .await?;
-                until("the interrupted exchange", || {
-                    exchange_in(store, &id, ExchangeState::Interrupted)
-                })
+                let id = pay(store, control, dca_order, "2000.00").await?.id;
+                let interrupt = json!({ "variant": "identify" });
+                back_office(
+                    store,
+                    control,
+                    &id,
+                    "interrupt",
+                    interrupt,
+                    ExchangeState::Interrupted,
+                )
                 .await?;
                 say(format!(
                     "   exchange {id} interrupted: satflow emails what to do"
@@ -631,26 +653,16 @@ async fn weeks(
             _ => {
                 buy_and_settle(store, control, dca_order, "54250", "100.00").await?;
                 say("   the bank pays 150 CHF; the exchange cannot go through…");
-                let e = control
-                    .post(
-                        &format!("sandbox/orders/{dca_order}/payments"),
-                        json!({ "amount": "150.00" }),
-                    )
-                    .await?;
-                let id = e["id"].as_str().context("an exchange id")?.to_string();
-                until("the executed exchange", || {
-                    exchange_in(store, &id, ExchangeState::Executed)
-                })
-                .await?;
-                control
-                    .post(
-                        &format!("sandbox/exchanges/{id}/refund"),
-                        json!({ "reason": "threshold_exceeded" }),
-                    )
-                    .await?;
-                until("the refunded exchange", || {
-                    exchange_in(store, &id, ExchangeState::Refunded)
-                })
+                let id = pay(store, control, dca_order, "150.00").await?.id;
+                let refund = json!({ "reason": "threshold_exceeded" });
+                back_office(
+                    store,
+                    control,
+                    &id,
+                    "refund",
+                    refund,
+                    ExchangeState::Refunded,
+                )
                 .await?;
                 say(format!(
                     "   exchange {id} refunded (threshold exceeded): satflow emails why"

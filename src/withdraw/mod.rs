@@ -329,51 +329,63 @@ pub async fn execute(
         .update_withdrawal(key, &requesting, None, now())
         .await
         .map_err(store_error)?;
-    let follow = Some(
-        now()
-            + chrono::Duration::from_std(config.engine.follow_every)
-                .unwrap_or(chrono::Duration::minutes(5)),
-    );
-    let update = match &provider {
-        Provider::Hub(hub) => {
-            if keep > 0 {
-                return Err(HandlerError::permanent(
-                    "the hub withdraws its whole balance: keep_sat cannot be honoured with a lightningpeach provider",
-                ));
+    let follow = Some(next_look(config, now()));
+    let sent = async {
+        Ok(match &provider {
+            Provider::Hub(hub) => {
+                hub.set_address(&row.address).await.map_err(hub_error)?;
+                let (id, amount) = hub.withdraw().await.map_err(hub_error)?;
+                WithdrawalUpdate {
+                    status: "requested",
+                    amount_sat: Some(amount),
+                    provider_ref: Some(id),
+                    next_check_at: follow,
+                    ..Default::default()
+                }
             }
-            hub.set_address(&row.address).await.map_err(hub_error)?;
-            let (id, amount) = hub.withdraw().await.map_err(hub_error)?;
-            WithdrawalUpdate {
-                status: "requested",
-                amount_sat: Some(amount),
-                provider_ref: Some(id),
-                next_check_at: follow,
+            Provider::Lnd(node) => {
+                let amount = (keep > 0).then(|| balance - keep);
+                let txid = node
+                    .send_onchain(&row.address, amount, fee_rate, key)
+                    .await
+                    .map_err(node_error)?;
+                // The fee the wallet paid, as it reports it (an estimate would be a guess).
+                let fee = node
+                    .labelled_transaction(key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|(_, fee)| fee);
+                WithdrawalUpdate {
+                    status: "sent",
+                    // Sending everything pays the fee out of the balance.
+                    amount_sat: Some(amount.unwrap_or(balance - fee.unwrap_or(0).min(balance))),
+                    fee_sat: fee,
+                    txid: Some(txid),
+                    next_check_at: follow,
+                    ..Default::default()
+                }
+            }
+        })
+    }
+    .await;
+    let update = match sent {
+        Ok(update) => update,
+        // A refusal is final: the row says why, so `satflow withdrawals` does not show it as
+        // still in progress.
+        Err(e @ HandlerError::Permanent { .. }) => {
+            let failed = WithdrawalUpdate {
+                status: "failed",
+                reason: Some(e.to_string()),
                 ..Default::default()
-            }
-        }
-        Provider::Lnd(node) => {
-            let amount = (keep > 0).then(|| balance - keep);
-            let txid = node
-                .send_onchain(&row.address, amount, fee_rate, key)
+            };
+            store
+                .update_withdrawal(key, &failed, None, now())
                 .await
-                .map_err(node_error)?;
-            // The fee the wallet paid, as it reports it (an estimate would be a guess).
-            let fee = node
-                .labelled_transaction(key)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|(_, fee)| fee);
-            WithdrawalUpdate {
-                status: "sent",
-                // Sending everything pays the fee out of the balance.
-                amount_sat: Some(amount.unwrap_or(balance - fee.unwrap_or(0).min(balance))),
-                fee_sat: fee,
-                txid: Some(txid),
-                next_check_at: follow,
-                ..Default::default()
-            }
+                .map_err(store_error)?;
+            return Err(e);
         }
+        Err(e) => return Err(e),
     };
     store
         .update_withdrawal(key, &update, None, now())
@@ -386,6 +398,12 @@ pub async fn execute(
             .map_err(store_error)?
             .expect("just updated"),
     ))
+}
+
+/// When a withdrawal in progress is looked at next.
+fn next_look(config: &Config, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    now + chrono::Duration::from_std(config.engine.follow_every)
+        .unwrap_or(chrono::Duration::minutes(5))
 }
 
 /// After an attempt whose outcome is unknown: did the withdrawal happen?
@@ -404,11 +422,7 @@ pub async fn reconcile(
         Ok(p) => p,
         Err(e) => return Some(Err(e)),
     };
-    let follow = Some(
-        chrono::Utc::now()
-            + chrono::Duration::from_std(config.engine.follow_every)
-                .unwrap_or(chrono::Duration::minutes(5)),
-    );
+    let follow = Some(next_look(config, chrono::Utc::now()));
     let found = match provider {
         // LND's wallet keeps the label: the transaction is found exactly.
         Provider::Lnd(node) => match node.labelled_transaction(key).await {
@@ -459,10 +473,7 @@ pub async fn reconcile(
 /// the transaction's confirmations through the wallet's explorer. Returns how many were looked at.
 pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::store::StoreError> {
     let now = chrono::Utc::now();
-    let later = Some(
-        now + chrono::Duration::from_std(config.engine.follow_every)
-            .unwrap_or(chrono::Duration::minutes(5)),
-    );
+    let later = Some(next_look(config, now));
     let due = store.withdrawals_to_follow(now).await?;
     if due.is_empty() {
         return Ok(0);

@@ -647,13 +647,10 @@ impl ActionReader<'_, '_> {
                             ("subject", source.subject.as_str()),
                             ("body", source.body.as_str()),
                         ] {
-                            // The digest template also sees `digest` (the ledger).
-                            let checked = if name == crate::ledger::DIGEST_TEMPLATE {
-                                expr::check_template_with(self.env, text, &self.scope, &["digest"])
-                            } else {
-                                expr::check_template(self.env, text, &self.scope)
-                            };
-                            if let Err(e) = checked {
+                            let extra = templates::extra_roots(&name);
+                            if let Err(e) =
+                                expr::check_template_with(self.env, text, &self.scope, extra)
+                            {
                                 self.ctx.error(
                                     t.pos,
                                     format!(

@@ -139,7 +139,7 @@ fn the_base_setup_and_the_demo_pass() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/satflow.yaml");
     let run = app.satflow(&["check", "-c", demo.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("4 workflows"), "{run:?}");
+    assert!(run.stdout.contains("5 workflows"), "{run:?}");
 }
 
 #[test]

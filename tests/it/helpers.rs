@@ -101,6 +101,13 @@ impl TestApp {
         cmd.spawn().expect("start satflow")
     }
 
+    /// `order setup WORKFLOW` in two steps, the message signed with `key`.
+    pub fn set_up_order(&self, workflow: &str, key: &bitcoin::secp256k1::SecretKey) -> Run {
+        let first = self.satflow(&["order", "setup", workflow, "--message-only"]);
+        let signature = satflow::wallet::proof::sign_message(key, first.stdout.trim_end());
+        self.satflow(&["order", "setup", workflow, "--signature", &signature])
+    }
+
     /// `runs --json`, parsed.
     pub fn runs(&self) -> Vec<serde_json::Value> {
         let run = self.satflow(&["runs", "--json", "--limit", "1000"]);

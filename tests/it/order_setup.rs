@@ -187,18 +187,7 @@ fn order_step(run: &super::helpers::Run) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_action_patches_drift_and_refuses_what_cannot_change() {
     let (app, wallet) = app().await;
-    let message = app
-        .satflow(&["order", "setup", "dca", "--message-only"])
-        .stdout
-        .trim_end()
-        .to_string();
-    let setup = app.satflow(&[
-        "order",
-        "setup",
-        "dca",
-        "--signature",
-        &sign_message(&wallet.key(0), &message),
-    ]);
+    let setup = app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
 
     let first = app.satflow(&["trigger", "dca", "--wait"]);
@@ -355,18 +344,7 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
         "satflow.yaml",
         &format!("{config}prices: {{ peach_url: \"{pocket}\" }}\n"),
     );
-    let message = app
-        .satflow(&["order", "setup", "dca", "--message-only"])
-        .stdout
-        .trim_end()
-        .to_string();
-    let setup = app.satflow(&[
-        "order",
-        "setup",
-        "dca",
-        "--signature",
-        &sign_message(&wallet.key(0), &message),
-    ]);
+    let setup = app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
     app.write(
         "workflows/dca.yaml",
