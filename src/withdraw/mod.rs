@@ -438,17 +438,40 @@ pub async fn reconcile(
             Err(e) => return Some(Err(node_error(e))),
         },
         // The hub has no list of withdrawals; but a withdrawal takes the whole balance, so a
-        // balance that dropped under what was seen means it went through (its id is lost).
-        Provider::Hub(hub) => match hub.balance().await {
-            Ok(now_balance) if now_balance < row.balance_sat.unwrap_or(0) => Some(WithdrawalUpdate {
+        // balance that dropped under what was seen means it went through (its id is lost). New
+        // payments may have raised the balance again meanwhile: then the fresh address having
+        // received anything (with an explorer) shows it too.
+        Provider::Hub(hub) => {
+            let dropped = match hub.balance().await {
+                Ok(now_balance) => now_balance < row.balance_sat.unwrap_or(0),
+                Err(e) => return Some(Err(hub_error(e))),
+            };
+            let explorer = config
+                .wallets
+                .get(&row.wallet)
+                .and_then(|w| w.esplora_url.as_ref())
+                .map(Esplora::new);
+            let received = match (dropped, explorer) {
+                (false, Some(explorer)) => match explorer.address_used(&row.address).await {
+                    Ok(used) => used,
+                    Err(e) => return Some(Err(HandlerError::transient(e.to_string()))),
+                },
+                _ => false,
+            };
+            (dropped || received).then(|| WithdrawalUpdate {
                 status: "requested",
                 amount_sat: row.balance_sat,
-                reason: Some("the answer to the withdrawal was lost; the hub's balance shows it was made".into()),
+                reason: Some(format!(
+                    "the answer to the withdrawal was lost; {} shows it was made",
+                    if dropped {
+                        "the hub's balance"
+                    } else {
+                        "the address having received funds"
+                    }
+                )),
                 ..Default::default()
-            }),
-            Ok(_) => None,
-            Err(e) => return Some(Err(hub_error(e))),
-        },
+            })
+        }
     };
     let update = found?;
     if let Err(e) = store

@@ -289,11 +289,12 @@ async fn an_lnd_wallet_is_swept_with_a_label_and_a_high_fee_skips_the_period() {
     );
 }
 
-/// Kills the daemon while the provider's answer is on its way, restarts it, and returns the
-/// withdrawal as recorded once the run has finished.
+/// Kills the daemon while the provider's answer is on its way, does `meanwhile`, restarts it,
+/// and returns the withdrawal as recorded once the run has finished.
 async fn kill_while_the_provider_answers(
     app: &TestApp,
     provider_called: impl Fn() -> bool,
+    meanwhile: impl FnOnce(),
 ) -> Value {
     let mut daemon = app.spawn(&["run"], "daemon.log");
     let queued = app.satflow(&["trigger", "sweep"]);
@@ -311,6 +312,7 @@ async fn kill_while_the_provider_answers(
         "killed before the answer was recorded: {:?}",
         withdrawals(app)
     );
+    meanwhile();
     let mut daemon = app.spawn(&["run"], "daemon2.log");
     eventually(Duration::from_secs(30), "the run finishes", || {
         app.runs().iter().any(|r| r["status"] == "succeeded")
@@ -320,26 +322,70 @@ async fn kill_while_the_provider_answers(
     withdrawals(app)[0].clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_the_hub_withdrew_is_reconciled_without_a_second_withdrawal() {
+/// A hub withdrawal whose answer is lost to a SIGKILL; `meanwhile` runs before the restart.
+async fn hub_crash(
+    meanwhile: impl FnOnce(&Sandbox, &Esplora),
+) -> (Value, Vec<(String, u64, String, &'static str)>) {
     let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
-    let app = with_providers("4s", None, "hub", "min_amount_sat: 1000", |dir| {
-        hub_yaml(dir, addr)
-    });
+    let esplora = Esplora::start().await;
+    let app = with_providers(
+        "4s",
+        Some(&esplora.url),
+        "hub",
+        "min_amount_sat: 1000",
+        |dir| hub_yaml(dir, addr),
+    );
     {
         let mut hub = sandbox.hub.lock().unwrap();
         hub.balance_sat = 75_000;
         hub.withdraw_delay = Duration::from_millis(2500);
     }
-    let row = kill_while_the_provider_answers(&app, || !hub_withdrawals(&sandbox).is_empty()).await;
-    assert_eq!(hub_withdrawals(&sandbox).len(), 1, "exactly one withdrawal");
+    let row = kill_while_the_provider_answers(
+        &app,
+        || !hub_withdrawals(&sandbox).is_empty(),
+        || meanwhile(&sandbox, &esplora),
+    )
+    .await;
+    (row, hub_withdrawals(&sandbox))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_hub_withdrew_is_reconciled_without_a_second_withdrawal() {
+    let (row, made) = hub_crash(|_, _| {}).await;
+    assert_eq!(made.len(), 1, "exactly one withdrawal");
     assert_eq!(row["status"], "requested", "{row}");
     assert_eq!(row["amount_sat"], 75_000);
     assert!(
         row["reason"]
             .as_str()
             .unwrap()
-            .contains("answer to the withdrawal was lost"),
+            .contains("answer to the withdrawal was lost; the hub's balance shows it"),
+        "{row}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_hub_funds_after_a_crash_do_not_hide_the_withdrawal_that_was_made() {
+    // Payments reach the hub while satflow is down, and the hub has sent the withdrawal: the
+    // balance is above what was seen, but the fresh address has received the coins.
+    let (row, made) = hub_crash(|sandbox, esplora| {
+        let mut hub = sandbox.hub.lock().unwrap();
+        hub.balance_sat += 90_000;
+        esplora
+            .chain
+            .lock()
+            .unwrap()
+            .used
+            .insert(hub.withdrawals[0].address.clone());
+    })
+    .await;
+    assert_eq!(made.len(), 1, "no second withdrawal: {made:?}");
+    assert_eq!(row["status"], "requested", "{row}");
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the address having received funds"),
         "{row}"
     );
 }
@@ -360,8 +406,12 @@ async fn a_crash_after_lnd_sent_finds_the_labelled_transaction_on_restart() {
         "min_amount_sat: 1000",
         |dir| lnd_yaml(dir, &node),
     );
-    let row =
-        kill_while_the_provider_answers(&app, || !node.state.lock().unwrap().sent.is_empty()).await;
+    let row = kill_while_the_provider_answers(
+        &app,
+        || !node.state.lock().unwrap().sent.is_empty(),
+        || {},
+    )
+    .await;
     let sent = node.state.lock().unwrap().sent.clone();
     assert_eq!(sent.len(), 1, "exactly one transaction: {sent:?}");
     assert_eq!(row["status"], "sent", "{row}");
