@@ -42,9 +42,7 @@ pub struct DemoArgs {
     pub dir: PathBuf,
 }
 
-/// The published BIP-39 test seed ("abandon" ×11 "about"): its keys are public.
-const TEST_SEED: &str = "5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc19a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4";
-/// Accounts 0 and 1 of its BIP-84 branch.
+/// Accounts 0 and 1 of the BIP-84 branch of the published test seed (`wallet::test_seed`).
 const COLD: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
 const VAULT: &str = "zpub6rFR7y4Q2AijF6Gk1bofHLs1d66hKFamhXWdWBup1Em25wfabZqkDqvaieV63fDQFaYmaatCG7jVNUpUiM2hAMo6SAVHcrUpSnHDpNzucB7";
 const HUB_KEY: &str = "6ab4a84b57f46d9df02aee3589139570493543805c77af661db089ecbee36d1f";
@@ -284,11 +282,8 @@ fn load(dir: &Path) -> anyhow::Result<Setup> {
 
 /// The key of `m/84'/0'/0'/0/0` of the test seed: it signs the challenge of the `cold` order.
 fn cold_key() -> SecretKey {
-    let seed: Vec<u8> = (0..TEST_SEED.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&TEST_SEED[i..i + 2], 16).expect("hex"))
-        .collect();
-    let master = Xpriv::new_master(Network::Bitcoin, &seed).expect("a valid seed");
+    let master =
+        Xpriv::new_master(Network::Bitcoin, &crate::wallet::test_seed()).expect("a valid seed");
     let path = DerivationPath::from_str("m/84'/0'/0'/0/0").expect("a valid path");
     master
         .derive_priv(&Secp256k1::new(), &path)

@@ -5,6 +5,7 @@
 //! A source only talks to the node; whether an invoice is good enough to hand to Pocket is
 //! decided by `lightning::invoice::verify`.
 
+use bitcoin::hex::DisplayHex;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -77,7 +78,7 @@ impl Node {
                 let macaroon = std::fs::read(macaroon_file).map_err(|e| {
                     NodeError::Config(format!("cannot read {}: {e}", macaroon_file.display()))
                 })?;
-                let hex: String = macaroon.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = macaroon.to_lower_hex_string();
                 let http = if url.scheme() == "https" {
                     let pem = std::fs::read(tls_cert_file).map_err(|e| {
                         NodeError::Config(format!("cannot read {}: {e}", tls_cert_file.display()))

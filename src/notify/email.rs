@@ -4,6 +4,7 @@
 //! Message-ID is derived from the outbox key: a resend after a crash is recognisably the same
 //! message. Composing never sends: sending is the outbox's email handler.
 
+use bitcoin::hex::DisplayHex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -99,7 +100,7 @@ pub fn attach(item: &mut NewItem, filename: &str, content_type: &str, data: &[u8
 /// `<hash-of-key@sender-domain>`: the same outbox item always gives the same Message-ID.
 pub fn message_id(key: &str, from: &Mailbox) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let hex = digest[..12].to_lower_hex_string();
     format!("<{hex}.satflow@{}>", from.email.domain())
 }
 

@@ -4,6 +4,7 @@
 //! Verification compares in constant time and accepts the header with or without the `sha256=`
 //! prefix (Pocket's own example omits it).
 
+use bitcoin::hex::DisplayHex;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -13,7 +14,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = digest.to_lower_hex_string();
     format!("sha256={hex}")
 }
 

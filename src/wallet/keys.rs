@@ -4,6 +4,7 @@
 //! type its prefix implies (xpub → P2PKH, ypub → P2SH-P2WPKH, zpub → P2WPKH) unless one is
 //! stated, so every address is derived by miniscript along a single path.
 
+use bitcoin::hex::DisplayHex;
 use std::fmt;
 use std::str::FromStr;
 
@@ -231,7 +232,7 @@ fn decode_extended(text: &str) -> Result<(Xpub, ScriptType), KeyError> {
             return Err(KeyError::Private(text.chars().take(4).collect()));
         }
         _ => {
-            let hex: String = version.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = version.to_lower_hex_string();
             return Err(KeyError::Extended(format!("unknown version bytes {hex}")));
         }
     };
@@ -295,6 +296,14 @@ pub fn address_at_path(
         ScriptType::P2wpkh => Address::p2wpkh(&key, network),
         ScriptType::P2tr => Address::p2tr(&secp, key.into(), None, network),
     })
+}
+
+/// The BIP-39 seed of the published test mnemonic "abandon" ×11 "about" (PBKDF2-HMAC-SHA512,
+/// 2048 rounds, salt "mnemonic"). Its keys are public: for tests and the demo, never for money.
+pub fn test_seed() -> Vec<u8> {
+    use bitcoin::hex::FromHex;
+    Vec::from_hex("5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc19a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4")
+        .expect("valid hex")
 }
 
 #[cfg(test)]
@@ -402,12 +411,7 @@ mod tests {
     #[test]
     fn the_test_accounts_come_from_the_published_test_seed() {
         use bitcoin::bip32::Xpriv;
-        // BIP-39 seed of "abandon abandon … about" (PBKDF2-HMAC-SHA512, 2048 rounds, salt "mnemonic").
-        let seed_hex = "5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc19a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4";
-        let seed: Vec<u8> = (0..seed_hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&seed_hex[i..i + 2], 16).unwrap())
-            .collect();
+        let seed = test_seed();
         let secp = bitcoin::secp256k1::Secp256k1::new();
         let master = Xpriv::new_master(Network::Bitcoin, &seed).unwrap();
         let account = |path: &str| {

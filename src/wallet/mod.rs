@@ -9,4 +9,6 @@ mod keys;
 pub mod proof;
 pub mod rotation;
 
-pub use keys::{AccountKey, KeyError, ScriptType, WalletKey, address_at_path, encode_extended};
+pub use keys::{
+    AccountKey, KeyError, ScriptType, WalletKey, address_at_path, encode_extended, test_seed,
+};

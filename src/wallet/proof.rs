@@ -223,6 +223,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use bitcoin::hex::DisplayHex;
     use std::str::FromStr;
 
     use bitcoin::{Network, NetworkKind};
@@ -512,7 +513,7 @@ mod tests {
         // Value from rust-bitcoin's own test of `signed_msg_hash("test")`, in display order.
         let mut hash = message_hash("test");
         hash.reverse();
-        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hash.to_lower_hex_string();
         assert_eq!(
             hex,
             "a6f87fe6d58a032c320ff8d1541656f0282c2c7bfcc69d61af4c8e8ed528e49c"

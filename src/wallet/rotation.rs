@@ -6,6 +6,7 @@
 //! moved meanwhile; otherwise the step decides again. An explorer that cannot be asked fails the
 //! step: handing out an address that might be used is the one thing this must never do.
 
+use bitcoin::hex::DisplayHex;
 use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
@@ -20,7 +21,7 @@ pub const GAP_LIMIT: u32 = 20;
 /// A short, stable name for a wallet's key, so a cursor is never continued with another key.
 pub fn key_id(wallet: &WalletConfig) -> String {
     let digest = Sha256::digest(wallet.key.descriptor().to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    digest[..8].to_lower_hex_string()
 }
 
 /// The next address `name` should hand out, for `used_by`.

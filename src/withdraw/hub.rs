@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+use std::str::FromStr;
+
+use bitcoin::hex::DisplayHex;
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -44,26 +47,12 @@ struct Session {
 pub fn read_merchant_key(path: &std::path::Path) -> Result<SecretKey, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = text.trim();
-    let bytes: Option<Vec<u8>> = (text.len() == 64)
-        .then(|| {
-            (0..64)
-                .step_by(2)
-                .map(|i| {
-                    text.get(i..i + 2)
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                })
-                .collect()
-        })
-        .flatten();
-    bytes
-        .and_then(|b| SecretKey::from_slice(&b).ok())
-        .ok_or_else(|| {
-            format!(
-                "{} does not hold a merchant key: write the secp256k1 private key as 64 hex digits",
-                path.display()
-            )
-        })
+    SecretKey::from_str(text.trim()).ok().ok_or_else(|| {
+        format!(
+            "{} does not hold a merchant key: write the secp256k1 private key as 64 hex digits",
+            path.display()
+        )
+    })
 }
 
 pub struct HubClient {
@@ -265,7 +254,7 @@ impl HubClient {
         let signature = secp
             .sign_ecdsa(&Message::from_digest(digest), &self.key)
             .serialize_der();
-        let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = signature.to_lower_hex_string();
         self.authed(
             reqwest::Method::POST,
             "api/v2/user/pubkey/add",

@@ -507,10 +507,18 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
         .map(|e| Mailer::new(e, config.templates.clone()));
     let alerts = Alerts::new(mailer, config.alerts.clone());
     let env = crate::workflow::expr::environment();
+    // One client (one sign-in) per hub for the whole pass.
+    let mut hubs: std::collections::HashMap<&str, Option<HubClient>> = Default::default();
     for row in &due {
         let update = match (row.status.as_str(), &row.provider_ref, &row.txid) {
             ("requested", Some(id), None) => {
-                let Ok(Provider::Hub(hub)) = provider(config, &row.provider) else {
+                let hub = hubs.entry(row.provider.as_str()).or_insert_with(|| {
+                    match provider(config, &row.provider) {
+                        Ok(Provider::Hub(hub)) => Some(hub),
+                        _ => None,
+                    }
+                });
+                let Some(hub) = hub else {
                     // The provider left satflow.yaml: look again later, in case it comes back.
                     let update = WithdrawalUpdate {
                         status: "requested",

@@ -3,6 +3,7 @@
 //! signs real BOLT11 invoices with its own node key through the lightning-invoice builder, and
 //! can be told to hand out a bad one.
 
+use bitcoin::hex::DisplayHex;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -134,7 +135,7 @@ pub async fn lnd() -> StandIn {
         .unwrap();
     let state = new_state(9);
     let macaroon = b"\x02\x01\x03lnd-macaroon-for-tests".to_vec();
-    let hex: String = macaroon.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = macaroon.to_lower_hex_string();
     let app = Router::new()
         .route("/v1/getinfo", get(lnd_getinfo))
         .route("/v1/invoices", post(lnd_invoice))
@@ -286,7 +287,7 @@ async fn lnd_transactions(State((state, hex)): Lnd, headers: HeaderMap) -> Respo
 }
 
 fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.to_lower_hex_string()
 }
 
 /// Core Lightning's `clnrest` (plain HTTP on loopback), wanting `rune`.

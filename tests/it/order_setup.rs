@@ -386,6 +386,32 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
         "below the cap it is active again: {run:?}"
     );
 
+    // BitPay's rate, and Peach's list of prices, from the same sandbox market.
+    app.write(
+        "workflows/quote.yaml",
+        "steps:\n  - id: q\n    uses: price.quote\n    with: { currency: eur, source: bitpay }\n",
+    );
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml"))
+        .unwrap()
+        .replace(
+            "prices: {",
+            &format!("prices: {{ bitpay_url: \"{pocket}\","),
+        );
+    app.write("satflow.yaml", &config);
+    let run = app.satflow(&["trigger", "quote", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("\"price\":58000") && run.stdout.contains("\"source\":\"bitpay\""),
+        "{run:?}"
+    );
+    let prices: serde_json::Value = reqwest::get(format!("{pocket}/v1/market/prices"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prices["EUR"], serde_json::json!(58000), "{prices}");
+
     // No price: the run fails and the order is left as it is.
     let closed = format!("http://127.0.0.1:{}", super::helpers::free_port());
     let config = std::fs::read_to_string(app.path().join("satflow.yaml"))

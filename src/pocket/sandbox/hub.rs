@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bitcoin::hex::FromHex;
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, ecdsa::Signature};
 use bitcoin::{Address, Network};
 use serde_json::{Value, json};
@@ -228,7 +229,7 @@ async fn merchant_setup(
         Sha256::digest(format!("{}{address}", hub.merchant_id).as_bytes()).into();
     let signature = body["approve_address_signature"]
         .as_str()
-        .and_then(hex_bytes)
+        .and_then(|h| Vec::<u8>::from_hex(h).ok())
         .and_then(|der| Signature::from_der(&der).ok());
     let valid = signature.is_some_and(|s| {
         Secp256k1::verification_only()
@@ -375,14 +376,4 @@ async fn summary(State(hub): State<Shared>) -> Response {
         "withdrawals": hub.withdrawals.iter().map(|w| withdrawal_json(&hub, w)).collect::<Vec<_>>(),
     }))
     .into_response()
-}
-
-fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }

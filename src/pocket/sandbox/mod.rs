@@ -224,6 +224,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/v1/estimateFees", get(estimate_fees))
         .route("/v1/market/price/{pair}", get(market_price))
         .route("/v1/market/prices", get(market_prices))
+        .route("/rates/BTC/{code}", get(bitpay_rate))
         .with_state(Arc::clone(&sandbox))
         .merge(hub::router(Arc::clone(&sandbox.hub)))
 }
@@ -678,6 +679,20 @@ async fn market_price(AxumState(s): Shared, Path(pair): Path<String>) -> Respons
     };
     let price = s.state.lock().expect("state lock").prices[&currency];
     Json(json!({ "pair": pair, "price": crate::pocket::types::number(price), "date": Utc::now().to_rfc3339() })).into_response()
+}
+
+/// BitPay's public rate of bitcoin in a currency, at the same sandbox price.
+async fn bitpay_rate(AxumState(s): Shared, Path(code): Path<String>) -> Response {
+    let Ok(currency) = Currency::from_str(&code) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("unknown currency {code}") })),
+        )
+            .into_response();
+    };
+    let price = s.state.lock().expect("state lock").prices[&currency];
+    Json(json!({ "data": { "code": code.to_uppercase(), "name": code, "rate": crate::pocket::types::number(price) } }))
+        .into_response()
 }
 
 async fn market_prices(AxumState(s): Shared) -> Response {
