@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod lightning;
 pub mod notify;
 pub mod outbox;
+pub mod outcome;
 pub mod pocket;
 pub mod prices;
 pub mod source;

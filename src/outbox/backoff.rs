@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use crate::config::OutboxConfig;
 
-/// The longest `Retry-After` honoured: a server asking for more is treated as asking for this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+pub use crate::outcome::{MAX_RETRY_AFTER, parse_retry_after};
 
 /// The delay before attempt `attempt + 1`, after `attempt` failed attempts (1-based).
 /// "Equal jitter": half the exponential delay, plus a random part of the other half, so that
@@ -24,16 +23,6 @@ pub fn delay(config: &OutboxConfig, attempt: u32, retry_after: Option<Duration>)
         Some(asked) => backoff.max(asked.min(MAX_RETRY_AFTER)),
         None => backoff,
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    (at.to_utc() - now).to_std().ok().or(Some(Duration::ZERO))
 }
 
 /// A random number from the standard library's randomly keyed hasher: jitter needs no more.

@@ -54,6 +54,28 @@ impl HandlerError {
         }
     }
 
+    /// The error a failed call of class `class` becomes in the outbox.
+    pub fn from_class(
+        class: crate::outcome::Class,
+        message: impl Into<String>,
+        http_status: Option<u16>,
+    ) -> Self {
+        use crate::outcome::Class;
+        let message = message.into();
+        match class {
+            Class::Transient { retry_after } => HandlerError::Transient {
+                message,
+                retry_after,
+                http_status,
+            },
+            Class::Permanent => HandlerError::Permanent {
+                message,
+                http_status,
+            },
+            Class::Unknown => HandlerError::Unknown(message),
+        }
+    }
+
     pub fn http_status(&self) -> Option<u16> {
         match self {
             HandlerError::Transient { http_status, .. }
