@@ -9,11 +9,15 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 
-use super::client::{PocketClient, PocketError};
+use bitcoin::secp256k1::PublicKey;
+
+use super::client::PocketClient;
+use super::outcomes::{Patience, Verdict};
 use super::types::{Order, OrderPatch};
 use crate::config::Config;
 use crate::domain::FeeRate;
 use crate::engine::runner::StepOutcome;
+use crate::lightning::node::{Node, NodeError};
 use crate::outbox::HandlerError;
 use crate::store::{NewItem, Store};
 use crate::workflow::actions::{Payout, PocketOrder};
@@ -49,16 +53,32 @@ impl OrderKeeper<'_> {
             }
             Err(e) => return StepOutcome::failed(e.to_string()),
         };
-        let remote = match self.client.get_order(&stored.id).await {
+        // A read that fails for a moment is tried again within the run, so a passing 503
+        // does not skip the week's check (and a price-cap pause with it).
+        let (remote, failed) = self
+            .client
+            .get_order_patiently(&stored.id, &Patience::default())
+            .await;
+        let remote = match remote {
             Ok(order) => order,
             Err(e) => {
+                let retried = match failed.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" after {n} attempts ({})", failed.join("; ")),
+                };
+                let why = match e.verdict() {
+                    Verdict::Permanent(reason) => format!("; {reason}"),
+                    _ => String::new(),
+                };
                 return StepOutcome::failed(format!(
-                    "cannot read order {} back from Pocket: {e}",
+                    "cannot read order {} back from Pocket{retried}: {e}{why}",
                     stored.id
                 ));
             }
         };
-        if let Err(drift) = self.unchanged(workflow, declared, &remote, ctx) {
+        // How many reads it took, for `runs show`.
+        let read_attempts = failed.len() + 1;
+        if let Err(drift) = self.unchanged(workflow, declared, &remote, ctx).await {
             return StepOutcome::failed(drift);
         }
         let active = match &declared.active {
@@ -81,18 +101,27 @@ impl OrderKeeper<'_> {
             Err(e) => return StepOutcome::failed(e.to_string()),
         };
         if patch.is_empty() {
-            return StepOutcome::succeeded(order_output(&remote, created, false), Vec::new());
+            let mut output = order_output(&remote, created, false);
+            output["read_attempts"] = json!(read_attempts);
+            if !failed.is_empty() {
+                output["read_failures"] = json!(failed);
+            }
+            return StepOutcome::succeeded(output, Vec::new());
         }
         StepOutcome::waiting(NewItem {
             kind: PATCH_KIND.into(),
             key,
-            payload: json!({ "order_id": remote.id, "patch": patch.to_json(), "created": created }),
+            payload: json!({
+                "order_id": remote.id, "patch": patch.to_json(), "created": created,
+                "read_attempts": read_attempts,
+                "read_failures": (!failed.is_empty()).then_some(&failed),
+            }),
             run: Some(run),
         })
     }
 
     /// Refuses when a field Pocket cannot patch differs from the declaration.
-    fn unchanged(
+    async fn unchanged(
         &self,
         workflow: &str,
         declared: &PocketOrder,
@@ -140,20 +169,42 @@ impl OrderKeeper<'_> {
                 }
             }
             Payout::Lightning { node, .. } => {
-                let expected = self
-                    .config
-                    .lightning
-                    .get(node)
-                    .and_then(|n| n.node_pubkey)
-                    .map(|k| k.to_string());
-                if payout["node_pubkey"].as_str().map(str::to_string) != expected {
+                let expected = self.node_pubkey(node).await?;
+                let actual = payout["node_pubkey"]
+                    .as_str()
+                    .and_then(|k| PublicKey::from_str(k).ok());
+                if actual != Some(expected) {
                     return Err(format!(
-                        "the order pays out to another node than `{node}`. {new_order}"
+                        "the order pays out to node {}, not to lightning.{node} (node {expected}). {new_order}",
+                        payout["node_pubkey"].as_str().unwrap_or("no node")
                     ));
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl OrderKeeper<'_> {
+    /// The node's actual key: `lightning.<node>.node_pubkey` when given, else the node's own
+    /// answer (`getinfo`), as `order setup` read it when it made the order.
+    async fn node_pubkey(&self, node: &str) -> Result<PublicKey, String> {
+        let settings = self.config.lightning.get(node).ok_or_else(|| {
+            format!("the workflow pays out to lightning.{node}, which satflow.yaml does not define")
+        })?;
+        if let Some(key) = settings.node_pubkey {
+            return Ok(key);
+        }
+        let unknown = |e: NodeError| {
+            format!(
+                "cannot check that the order still pays out to lightning.{node}: its key comes from the node, which did not give it ({e}); nothing was changed, the next run checks again"
+            )
+        };
+        Node::from_config(settings)
+            .map_err(unknown)?
+            .pubkey()
+            .await
+            .map_err(unknown)
     }
 }
 
@@ -207,29 +258,16 @@ pub async fn patch(client: &PocketClient, payload: &Value) -> Result<Value, Hand
         active: p["active"].as_bool(),
         fee_rate,
     };
-    let order = client.patch_order(id, &patch).await.map_err(classify)?;
-    Ok(order_output(
-        &order,
-        payload["created"].as_bool().unwrap_or(false),
-        true,
-    ))
-}
-
-/// How the outbox treats a Pocket error: retry what may pass later, give up on refusals.
-pub fn classify(e: PocketError) -> HandlerError {
-    match &e {
-        PocketError::Api { status, .. } if matches!(status, 408 | 425 | 429) || *status >= 500 => {
-            HandlerError::Transient {
-                message: e.to_string(),
-                retry_after: None,
-                http_status: e.status(),
-            }
-        }
-        PocketError::Api { .. } | PocketError::Decode { .. } => HandlerError::Permanent {
-            message: e.to_string(),
-            http_status: e.status(),
-        },
-        PocketError::Unreachable { .. } => HandlerError::transient(e.to_string()),
-        PocketError::Timeout { .. } => HandlerError::Unknown(e.to_string()),
+    let order = client
+        .patch_order(id, &patch)
+        .await
+        .map_err(|e| e.handler_error())?;
+    let mut output = order_output(&order, payload["created"].as_bool().unwrap_or(false), true);
+    if let Some(n) = payload["read_attempts"].as_u64() {
+        output["read_attempts"] = json!(n);
     }
+    if payload["read_failures"].is_array() {
+        output["read_failures"] = payload["read_failures"].clone();
+    }
+    Ok(output)
 }

@@ -6,38 +6,83 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use url::Url;
 
+use super::outcomes::{Failure, Patience, PocketCall, Verdict, outcome};
 use super::types::{
     ApiCode, Challenge, Exchange, ExchangePayout, NewBuyOrder, NewSellOrder, Order, OrderPatch,
 };
 use crate::config::PocketConfig;
+use crate::outbox::HandlerError;
+
+/// How long connecting to Pocket may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one call may take from start to the end of the answer. Shorter than the outbox
+/// lease that guards an item (`engine.lease`, 30 s by default; a handler is bounded at 3/4 of
+/// it), with room for the read-back of a reconcile and the call itself in one attempt; and
+/// short enough that a slow Pocket cannot hold a run for long.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest error body kept in a message (a proxy's HTML page can be large).
+const BODY_IN_MESSAGE: usize = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PocketError {
-    /// Pocket answered with an error status. `code` is the documented code when the body has one.
-    #[error("Pocket refused the request ({status}): {}{}", code.as_ref().map_or("no error code", ApiCode::as_str), message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default())]
+    /// Pocket (or a proxy in front of it) answered with an error status. `code` is the
+    /// documented code when the body has one, at the top level or nested.
+    #[error("Pocket refused {call} ({status}): {}{}", code.as_ref().map_or("no error code", ApiCode::as_str), message.as_ref().map(|m| format!(" — {m}")).unwrap_or_else(|| short_body(body)))]
     Api {
+        call: PocketCall,
         status: u16,
         code: Option<ApiCode>,
         message: Option<String>,
         body: String,
+        /// What Pocket asked for with `Retry-After`.
+        retry_after: Option<Duration>,
     },
+    /// Nothing reached Pocket.
     #[error("cannot reach Pocket at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
-    /// No answer in time: the request may have taken effect.
-    #[error("no answer from Pocket at {url} in time; the request may or may not have been applied")]
-    Timeout { url: String },
-    #[error("Pocket answered {status} with a body satflow cannot read ({reason}): {body}")]
+    Unreachable {
+        call: PocketCall,
+        url: String,
+        reason: String,
+    },
+    /// The request was sent, or may have been, and no whole answer came back.
+    #[error("no answer from Pocket to {call} at {url}: {reason}")]
+    NoAnswer {
+        call: PocketCall,
+        url: String,
+        reason: String,
+    },
+    /// The request could not be made as configured.
+    #[error("cannot make the request {call} to Pocket: {reason}")]
+    Invalid { call: PocketCall, reason: String },
+    #[error(
+        "Pocket answered {call} with {status} and a body satflow cannot read ({reason}): {}",
+        short_body(body)
+    )]
     Decode {
+        call: PocketCall,
         status: u16,
         reason: String,
         body: String,
     },
+}
+
+fn short_body(body: &str) -> String {
+    let body = body.trim();
+    if body.is_empty() {
+        return " (empty body)".into();
+    }
+    match body.char_indices().nth(BODY_IN_MESSAGE) {
+        Some((cut, _)) => format!(" — {}…", &body[..cut]),
+        None => format!(" — {body}"),
+    }
 }
 
 impl PocketError {
@@ -54,12 +99,81 @@ impl PocketError {
             _ => None,
         }
     }
+
+    pub fn call(&self) -> PocketCall {
+        match self {
+            PocketError::Api { call, .. }
+            | PocketError::Unreachable { call, .. }
+            | PocketError::NoAnswer { call, .. }
+            | PocketError::Invalid { call, .. }
+            | PocketError::Decode { call, .. } => *call,
+        }
+    }
+
+    pub fn failure(&self) -> Failure {
+        match self {
+            PocketError::Api {
+                status,
+                code,
+                retry_after,
+                ..
+            } => Failure::Status {
+                status: *status,
+                code: code.clone(),
+                retry_after: *retry_after,
+            },
+            PocketError::Unreachable { .. } => Failure::NotSent,
+            PocketError::NoAnswer { .. } => Failure::NoAnswer,
+            PocketError::Invalid { .. } => Failure::Invalid,
+            PocketError::Decode { .. } => Failure::Malformed,
+        }
+    }
+
+    /// What the table of outcomes says about this failure.
+    pub fn verdict(&self) -> Verdict {
+        outcome(self.call(), &self.failure())
+    }
+
+    /// The error as the outbox treats it. The reactions a caller handles itself (done, fall
+    /// back to an invoice) are not for the outbox: reaching here with one is a refusal.
+    pub fn handler_error(&self) -> HandlerError {
+        let http_status = self.status();
+        match self.verdict() {
+            Verdict::Permanent(reason) => HandlerError::Permanent {
+                message: format!("{self}; {reason}"),
+                http_status,
+            },
+            Verdict::Unknown => HandlerError::Unknown(format!(
+                "{self}; the request may or may not have taken effect"
+            )),
+            verdict => match verdict.class() {
+                Some(class) => HandlerError::from_class(class, self.to_string(), http_status),
+                None => HandlerError::Permanent {
+                    message: format!("{self}; satflow cannot act on this answer here"),
+                    http_status,
+                },
+            },
+        }
+    }
+}
+
+/// The error's text with its causes (reqwest's own text names only the outermost one).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub struct PocketClient {
     http: reqwest::Client,
     base: Url,
     client_id: SecretString,
+    call_timeout: Duration,
 }
 
 impl PocketClient {
@@ -68,55 +182,104 @@ impl PocketClient {
     }
 
     pub fn with_base(base: Url, client_id: SecretString) -> Self {
+        Self::with_timeouts(base, client_id, CONNECT_TIMEOUT, CALL_TIMEOUT)
+    }
+
+    /// A client with other timeouts (tests of what a timeout means).
+    pub fn with_timeouts(
+        base: Url,
+        client_id: SecretString,
+        connect: Duration,
+        call: Duration,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(connect)
+            .timeout(call)
             .build()
             .expect("the HTTP client's settings are valid");
         PocketClient {
             http,
             base,
             client_id,
+            call_timeout: call,
         }
     }
 
     pub async fn create_challenge(&self) -> Result<Challenge, PocketError> {
-        self.call(Method::POST, "v1/challenges", Some(serde_json::json!({})))
-            .await
+        self.call(
+            PocketCall::CreateChallenge,
+            &["v1", "challenges"],
+            Some(serde_json::json!({})),
+        )
+        .await
     }
 
     pub async fn get_challenge(&self, id: &str) -> Result<Challenge, PocketError> {
-        self.call(Method::GET, &format!("v1/challenges/{id}"), None)
+        self.call(PocketCall::GetChallenge, &["v1", "challenges", id], None)
             .await
     }
 
     pub async fn create_buy_order(&self, order: &NewBuyOrder) -> Result<Order, PocketError> {
-        self.call(Method::POST, "v1/orders", Some(order.to_json()))
-            .await
+        self.call(
+            PocketCall::CreateOrder,
+            &["v1", "orders"],
+            Some(order.to_json()),
+        )
+        .await
     }
 
     pub async fn create_sell_order(&self, order: &NewSellOrder) -> Result<Order, PocketError> {
-        self.call(Method::POST, "v1/orders", Some(order.to_json()))
-            .await
+        self.call(
+            PocketCall::CreateOrder,
+            &["v1", "orders"],
+            Some(order.to_json()),
+        )
+        .await
     }
 
     pub async fn get_order(&self, id: &str) -> Result<Order, PocketError> {
-        self.call(Method::GET, &format!("v1/orders/{id}"), None)
+        self.call(PocketCall::GetOrder, &["v1", "orders", id], None)
             .await
+    }
+
+    /// `get_order`, with transient failures retried within the call as `patience` allows.
+    /// Returns the result and the text of each failed attempt (for the step's record).
+    pub async fn get_order_patiently(
+        &self,
+        id: &str,
+        patience: &Patience,
+    ) -> (Result<Order, PocketError>, Vec<String>) {
+        let mut failed = Vec::new();
+        let mut attempt = 1;
+        loop {
+            match self.get_order(id).await {
+                Ok(order) => return (Ok(order), failed),
+                Err(e) => {
+                    let wait = patience.next_wait(attempt, e.verdict());
+                    failed.push(format!("attempt {attempt}: {e}"));
+                    let Some(wait) = wait else {
+                        return (Err(e), failed);
+                    };
+                    tracing::warn!(order = %id, attempt, error = %e, wait_ms = wait.as_millis() as u64, "reading the order failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     pub async fn patch_order(&self, id: &str, patch: &OrderPatch) -> Result<Order, PocketError> {
         self.call(
-            Method::PATCH,
-            &format!("v1/orders/{id}"),
+            PocketCall::PatchOrder,
+            &["v1", "orders", id],
             Some(patch.to_json()),
         )
         .await
     }
 
     pub async fn get_exchange(&self, id: &str) -> Result<Exchange, PocketError> {
-        self.call(Method::GET, &format!("v1/exchanges/{id}"), None)
+        self.call(PocketCall::GetExchange, &["v1", "exchanges", id], None)
             .await
     }
 
@@ -125,25 +288,46 @@ impl PocketClient {
         id: &str,
         payout: &ExchangePayout,
     ) -> Result<Exchange, PocketError> {
-        self.call(
-            Method::PATCH,
-            &format!("v1/exchanges/{id}"),
-            Some(payout.to_json()),
-        )
-        .await
+        let call = match payout {
+            ExchangePayout::Invoice(_) => PocketCall::PatchExchangeInvoice,
+            ExchangePayout::Channel(_) => PocketCall::PatchExchangeChannel,
+        };
+        self.call(call, &["v1", "exchanges", id], Some(payout.to_json()))
+            .await
+    }
+
+    /// The URL of `segments` under the base, each segment percent-encoded so that data (an id
+    /// from a webhook) stays one segment: `/`, `?` and `#` cannot change the path or add a
+    /// query. `.`, `..` and empty segments are refused: URL rules would drop or resolve them.
+    fn url(&self, call: PocketCall, segments: &[&str]) -> Result<Url, PocketError> {
+        if let Some(bad) = segments
+            .iter()
+            .find(|s| s.is_empty() || **s == "." || **s == "..")
+        {
+            return Err(PocketError::Invalid {
+                call,
+                reason: format!("\"{bad}\" is not an id"),
+            });
+        }
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| PocketError::Invalid {
+                call,
+                reason: format!("pocket.base_url {} cannot carry a path", self.base),
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
     }
 
     async fn call<T: DeserializeOwned>(
         &self,
-        method: Method,
-        path: &str,
+        call: PocketCall,
+        segments: &[&str],
         body: Option<Value>,
     ) -> Result<T, PocketError> {
-        let url = self.base.join(path).map_err(|e| PocketError::Unreachable {
-            url: path.to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut request = self.http.request(method, url.clone()).header(
+        let url = self.url(call, segments)?;
+        let mut request = self.http.request(call.method(), url.clone()).header(
             "Authorization",
             format!("client_id {}", self.client_id.expose_secret()),
         );
@@ -152,26 +336,42 @@ impl PocketClient {
                 .header("Content-Type", "application/json")
                 .body(body.to_string());
         }
-        let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                PocketError::Timeout {
-                    url: url.to_string(),
-                }
+        let transport = |e: reqwest::Error| {
+            // Asked as for a write, the shared rule tells whether the request may have
+            // reached Pocket; the table then decides what that means for this call.
+            let reason = if e.is_timeout() {
+                format!(
+                    "no whole answer within {}s ({})",
+                    self.call_timeout.as_secs_f64(),
+                    chain(&e)
+                )
             } else {
-                PocketError::Unreachable {
+                chain(&e)
+            };
+            match crate::outcome::of_transport(&e, crate::outcome::Call::Write) {
+                crate::outcome::Class::Permanent => PocketError::Invalid { call, reason },
+                crate::outcome::Class::Transient { .. } => PocketError::Unreachable {
+                    call,
                     url: url.to_string(),
-                    reason: e.to_string(),
-                }
+                    reason,
+                },
+                crate::outcome::Class::Unknown => PocketError::NoAnswer {
+                    call,
+                    url: url.to_string(),
+                    reason,
+                },
             }
-        })?;
+        };
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| PocketError::Unreachable {
-                url: url.to_string(),
-                reason: format!("the answer was cut off: {e}"),
-            })?;
+        let retry_after = crate::outcome::retry_after(response.headers(), chrono::Utc::now());
+        let text = match response.text().await {
+            Ok(text) => text,
+            // An error status decides by itself; a success whose body broke off may or may
+            // not have been applied.
+            Err(e) if status.is_success() => return Err(transport(e)),
+            Err(_) => String::new(),
+        };
         if !status.is_success() {
             let (code, message) = match ApiCode::from_body(&text) {
                 Some((code, message)) => (Some(code), message),
@@ -181,13 +381,16 @@ impl PocketClient {
                 None => (None, None),
             };
             return Err(PocketError::Api {
+                call,
                 status: status.as_u16(),
                 code,
                 message,
                 body: text,
+                retry_after,
             });
         }
         serde_json::from_str(&text).map_err(|e| PocketError::Decode {
+            call,
             status: status.as_u16(),
             reason: e.to_string(),
             body: text,

@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod client;
+pub mod outcomes;
 pub mod payment;
 pub mod payout;
 pub mod sandbox;

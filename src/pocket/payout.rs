@@ -3,9 +3,11 @@
 //! when the node lacks inbound liquidity and the workflow allows it, a channel.
 //!
 //! The step only queues the payout; the outbox handler gets the invoice, so every retry asks the
-//! node for a fresh one. Pocket's answers decide what happens next (`react`): done, try again
-//! with a new invoice, fall back from channel to invoice, or stop for a human (a dead item, whose
-//! alert names the reason).
+//! node for a fresh one. Pocket's answers decide what happens next, as the table of outcomes
+//! (`pocket::outcomes`) says: the status first (408, 425, 429, 5xx: try again, after
+//! `Retry-After`), then the documented codes: done (on both branches), try again with a new
+//! invoice, fall back from channel to invoice, or stop for a human (a dead item, whose alert
+//! names the reason).
 //!
 //! Amount rule: Pocket pays the exchange's whole `amount` (BTC × 10^11 msat); when the executed
 //! payload carries a `payout_fee` (BTC), that is deducted first. No public source shows such a
@@ -20,8 +22,9 @@ use bitcoin::secp256k1::PublicKey;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::client::{PocketClient, PocketError};
-use super::types::{ApiCode, ExchangePayout, ExchangeState};
+use super::client::PocketClient;
+use super::outcomes::Verdict;
+use super::types::{ExchangePayout, ExchangeState};
 use crate::config::Config;
 use crate::domain::Btc;
 use crate::engine::runner::StepOutcome;
@@ -40,35 +43,6 @@ const MIN_VALIDITY: Duration = Duration::from_secs(10 * 60);
 
 /// How long the invoices asked of the node are valid.
 const INVOICE_EXPIRY: Duration = Duration::from_secs(60 * 60);
-
-/// What an answer of Pocket to a payout patch means for satflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reaction {
-    /// The payout happens or happened (`in_progress`, `already_completed`).
-    Done,
-    /// The invoice was not usable any more: ask the node for a fresh one and try again.
-    FreshInvoice,
-    /// A channel is not possible: pay by invoice instead.
-    FallBackToInvoice,
-    /// Pocket could not reach the node: try again later.
-    RetryLater,
-    /// Something only a person can fix (wrong node, wrong network, a bad invoice, no address).
-    Human,
-}
-
-pub fn react(code: &ApiCode) -> Reaction {
-    match code {
-        ApiCode::InProgress | ApiCode::AlreadyCompleted => Reaction::Done,
-        ApiCode::InvoiceExpired | ApiCode::InvoiceAmount => Reaction::FreshInvoice,
-        ApiCode::ChannelPayoutNotAllowed => Reaction::FallBackToInvoice,
-        ApiCode::Connect => Reaction::RetryLater,
-        ApiCode::UnexpectedNodePubkey
-        | ApiCode::InvoiceNetwork
-        | ApiCode::InvalidInvoice
-        | ApiCode::NodeAddressRequired
-        | ApiCode::Other(_) => Reaction::Human,
-    }
-}
 
 /// The step: decides whether the event's exchange is paid out by Lightning, and queues it.
 pub async fn prepare(
@@ -209,11 +183,19 @@ pub async fn pay_out(
                     json!({ "method": "channel", "invoice": null, "amount_msat": amount_msat, "patched": true }),
                 );
             }
-            Err(e) => match e.code().map(react) {
-                Some(Reaction::FallBackToInvoice) => {
+            Err(e) => match e.verdict() {
+                Verdict::FallBackToInvoice => {
                     tracing::info!(exchange = %exchange_id, "Pocket will not open a channel; paying by invoice");
                 }
-                _ => return Err(answer_error(e)),
+                // A channel Pocket is opening or has opened (a retry after an answer that was
+                // lost): done, as on the invoice branch.
+                Verdict::Done => {
+                    return Ok(json!({
+                        "method": "channel", "invoice": null, "amount_msat": amount_msat,
+                        "patched": e.status().is_some_and(|s| (200..300).contains(&s)),
+                    }));
+                }
+                _ => return Err(e.handler_error()),
             },
         }
     }
@@ -251,11 +233,19 @@ pub async fn pay_out(
         Ok(_) => Ok(
             json!({ "method": "invoice", "invoice": invoice.bolt11, "amount_msat": amount_msat, "patched": true }),
         ),
-        Err(e) => match e.code().map(react) {
-            Some(Reaction::Done) => Ok(
-                json!({ "method": "invoice", "invoice": null, "amount_msat": amount_msat, "patched": false }),
-            ),
-            _ => Err(answer_error(e)),
+        Err(e) => match e.verdict() {
+            // Pocket accepted this invoice (a 2xx whose body satflow does not need), or is
+            // paying or has paid the exchange after an earlier attempt.
+            Verdict::Done => {
+                let accepted = e.status().is_some_and(|s| (200..300).contains(&s));
+                Ok(json!({
+                    "method": "invoice",
+                    "invoice": accepted.then_some(invoice.bolt11),
+                    "amount_msat": amount_msat,
+                    "patched": accepted,
+                }))
+            }
+            _ => Err(e.handler_error()),
         },
     }
 }
@@ -278,22 +268,6 @@ pub async fn reconcile(
     }
 }
 
-/// Pocket's refusal, as the outbox should treat it.
-fn answer_error(e: PocketError) -> HandlerError {
-    match e.code().map(react) {
-        Some(Reaction::FreshInvoice | Reaction::RetryLater) => HandlerError::Transient {
-            message: e.to_string(),
-            retry_after: None,
-            http_status: e.status(),
-        },
-        Some(Reaction::Human) => HandlerError::Permanent {
-            message: format!("{e}; this needs you: check the node and the order"),
-            http_status: e.status(),
-        },
-        _ => super::action::classify(e),
-    }
-}
-
 fn node_error(e: NodeError) -> HandlerError {
     match e {
         NodeError::Unreachable { .. } => HandlerError::transient(e.to_string()),
@@ -307,26 +281,6 @@ fn node_error(e: NodeError) -> HandlerError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_documented_answer_has_its_reaction() {
-        use ApiCode::*;
-        for (code, reaction) in [
-            (InProgress, Reaction::Done),
-            (AlreadyCompleted, Reaction::Done),
-            (InvoiceExpired, Reaction::FreshInvoice),
-            (InvoiceAmount, Reaction::FreshInvoice),
-            (UnexpectedNodePubkey, Reaction::Human),
-            (InvoiceNetwork, Reaction::Human),
-            (InvalidInvoice, Reaction::Human),
-            (ChannelPayoutNotAllowed, Reaction::FallBackToInvoice),
-            (NodeAddressRequired, Reaction::Human),
-            (Connect, Reaction::RetryLater),
-            (Other("new".into()), Reaction::Human),
-        ] {
-            assert_eq!(react(&code), reaction, "{code:?}");
-        }
-    }
 
     #[test]
     fn the_payout_is_the_whole_amount_less_a_stated_payout_fee() {

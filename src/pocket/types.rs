@@ -326,12 +326,11 @@ impl ApiCode {
         }
     }
 
-    /// The code in an error body: `{"code": …}` or `{"error": …}`.
+    /// The code in an error body, at the top level (`{"code": …}`, `{"error": "…"}`) or nested
+    /// (`{"error": {"code": …, "message": …}}`), read by the shared rule.
     pub fn from_body(body: &str) -> Option<(ApiCode, Option<String>)> {
-        let v: Value = serde_json::from_str(body).ok()?;
-        let code = v["code"].as_str().or_else(|| v["error"].as_str())?;
-        let message = v["message"].as_str().map(str::to_string);
-        Some((ApiCode::parse(code), message))
+        let (code, message) = crate::outcome::body_code(body)?;
+        Some((ApiCode::parse(&code), message))
     }
 }
 
@@ -452,5 +451,16 @@ mod tests {
             (ApiCode::Other("something_new".into()), Some("hm".into()))
         );
         assert!(ApiCode::from_body("<html>").is_none());
+        assert_eq!(
+            ApiCode::from_body(r#"{"error":{"code":"already_completed","message":"paid"}}"#)
+                .unwrap(),
+            (ApiCode::AlreadyCompleted, Some("paid".into()))
+        );
+        assert_eq!(
+            ApiCode::from_body(r#"{"error":{"code":"in_progress"}}"#)
+                .unwrap()
+                .0,
+            ApiCode::InProgress
+        );
     }
 }
