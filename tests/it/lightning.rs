@@ -365,3 +365,48 @@ async fn without_inbound_liquidity_a_channel_is_asked_for() {
     );
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keeper_of_a_lightning_order_compares_with_the_key_the_node_gives() {
+    let node = lnnode::lnd().await;
+    let s = Setup::new("", "node: mynode").await;
+    // No node_pubkey in satflow.yaml: the key comes from the node's getinfo.
+    let yaml = lnd_yaml(&s.app, &node);
+    let base = std::fs::read_to_string(s.app.path().join("satflow.yaml")).unwrap();
+    s.app.write("satflow.yaml", &(base.clone() + &yaml));
+    let setup = s.app.satflow(&["order", "setup", "zap"]);
+    assert_eq!(setup.code, 0, "{setup:?}");
+    let order = order_id(&setup.stdout);
+
+    let run = s.app.satflow(&["trigger", "zap", "--wait"]);
+    assert_eq!(run.code, 0, "the order is in shape: {run:?}");
+    assert!(!run.stdout.contains("--replace"), "{run:?}");
+    assert!(run.stdout.contains(&order), "{run:?}");
+
+    // The node now answers with another key: that is drift only a new order can fix.
+    let before = node.pubkey();
+    node.state.lock().unwrap().key =
+        bitcoin::secp256k1::SecretKey::from_slice(&[11u8; 32]).unwrap();
+    let run = s.app.satflow(&["trigger", "zap", "--wait"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "the order pays out to node {before}, not to lightning.mynode (node {})",
+            node.pubkey()
+        )),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("order setup zap --replace"), "{run:?}");
+
+    // The node does not answer: the check cannot be made, and a new order is not advised.
+    let down = yaml.replace(&node.url, &format!("https://127.0.0.1:{}", free_port()));
+    s.app.write("satflow.yaml", &(base + &down));
+    let run = s.app.satflow(&["trigger", "zap", "--wait"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("cannot check that the order still pays out to lightning.mynode"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("--replace"), "{run:?}");
+}
