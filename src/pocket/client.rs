@@ -35,7 +35,7 @@ const BODY_IN_MESSAGE: usize = 300;
 pub enum PocketError {
     /// Pocket (or a proxy in front of it) answered with an error status. `code` is the
     /// documented code when the body has one, at the top level or nested.
-    #[error("Pocket refused {call} ({status}): {}{}", code.as_ref().map_or("no error code", ApiCode::as_str), message.as_ref().map(|m| format!(" — {m}")).unwrap_or_else(|| short_body(body)))]
+    #[error("Pocket refused {call} ({status}): {}{}{}", code.as_ref().map_or("no error code", ApiCode::as_str), message.as_ref().map(|m| format!(" — {m}")).unwrap_or_else(|| short_body(body)), retry_after.map(|d| format!(" (it asks to wait {} s)", d.as_secs())).unwrap_or_default())]
     Api {
         call: PocketCall,
         status: u16,
@@ -53,7 +53,7 @@ pub enum PocketError {
         reason: String,
     },
     /// The request was sent, or may have been, and no whole answer came back.
-    #[error("no answer from Pocket to {call} at {url}: {reason}")]
+    #[error("no answer from Pocket to {call} at {url}: {reason}{}", unknown_hint(*call, &Failure::NoAnswer))]
     NoAnswer {
         call: PocketCall,
         url: String,
@@ -63,8 +63,9 @@ pub enum PocketError {
     #[error("cannot make the request {call} to Pocket: {reason}")]
     Invalid { call: PocketCall, reason: String },
     #[error(
-        "Pocket answered {call} with {status} and a body satflow cannot read ({reason}): {}",
-        short_body(body)
+        "Pocket answered {call} with {status} and a body satflow cannot read ({reason}){}{}",
+        short_body(body),
+        unknown_hint(*call, &Failure::Malformed)
     )]
     Decode {
         call: PocketCall,
@@ -72,6 +73,18 @@ pub enum PocketError {
         reason: String,
         body: String,
     },
+}
+
+/// Said of a failure whose outcome is unknown, so that a person reading it (`order setup`)
+/// checks before trying again.
+fn unknown_hint(call: PocketCall, failure: &Failure) -> &'static str {
+    match (outcome(call, failure), call) {
+        (Verdict::Unknown, PocketCall::CreateOrder) => {
+            "; an order may have been made: look for it in Pocket before setting up again"
+        }
+        (Verdict::Unknown, _) => "; the request may or may not have taken effect",
+        _ => "",
+    }
 }
 
 fn short_body(body: &str) -> String {
@@ -143,9 +156,7 @@ impl PocketError {
                 message: format!("{self}; {reason}"),
                 http_status,
             },
-            Verdict::Unknown => HandlerError::Unknown(format!(
-                "{self}; the request may or may not have taken effect"
-            )),
+            Verdict::Unknown => HandlerError::Unknown(self.to_string()),
             verdict => match verdict.class() {
                 Some(class) => HandlerError::from_class(class, self.to_string(), http_status),
                 None => HandlerError::Permanent {
@@ -252,11 +263,17 @@ impl PocketClient {
     ) -> (Result<Order, PocketError>, Vec<String>) {
         let mut failed = Vec::new();
         let mut attempt = 1;
+        let started = std::time::Instant::now();
         loop {
             match self.get_order(id).await {
                 Ok(order) => return (Ok(order), failed),
                 Err(e) => {
-                    let wait = patience.next_wait(attempt, e.verdict());
+                    let wait = patience.next_wait(
+                        attempt,
+                        e.verdict(),
+                        started.elapsed(),
+                        self.call_timeout,
+                    );
                     failed.push(format!("attempt {attempt}: {e}"));
                     let Some(wait) = wait else {
                         return (Err(e), failed);

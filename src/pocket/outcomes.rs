@@ -262,14 +262,17 @@ fn documented(call: PocketCall, code: Option<&ApiCode>) -> Option<Verdict> {
     Some(verdict)
 }
 
-/// How a step that reads Pocket retries within its run: a few attempts, short delays, and a
-/// `Retry-After` honoured up to a cap (a longer wait fails the step now, with the reason).
+/// How a step that reads Pocket retries within its run: a few attempts, short delays, a
+/// `Retry-After` honoured up to a cap (a longer wait fails the step now, with the reason), and
+/// a budget of time: no attempt starts that could end after it, so a slow Pocket holds a run
+/// for about `budget` at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Patience {
     pub attempts: u32,
     pub first_delay: Duration,
     /// The longest `Retry-After` waited for inside a run.
     pub retry_after_cap: Duration,
+    pub budget: Duration,
 }
 
 impl Default for Patience {
@@ -278,15 +281,23 @@ impl Default for Patience {
             attempts: 4,
             first_delay: Duration::from_millis(500),
             retry_after_cap: Duration::from_secs(10),
+            budget: Duration::from_secs(30),
         }
     }
 }
 
 impl Patience {
-    /// The wait before attempt `attempt + 1` (attempts count from 1), or `None` when the read
-    /// should stop: the verdict is not transient, no attempt is left, or Pocket asked for a
-    /// longer wait than the cap.
-    pub fn next_wait(&self, attempt: u32, verdict: Verdict) -> Option<Duration> {
+    /// The wait before attempt `attempt + 1` (attempts count from 1), `elapsed` into the read,
+    /// when an attempt may take up to `call_timeout`; `None` when the read should stop: the
+    /// verdict is not transient, no attempt or time is left, or Pocket asked for a longer wait
+    /// than the cap.
+    pub fn next_wait(
+        &self,
+        attempt: u32,
+        verdict: Verdict,
+        elapsed: Duration,
+        call_timeout: Duration,
+    ) -> Option<Duration> {
         let Verdict::Transient { retry_after } = verdict else {
             return None;
         };
@@ -296,11 +307,12 @@ impl Patience {
         let backoff = self
             .first_delay
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        match retry_after {
-            Some(asked) if asked > self.retry_after_cap => None,
-            Some(asked) => Some(backoff.max(asked)),
-            None => Some(backoff),
-        }
+        let wait = match retry_after {
+            Some(asked) if asked > self.retry_after_cap => return None,
+            Some(asked) => backoff.max(asked),
+            None => backoff,
+        };
+        (elapsed + wait + call_timeout <= self.budget).then_some(wait)
     }
 }
 
@@ -421,21 +433,34 @@ mod tests {
     #[test]
     fn patience_is_bounded_and_honours_retry_after_up_to_its_cap() {
         let p = Patience::default();
+        let (zero, call) = (Duration::ZERO, Duration::from_secs(10));
         assert_eq!(
-            p.next_wait(1, Verdict::TRANSIENT),
+            p.next_wait(1, Verdict::TRANSIENT, zero, call),
             Some(Duration::from_millis(500))
         );
         assert_eq!(
-            p.next_wait(3, Verdict::TRANSIENT),
+            p.next_wait(3, Verdict::TRANSIENT, zero, call),
             Some(Duration::from_secs(2))
         );
-        assert_eq!(p.next_wait(4, Verdict::TRANSIENT), None);
+        assert_eq!(p.next_wait(4, Verdict::TRANSIENT, zero, call), None);
         let asked = |s| Verdict::Transient {
             retry_after: Some(Duration::from_secs(s)),
         };
-        assert_eq!(p.next_wait(1, asked(3)), Some(Duration::from_secs(3)));
-        assert_eq!(p.next_wait(1, asked(60)), None);
-        assert_eq!(p.next_wait(1, Verdict::Permanent("no")), None);
-        assert_eq!(p.next_wait(1, Verdict::Unknown), None);
+        assert_eq!(
+            p.next_wait(1, asked(3), zero, call),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(p.next_wait(1, asked(60), zero, call), None);
+        assert_eq!(p.next_wait(1, Verdict::Permanent("no"), zero, call), None);
+        assert_eq!(p.next_wait(1, Verdict::Unknown, zero, call), None);
+        // Two timeouts of 10 s use most of the budget: no third attempt starts.
+        assert_eq!(
+            p.next_wait(1, Verdict::TRANSIENT, Duration::from_secs(10), call),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            p.next_wait(2, Verdict::TRANSIENT, Duration::from_millis(20_500), call),
+            None
+        );
     }
 }

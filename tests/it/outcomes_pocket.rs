@@ -1030,6 +1030,38 @@ async fn reading_the_order_retries_a_transient_failure_within_the_run() {
     let show = s.app.satflow(&["runs", "show", &zap["id"].to_string()]);
     assert!(show.stdout.contains("read_attempts"), "{show:?}");
 
+    // A patch of the order answered 429 with `Retry-After: 2`: the outbox waits that long.
+    s.app.write(
+        "workflows/zap.yaml",
+        "steps:\n  - id: order\n    uses: pocket.order\n    with: { currency: chf, fee_rate: 0.013, debitor_iban: CH9300762011623852957, payout: { lightning: mynode } }\n",
+    );
+    s.proxy.inject(
+        Method::PATCH,
+        &format!("/v1/orders/{order}"),
+        1,
+        Fault::Answer {
+            status: 429,
+            headers: vec![("retry-after", "2".into())],
+            body: r#"{"code":"rate_limited"}"#.into(),
+        },
+    );
+    let run = s.app.satflow(&["trigger", "zap", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        s.proxy.seen("PATCH", &format!("/v1/orders/{order}")),
+        vec![429, 200]
+    );
+    let items = s.app.outbox();
+    let patch = items
+        .iter()
+        .find(|i| i["kind"] == "pocket.order.patch")
+        .unwrap();
+    assert_eq!(patch["status"], "done", "{patch:#}");
+    let history = patch["history"].as_array().unwrap();
+    assert_eq!(history[0]["http_status"], 429, "{patch:#}");
+    let waited = seconds_between(&history[0]["finished_at"], &history[1]["started_at"]);
+    assert!(waited >= 1.95, "retried after {waited} s: {patch:#}");
+
     // Pocket stays down: the run fails after a bounded number of attempts, each on record.
     s.proxy.inject(
         Method::GET,
@@ -1041,6 +1073,7 @@ async fn reading_the_order_retries_a_transient_failure_within_the_run() {
             body: "<html>down</html>".into(),
         },
     );
+    let reads_before = s.proxy.seen("GET", &format!("/v1/orders/{order}")).len();
     let started = std::time::Instant::now();
     let run = s.app.satflow(&["trigger", "zap", "--wait"]);
     assert_ne!(run.code, 0, "{run:?}");
@@ -1056,6 +1089,6 @@ async fn reading_the_order_retries_a_transient_failure_within_the_run() {
     println!("a read failing 4 times held the run for {elapsed:?}");
     assert_eq!(
         s.proxy.seen("GET", &format!("/v1/orders/{order}")).len(),
-        3 + 4
+        reads_before + 4
     );
 }
