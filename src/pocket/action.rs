@@ -1,9 +1,12 @@
 //! The `pocket.order` action: keep the order a workflow declares in shape on every run.
 //!
-//! It reads the order back from Pocket, refuses (with the reason and the way out) when a field
-//! Pocket cannot change has drifted, and patches `active` / `fee_rate` through the outbox when
-//! they differ from what the workflow wants now (a price cap may decide `active`). It never
-//! creates an order: that needs a signature from the user's wallet, which `order setup` asks for.
+//! It reads the order back from Pocket (a transient failure is tried again within the run, a
+//! few times and within a time budget, with the attempts in the step's output or error),
+//! refuses (with the reason and the way out) when a field Pocket cannot change has drifted —
+//! a Lightning order's node is compared with the node's actual key — and patches `active` /
+//! `fee_rate` through the outbox when they differ from what the workflow wants now (a price cap
+//! may decide `active`). It never creates an order: that needs a signature from the user's
+//! wallet, which `order setup` asks for.
 
 use std::str::FromStr;
 

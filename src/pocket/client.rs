@@ -1,8 +1,12 @@
 //! The Pocket API client: every endpoint of the reference, with `Authorization: client_id …`,
-//! the configured base URL, timeouts and a `satflow/<version>` user agent.
+//! the configured base URL, short timeouts and a `satflow/<version>` user agent. Ids are
+//! percent-encoded as single path segments, so data from a webhook can never change the path
+//! or add a query.
 //!
-//! It only talks HTTP: it never decides whether a call should be made. Calls that change
-//! something are made by outbox handlers or by `order setup`, never from inside a transaction.
+//! It only talks HTTP: it never decides whether a call should be made, and it never decides
+//! what a failure means — it reports the failure (`PocketError::failure`) and the table in
+//! `pocket::outcomes` gives the verdict. Calls that change something are made by outbox
+//! handlers or by `order setup`, never from inside a transaction.
 
 use std::time::Duration;
 
