@@ -551,6 +551,9 @@ enum Fault {
     /// Let the sandbox handle the request, then answer this instead of its answer (the
     /// effect happened, the answer was lost).
     AfterForward { status: u16, body: String },
+    /// Let the sandbox handle the request, then never answer (the client times out after
+    /// sending: the outcome is unknown).
+    ForwardThenHang,
 }
 
 struct Rule {
@@ -648,9 +651,16 @@ async fn relay(State(proxy): State<Proxy>, request: Request) -> Response {
         return response;
     }
     let forwarded = forward(&proxy, &method, &path, &headers, body).await;
-    if let Some(Fault::AfterForward { status, body }) = fault {
-        record(status);
-        return (StatusCode::from_u16(status).unwrap(), body).into_response();
+    match fault {
+        Some(Fault::AfterForward { status, body }) => {
+            record(status);
+            return (StatusCode::from_u16(status).unwrap(), body).into_response();
+        }
+        Some(Fault::ForwardThenHang) => {
+            record(0);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        _ => {}
     }
     let (status, content_type, body) = forwarded;
     record(status);
@@ -925,12 +935,29 @@ async fn transient_answers_on_the_payout_path_are_retried_until_the_payout_is_do
     let waited = seconds_between(&history[0]["finished_at"], &history[1]["started_at"]);
     assert!(waited >= 1.95, "retried after {waited} s: {item:#}");
 
+    // Pocket takes the invoice but its answer never comes: after the client's timeout the
+    // outcome is unknown, and the next attempt reads the exchange back instead of patching
+    // again.
+    s.proxy
+        .inject(Method::PATCH, "/v1/exchanges/", 1, Fault::ForwardThenHang);
+    let id = s.pay(&order).await;
+    let item = s.next_item(&mut known).await;
+    assert_eq!(item["status"], "done", "{item:#}");
+    let history = item["history"].as_array().unwrap();
+    assert_eq!(history[0]["outcome"], "unknown", "{item:#}");
+    assert_eq!(s.proxy.seen("PATCH", &id), vec![0], "one patch only");
+    assert!(
+        !s.proxy
+            .seen("GET", &format!("/v1/exchanges/{id}"))
+            .is_empty()
+    );
+
     let runs = s.app.runs();
     let payouts: Vec<&Value> = runs
         .iter()
         .filter(|r| r["workflow"] == "lightning-payout")
         .collect();
-    assert_eq!(payouts.len(), 2);
+    assert_eq!(payouts.len(), 3);
     assert!(
         payouts.iter().all(|r| r["status"] == "succeeded"),
         "{payouts:#?}"
