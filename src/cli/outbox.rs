@@ -61,6 +61,10 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
                 docs.push(json!({
                     "id": item.id,
                     "kind": item.kind,
+                    // Where an http.post goes, as it may be shown: the real URL may hold a token.
+                    "url": (item.kind == crate::outbox::handlers::http::KIND)
+                        .then(|| crate::outbox::handlers::http::shown_url(&item.payload))
+                        .flatten(),
                     "idempotency_key": item.key,
                     "status": item.status,
                     "attempts": item.attempts,
