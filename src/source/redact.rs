@@ -64,13 +64,61 @@ pub fn url(url: &str, secrets: &[String]) -> String {
     out
 }
 
-/// Replaces every occurrence of `url` in `text` by its shown form: for messages from libraries
-/// that print the URL they were given.
-pub fn in_text(text: &str, url_text: &str, secrets: &[String]) -> String {
-    if url_text.is_empty() {
-        return text.to_string();
+/// `text` (an answer from the receiver, a library's message) with the URL and every part of it
+/// that its shown form hides replaced by `***`: a receiver may echo the request line back.
+/// `shown` is what `url(real, …)` returned for it.
+pub fn in_text(text: &str, real: &str, shown: &str) -> String {
+    let mut out = if real.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(real, shown)
+    };
+    let mut parts = hidden_parts(real, shown);
+    // Longest first, so a part containing another is replaced whole.
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for part in parts {
+        // Shorter parts (`1`, `en`) cannot be secrets, and replacing them would garble the text.
+        if part.chars().count() >= 4 {
+            out = out.replace(&part, HIDDEN);
+        }
     }
-    text.replace(url_text, &url(url_text, secrets))
+    out
+}
+
+/// The parts of `real` that `shown` hides: userinfo, query values, the fragment, and the path
+/// segments shown as `***` (raw and percent-decoded).
+fn hidden_parts(real: &str, shown: &str) -> Vec<String> {
+    let Ok(parsed) = url::Url::parse(real) else {
+        return vec![real.to_string()];
+    };
+    let mut parts = vec![parsed.username().to_string()];
+    parts.extend(parsed.password().map(str::to_string));
+    parts.extend(parsed.fragment().map(str::to_string));
+    if let Some(query) = parsed.query() {
+        for pair in query.split('&') {
+            let value = pair.split_once('=').map_or(pair, |(_, v)| v);
+            parts.push(value.to_string());
+            parts.push(percent_decode(value));
+        }
+    }
+    // The shown form keeps the segments in place: `***` where one is hidden.
+    let shown_path = shown
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default();
+    let shown_segments: Vec<&str> = shown_path.split('/').skip(1).collect();
+    if let Some(segments) = parsed.path_segments() {
+        for (i, segment) in segments.enumerate() {
+            if shown_segments.get(i).is_none_or(|s| *s == HIDDEN) {
+                parts.push(segment.to_string());
+                parts.push(percent_decode(segment));
+            }
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
 }
 
 fn hide_segment(raw: &str, secrets: &[String]) -> bool {
@@ -162,11 +210,19 @@ mod tests {
             "https://hooks.example.com/***/***"
         );
         assert_eq!(url("not a url", &[]), "(an unreadable URL, 9 characters)");
-        let shown = in_text(
-            "POST https://h.example/?k=s3cr3t failed",
-            "https://h.example/?k=s3cr3t",
-            &[],
+        let real = "https://h.example/hook/T0001/XXXXXXXXXXXXXXXXXXXX1234?k=s3cr3t";
+        let shown = url(real, &[]);
+        let text = format!(
+            "POST {real} failed; the server said: bad POST /hook/T0001/XXXXXXXXXXXXXXXXXXXX1234?k=s3cr3t"
         );
-        assert!(!shown.contains("s3cr3t"), "{shown}");
+        let cleaned = in_text(&text, real, &shown);
+        assert!(
+            !cleaned.contains("s3cr3t") && !cleaned.contains("XXXXXXXXXXXXXXXXXXXX1234"),
+            "{cleaned}"
+        );
+        assert!(
+            cleaned.contains("https://h.example/hook/T0001/***?k=***"),
+            "{cleaned}"
+        );
     }
 }

@@ -111,11 +111,8 @@ pub async fn post(client: &reqwest::Client, item: &ItemRow) -> Result<Value, Han
     let retry_after = crate::outcome::retry_after(response.headers(), chrono::Utc::now());
     let text = response.text().await.unwrap_or_default();
     // A receiver may echo the request line back: its answer is shown with the URL hidden too.
-    let snippet: String = text
-        .chars()
-        .take(300)
-        .collect::<String>()
-        .replace(target, url);
+    let snippet =
+        crate::source::redact::in_text(&text.chars().take(300).collect::<String>(), target, url);
     let code = status.as_u16();
     if status.is_success() {
         let body = serde_json::from_str::<Value>(&text)
