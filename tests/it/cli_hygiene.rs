@@ -87,7 +87,10 @@ fn first_line_then_close(
 #[test]
 fn a_reader_that_stops_early_ends_the_command_quietly() {
     let app = TestApp::empty();
-    app.write("satflow.yaml", "alerts: []\n");
+    app.write(
+        "satflow.yaml",
+        "alerts: []\nwallets:\n  cold: { xpub: zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs }\n",
+    );
     // Four schedules of 1000 fires: far more than a pipe holds, so the writer meets the close.
     for i in 0..4 {
         app.write(
@@ -109,9 +112,11 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(!stderr.contains("error"), "{args:?}: {stderr}");
     }
-    // Commands that print with println! (here a completion script) end the same way.
-    let (_, status, stderr) = first_line_then_close(&app, &["completions", "zsh"]);
-    assert_ne!(status.code(), Some(101), "{stderr}");
+    // Commands that print with println! end the same way (3000 addresses: over 200 KB).
+    let (line, status, stderr) =
+        first_line_then_close(&app, &["addresses", "cold", "--count", "3000"]);
+    assert!(line.starts_with("wallet cold"), "{line} {stderr}");
+    assert_eq!(status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
