@@ -19,7 +19,7 @@ use super::{
     WithdrawProvider,
 };
 use crate::domain::HumanDuration;
-use crate::source::files::not_a_file;
+use crate::source::files::{MAX_FILE_BYTES, not_a_file};
 use crate::source::reader::{describe, did_you_mean, list_or_one, scalar, string, unsigned};
 use crate::source::{Ctx, Kind, MapReader, Node, Pos, resolve_path};
 use crate::wallet::{ScriptType, WalletKey};
@@ -854,18 +854,25 @@ impl Reader<'_> {
     fn existing_file(&self, node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<PathBuf> {
         let text = string(node, field, ctx)?;
         let path = resolve_path(self.dir, Path::new(&text));
-        if path.is_file() {
-            Some(path)
-        } else {
-            ctx.error(
-                node.pos,
-                format!(
-                    "{field}: there is no file {} (paths are relative to this file's folder)",
-                    path.display()
-                ),
-            );
-            None
-        }
+        let problem = match not_a_file(&path) {
+            Some(_) if std::fs::symlink_metadata(&path).is_err() => {
+                format!("there is no file {}", path.display())
+            }
+            Some(kind) => format!("{} is {kind}", path.display()),
+            // Keys, macaroons and certificates are a few kilobytes: a wrong path (a disk image,
+            // a log) is refused before anything reads it whole.
+            None if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_FILE_BYTES) => format!(
+                "{} is larger than {} KiB, more than any key or certificate",
+                path.display(),
+                MAX_FILE_BYTES / 1024
+            ),
+            None => return Some(path),
+        };
+        ctx.error(
+            node.pos,
+            format!("{field}: {problem} (paths are relative to this file's folder)"),
+        );
+        None
     }
 }
 
