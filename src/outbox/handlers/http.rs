@@ -1,5 +1,9 @@
 //! `http.post`: a JSON POST with an `Idempotency-Key` header, so a receiver that sees the same
 //! delivery twice can apply it once.
+//!
+//! A webhook URL is often a secret (Slack, Telegram): no message from here may hold it. Errors
+//! name the URL as `source::redact` shows it, reqwest's errors lose their URL, and a receiver's
+//! answer is cleaned of the hidden parts before it is kept.
 
 use std::time::Duration;
 
