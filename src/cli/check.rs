@@ -1,8 +1,9 @@
-//! `satflow check`: every problem in satflow.yaml and the workflows, or a one-line summary.
+//! `satflow check`: every problem in satflow.yaml and the workflows (on stdout: they are its
+//! result), or a one-line summary.
 
 use std::path::Path;
 
-use super::{Outcome, Setup, load_setup, print_problems};
+use super::{Outcome, Setup, load_setup, write_problems};
 
 pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {
     match load_setup(config_path) {
@@ -22,7 +23,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         Err(problems) => {
-            print_problems(&problems);
+            // The problems are what `check` is asked for: its result, on stdout.
+            write_problems(&mut std::io::stdout().lock(), &problems)?;
             Ok(Outcome::UserError)
         }
     }

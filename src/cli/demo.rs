@@ -37,9 +37,14 @@ use crate::wallet::proof::sign_message;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Where to write the demo's setup, database and emails (emptied first)
+    /// Where to write the demo's setup, database and emails: a new or empty folder, or one a
+    /// previous demo wrote (what that demo wrote is replaced; nothing else is touched)
     #[arg(long, default_value = "satflow-demo")]
     pub dir: PathBuf,
+    /// Also use a folder that holds files of yours; the demo still never changes or deletes a
+    /// file it did not write, and refuses when one of its files would replace one of yours
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Accounts 0 and 1 of the BIP-84 branch of the published test seed (`wallet::test_seed`).
@@ -69,7 +74,179 @@ steps:
 ";
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
-    runtime()?.block_on(play(&args.dir))
+    let before = match prepare_folder(&args.dir, args.force)? {
+        Ok(before) => before,
+        Err(refusal) => {
+            eprintln!("error: {refusal}");
+            return Ok(Outcome::UserError);
+        }
+    };
+    let outcome = runtime()?.block_on(play(&args.dir));
+    // Whatever the demo left (emails, QR codes, the database), so that the next demo replaces
+    // it — and only it.
+    let written: Vec<String> = listing(&args.dir)
+        .into_iter()
+        .filter(|p| !p.ends_with('/') && !before.contains(p))
+        .collect();
+    if let Err(e) = add_to_marker(&args.dir, &written) {
+        eprintln!("warning: cannot record the demo's files in {MARKER}: {e}");
+    }
+    outcome
+}
+
+/// The file that says a folder was written by the demo; it lists what the demo wrote there.
+const MARKER: &str = ".satflow-demo";
+
+/// What the demo writes before it plays, and what its scenario writes by name.
+const DEMO_FILES: [&str; 13] = [
+    "satflow.yaml",
+    "hub-merchant.key",
+    "workflows/weekly-dca.yaml",
+    "workflows/lightning-payout.yaml",
+    "workflows/sunday-withdrawal.yaml",
+    "workflows/weekly-digest.yaml",
+    "workflows/lightning-dca.yaml",
+    "satflow.db",
+    "satflow.db-wal",
+    "satflow.db-shm",
+    "satflow.db.lock",
+    "weekly-dca-payment.png",
+    "lightning-dca-payment.png",
+];
+
+/// Makes `dir` ready for the demo without touching anything the demo did not write: a new or
+/// empty folder gets the marker; a folder with the marker loses the files it lists; any other
+/// folder is refused unless `force`. Even then, a file of the user's where the demo writes one
+/// (or a `workflows/` or `templates/` folder of theirs, which the demo's setup would read) is a
+/// refusal. Returns what is in the folder now (to tell later what the demo added), or why not.
+fn prepare_folder(dir: &Path, force: bool) -> anyhow::Result<Result<Vec<String>, String>> {
+    let shown = dir.display();
+    match std::fs::symlink_metadata(dir) {
+        Err(_) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {shown}"))?;
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Ok(Err(format!(
+                "{shown} is not a folder; choose a new folder with --dir, e.g. --dir satflow-demo"
+            )));
+        }
+        Ok(_) => {}
+    }
+    let marker = dir.join(MARKER);
+    if marker.is_file() {
+        for relative in marker_entries(&marker)? {
+            let path = dir.join(&relative);
+            // Only files (or links) by name: a folder in their place is not the demo's.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        for folder in ["workflows", "mail"] {
+            // Succeeds only when empty: whatever else is in it stays.
+            let _ = std::fs::remove_dir(dir.join(folder));
+        }
+    } else {
+        let present = listing(dir);
+        if !present.is_empty() && !force {
+            return Ok(Err(format!(
+                "{shown} is not empty and was not written by `satflow demo` (it has no {MARKER}); nothing was changed. Choose a new folder (e.g. --dir satflow-demo), or pass --force to add the demo's files next to yours (yours are never changed or deleted)"
+            )));
+        }
+    }
+    let mut conflicts: Vec<String> = DEMO_FILES
+        .iter()
+        .filter(|f| std::fs::symlink_metadata(dir.join(f)).is_ok())
+        .map(|f| f.to_string())
+        .collect();
+    for folder in ["workflows", "templates"] {
+        let path = dir.join(folder);
+        let used = match std::fs::read_dir(&path) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(_) => std::fs::symlink_metadata(&path).is_ok(),
+        };
+        if used && !conflicts.iter().any(|c| c.starts_with(folder)) {
+            conflicts.push(format!("{folder}/"));
+        }
+    }
+    if !conflicts.is_empty() {
+        return Ok(Err(format!(
+            "{shown} already holds {} which `satflow demo` did not write, and its setup would replace or read them; nothing was changed. Choose a new folder (e.g. --dir satflow-demo), or move them away",
+            conflicts.join(", ")
+        )));
+    }
+    let before = listing(dir);
+    add_to_marker(dir, &DEMO_FILES.map(String::from))
+        .with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(Ok(before))
+}
+
+/// The relative paths a marker lists; any entry that could reach outside the folder is ignored.
+fn marker_entries(marker: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let text = crate::source::files::read_text(marker)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", marker.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(PathBuf::from)
+        .filter(|p| {
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .collect())
+}
+
+/// Adds `files` to the marker (created when missing).
+fn add_to_marker(dir: &Path, files: &[String]) -> anyhow::Result<()> {
+    let marker = dir.join(MARKER);
+    let mut entries: Vec<String> = if marker.is_file() {
+        marker_entries(&marker)?
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for f in files {
+        if f != MARKER && !entries.contains(f) {
+            entries.push(f.clone());
+        }
+    }
+    let mut text = String::from(
+        "# Written by `satflow demo`: this folder is the demo's. The files below are the ones it\n# wrote; the next `satflow demo --dir` here replaces them and touches nothing else.\n",
+    );
+    for e in entries {
+        text.push_str(&e);
+        text.push('\n');
+    }
+    std::fs::write(&marker, text)?;
+    Ok(())
+}
+
+/// The files in `dir` and in its `workflows/` and `mail/` (where the demo writes), relative.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (sub, prefix) in [
+        (dir.to_path_buf(), ""),
+        (dir.join("workflows"), "workflows/"),
+        (dir.join("mail"), "mail/"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if prefix.is_empty() && is_dir {
+                out.push(format!("{name}/"));
+            } else {
+                out.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn say(text: impl AsRef<str>) {
@@ -205,19 +382,7 @@ fn write_setup(
     sandbox: &str,
     node: &standin::StandIn,
 ) -> anyhow::Result<()> {
-    if dir.exists() {
-        for name in [
-            "satflow.db",
-            "satflow.db-wal",
-            "satflow.db-shm",
-            "satflow.db.lock",
-        ] {
-            let _ = std::fs::remove_file(dir.join(name));
-        }
-        for folder in ["mail", "workflows"] {
-            let _ = std::fs::remove_dir_all(dir.join(folder));
-        }
-    }
+    // `prepare_folder` has already removed what an earlier demo wrote, and only that.
     std::fs::create_dir_all(dir.join("workflows"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("hub-merchant.key"), HUB_KEY)?;

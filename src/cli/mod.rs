@@ -2,8 +2,11 @@
 //! and turns outcomes into exit codes (0 success, 1 the user's input is wrong, 2 a runtime
 //! failure).
 //!
-//! Commands print for people on stdout (or one JSON document with `--json`); logs go to stderr.
-//! Nothing below this layer prints or exits.
+//! Commands print their results on stdout (for people, or one JSON document with `--json`);
+//! problems, errors and logs go to stderr, so `report --csv > out.csv` never holds an error.
+//! (`check` is the exception: its problems are its result.) A closed stdout (`satflow plan |
+//! head -1`) ends the command quietly, as Unix tools do. Nothing below this layer prints or
+//! exits.
 
 mod addresses;
 mod check;
@@ -117,7 +120,12 @@ impl From<Outcome> for ExitCode {
     }
 }
 
+/// The exit status of a command whose reader went away: what a shell shows for a process ended
+/// by SIGPIPE (128 + 13), so pipelines behave as with any Unix tool.
+pub const CLOSED_STDOUT: u8 = 141;
+
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     // The demo narrates; its daemon's routine log lines would drown that out.
     let quiet = match cli.command {
@@ -153,11 +161,54 @@ pub fn main() -> ExitCode {
     };
     match outcome {
         Ok(outcome) => outcome.into(),
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(CLOSED_STDOUT),
         Err(err) => {
             eprintln!("error: {err:#}");
             Outcome::Failure.into()
         }
     }
+}
+
+/// Whether an error is stdout's reader having gone away (decided by the I/O error's kind).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` panics when stdout's reader has gone away. Commands that write much use a writer
+/// whose errors are returned (see `plan`); for every other `println!`, a panic on the main
+/// thread while stdout is a closed pipe ends the process quietly with `CLOSED_STDOUT` instead of
+/// a panic message and exit 101. SIGPIPE itself stays ignored: its default action would also
+/// kill a daemon whose peer closes a socket mid-write.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") && stdout_is_closed_pipe() {
+            std::process::exit(i32::from(CLOSED_STDOUT));
+        }
+        default(info);
+    }));
+}
+
+/// A pipe whose read end is closed reports POLLERR on its write end (checked without writing).
+#[cfg(unix)]
+fn stdout_is_closed_pipe() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a count of 1 and no wait; poll only writes `revents`.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & libc::POLLERR != 0
+}
+
+#[cfg(not(unix))]
+fn stdout_is_closed_pipe() -> bool {
+    false
 }
 
 /// A configuration with its workflows, both free of problems.
@@ -169,13 +220,8 @@ pub struct Setup {
 /// Reads satflow.yaml and every workflow, returning every problem found in any of them.
 pub fn load_setup(config_path: &std::path::Path) -> Result<Setup, Vec<Diagnostic>> {
     let mut diags = Diagnostics::default();
-    if !config_path.exists() {
-        diags.push(
-            config_path,
-            crate::source::Pos::START,
-            "there is no configuration file here; pass -c PATH, set SATFLOW_CONFIG, or start from examples/demo/satflow.yaml",
-        );
-        return Err(diags.sorted());
+    if let Some(missing) = missing_config(config_path) {
+        return Err(vec![missing]);
     }
     let Loaded {
         config,
@@ -191,6 +237,16 @@ pub fn load_setup(config_path: &std::path::Path) -> Result<Setup, Vec<Diagnostic
     }
 }
 
+/// The problem when there is nothing at all at `config_path`.
+fn missing_config(config_path: &std::path::Path) -> Option<Diagnostic> {
+    // `symlink_metadata`: a dangling symlink is there, and is reported as such when read.
+    std::fs::symlink_metadata(config_path).is_err().then(|| Diagnostic {
+        path: config_path.to_path_buf(),
+        pos: crate::source::Pos::START,
+        message: "there is no configuration file here; pass -c PATH, set SATFLOW_CONFIG, or start from examples/demo/satflow.yaml".into(),
+    })
+}
+
 /// The async runtime for commands that need one: two workers are plenty (a Pi has four small
 /// cores, and SQLite serialises writers anyway).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -204,6 +260,10 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// printing the problems) when it is not valid.
 fn open_config(config_path: &std::path::Path) -> Option<Config> {
     let mut diags = Diagnostics::default();
+    if let Some(missing) = missing_config(config_path) {
+        print_problems(&[missing]);
+        return None;
+    }
     let loaded = config::load(config_path, &ProcessEnv, &mut diags);
     match loaded.config {
         Some(config) if diags.is_empty() => Some(config),
@@ -246,21 +306,28 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Prints problems, one per line, and a count.
+/// Prints problems on stderr, one per line, and a count: for every command whose result they
+/// would otherwise pollute.
 fn print_problems(problems: &[Diagnostic]) {
+    let _ = write_problems(&mut std::io::stderr().lock(), problems);
+}
+
+/// Writes problems, one per line, and a count.
+fn write_problems(out: &mut dyn std::io::Write, problems: &[Diagnostic]) -> std::io::Result<()> {
     for p in problems {
-        println!("{p}");
+        writeln!(out, "{p}")?;
     }
     let files = problems
         .iter()
         .map(|p| &p.path)
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    println!(
+    writeln!(
+        out,
         "{} problem{} in {} file{}",
         problems.len(),
         if problems.len() == 1 { "" } else { "s" },
         files,
         if files == 1 { "" } else { "s" }
-    );
+    )
 }

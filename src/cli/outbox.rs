@@ -53,14 +53,24 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
             }
             None => {}
         }
-        let items = store.outbox_items(i64::from(args.limit)).await?;
+        let mut items = store.outbox_items(i64::from(args.limit)).await?;
+        for item in &mut items {
+            clean_errors(item);
+        }
         if args.json {
             let mut docs = Vec::new();
             for item in &items {
-                let history = store.outbox_attempts(item.id).await?;
+                let mut history = store.outbox_attempts(item.id).await?;
+                for attempt in &mut history {
+                    attempt.error = attempt.error.as_deref().map(|e| shown_error(item, e));
+                }
                 docs.push(json!({
                     "id": item.id,
                     "kind": item.kind,
+                    // Where an http.post goes, as it may be shown: the real URL may hold a token.
+                    "url": (item.kind == crate::outbox::handlers::http::KIND)
+                        .then(|| crate::outbox::handlers::http::shown_url(&item.payload))
+                        .flatten(),
                     "idempotency_key": item.key,
                     "status": item.status,
                     "attempts": item.attempts,
@@ -97,4 +107,23 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
         }
         Ok(Outcome::Success)
     })
+}
+
+/// An http item's error as it may be shown: errors stored before URLs were redacted at the
+/// source may still hold the URL (and its token).
+fn shown_error(item: &crate::store::ItemRow, error: &str) -> String {
+    use crate::outbox::handlers::http;
+    match (item.kind == http::KIND, item.payload["url"].as_str()) {
+        (true, Some(real)) => {
+            let shown = http::shown_url(&item.payload).unwrap_or_default();
+            crate::source::redact::in_text(error, real, &shown)
+        }
+        _ => error.to_string(),
+    }
+}
+
+fn clean_errors(item: &mut crate::store::ItemRow) {
+    if let Some(error) = item.last_error.take() {
+        item.last_error = Some(shown_error(item, &error));
+    }
 }

@@ -87,6 +87,8 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
         }
     };
 
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let doc = json!({
             "from": utc(from),
@@ -114,54 +116,63 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
                 "events": w.events.iter().map(|e| e.name()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        out.flush()?;
         return Ok(Outcome::Success);
     }
 
-    println!("Fire times after {}:", utc(from));
+    writeln!(out, "Fire times after {}:", utc(from))?;
     for (w, s, fires) in &scheduled {
-        println!();
-        println!("{} ({}): {s}", w.name, w.path.display());
+        writeln!(out)?;
+        writeln!(out, "{} ({}): {s}", w.name, w.path.display())?;
         for (local, utc) in fires {
-            println!("  {local:<27} {utc}");
+            writeln!(out, "  {local:<27} {utc}")?;
         }
     }
     if !unscheduled.is_empty() {
-        println!();
+        writeln!(out)?;
         for w in &unscheduled {
-            println!("{} ({}): {}", w.name, w.path.display(), starts(w));
+            writeln!(out, "{} ({}): {}", w.name, w.path.display(), starts(w))?;
         }
     }
     if workflows.is_empty() {
-        println!("(no workflows)");
+        writeln!(out, "(no workflows)")?;
     }
     if !orders.is_empty() {
-        println!();
-        println!("Declared orders:");
+        writeln!(out)?;
+        writeln!(out, "Declared orders:")?;
         for o in &orders {
-            println!("  {}: {}", o.workflow, o.declared);
+            writeln!(out, "  {}: {}", o.workflow, o.declared)?;
             match (&o.order_id, &o.remote) {
-                (None, _) => println!("    no order yet: run `satflow order setup {}`", o.workflow),
+                (None, _) => writeln!(
+                    out,
+                    "    no order yet: run `satflow order setup {}`",
+                    o.workflow
+                )?,
                 (Some(id), Some(Err(problem))) => {
-                    println!("    order {id}; Pocket could not be asked: {problem}")
+                    writeln!(out, "    order {id}; Pocket could not be asked: {problem}")?
                 }
                 (Some(id), Some(Ok(remote))) => {
                     let fee = remote
                         .fee_rate
                         .map(|f| f.to_string())
                         .unwrap_or_else(|| "?".into());
-                    println!(
+                    writeln!(
+                        out,
                         "    order {id} at Pocket: active {}, fee_rate {fee}",
                         remote.active
-                    );
+                    )?;
                     for d in &o.drift {
-                        println!("    will change: {d}");
+                        writeln!(out, "    will change: {d}")?;
                     }
                 }
-                (Some(id), None) => println!("    order {id}"),
+                (Some(id), None) => writeln!(out, "    order {id}")?,
             }
         }
     }
+    // Written through a returned error, not `println!`: a reader that stops early (`| head`)
+    // ends the command quietly (see cli::main).
+    out.flush()?;
     Ok(Outcome::Success)
 }
 

@@ -380,7 +380,7 @@ mod tests {
         std::fs::write(
             &path,
             "pocket:\n  client_id: ${CLIENT}\n  webhook_secret: ${file:hook.secret}\n\
-             email:\n  smtp_url: smtp://u:${PW}@mail.example.com:587\n  from: a@example.com\n  to: b@example.com\n",
+             email:\n  smtp_url: smtp://u:${PW}@mail.example.com:587?tls=required\n  from: a@example.com\n  to: b@example.com\n",
         )
         .unwrap();
         let env = [("CLIENT", "env-client-id"), ("PW", "smtp-password")];
@@ -417,5 +417,82 @@ mod tests {
             loaded.names.nodes.get("mynode"),
             Some(&Some(NodeKind::LightningAddress))
         );
+    }
+
+    #[test]
+    fn smtp_without_tls_is_refused_off_loopback_unless_meant() {
+        let email = |url: &str| {
+            format!("email:\n  smtp_url: \"{url}\"\n  from: a@example.com\n  to: b@example.com\n")
+        };
+        let env = [("PW", "smtp-password")];
+        let (_d, loaded, problems) = load_text(&email("smtp://u:${PW}@mail.example.com:587"), &env);
+        assert!(loaded.config.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(":2:13: email.smtp_url: smtp:// to mail.example.com without TLS")
+                && problems[0].contains("clear text")
+                && problems[0].contains("tls=none"),
+            "{problems:?}"
+        );
+        assert!(!problems[0].contains("smtp-password"), "{problems:?}");
+        let (_d, _, problems) = load_text(
+            &email("smtp://u:pw@mail.example.com:587?tls=opportunistic"),
+            &env,
+        );
+        assert!(problems[0].contains("tls=opportunistic"), "{problems:?}");
+        let (_d, _, problems) = load_text(&email("smtp://mail.example.com?tls=maybe"), &env);
+        assert!(problems[0].contains("not a TLS mode"), "{problems:?}");
+
+        use secrecy::ExposeSecret;
+        for (url, stored) in [
+            ("smtp://127.0.0.1:2525", "smtp://127.0.0.1:2525"),
+            ("smtp://localhost:25", "smtp://localhost:25"),
+            ("smtp://[::1]:25", "smtp://[::1]:25"),
+            // Meant on purpose: kept, without the parameter lettre does not know.
+            ("smtp://relay.lan:25?tls=none", "smtp://relay.lan:25"),
+            (
+                "smtps://u:pw@mail.example.com:465",
+                "smtps://u:pw@mail.example.com:465",
+            ),
+        ] {
+            let (_d, loaded, problems) = load_text(&email(url), &env);
+            assert!(problems.is_empty(), "{url}: {problems:?}");
+            let config = loaded.config.unwrap();
+            let EmailTransport::Smtp(secret) = &config.email.as_ref().unwrap().transport else {
+                panic!("not smtp")
+            };
+            assert_eq!(secret.expose_secret(), stored);
+        }
+    }
+
+    #[test]
+    fn durations_have_bounds_and_secrets_no_control_characters() {
+        let (_d, _, problems) = load_text(
+            "pocket:\n  client_id: ${ID}\n  reconcile_every: 0s\noutbox:\n  base_delay: 9999999999999s\nengine:\n  lease: 2h\nalerts: []\n",
+            &[("ID", "abc\u{1b}[31mdef")],
+        );
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0]
+                .contains(":2:14: pocket.client_id: character 4 is a control character (U+001B)"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains(
+                ":3:20: pocket.reconcile_every: \"0s\" is out of range; accepted: 1s to 24h"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].contains(
+                ":5:15: outbox.base_delay: \"9999999999999s\" is longer than any satflow duration"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3].contains(":7:10: engine.lease: \"2h\" is out of range; accepted: 1s to 1h"),
+            "{problems:?}"
+        );
+        assert!(problems.iter().all(|p| !p.contains("def")), "{problems:?}");
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{Network, NetworkKind};
@@ -18,6 +19,7 @@ use super::{
     WithdrawProvider,
 };
 use crate::domain::HumanDuration;
+use crate::source::files::{MAX_FILE_BYTES, not_a_file};
 use crate::source::reader::{describe, did_you_mean, list_or_one, scalar, string, unsigned};
 use crate::source::{Ctx, Kind, MapReader, Node, Pos, resolve_path};
 use crate::wallet::{ScriptType, WalletKey};
@@ -86,16 +88,15 @@ impl Reader<'_> {
                     continue;
                 };
                 let path = resolve_path(self.dir, Path::new(&name));
-                if path.is_file() {
-                    files.push(path);
-                } else {
-                    ctx.error(
+                match not_a_file(&path) {
+                    None => files.push(path),
+                    Some(kind) => ctx.error(
                         item.pos,
                         format!(
-                            "workflows: there is no file {} (paths are relative to this file's folder)",
+                            "workflows: {} is {kind}; list workflow files (paths are relative to this file's folder)",
                             path.display()
                         ),
-                    );
+                    ),
                 }
             }
             return files;
@@ -109,10 +110,14 @@ impl Reader<'_> {
         } else if path.is_file() {
             vec![path]
         } else {
+            let what = match std::fs::symlink_metadata(&path) {
+                Err(_) => "neither a folder nor a file".to_string(),
+                Ok(_) => not_a_file(&path).unwrap_or_else(|| "not usable".into()),
+            };
             ctx.error(
                 node.pos,
                 format!(
-                    "workflows: {} is neither a folder nor a file (paths are relative to this file's folder); write a folder of *.yaml files or a list of files",
+                    "workflows: {} is {what} (paths are relative to this file's folder); write a folder of *.yaml files or a list of files",
                     path.display()
                 ),
             );
@@ -163,7 +168,7 @@ impl Reader<'_> {
             .get("webhook_secret")
             .and_then(|n| secret(n, "pocket.webhook_secret", ctx));
         let reconcile_every = match m.get("reconcile_every") {
-            Some(n) => duration(n, "pocket.reconcile_every", ctx),
+            Some(n) => duration(n, "pocket.reconcile_every", bounds::RECONCILE_EVERY, ctx),
             None => Some(std::time::Duration::from_secs(600)),
         };
         m.finish(ctx);
@@ -182,8 +187,24 @@ impl Reader<'_> {
         let dir = m.get("dir");
         let transport = match (smtp, dir) {
             (Some(n), None) => smtp_url(n, ctx).map(EmailTransport::Smtp),
-            (None, Some(n)) => string(n, "email.dir", ctx)
-                .map(|d| EmailTransport::Dir(resolve_path(self.dir, Path::new(&d)))),
+            (None, Some(n)) => string(n, "email.dir", ctx).and_then(|d| {
+                let path = resolve_path(self.dir, Path::new(&d));
+                // A missing folder is created when the first email is written; anything else
+                // in its place would make every email fail at run time.
+                match std::fs::metadata(&path) {
+                    Ok(meta) if !meta.is_dir() => {
+                        ctx.error(
+                            n.pos,
+                            format!(
+                                "email.dir: {} is not a folder; name a folder for the .eml files (it is created when missing)",
+                                path.display()
+                            ),
+                        );
+                        None
+                    }
+                    _ => Some(EmailTransport::Dir(path)),
+                }
+            }),
             (Some(n), Some(_)) => {
                 ctx.error(
                     n.pos,
@@ -212,11 +233,21 @@ impl Reader<'_> {
                 "write who receives alerts, e.g. to: [me@example.com]",
                 ctx,
             )
-            .map(|n| {
-                list_or_one(n)
+            .and_then(|n| {
+                let items = list_or_one(n);
+                if matches!(&n.kind, Kind::Seq(list) if list.is_empty()) {
+                    ctx.error(
+                        n.pos,
+                        "email.to: the list is empty; alerts and emails need at least one recipient, e.g. to: [me@example.com]",
+                    );
+                    return None;
+                }
+                let count = items.len();
+                let to: Vec<_> = items
                     .into_iter()
                     .filter_map(|item| mailbox(item, "email.to", ctx))
-                    .collect::<Vec<_>>()
+                    .collect();
+                (to.len() == count).then_some(to)
             });
         m.finish(ctx);
         Some(EmailConfig {
@@ -647,7 +678,7 @@ impl Reader<'_> {
             }
         }
         if let Some(n) = m.get("max_age") {
-            match duration(n, "prices.max_age", ctx) {
+            match duration(n, "prices.max_age", bounds::PRICES_MAX_AGE, ctx) {
                 Some(d) => prices.max_age = d,
                 None => ok = false,
             }
@@ -686,12 +717,12 @@ impl Reader<'_> {
         };
         if let Some(d) = m
             .get("base_delay")
-            .and_then(|n| duration(n, "outbox.base_delay", ctx))
+            .and_then(|n| duration(n, "outbox.base_delay", bounds::BASE_DELAY, ctx))
         {
             outbox.base_delay = d;
         }
         let max = m.get("max_delay");
-        if let Some(d) = max.and_then(|n| duration(n, "outbox.max_delay", ctx)) {
+        if let Some(d) = max.and_then(|n| duration(n, "outbox.max_delay", bounds::MAX_DELAY, ctx)) {
             outbox.max_delay = d;
         }
         if let Some(n) = m.get("max_attempts") {
@@ -704,12 +735,12 @@ impl Reader<'_> {
                 None => {}
             }
         }
-        if outbox.base_delay.is_zero() || outbox.max_delay < outbox.base_delay {
+        if outbox.max_delay < outbox.base_delay {
             let pos = max.map_or(m.pos, |n| n.pos);
             ctx.error(
                 pos,
                 format!(
-                    "outbox: base_delay ({}) must be more than 0 and at most max_delay ({})",
+                    "outbox: base_delay ({}) must be at most max_delay ({})",
                     HumanDuration(outbox.base_delay),
                     HumanDuration(outbox.max_delay)
                 ),
@@ -724,39 +755,24 @@ impl Reader<'_> {
         let Some(mut m) = node.and_then(|n| MapReader::new(n, "engine", ctx)) else {
             return engine;
         };
-        for (key, slot, min) in [
-            (
-                "lease",
-                &mut engine.lease,
-                std::time::Duration::from_secs(1),
-            ),
+        for (key, slot, bound) in [
+            ("lease", &mut engine.lease, bounds::LEASE),
             (
                 "shutdown_grace",
                 &mut engine.shutdown_grace,
-                std::time::Duration::ZERO,
+                bounds::SHUTDOWN_GRACE,
             ),
             (
                 "follow_every",
                 &mut engine.follow_every,
-                std::time::Duration::from_millis(100),
+                bounds::FOLLOW_EVERY,
             ),
         ] {
             let field = format!("engine.{key}");
             if let Some(n) = m.get(key)
-                && let Some(d) = duration(n, &field, ctx)
+                && let Some(d) = duration(n, &field, bound, ctx)
             {
-                if d < min {
-                    ctx.error(
-                        n.pos,
-                        format!(
-                            "{field}: {} is too short; write at least {}",
-                            HumanDuration(d),
-                            HumanDuration(min)
-                        ),
-                    );
-                } else {
-                    *slot = d;
-                }
+                *slot = d;
             }
         }
         m.finish(ctx);
@@ -838,18 +854,25 @@ impl Reader<'_> {
     fn existing_file(&self, node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<PathBuf> {
         let text = string(node, field, ctx)?;
         let path = resolve_path(self.dir, Path::new(&text));
-        if path.is_file() {
-            Some(path)
-        } else {
-            ctx.error(
-                node.pos,
-                format!(
-                    "{field}: there is no file {} (paths are relative to this file's folder)",
-                    path.display()
-                ),
-            );
-            None
-        }
+        let problem = match not_a_file(&path) {
+            Some(_) if std::fs::symlink_metadata(&path).is_err() => {
+                format!("there is no file {}", path.display())
+            }
+            Some(kind) => format!("{} is {kind}", path.display()),
+            // Keys, macaroons and certificates are a few kilobytes: a wrong path (a disk image,
+            // a log) is refused before anything reads it whole.
+            None if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_FILE_BYTES) => format!(
+                "{} is larger than {} KiB, more than any key or certificate",
+                path.display(),
+                MAX_FILE_BYTES / 1024
+            ),
+            None => return Some(path),
+        };
+        ctx.error(
+            node.pos,
+            format!("{field}: {problem} (paths are relative to this file's folder)"),
+        );
+        None
     }
 }
 
@@ -890,15 +913,31 @@ pub fn list_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
+/// The `*.yaml`/`*.yml` files of a folder. An entry with that name which is not a regular file
+/// (a folder, a FIFO, a dangling or looping symlink) is refused rather than skipped: the user
+/// meant it to be a workflow, and skipping it would leave that workflow silently off.
 fn list_workflow_folder(dir: &Path, pos: Pos, ctx: &mut Ctx<'_>) -> Vec<PathBuf> {
     match std::fs::read_dir(dir) {
         Ok(entries) => {
-            let mut files: Vec<PathBuf> = entries
+            let mut named: Vec<PathBuf> = entries
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
                 .collect();
-            files.sort();
+            named.sort();
+            let mut files = Vec::new();
+            for path in named {
+                match not_a_file(&path) {
+                    None => files.push(path),
+                    Some(kind) => ctx.error(
+                        pos,
+                        format!(
+                            "workflows: {} is {kind}; a workflow is a regular *.yaml file — remove or rename it",
+                            path.display()
+                        ),
+                    ),
+                }
+            }
             files
         }
         Err(err) => {
@@ -978,7 +1017,33 @@ fn secret(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<SecretString> {
         );
         return None;
     }
+    if let Some(problem) = control_character(&s.value) {
+        ctx.error(
+            node.pos,
+            format!(
+                "{field}: {problem}; a secret is one line of printable text — check the variable or file it comes from (a stray line break, a copy-pasted escape)"
+            ),
+        );
+        return None;
+    }
     Some(SecretString::from(s.value.clone()))
+}
+
+/// Where a secret holds a control character (a line break inside it, a NUL, an escape), which
+/// would end up in an HTTP header or an SMTP command. Said by position and code, never by showing
+/// the secret. (A trailing newline of a `${file:…}` secret is already trimmed.)
+fn control_character(value: &str) -> Option<String> {
+    value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| (*c as u32) < 0x20 || *c as u32 == 0x7f)
+        .map(|(i, c)| {
+            format!(
+                "character {} is a control character (U+{:04X})",
+                i + 1,
+                c as u32
+            )
+        })
 }
 
 fn smtp_url(node: &Node, ctx: &mut Ctx<'_>) -> Option<SecretString> {
@@ -992,12 +1057,94 @@ fn smtp_url(node: &Node, ctx: &mut Ctx<'_>) -> Option<SecretString> {
         Ok(url) if url.host_str().is_none_or(str::is_empty) => Some("it names no host".to_string()),
         Ok(_) => None,
     };
+    if problem.is_none()
+        && let Some(problem) = control_character(&s.value)
+    {
+        ctx.error(
+            node.pos,
+            format!("email.smtp_url: {problem}; write the URL on one line"),
+        );
+        return None;
+    }
     match problem {
-        None => Some(SecretString::from(s.value.clone())),
+        None => {
+            let url = Url::parse(&s.value).ok()?;
+            smtp_tls(url, node, ctx).map(SecretString::from)
+        }
         Some(problem) => {
             ctx.error(
                 node.pos,
                 format!("email.smtp_url: not an SMTP URL ({problem}); write smtp://user:password@host:587?tls=required or smtps://user:password@host:465"),
+            );
+            None
+        }
+    }
+}
+
+/// Refuses an `smtp://` URL that would send the password and the emails in clear text over a
+/// network, unless `tls=none` says it is meant; returns the URL as lettre reads it.
+fn smtp_tls(mut url: Url, node: &Node, ctx: &mut Ctx<'_>) -> Option<String> {
+    if url.scheme() != "smtp" {
+        return Some(url.to_string());
+    }
+    let host = url.host_str().unwrap_or_default().to_string();
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        // `smtp:` is not a scheme the URL standard knows, so an IPv4 host arrives as text.
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    };
+    let tls = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let fix = format!(
+        "write smtp://user:password@{host}:587?tls=required (STARTTLS) or smtps://user:password@{host}:465"
+    );
+    match tls.as_deref() {
+        Some("required") => Some(url.to_string()),
+        None if loopback => Some(url.to_string()),
+        Some("none") => {
+            // lettre knows no `tls=none`: without a `tls` parameter it connects in clear.
+            let rest: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "tls")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if rest.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(rest);
+            }
+            Some(url.to_string())
+        }
+        None => {
+            ctx.error(
+                node.pos,
+                format!("email.smtp_url: smtp:// to {host} without TLS would send the password (AUTH PLAIN) and every email in clear text across the network; {fix}, or add `tls=none` if an unencrypted connection is really meant (a relay on your own network)"),
+            );
+            None
+        }
+        Some("opportunistic") if !loopback => {
+            ctx.error(
+                node.pos,
+                format!("email.smtp_url: `tls=opportunistic` falls back to clear text whenever STARTTLS is missing, which anyone on the path can arrange, and the password would then travel in clear; {fix}, or write `tls=none` if an unencrypted connection is really meant"),
+            );
+            None
+        }
+        Some("opportunistic") => Some(url.to_string()),
+        Some(other) => {
+            ctx.error(
+                node.pos,
+                format!(
+                    "email.smtp_url: `tls={}` is not a TLS mode; accepted: tls=required (STARTTLS), tls=opportunistic (loopback only), tls=none (clear text, on purpose); or use smtps://",
+                    describe(other)
+                ),
             );
             None
         }
@@ -1018,12 +1165,78 @@ fn mailbox(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Mailbox> {
     }
 }
 
-fn duration(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<std::time::Duration> {
+/// A duration within `[min, max]`; `why` says what the bounds protect, for the message.
+fn duration(
+    node: &Node,
+    field: &str,
+    (min, max, why): (Duration, Duration, &str),
+    ctx: &mut Ctx<'_>,
+) -> Option<Duration> {
     let text = string(node, field, ctx)?;
-    text.parse::<HumanDuration>()
+    let d = text
+        .parse::<HumanDuration>()
         .map(|d| d.0)
         .map_err(|e| ctx.error(node.pos, format!("{field}: {e}")))
-        .ok()
+        .ok()?;
+    if d < min || d > max {
+        ctx.error(
+            node.pos,
+            format!(
+                "{field}: {} is out of range; accepted: {} to {} ({why})",
+                describe(&text),
+                HumanDuration(min),
+                HumanDuration(max)
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The accepted range of every duration in satflow.yaml, with the reason for its bounds.
+pub mod bounds {
+    use super::{DAY, Duration, HOUR, SECOND};
+    pub type Bound = (Duration, Duration, &'static str);
+
+    pub const RECONCILE_EVERY: Bound = (
+        SECOND,
+        DAY,
+        "each pass reads every unsettled exchange from Pocket: shorter floods its API, longer leaves a lost webhook unnoticed for days",
+    );
+    pub const PRICES_MAX_AGE: Bound = (
+        SECOND,
+        DAY,
+        "a quote older than a day says nothing about today's price",
+    );
+    pub const BASE_DELAY: Bound = (
+        Duration::from_millis(10),
+        HOUR,
+        "the wait before the first retry: shorter hammers a failing service, longer leaves an effect undone for hours",
+    );
+    pub const MAX_DELAY: Bound = (
+        Duration::from_millis(10),
+        Duration::from_secs(7 * 86_400),
+        "the longest wait between two retries: beyond a week, a retry would come after anyone remembers the effect",
+    );
+    pub const LEASE: Bound = (
+        SECOND,
+        HOUR,
+        "how long a crashed daemon's work stays claimed before another takes it over",
+    );
+    pub const SHUTDOWN_GRACE: Bound = (
+        Duration::ZERO,
+        Duration::from_secs(600),
+        "how long a stop waits for work in flight; service managers kill long before ten minutes",
+    );
+    pub const FOLLOW_EVERY: Bound = (
+        Duration::from_millis(100),
+        DAY,
+        "how often a requested withdrawal is looked at until it is confirmed",
+    );
 }
 
 fn pubkey(text: &str) -> Result<PublicKey, String> {

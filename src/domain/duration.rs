@@ -7,17 +7,26 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration parsed: 100 years. Anything added to a date stays far inside what
+/// dates can hold (chrono panics on overflow), whatever a field's own bound is.
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "\"{0}\" is not a duration; write a number with a unit (ms, s, m, h, d), e.g. 2s, 5m, 1h30m"
-)]
-pub struct DurationError(pub String);
+pub enum DurationError {
+    #[error(
+        "\"{0}\" is not a duration; write a number with a unit (ms, s, m, h, d), e.g. 2s, 5m, 1h30m"
+    )]
+    Invalid(String),
+    #[error("\"{0}\" is longer than any satflow duration can be (at most 36500d, 100 years)")]
+    TooLong(String),
+}
 
 impl FromStr for HumanDuration {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DurationError(s.to_string());
+        let err = || DurationError::Invalid(s.to_string());
+        let too_long = || DurationError::TooLong(s.to_string());
         let mut rest = s.trim();
         if rest.is_empty() {
             return Err(err());
@@ -28,7 +37,8 @@ impl FromStr for HumanDuration {
             if digits == 0 {
                 return Err(err());
             }
-            let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+            // Only digits here: a failed parse means too many of them.
+            let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
             rest = &rest[digits..];
             let unit_len = rest
                 .find(|c: char| c.is_ascii_digit())
@@ -42,10 +52,13 @@ impl FromStr for HumanDuration {
                 _ => return Err(err()),
             };
             rest = &rest[unit_len..];
-            let ms = n.checked_mul(unit_ms).ok_or_else(err)?;
+            let ms = n.checked_mul(unit_ms).ok_or_else(too_long)?;
             total = total
                 .checked_add(Duration::from_millis(ms))
-                .ok_or_else(err)?;
+                .ok_or_else(too_long)?;
+            if total > MAX {
+                return Err(too_long());
+            }
         }
         Ok(HumanDuration(total))
     }
@@ -83,7 +96,20 @@ mod tests {
 
     #[test]
     fn refuses_missing_or_unknown_units() {
-        for bad in ["", "5", "s", "5 minutes", "1.5h", "-1s", "3w"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 minutes",
+            "1.5h",
+            "-1s",
+            "3w",
+            // Huge numbers are refused, never overflow.
+            "9999999999999s",
+            "99999999999999999999999999s",
+            "18446744073709551615d",
+            "36501d",
+        ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }
     }

@@ -403,6 +403,7 @@ impl Runner {
                     key,
                     Some((run.id, step.id.clone())),
                     url.as_str(),
+                    &post.url_secrets,
                     body,
                     &post.headers,
                     post.timeout,

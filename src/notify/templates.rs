@@ -71,7 +71,7 @@ pub fn find(
 ) -> Option<Result<TemplateSource, String>> {
     if let Some(path) = user.get(name) {
         return Some(
-            std::fs::read_to_string(path)
+            crate::source::files::read_text(path)
                 .map_err(|err| format!("cannot read {}: {err}", path.display()))
                 .and_then(|text| split(&text, Cow::Owned(path.display().to_string()))),
         );

@@ -46,6 +46,7 @@ fn walk(node: &mut Node, path: String, base: &Path, env: &dyn Env, ctx: &mut Ctx
                     Ok((value, expansions)) => {
                         s.value = value;
                         for (reference, value) in expansions {
+                            s.expanded.push(value.clone());
                             ctx.diags.redact(value, reference);
                         }
                     }
@@ -126,7 +127,7 @@ fn expand(inner: &str, base: &Path, env: &dyn Env) -> Result<String, String> {
             return Err("`${file:}` names no file; write `${file:PATH}`".into());
         }
         let full = resolve_path(base, Path::new(path));
-        return std::fs::read_to_string(&full)
+        return super::files::read_text(&full)
             .map(|text| text.trim().to_string())
             .map_err(|err| {
                 format!(

@@ -4,8 +4,10 @@
 //! at `path:line:col`. It parses and reports; it must never decide what a value means (that is
 //! the job of `config` and `workflow`) and never stop at the first problem.
 
+pub mod files;
 mod interpolate;
 pub mod reader;
+pub mod redact;
 mod yaml;
 
 use std::fmt;
@@ -103,7 +105,7 @@ impl Ctx<'_> {
 /// Reads a YAML file and interpolates `${…}` in its values; problems go to `diags`.
 /// Returns `None` when the file cannot be read or is not YAML at all.
 pub fn load_file(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Option<Node> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match files::read_text(path) {
         Ok(text) => text,
         Err(err) => {
             diags.push(path, Pos::START, format!("cannot read this file: {err}"));

@@ -47,6 +47,8 @@ pub struct Scalar {
     /// The text after interpolation; equal to `raw` for keys and for text without `${`.
     pub value: String,
     pub style: ScalarStyle,
+    /// The values `${…}` put into `value`: secrets, possibly, to hide wherever `value` is shown.
+    pub expanded: Vec<String>,
 }
 
 impl Scalar {
@@ -117,6 +119,10 @@ pub fn parse_yaml(text: &str, ctx: &mut Ctx<'_>) -> Option<Node> {
     for problem in builder.problems {
         ctx.error(problem.0, problem.1);
     }
+    if builder.over_limit {
+        // Only part of the document was built: reading on would report its holes as mistakes.
+        return None;
+    }
     match builder.documents.len() {
         0 => {
             ctx.error(Pos::START, "the file is empty; expected a YAML mapping");
@@ -131,18 +137,57 @@ enum Frame {
     Map(Pos, usize, Vec<Node>),
 }
 
+/// The most nodes a document may have once its aliases are expanded. Real configurations and
+/// workflows have a few hundred; a "billion laughs" document (each alias repeating the one
+/// before it ten times) reaches millions in a few lines and would take the memory of the machine.
+pub const MAX_NODES: usize = 100_000;
+/// The deepest nesting of lists and mappings. Real files nest five or six levels; the bound
+/// keeps every reader that walks the tree (recursively) far from the end of its stack.
+pub const MAX_DEPTH: usize = 64;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchor's node, with its size and height once expanded.
+    anchors: HashMap<usize, (Node, usize, usize)>,
     documents: Vec<Node>,
     problems: Vec<(Pos, String)>,
+    /// Nodes built so far, aliases counted at their expanded size.
+    nodes: usize,
+    /// Set once a limit is passed: the rest of the document is skipped.
+    over_limit: bool,
+    /// How deep inside a skipped (too deep) collection the parser is.
+    skipping: usize,
+}
+
+/// The number of nodes in a tree and its height (a scalar is 1 high).
+fn measure(node: &Node) -> (usize, usize) {
+    match &node.kind {
+        Kind::Seq(items) => items.iter().fold((1, 1), |(n, h), item| {
+            let (m, d) = measure(item);
+            (n + m, h.max(d + 1))
+        }),
+        Kind::Map(entries) => entries.iter().fold((1, 1), |(n, h), (k, v)| {
+            let (mk, dk) = measure(k);
+            let (mv, dv) = measure(v);
+            (n + mk + mv, h.max(dk.max(dv) + 1))
+        }),
+        _ => (1, 1),
+    }
 }
 
 impl Builder {
+    fn refuse(&mut self, pos: Pos, message: String) {
+        if !self.over_limit {
+            self.over_limit = true;
+            self.problems.push((pos, message));
+        }
+    }
+
     fn finish_node(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (size, height) = measure(&node);
+            self.anchors.insert(anchor, (node.clone(), size, height));
         }
         match self.stack.last_mut() {
             Some(Frame::Seq(_, _, items)) | Some(Frame::Map(_, _, items)) => items.push(node),
@@ -204,6 +249,38 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Pos::from_marker(&mark);
+        if self.skipping > 0 {
+            match ev {
+                Event::SequenceStart(..) | Event::MappingStart(..) => self.skipping += 1,
+                Event::SequenceEnd | Event::MappingEnd => self.skipping -= 1,
+                _ => {}
+            }
+            return;
+        }
+        if self.over_limit {
+            // One refusal is enough; the tree is not returned, so nothing more is built.
+            return;
+        }
+        match ev {
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.refuse(
+                    pos,
+                    format!("lists and mappings are nested more than {MAX_DEPTH} levels deep here; satflow files need a handful — flatten this value"),
+                );
+                self.skipping = 1;
+                return;
+            }
+            Event::Scalar(..) => self.nodes += 1,
+            Event::SequenceStart(..) | Event::MappingStart(..) => self.nodes += 1,
+            _ => {}
+        }
+        if self.nodes > MAX_NODES {
+            self.refuse(
+                pos,
+                format!("the document has more than {MAX_NODES} values; satflow files have a few hundred — is this the right file?"),
+            );
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let style = match style {
@@ -216,6 +293,7 @@ impl MarkedEventReceiver for Builder {
                         value: text.clone(),
                         raw: text,
                         style,
+                        expanded: Vec::new(),
                     }),
                 };
                 self.finish_node(node, anchor);
@@ -240,10 +318,27 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Alias(id) => {
                 let node = match self.anchors.get(&id) {
-                    Some(found) => Node {
-                        pos,
-                        kind: found.kind.clone(),
-                    },
+                    Some((_, size, _)) if self.nodes + size > MAX_NODES => {
+                        self.refuse(
+                            pos,
+                            format!("aliases (`*name`) expand this document beyond {MAX_NODES} values, as an \"alias bomb\" does; write the values out, or use fewer aliases"),
+                        );
+                        return;
+                    }
+                    Some((_, _, height)) if self.stack.len() + height > MAX_DEPTH => {
+                        self.refuse(
+                            pos,
+                            format!("this alias nests lists and mappings more than {MAX_DEPTH} levels deep; flatten the anchored value"),
+                        );
+                        return;
+                    }
+                    Some((found, size, _)) => {
+                        self.nodes += size;
+                        Node {
+                            pos,
+                            kind: found.kind.clone(),
+                        }
+                    }
                     None => {
                         self.problems
                             .push((pos, "this alias refers to an unknown anchor".into()));
@@ -342,5 +437,32 @@ mod tests {
         let (_, problems) = parse("a: 1\n---\nb: 2\n");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("second YAML document"));
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused_quickly() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            bomb.push_str(&format!(
+                "{next}: &{next} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
+        }
+        // Expanded, this would be ten billion values: the test finishing at all is the point.
+        let (node, problems) = parse(&bomb);
+        assert!(node.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("alias bomb"), "{problems:?}");
+
+        let deep = format!("a: {}1{}\n", "[".repeat(200), "]".repeat(200));
+        let (node, problems) = parse(&deep);
+        assert!(node.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("t.yaml:1:"), "{problems:?}");
+        assert!(problems[0].contains("more than 64 levels"), "{problems:?}");
+
+        let (node, problems) = parse("a: &x [1, [2, [3]]]\nb: [*x, *x]\n");
+        assert!(node.is_some() && problems.is_empty(), "{problems:?}");
     }
 }

@@ -127,6 +127,8 @@ pub struct Email {
 #[derive(Debug, Clone)]
 pub struct HttpPost {
     pub url: Param<Url>,
+    /// The values `${…}` put into the URL (tokens, often): never shown, see `source::redact`.
+    pub url_secrets: Vec<String>,
     /// The body; string values may be templates.
     pub json: Value,
     pub headers: Vec<(String, String)>,
@@ -618,11 +620,22 @@ impl ActionReader<'_, '_> {
             None => Some(None),
             Some(n) => {
                 let field = self.field("max_age");
-                string(n, &field, self.ctx).and_then(|t| {
-                    t.parse::<HumanDuration>()
-                        .map(|d| Some(d.0))
-                        .map_err(|e| self.ctx.error(n.pos, format!("{field}: {e}")))
-                        .ok()
+                string(n, &field, self.ctx).and_then(|t| match t.parse::<HumanDuration>() {
+                    // A quote older than a day says nothing about today's price.
+                    Ok(d) if d.0 >= Duration::from_secs(1) && d.0 <= Duration::from_secs(86_400) => {
+                        Some(Some(d.0))
+                    }
+                    Ok(_) => {
+                        self.ctx.error(
+                            n.pos,
+                            format!("{field}: {} is out of range; accepted: 1s to 24h (a quote older than a day says nothing about today's price)", describe(&t)),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.ctx.error(n.pos, format!("{field}: {e}"));
+                        None
+                    }
                 })
             }
         };
@@ -733,21 +746,25 @@ impl ActionReader<'_, '_> {
     }
 
     fn http_post(&mut self, m: &mut MapReader<'_>) -> Option<HttpPost> {
-        let url = m
-            .required(
-                "url",
-                "write where to POST, e.g. url: https://hooks.example.com/satflow",
-                self.ctx,
-            )
-            .and_then(|n| {
-                self.param(n, "url", |s| match Url::parse(s) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
-                    _ => Err(format!(
-                        "{} is not an http(s) URL; write e.g. https://example.com/hook",
-                        describe(s)
-                    )),
-                })
-            });
+        let url_node = m.required(
+            "url",
+            "write where to POST, e.g. url: https://hooks.example.com/satflow",
+            self.ctx,
+        );
+        // What `${…}` put into the URL: hidden wherever the URL is shown.
+        let url_secrets = url_node
+            .and_then(|n| n.scalar())
+            .map(|s| s.expanded.clone())
+            .unwrap_or_default();
+        let url = url_node.and_then(|n| {
+            self.param(n, "url", |s| match Url::parse(s) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
+                _ => Err(format!(
+                    "{} is not an http(s) URL; write e.g. https://example.com/hook",
+                    describe(s)
+                )),
+            })
+        });
         let json = match m.get("json") {
             Some(n) => {
                 let json = to_json(n);
@@ -760,16 +777,42 @@ impl ActionReader<'_, '_> {
         let headers = match m.get("headers") {
             None => Some(Vec::new()),
             Some(n) => match &n.kind {
-                Kind::Map(entries) => Some(
-                    entries
-                        .iter()
-                        .filter_map(|(k, v)| {
-                            let name = k.scalar()?.raw.clone();
-                            string(v, &self.field(&format!("headers.{name}")), self.ctx)
-                                .map(|v| (name, v))
-                        })
-                        .collect(),
-                ),
+                Kind::Map(entries) => {
+                    let mut ok = true;
+                    let mut headers = Vec::new();
+                    for (k, v) in entries {
+                        let Some(name) = k.scalar().map(|s| s.raw.clone()) else {
+                            continue;
+                        };
+                        let field = self.field(&format!("headers.{name}"));
+                        if !is_header_name(&name) {
+                            self.ctx.error(
+                                k.pos,
+                                format!("{field}: {} is not an HTTP header name; use letters, digits and `-`, e.g. Authorization or X-Api-Key", describe(&name)),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        match string(v, &field, self.ctx) {
+                            // A line break would end the header and start another one (header
+                            // injection); other control characters are refused by HTTP itself.
+                            Some(value)
+                                if value.chars().any(|c| {
+                                    ((c as u32) < 0x20 && c != '\t') || c as u32 == 0x7f
+                                }) =>
+                            {
+                                self.ctx.error(
+                                    v.pos,
+                                    format!("{field}: the value holds a line break or another control character, which would end the header and start another one; write it on one line"),
+                                );
+                                ok = false;
+                            }
+                            Some(value) => headers.push((name, value)),
+                            None => ok = false,
+                        }
+                    }
+                    ok.then_some(headers)
+                }
                 _ => {
                     self.ctx.error(
                         n.pos,
@@ -807,6 +850,7 @@ impl ActionReader<'_, '_> {
         };
         Some(HttpPost {
             url: url?,
+            url_secrets,
             json: json?,
             headers: headers?,
             timeout: timeout?,
@@ -842,6 +886,14 @@ impl ActionReader<'_, '_> {
             }
         }
     }
+}
+
+/// An HTTP header name (RFC 9110 token characters).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 fn user_templates(names: &Names) -> String {

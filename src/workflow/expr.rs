@@ -118,6 +118,11 @@ pub fn check_template_with(
     scope: &Scope<'_>,
     extra: &[&str],
 ) -> Result<(), String> {
+    if let Some(tag) = loading_tag(text) {
+        return Err(format!(
+            "`{{% {tag} %}}` loads another template, and satflow has no template files to load from: it could only fail when the step runs; write the text out here (or use `template: NAME` in the step)"
+        ));
+    }
     let template = env
         .template_from_str(text)
         .map_err(|e| format!("template does not compile: {}", error_text(&e)))?;
@@ -126,6 +131,26 @@ pub fn check_template_with(
         .into_iter()
         .filter(|v| !extra.contains(&v.split('.').next().unwrap_or_default()));
     check_variables(vars, scope)
+}
+
+/// The first tag that loads another template (`include`, `import`, `from`, `extends`), if any:
+/// templates are compiled from strings, with no loader, so such a tag can only fail at run time.
+pub fn loading_tag(text: &str) -> Option<&'static str> {
+    let mut rest = text;
+    while let Some(start) = rest.find("{%") {
+        rest = &rest[start + 2..];
+        let inner = rest.trim_start_matches(['-', '+']).trim_start();
+        let word: String = inner
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        for tag in ["include", "import", "from", "extends"] {
+            if word == tag {
+                return Some(tag);
+            }
+        }
+    }
+    None
 }
 
 fn error_text(err: &minijinja::Error) -> String {
@@ -282,5 +307,21 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn templates_that_load_other_templates_are_refused() {
+        let env = environment();
+        let scope = scope_with_price(&[], &[]);
+        for text in [
+            "{% include 'x.txt' %}",
+            "a {%- import 'm' as m %}",
+            "{% from 'm' import f %}",
+            "{%extends \"base\" %}",
+        ] {
+            let err = check_template(&env, text, &scope).unwrap_err();
+            assert!(err.contains("loads another template"), "{text}: {err}");
+        }
+        assert_eq!(loading_tag("{% if included %}x{% endif %}"), None);
     }
 }

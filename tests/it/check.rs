@@ -176,3 +176,149 @@ fn a_missing_config_file_says_how_to_get_one() {
         "{run:?}"
     );
 }
+
+/// Runs `satflow ARGS` in the app's folder, failing (instead of hanging) after 30 s: the
+/// special files below used to block `check` for ever.
+fn satflow_within_30s(app: &TestApp, args: &[&str]) -> super::helpers::Run {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_satflow"))
+        .args(args)
+        .current_dir(app.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run satflow");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("satflow {args:?} hung for 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    super::helpers::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_as_the_config_or_a_secret_file_is_refused_not_waited_on() {
+    let app = TestApp::empty();
+    mkfifo(&app.path().join("satflow.yaml"));
+    let run = satflow_within_30s(&app, &["check", "-c", "satflow.yaml"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.problems(),
+        ["satflow.yaml:1:1: cannot read this file: it is a FIFO (named pipe), not a regular file"],
+        "{run:?}"
+    );
+
+    let app = TestApp::with_base();
+    std::fs::remove_file(app.path().join("workflows/aaa-good.yaml")).unwrap();
+    app.write(
+        "satflow.yaml",
+        "database: sqlite://corpus.db\npocket:\n  client_id: corpus-client\n  webhook_secret: ${file:hook.secret}\nalerts: []\n",
+    );
+    mkfifo(&app.path().join("hook.secret"));
+    let run = satflow_within_30s(&app, &["check", "-c", "satflow.yaml"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let problems = run.problems();
+    assert_eq!(problems.len(), 1, "{run:?}");
+    assert!(
+        problems[0].starts_with(
+            "satflow.yaml:4:19: pocket.webhook_secret: cannot read `${file:hook.secret}`"
+        ) && problems[0].contains("it is a FIFO (named pipe)"),
+        "{run:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn workflow_entries_that_are_not_regular_files_are_each_refused() {
+    let app = TestApp::with_base();
+    let wf = app.path().join("workflows");
+    std::fs::create_dir(wf.join("folder.yaml")).unwrap();
+    std::os::unix::fs::symlink(wf.join("gone.yaml"), wf.join("dangling.yaml")).unwrap();
+    std::os::unix::fs::symlink(wf.join("loop-b.yaml"), wf.join("loop-a.yaml")).unwrap();
+    std::os::unix::fs::symlink(wf.join("loop-a.yaml"), wf.join("loop-b.yaml")).unwrap();
+    mkfifo(&wf.join("pipe.yml"));
+    // Not named like a workflow: left alone.
+    std::fs::create_dir(wf.join("notes")).unwrap();
+    let run = satflow_within_30s(&app, &["check", "-c", "satflow.yaml"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let problems = run.problems();
+    assert_eq!(problems.len(), 5, "{run:?}");
+    for (name, what) in [
+        ("dangling.yaml", "a symlink to"),
+        ("folder.yaml", "is a directory, not a file"),
+        ("loop-a.yaml", "a symlink to"),
+        ("loop-b.yaml", "a symlink to"),
+        ("pipe.yml", "is a FIFO (named pipe)"),
+    ] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("satflow.yaml:4:12: workflows: ")
+                    && p.contains(&format!("workflows/{name} "))
+                    && p.contains(what)),
+            "no problem for {name} ({what}): {run:?}"
+        );
+    }
+
+    // The same entries listed by name, each at its own line.
+    app.write(
+        "satflow.yaml",
+        &std::fs::read_to_string(corpus_dir().join("base/satflow.yaml"))
+            .unwrap()
+            .replace(
+                "workflows: workflows\n",
+                "workflows:\n  - workflows/aaa-good.yaml\n  - workflows/folder.yaml\n  - workflows/dangling.yaml\n",
+            ),
+    );
+    let run = satflow_within_30s(&app, &["check", "-c", "satflow.yaml"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let problems = run.problems();
+    assert_eq!(problems.len(), 2, "{run:?}");
+    assert!(
+        problems[0]
+            .starts_with("satflow.yaml:6:5: workflows: workflows/folder.yaml is a directory"),
+        "{run:?}"
+    );
+    assert!(
+        problems[1]
+            .starts_with("satflow.yaml:7:5: workflows: workflows/dangling.yaml is a symlink to"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn files_that_start_with_a_byte_order_mark_are_read_normally() {
+    let app = TestApp::with_base();
+    for file in ["satflow.yaml", "workflows/aaa-good.yaml"] {
+        let text = std::fs::read_to_string(app.path().join(file)).unwrap();
+        app.write(file, &format!("\u{feff}{text}"));
+    }
+    let run = satflow_within_30s(&app, &["check", "-c", "satflow.yaml"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with("ok: satflow.yaml and 1 workflow"),
+        "{run:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! One test crate with modules, so the suite links a single binary.
 
 mod check;
+mod cli_hygiene;
 mod demo;
 mod engine;
 mod esplora;
