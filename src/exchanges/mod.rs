@@ -21,7 +21,8 @@ use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
-use crate::store::{Applied, Effects, Store, StoreError, is_final};
+use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
+use crate::store::ALERT_WINDOW;
 use crate::wallet::address_at_path;
 use crate::wallet::esplora::Esplora;
 use crate::workflow::{EventKind, Workflow};
@@ -71,6 +72,9 @@ impl Processor {
                 }
                 if let Err(err) = self.follow_payouts().await {
                     tracing::error!(%err, "payout confirmations");
+                }
+                if let Err(err) = self.summarise_alerts().await {
+                    tracing::error!(%err, "alert summaries");
                 }
                 next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
             }
@@ -137,10 +141,13 @@ impl Processor {
                     .unwrap_or(chrono::Duration::hours(6));
             match client.get_exchange(&row.id).await {
                 Ok(exchange) => {
-                    let event = format!("exchange.{}", exchange.state().name());
-                    let applied = self.observe("reconcile", &event, &exchange, None).await?;
+                    // A read-back names no state: it is derived from the fields.
+                    let state = exchange.state();
+                    let applied = self
+                        .observe_as("reconcile", state.event(), state, &exchange, None)
+                        .await?;
                     if applied.transitioned {
-                        tracing::info!(exchange = %row.id, state = exchange.state().name(), "reconciliation found a transition the webhooks did not bring");
+                        tracing::info!(exchange = %row.id, state = state.name(), "reconciliation found a transition the webhooks did not bring");
                     } else {
                         self.store.schedule_check(&row.id, next).await?;
                     }
@@ -261,6 +268,13 @@ impl Processor {
     }
 
     /// Applies one observation of an exchange, with everything it causes, in one transaction.
+    ///
+    /// A webhook's event name is authoritative for the state it stands for; a read-back (and
+    /// an event satflow does not know) stands for the state its fields show. The state only
+    /// moves forward, but every stage an exchange is learned to have been through starts its
+    /// workflows and alerts exactly once, whatever order the observations arrive in: a settle
+    /// that arrives first also stands for the execution, and a late `interrupted` is still
+    /// reported (marked late). That makes the effects of a history independent of its order.
     pub async fn observe(
         &self,
         source: &str,
@@ -268,115 +282,170 @@ impl Processor {
         exchange: &Exchange,
         inbox_id: Option<i64>,
     ) -> Result<Applied, StoreError> {
+        let state = ExchangeState::of_event(event)
+            .filter(|_| source == "webhook")
+            .unwrap_or_else(|| exchange.state());
+        self.observe_as(source, event, state, exchange, inbox_id)
+            .await
+    }
+
+    /// [`Processor::observe`] with the state the observation stands for already decided.
+    pub async fn observe_as(
+        &self,
+        source: &str,
+        event: &str,
+        state: ExchangeState,
+        exchange: &Exchange,
+        inbox_id: Option<i64>,
+    ) -> Result<Applied, StoreError> {
         let now = self.clock.now();
-        let state = exchange.state();
         // Read before the transaction: the order (its workflow, its xpub) and the payout check.
         let order = match &exchange.order_id {
             Some(id) => self.store.order_by_id(id).await?,
             None => None,
         };
+        let workflow = order.as_ref().map(|o| o.workflow.as_str());
         let (mismatch, paid_index) = if state == ExchangeState::Settled {
             self.payout_check(exchange, order.as_ref()).await?
         } else {
             (None, None)
         };
-        let context = event_context(event, exchange, order.as_ref().map(|o| o.workflow.as_str()));
-        let off_market = match state {
-            ExchangeState::Executed | ExchangeState::Settled => {
-                self.rate_check(exchange, now).await
-            }
-            _ => None,
+        let stages: Vec<ExchangeState> = std::iter::once(state)
+            .chain(state.implies().iter().copied())
+            .collect();
+        let off_market = if stages
+            .iter()
+            .any(|s| matches!(s, ExchangeState::Executed | ExchangeState::Settled))
+        {
+            self.rate_check(exchange, now).await
+        } else {
+            None
         };
-        let next_check = (!is_final(state)).then(|| {
+        let next_check = (!state.is_final()).then(|| {
             now + chrono::Duration::from_std(self.reconcile_every())
                 .unwrap_or(chrono::Duration::minutes(10))
         });
-        let kind = EventKind::ALL
-            .into_iter()
-            .find(|k| k.name() == format!("exchange.{}", state.name()));
+        let used_address = match (paid_index, &order) {
+            (Some(index), Some(order)) => self
+                .payout_wallets
+                .get(&order.workflow)
+                .zip(exchange.payout.as_ref().and_then(|p| p["bitcoin_address"].as_str()))
+                .map(|(wallet, address)| UsedAddress {
+                    wallet: wallet.clone(),
+                    index,
+                    address: address.to_string(),
+                    // The address Pocket paid to is used: `satflow addresses` shows it, and
+                    // no reservation can hand it out.
+                    used_by: format!("Pocket exchange {}", exchange.id),
+                }),
+            _ => None,
+        };
+        let observation = Observation {
+            source,
+            event,
+            state,
+            exchange,
+            inbox_id,
+            next_check,
+        };
         let applied = self
             .store
-            .apply_exchange(
-                source,
-                event,
-                exchange,
-                inbox_id,
-                next_check,
-                now,
-                |_previous, transitioned| {
-                    let mut effects = Effects::default();
-                    if !transitioned {
-                        return effects;
-                    }
-                    if let Some(kind) = kind {
+            .apply_observation(&observation, now, |seen| {
+                let mut effects = Effects::default();
+                if !seen.new_event {
+                    return effects;
+                }
+                effects.used_address = used_address.clone();
+                for stage in &stages {
+                    let context = event_context(stage.event(), *stage, seen.state, exchange, workflow);
+                    if let Some(kind) = EventKind::ALL.into_iter().find(|k| k.name() == stage.event()) {
                         for w in self.workflows.iter().filter(|w| w.events.contains(&kind)) {
-                            effects.runs.push((w.name.clone(), context.clone()));
+                            effects.stage_runs.push(NewRun {
+                                workflow: w.name.clone(),
+                                event: stage.event().to_string(),
+                                context: context.clone(),
+                            });
                         }
                     }
-                    let alert = match state {
-                        ExchangeState::Interrupted => Some(Alert::Interrupted),
-                        ExchangeState::Refunded => Some(Alert::Refunded),
+                    let ctx = json!({ "event": context });
+                    let alert = match stage {
+                        // A second interrupted with a new action is a new alert; the same
+                        // action again is not.
+                        ExchangeState::Interrupted => Some((
+                            Alert::Interrupted,
+                            format!("{}/{}", exchange.id, action_key(exchange)),
+                        )),
+                        ExchangeState::Refunded => Some((Alert::Refunded, exchange.id.clone())),
                         _ => None,
                     };
-                    let ctx = json!({ "event": context });
                     effects.items.extend(
-                        alert.and_then(|a| self.alerts.item(&self.env, a, &exchange.id, &ctx)),
+                        alert.and_then(|(a, key)| self.alerts.item(&self.env, a, &key, &ctx)),
                     );
-                    if let Some(details) = &off_market {
-                        let mut ctx = json!({ "event": context });
-                        if let (Some(event), Some(details)) =
-                            (ctx["event"].as_object_mut(), details.as_object())
-                        {
-                            event.extend(details.clone());
-                        }
-                        effects.items.extend(self.alerts.item(
-                            &self.env,
-                            Alert::RateOffMarket,
-                            &exchange.id,
-                            &ctx,
-                        ));
+                }
+                let context = event_context(event, state, seen.state, exchange, workflow);
+                if let Some(details) = &off_market {
+                    let mut ctx = json!({ "event": context });
+                    if let (Some(event), Some(details)) =
+                        (ctx["event"].as_object_mut(), details.as_object())
+                    {
+                        event.extend(details.clone());
                     }
-                    if let Some(mismatch) = &mismatch {
-                        let mut ctx = json!({ "event": context });
-                        ctx["event"]["address"] = json!(mismatch.address);
-                        ctx["event"]["expected"] = json!(mismatch.expected);
-                        effects.items.extend(self.alerts.item(
-                            &self.env,
-                            Alert::PayoutMismatch,
-                            &exchange.id,
-                            &ctx,
-                        ));
-                    }
-                    effects
-                },
-            )
+                    effects.items.extend(self.alerts.item(
+                        &self.env,
+                        Alert::RateOffMarket,
+                        &exchange.id,
+                        &ctx,
+                    ));
+                }
+                if let Some(mismatch) = &mismatch {
+                    let mut ctx = json!({ "event": context });
+                    ctx["event"]["address"] = json!(mismatch.address);
+                    ctx["event"]["expected"] = json!(mismatch.expected);
+                    effects.items.extend(self.alerts.item(
+                        &self.env,
+                        Alert::PayoutMismatch,
+                        &exchange.id,
+                        &ctx,
+                    ));
+                }
+                effects
+            })
             .await?;
-        if applied.transitioned
-            && let (Some(index), Some(order)) = (paid_index, &order)
-            && let Some(wallet) = self.payout_wallets.get(&order.workflow)
-            && let Some(address) = exchange
-                .payout
-                .as_ref()
-                .and_then(|p| p["bitcoin_address"].as_str())
-        {
-            // The address Pocket paid to is used: `satflow addresses` shows it, and no
-            // reservation can hand it out.
-            let by = format!("Pocket exchange {}", exchange.id);
-            self.store
-                .mark_address_used(wallet, index, address, &by, now)
-                .await?;
-        }
         if applied.transitioned {
-            tracing::info!(exchange = %exchange.id, state = state.name(), source, "exchange moved");
+            tracing::info!(exchange = %exchange.id, state = applied.state.name(), source, "exchange moved");
+        } else if applied.new_event {
+            tracing::info!(exchange = %exchange.id, event, source, state = applied.state.name(), "event recorded; the exchange stays where it is");
+        }
+        if applied.new_event {
             self.wake_runner.notify_one();
             self.wake_outbox.notify_one();
-        } else if applied.new_event {
-            tracing::info!(exchange = %exchange.id, event, source, "event recorded; the exchange was already further along");
         }
         if let Some(m) = &mismatch {
             tracing::error!(exchange = %exchange.id, address = %m.address, "payout to an address outside the order's wallet");
         }
         Ok(applied)
+    }
+
+    /// Sends the summaries of alert windows that closed with alerts held back; returns how
+    /// many were sent.
+    pub async fn summarise_alerts(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut sent = 0;
+        for window in self.store.alert_windows_due(now, ALERT_WINDOW).await? {
+            let summary = self.alerts.summary(&self.env, &window);
+            if self
+                .store
+                .summarise_alert_window(&window, summary.as_ref(), now)
+                .await?
+            {
+                tracing::warn!(kind = %window.kind, count = window.suppressed, "alerts held back in the last hour: one summary sent");
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            self.wake_outbox.notify_one();
+        }
+        Ok(sent)
     }
 
     /// A settled on-chain payout must go to an address of the order's own wallet: the order's
@@ -394,12 +463,13 @@ impl Processor {
             return Ok((None, None)); // a Lightning payout
         };
         let method = &order.order.payout_method;
+        // The network of the wallet this order pays out to (a test-network wallet listed
+        // first must not make mainnet payouts look foreign).
         let network = self
-            .config
-            .wallets
-            .values()
-            .next()
-            .map_or(bitcoin::Network::Bitcoin, |w| w.network);
+            .payout_wallets
+            .get(&order.workflow)
+            .and_then(|wallet| self.config.wallets.get(wallet))
+            .map_or_else(|| network_of(address), |w| w.network);
         match (
             method["extended_public_key"].as_str(),
             method["derivation_path"].as_str(),
@@ -450,8 +520,15 @@ struct Mismatch {
     expected: String,
 }
 
-/// What workflows and alert emails see as `event`.
-pub fn event_context(event: &str, exchange: &Exchange, workflow: Option<&str>) -> Value {
+/// What workflows and alert emails see as `event`: the exchange as `stage` (the event's own
+/// state), with `current` the state the exchange is in now (a late `interrupted` is `late`).
+pub fn event_context(
+    event: &str,
+    stage: ExchangeState,
+    current: ExchangeState,
+    exchange: &Exchange,
+    workflow: Option<&str>,
+) -> Value {
     let reason_code = exchange.reason.as_ref().and_then(|r| r["code"].as_str());
     let action_code = exchange.action.as_ref().and_then(|a| a["code"].as_str());
     let currency = exchange
@@ -463,7 +540,9 @@ pub fn event_context(event: &str, exchange: &Exchange, workflow: Option<&str>) -
         "name": event,
         "exchange_id": exchange.id,
         "order_id": exchange.order_id,
-        "state": exchange.state().name(),
+        "state": stage.name(),
+        "current_state": current.name(),
+        "late": current.rank() > stage.rank(),
         "workflow": workflow,
         "pair": exchange.pair,
         "currency": currency.to_uppercase(),
@@ -479,6 +558,28 @@ pub fn event_context(event: &str, exchange: &Exchange, workflow: Option<&str>) -
         "txid": exchange.payout.as_ref().and_then(|p| p["txid"].as_str()),
         "exchange": serde_json::to_value(exchange).unwrap_or(Value::Null),
     })
+}
+
+/// What tells two interrupted observations apart: their action (a new action is a new thing
+/// to do), as a short digest of its canonical JSON (keys sorted).
+pub fn action_key(exchange: &Exchange) -> String {
+    let action = exchange
+        .action
+        .as_ref()
+        .filter(|a| !a.is_null())
+        .map(Value::to_string)
+        .unwrap_or_default();
+    crate::pocket::webhook::body_hash(action.as_bytes())[..16].to_string()
+}
+
+/// The network an address is for, when no wallet says it.
+fn network_of(address: &str) -> bitcoin::Network {
+    match address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>() {
+        Ok(a) if a.is_valid_for_network(bitcoin::Network::Bitcoin) => bitcoin::Network::Bitcoin,
+        Ok(a) if a.is_valid_for_network(bitcoin::Network::Regtest) => bitcoin::Network::Regtest,
+        Ok(a) if a.is_valid_for_network(bitcoin::Network::Signet) => bitcoin::Network::Signet,
+        _ => bitcoin::Network::Bitcoin,
+    }
 }
 
 /// A refund or failure reason in plain words; unknown codes are shown as received.
@@ -549,7 +650,7 @@ mod tests {
             ),
         ] {
             let ctx =
-                json!({ "event": event_context("exchange.interrupted", &exchange(payload), None) });
+                json!({ "event": event_context("exchange.interrupted", ExchangeState::Interrupted, ExchangeState::Interrupted, &exchange(payload), None) });
             let item = alerts()
                 .item(&env, Alert::Interrupted, "x1", &ctx)
                 .expect("rendered");
@@ -577,7 +678,7 @@ mod tests {
             let e = exchange(&format!(
                 r#"{{"id":"x2","order_id":"o","pair":"btc/eur","cost":50,"reason":{{"code":"{code}"}}}}"#
             ));
-            let ctx = json!({ "event": event_context("exchange.refunded", &e, None) });
+            let ctx = json!({ "event": event_context("exchange.refunded", ExchangeState::Refunded, ExchangeState::Refunded, &e, None) });
             let body = alerts()
                 .item(&env, Alert::Refunded, "x2", &ctx)
                 .unwrap()

@@ -209,7 +209,13 @@ impl Order {
     }
 }
 
-/// Where an exchange stands, read from which fields are set.
+/// Where an exchange stands in Pocket's lifecycle:
+///
+/// ```text
+///             ┌──────────────► refunded (final)
+///  interrupted ──► executed ──► settled (final)
+///       └──────────────────────► settled
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExchangeState {
@@ -220,12 +226,61 @@ pub enum ExchangeState {
 }
 
 impl ExchangeState {
+    pub const ALL: [ExchangeState; 4] = [
+        ExchangeState::Interrupted,
+        ExchangeState::Executed,
+        ExchangeState::Settled,
+        ExchangeState::Refunded,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             ExchangeState::Executed => "executed",
             ExchangeState::Settled => "settled",
             ExchangeState::Interrupted => "interrupted",
             ExchangeState::Refunded => "refunded",
+        }
+    }
+
+    /// The state a webhook event names (`exchange.settled` …); `None` for an event satflow does
+    /// not know, whose exchange then follows its fields.
+    pub fn of_event(event: &str) -> Option<ExchangeState> {
+        let name = event.strip_prefix("exchange.")?;
+        ExchangeState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The webhook event that announces this state.
+    pub fn event(self) -> &'static str {
+        match self {
+            ExchangeState::Executed => "exchange.executed",
+            ExchangeState::Settled => "exchange.settled",
+            ExchangeState::Interrupted => "exchange.interrupted",
+            ExchangeState::Refunded => "exchange.refunded",
+        }
+    }
+
+    /// How far along the lifecycle: a state never moves to a lower rank. Pocket interrupts
+    /// *before* it executes, so interrupted is the lowest; settled and refunded are both final
+    /// (of two final states, the first one learned stays).
+    pub fn rank(self) -> u8 {
+        match self {
+            ExchangeState::Interrupted => 0,
+            ExchangeState::Executed => 1,
+            ExchangeState::Settled | ExchangeState::Refunded => 2,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self.rank() == 2
+    }
+
+    /// The stages an exchange in this state has certainly been through besides this one:
+    /// a settled exchange was executed (Pocket pays out what it bought), even when the
+    /// `executed` webhook never came or comes later.
+    pub fn implies(self) -> &'static [ExchangeState] {
+        match self {
+            ExchangeState::Settled => &[ExchangeState::Executed],
+            _ => &[],
         }
     }
 }
@@ -261,20 +316,156 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// `action` set: interrupted (it wins over `reason`); `reason`: refunded; `payout`: settled;
-    /// none: executed.
+    /// The state read from which fields are set, for a read-back (`GET /v1/exchanges/{id}`,
+    /// which names no state): a `payout` means settled even when an old `action` is still
+    /// there; a `reason` without an `action` means refunded (Pocket's own interrupted example
+    /// carries both); an `action` means interrupted; none of them: executed. A webhook's event
+    /// name is authoritative instead (see [`ExchangeState::of_event`]).
     pub fn state(&self) -> ExchangeState {
         let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-        if set(&self.action) {
+        if set(&self.payout) {
+            ExchangeState::Settled
+        } else if set(&self.action) {
             ExchangeState::Interrupted
         } else if set(&self.reason) {
             ExchangeState::Refunded
-        } else if set(&self.payout) {
-            ExchangeState::Settled
         } else {
             ExchangeState::Executed
         }
     }
+
+    /// Refuses what no real Pocket exchange looks like, before it reaches the state machine:
+    /// ids that are not UUIDs (they end up in Pocket's URLs), BTC amounts that are negative,
+    /// above 21 million or finer than a millisatoshi, fiat amounts that are negative or beyond
+    /// any bank transfer, a fee rate outside 0..1.
+    pub fn check(&self) -> Result<(), Refused> {
+        if !is_uuid(&self.id) {
+            return Err(Refused::new(
+                "exchange_id",
+                &self.id,
+                "a UUID such as a2d75998-5ee5-4501-a4cf-4e3788732b7a",
+            ));
+        }
+        if let Some(order) = &self.order_id
+            && !is_uuid(order)
+        {
+            return Err(Refused::new(
+                "order_id",
+                order,
+                "a UUID such as 64decab6-4129-4fe7-9f6e-1db68283f5ce",
+            ));
+        }
+        check_btc("amount", self.amount)?;
+        for (field, value) in [("cost", self.cost), ("rate", self.rate), ("fee", self.fee)] {
+            check_fiat(field, value)?;
+        }
+        if let Some(rate) = self.fee_rate
+            && (rate.is_sign_negative() || rate >= Decimal::ONE)
+        {
+            return Err(Refused::new(
+                "fee_rate",
+                &rate.to_string(),
+                "a fraction between 0 and 1, such as 0.012",
+            ));
+        }
+        for (name, object) in [("payout", &self.payout), ("welcomeReward", &self.welcome_reward)]
+        {
+            let Some(Value::Object(fields)) = object else {
+                continue;
+            };
+            for key in ["amount", "fee"] {
+                match fields.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(v @ (Value::Number(_) | Value::String(_))) => {
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let field = format!("{name}.{key}");
+                        let amount = parse_decimal(&text).map_err(|_| {
+                            Refused::new(&field, &text, "an amount in BTC such as 0.00049381")
+                        })?;
+                        check_btc(&field, Some(amount))?;
+                    }
+                    Some(other) => {
+                        return Err(Refused::new(
+                            &format!("{name}.{key}"),
+                            &other.to_string(),
+                            "an amount in BTC such as 0.00049381",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field of an exchange refused at the edge: which, its value, and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} is {value}; expected {expected}")]
+pub struct Refused {
+    pub field: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl Refused {
+    fn new(field: &str, value: &str, expected: &'static str) -> Self {
+        // A hostile value is shown, but never at length.
+        let value: String = value.chars().take(80).collect();
+        Refused {
+            field: field.to_string(),
+            value: format!("{value:?}"),
+            expected,
+        }
+    }
+}
+
+/// No more than 21 million bitcoin will ever exist.
+pub const MAX_BTC: Decimal = Decimal::from_parts(21_000_000, 0, 0, false, 0);
+
+/// Beyond any single bank transfer Pocket accepts, by orders of magnitude.
+const MAX_FIAT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+
+fn check_btc(field: &str, amount: Option<Decimal>) -> Result<(), Refused> {
+    let Some(amount) = amount else {
+        return Ok(());
+    };
+    if amount.is_sign_negative() && !amount.is_zero() || amount > MAX_BTC || amount.normalize().scale() > 11
+    {
+        return Err(Refused::new(
+            field,
+            &amount.to_string(),
+            "an amount in BTC between 0 and 21000000 with at most 11 decimals",
+        ));
+    }
+    Ok(())
+}
+
+fn check_fiat(field: &str, amount: Option<Decimal>) -> Result<(), Refused> {
+    let Some(amount) = amount else {
+        return Ok(());
+    };
+    if amount.is_sign_negative() && !amount.is_zero() || amount > MAX_FIAT || amount.normalize().scale() > 8
+    {
+        return Err(Refused::new(
+            field,
+            &amount.to_string(),
+            "an amount in the quote currency between 0 and 1000000000",
+        ));
+    }
+    Ok(())
+}
+
+/// Pocket's ids are UUIDs (8-4-4-4-12 hexadecimal digits, either case).
+pub fn is_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The documented error codes of Pocket's API (PATCH exchange), and any other as received.
