@@ -21,8 +21,8 @@ use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
-use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
 use crate::store::ALERT_WINDOW;
+use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
 use crate::wallet::address_at_path;
 use crate::wallet::esplora::Esplora;
 use crate::workflow::{EventKind, Workflow};
@@ -103,8 +103,8 @@ impl Processor {
                     .and_then(|v| {
                         let event = v["event"].as_str().unwrap_or_default().to_string();
                         serde_json::from_value::<Exchange>(v["payload"].clone())
-                            .map(|e| (event, e))
                             .map_err(|e| e.to_string())
+                            .and_then(|e| e.check().map(|()| (event, e)).map_err(|e| e.to_string()))
                     });
             match parsed {
                 Ok((event, exchange)) => {
@@ -140,7 +140,23 @@ impl Processor {
                 + chrono::Duration::from_std(backoff.min(MAX_CHECK_INTERVAL))
                     .unwrap_or(chrono::Duration::hours(6));
             match client.get_exchange(&row.id).await {
-                Ok(exchange) => {
+                Ok(exchange)
+                    if !exchange.id.eq_ignore_ascii_case(&row.id) || exchange.check().is_err() =>
+                {
+                    // An answer that is not this exchange, or not a sane one, changes nothing.
+                    let problem = exchange
+                        .check()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| {
+                            format!("Pocket answered with exchange {}", exchange.id)
+                        });
+                    tracing::error!(exchange = %row.id, %problem, "a read-back refused; trying again later");
+                    self.store.schedule_check(&row.id, next).await?;
+                }
+                Ok(mut exchange) => {
+                    // The id as satflow knows it (Pocket may write its case differently).
+                    exchange.id.clone_from(&row.id);
                     // A read-back names no state: it is derived from the fields.
                     let state = exchange.state();
                     let applied = self
@@ -329,7 +345,12 @@ impl Processor {
             (Some(index), Some(order)) => self
                 .payout_wallets
                 .get(&order.workflow)
-                .zip(exchange.payout.as_ref().and_then(|p| p["bitcoin_address"].as_str()))
+                .zip(
+                    exchange
+                        .payout
+                        .as_ref()
+                        .and_then(|p| p["bitcoin_address"].as_str()),
+                )
                 .map(|(wallet, address)| UsedAddress {
                     wallet: wallet.clone(),
                     index,
@@ -357,8 +378,12 @@ impl Processor {
                 }
                 effects.used_address = used_address.clone();
                 for stage in &stages {
-                    let context = event_context(stage.event(), *stage, seen.state, exchange, workflow);
-                    if let Some(kind) = EventKind::ALL.into_iter().find(|k| k.name() == stage.event()) {
+                    let context =
+                        event_context(stage.event(), *stage, seen.state, exchange, workflow);
+                    if let Some(kind) = EventKind::ALL
+                        .into_iter()
+                        .find(|k| k.name() == stage.event())
+                    {
                         for w in self.workflows.iter().filter(|w| w.events.contains(&kind)) {
                             effects.stage_runs.push(NewRun {
                                 workflow: w.name.clone(),
@@ -649,8 +674,7 @@ mod tests {
                 "Identification: 7bf967b5",
             ),
         ] {
-            let ctx =
-                json!({ "event": event_context("exchange.interrupted", ExchangeState::Interrupted, ExchangeState::Interrupted, &exchange(payload), None) });
+            let ctx = json!({ "event": event_context("exchange.interrupted", ExchangeState::Interrupted, ExchangeState::Interrupted, &exchange(payload), None) });
             let item = alerts()
                 .item(&env, Alert::Interrupted, "x1", &ctx)
                 .expect("rendered");
@@ -690,5 +714,335 @@ mod tests {
             assert!(body.contains(code), "{code}: {body}");
         }
         assert!(reason_text("brand_new_code").contains("\"brand_new_code\""));
+    }
+
+    /// The exchange state machine as a property: a realistic history of one exchange (a path
+    /// of Pocket's lifecycle, each stage delivered as a webhook, perhaps retried, perhaps also
+    /// read back) ends in the same state, with the same workflows started once each and the
+    /// same alerts once each, whatever order its observations arrive in.
+    mod property {
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::engine::clock::ManualClock;
+
+        /// The stages of a history, as Pocket produces them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Stage {
+            /// Interrupted, in the shape of Pocket's Postman collection (action and reason).
+            Interrupted,
+            /// A second interruption with a new action (the walkthrough's shape).
+            InterruptedAgain,
+            Executed,
+            Settled,
+            Refunded,
+        }
+
+        /// The paths through the lifecycle.
+        const PATHS: &[&[Stage]] = {
+            use Stage::*;
+            &[
+                &[Executed],
+                &[Executed, Settled],
+                &[Interrupted],
+                &[Interrupted, Executed],
+                &[Interrupted, Executed, Settled],
+                &[Interrupted, Settled],
+                &[Interrupted, Refunded],
+                &[Interrupted, InterruptedAgain, Executed, Settled],
+                &[Interrupted, InterruptedAgain, Refunded],
+            ]
+        };
+
+        #[derive(Debug, Clone)]
+        struct Delivery {
+            stage: Stage,
+            /// A read-back (state from the fields) rather than a webhook.
+            read_back: bool,
+        }
+
+        fn body(id: &str, stage: Stage, path: &[Stage]) -> Exchange {
+            let interrupted_before = path.contains(&Stage::Interrupted);
+            let mut v = json!({
+                "exchange_id": id, "order_id": "64decab6-4129-4fe7-9f6e-1db68283f5ce",
+                "fee_rate": 0.012, "pair": "btc/eur", "type": "buy", "cost": 100.00,
+                "executed_on": null, "amount": null, "rate": null, "fee": null,
+                "action": null, "reason": null, "payout": null,
+            });
+            let executed = |v: &mut Value| {
+                v["executed_on"] = json!("2022-12-07T15:32:59.211Z");
+                v["amount"] = serde_json::from_str("0.00494000").unwrap();
+                v["rate"] = serde_json::from_str("20000.00").unwrap();
+                v["fee"] = serde_json::from_str("1.20").unwrap();
+            };
+            match stage {
+                Stage::Interrupted => {
+                    v["action"] = json!({"code": "identify", "url": "https://app.pocketbitcoin.com/onboarding"});
+                    v["reason"] = json!({"code": "identification_required"});
+                }
+                Stage::InterruptedAgain => {
+                    v["action"] = json!({"code": "identification_required", "identification_id": "7bf967b5-3d34-4cd6-936c-6631811401d2"});
+                }
+                Stage::Executed => executed(&mut v),
+                Stage::Settled => {
+                    executed(&mut v);
+                    v["payout"] = json!({"txid": "c01c7a0fd270aa3876119098c0e2d51687a795efab99787e214d8a93ab9f8342", "outpoint": 1,
+                        "bitcoin_address": "bc1q5a7uxjq6z5l2wguzu77rzmzk6tyx24yvq5r4fj", "fee": 0.00000190, "amount": 0.00049381});
+                    // Interrupted -> settled: the old action is still there.
+                    if interrupted_before && !path.contains(&Stage::Executed) {
+                        v["action"] = json!({"code": "identify", "url": "https://app.pocketbitcoin.com/onboarding"});
+                    }
+                }
+                Stage::Refunded => v["reason"] = json!({"code": "threshold_exceeded"}),
+            }
+            serde_json::from_value(v).unwrap()
+        }
+
+        fn event(stage: Stage) -> &'static str {
+            match stage {
+                Stage::Interrupted | Stage::InterruptedAgain => "exchange.interrupted",
+                Stage::Executed => "exchange.executed",
+                Stage::Settled => "exchange.settled",
+                Stage::Refunded => "exchange.refunded",
+            }
+        }
+
+        /// A path, its deliveries (each stage's webhook, 0–2 retries, maybe a read-back) and an
+        /// order of arrival (a random key per delivery).
+        fn history() -> impl Strategy<Value = (usize, Vec<Delivery>, Vec<u32>)> {
+            (0..PATHS.len())
+                .prop_flat_map(|p| {
+                    let stages = PATHS[p].len();
+                    (
+                        Just(p),
+                        proptest::collection::vec((0usize..3, any::<bool>()), stages),
+                    )
+                })
+                .prop_map(|(p, extras)| {
+                    let mut deliveries = Vec::new();
+                    for (stage, (retries, read_back)) in PATHS[p].iter().zip(extras) {
+                        for _ in 0..=retries {
+                            deliveries.push(Delivery {
+                                stage: *stage,
+                                read_back: false,
+                            });
+                        }
+                        if read_back {
+                            deliveries.push(Delivery {
+                                stage: *stage,
+                                read_back: true,
+                            });
+                        }
+                    }
+                    (p, deliveries)
+                })
+                .prop_flat_map(|(p, deliveries)| {
+                    let n = deliveries.len();
+                    (
+                        Just(p),
+                        Just(deliveries),
+                        proptest::collection::vec(any::<u32>(), n),
+                    )
+                })
+        }
+
+        struct World {
+            processor: Processor,
+            _dir: tempfile::TempDir,
+        }
+
+        async fn world() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("satflow.yaml"),
+                "database: sqlite://satflow.db\nemail: { dir: mail, from: satflow@example.com, to: me@example.com }\n",
+            )
+            .unwrap();
+            let mut diags = crate::source::Diagnostics::default();
+            let loaded = crate::config::load(
+                &dir.path().join("satflow.yaml"),
+                &crate::source::ProcessEnv,
+                &mut diags,
+            );
+            let config = loaded.config.unwrap_or_else(|| panic!("{diags:?}"));
+            let crate::config::Database::Sqlite(path) = &config.database;
+            let store = Store::open_sqlite(path).await.unwrap();
+            let workflows = EventKind::ALL
+                .into_iter()
+                .map(|kind| Workflow {
+                    name: format!("on-{}", kind.name()),
+                    path: dir.path().join("w.yaml"),
+                    schedule: None,
+                    events: vec![kind],
+                    steps: Vec::new(),
+                })
+                .collect();
+            let email = config.email.as_ref().unwrap();
+            let alerts = Alerts::new(
+                Some(Mailer::new(email, Default::default())),
+                Alert::ALL.into_iter().collect(),
+            );
+            let processor = Processor {
+                store,
+                config: Arc::new(config),
+                workflows,
+                client: None,
+                alerts,
+                env: crate::workflow::expr::environment(),
+                clock: Arc::new(ManualClock::new(
+                    chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                )),
+                wake: Default::default(),
+                wake_runner: Default::default(),
+                wake_outbox: Default::default(),
+                explorers: HashMap::new(),
+                payout_wallets: HashMap::new(),
+            };
+            World {
+                processor,
+                _dir: dir,
+            }
+        }
+
+        /// What a history left for exchange `id`: its state, the runs (workflow, key) and the
+        /// alert emails (key), with the id taken out so two exchanges can be compared.
+        async fn outcome(
+            p: &Processor,
+            id: &str,
+        ) -> (ExchangeState, Vec<(String, String)>, Vec<String>) {
+            let state = p.store.exchange(id).await.unwrap().unwrap().state;
+            let mut runs: Vec<(String, String)> = p
+                .store
+                .recent_runs(10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.trigger_key.starts_with(id))
+                .map(|r| (r.workflow, r.trigger_key.replacen(id, "ID", 1)))
+                .collect();
+            runs.sort();
+            let mut alerts: Vec<String> = p
+                .store
+                .outbox_items(10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|i| i.key.contains(id))
+                .map(|i| i.key.replacen(id, "ID", 1))
+                .collect();
+            alerts.sort();
+            (state, runs, alerts)
+        }
+
+        async fn deliver(p: &Processor, id: &str, path: &[Stage], deliveries: &[&Delivery]) {
+            for d in deliveries {
+                let exchange = body(id, d.stage, path);
+                if d.read_back {
+                    let state = exchange.state();
+                    p.observe("reconcile", state.event(), &exchange, None)
+                        .await
+                        .unwrap();
+                } else {
+                    p.observe("webhook", event(d.stage), &exchange, None)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+
+        /// How many cases the property runs (printed by the test).
+        const CASES: u32 = 64;
+
+        #[test]
+        fn the_outcome_of_a_history_does_not_depend_on_its_order() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+                cases: CASES,
+                // A failing case is printed (and can be pinned as a test); no file is written.
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            });
+            let ran = std::cell::Cell::new(0u32);
+            let result = runner.run(&history(), |(p, deliveries, keys)| {
+                ran.set(ran.get() + 1);
+                let path = PATHS[p];
+                runtime.block_on(async {
+                    let w = world().await;
+                    let in_order: Vec<&Delivery> = deliveries.iter().collect();
+                    let mut shuffled: Vec<(u32, &Delivery)> =
+                        keys.iter().copied().zip(deliveries.iter()).collect();
+                    shuffled.sort_by_key(|(k, _)| *k);
+                    let shuffled: Vec<&Delivery> = shuffled.into_iter().map(|(_, d)| d).collect();
+                    let a = "a2d75998-5ee5-4501-a4cf-4e3788732b7a";
+                    let b = "b2d75998-5ee5-4501-a4cf-4e3788732b7b";
+                    deliver(&w.processor, a, path, &in_order).await;
+                    deliver(&w.processor, b, path, &shuffled).await;
+                    let expected = outcome(&w.processor, a).await;
+                    let got = outcome(&w.processor, b).await;
+                    prop_assert_eq!(&got, &expected, "path {:?}, arrival {:?}", path, shuffled);
+                    // And what it is, written out: the last stage's state; each stage's
+                    // workflow once (a settle stands for the execution too); one alert per
+                    // interruption's action and per refund.
+                    let last = *path.last().unwrap();
+                    let state = match last {
+                        Stage::Interrupted | Stage::InterruptedAgain => ExchangeState::Interrupted,
+                        Stage::Executed => ExchangeState::Executed,
+                        Stage::Settled => ExchangeState::Settled,
+                        Stage::Refunded => ExchangeState::Refunded,
+                    };
+                    prop_assert_eq!(got.0, state);
+                    let mut workflows: Vec<&str> = path
+                        .iter()
+                        .map(|s| event(*s))
+                        .chain(
+                            path.contains(&Stage::Settled)
+                                .then_some("exchange.executed"),
+                        )
+                        .collect();
+                    workflows.sort();
+                    workflows.dedup();
+                    let started: Vec<&str> = got
+                        .1
+                        .iter()
+                        .map(|(w, _)| w.strip_prefix("on-").unwrap())
+                        .collect();
+                    let mut started_sorted = started.clone();
+                    started_sorted.sort();
+                    prop_assert_eq!(started_sorted, workflows);
+                    let interruptions = path
+                        .iter()
+                        .filter(|s| matches!(s, Stage::Interrupted | Stage::InterruptedAgain))
+                        .count();
+                    let refunds = usize::from(path.contains(&Stage::Refunded));
+                    prop_assert_eq!(
+                        got.2
+                            .iter()
+                            .filter(|k| k.starts_with("alert/interrupted/"))
+                            .count(),
+                        interruptions
+                    );
+                    prop_assert_eq!(
+                        got.2
+                            .iter()
+                            .filter(|k| k.starts_with("alert/refunded/"))
+                            .count(),
+                        refunds
+                    );
+                    Ok(())
+                })
+            });
+            println!(
+                "exchange state machine property: {} cases (configured {CASES})",
+                ran.get()
+            );
+            if let Err(e) = result {
+                panic!("{e}");
+            }
+        }
     }
 }

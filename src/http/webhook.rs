@@ -149,21 +149,19 @@ pub async fn receive(
     };
     let problem = exchange.as_ref().err().cloned();
     let recognized = problem.is_none();
-    let alert = problem
-        .as_ref()
-        .and_then(|problem| {
-            let body: String = String::from_utf8_lossy(&bytes).chars().take(2000).collect();
-            let ctx = json!({ "event": {
-                "event": event,
-                "received_at": state.clock.now().to_rfc3339(),
-                "reason": problem,
-                "body": body,
-            }});
-            let key = format!("{:x}", sha2_hex(&bytes));
-            state
-                .alerts
-                .item(&state.env, Alert::UnrecognizedWebhook, &key, &ctx)
-        });
+    let alert = problem.as_ref().and_then(|problem| {
+        let body: String = String::from_utf8_lossy(&bytes).chars().take(2000).collect();
+        let ctx = json!({ "event": {
+            "event": event,
+            "received_at": state.clock.now().to_rfc3339(),
+            "reason": problem,
+            "body": body,
+        }});
+        let key = format!("{:x}", sha2_hex(&bytes));
+        state
+            .alerts
+            .item(&state.env, Alert::UnrecognizedWebhook, &key, &ctx)
+    });
     if let Some(problem) = &problem {
         tracing::warn!(event = ?event, %problem, "a signed webhook satflow does not understand; stored and alerted");
     }

@@ -368,8 +368,10 @@ impl Exchange {
                 "a fraction between 0 and 1, such as 0.012",
             ));
         }
-        for (name, object) in [("payout", &self.payout), ("welcomeReward", &self.welcome_reward)]
-        {
+        for (name, object) in [
+            ("payout", &self.payout),
+            ("welcomeReward", &self.welcome_reward),
+        ] {
             let Some(Value::Object(fields)) = object else {
                 continue;
             };
@@ -432,7 +434,9 @@ fn check_btc(field: &str, amount: Option<Decimal>) -> Result<(), Refused> {
     let Some(amount) = amount else {
         return Ok(());
     };
-    if amount.is_sign_negative() && !amount.is_zero() || amount > MAX_BTC || amount.normalize().scale() > 11
+    if amount.is_sign_negative() && !amount.is_zero()
+        || amount > MAX_BTC
+        || amount.normalize().scale() > 11
     {
         return Err(Refused::new(
             field,
@@ -447,7 +451,9 @@ fn check_fiat(field: &str, amount: Option<Decimal>) -> Result<(), Refused> {
     let Some(amount) = amount else {
         return Ok(());
     };
-    if amount.is_sign_negative() && !amount.is_zero() || amount > MAX_FIAT || amount.normalize().scale() > 8
+    if amount.is_sign_negative() && !amount.is_zero()
+        || amount > MAX_FIAT
+        || amount.normalize().scale() > 8
     {
         return Err(Refused::new(
             field,
@@ -601,6 +607,169 @@ mod tests {
             serde_json::from_str(r#"{"id":"x","action":null,"reason":null,"payout":null}"#)
                 .unwrap();
         assert_eq!(executed.state(), ExchangeState::Executed);
+    }
+
+    #[test]
+    fn a_read_back_with_a_payout_is_settled_even_with_an_old_action() {
+        let e: Exchange = serde_json::from_str(
+            r#"{"id":"x","action":{"code":"identify","url":"https://x/onboarding"},"reason":{"code":"identification_required"},
+                "payout":{"txid":"ab","amount":0.1}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.state(), ExchangeState::Settled);
+        assert_eq!(
+            ExchangeState::of_event("exchange.interrupted"),
+            Some(ExchangeState::Interrupted)
+        );
+        assert_eq!(ExchangeState::of_event("exchange.payout_scheduled"), None);
+        assert!(ExchangeState::Interrupted.rank() < ExchangeState::Executed.rank());
+        assert!(ExchangeState::Executed.rank() < ExchangeState::Settled.rank());
+        assert!(ExchangeState::Refunded.is_final() && ExchangeState::Settled.is_final());
+    }
+
+    /// The payloads of Pocket's public documents (tests/fixtures/pocket/README.md says where
+    /// each comes from) parse exactly, pass the edge and show the state they document.
+    #[test]
+    fn the_documented_payloads_parse_exactly_and_pass_the_edge() {
+        let payload = |text: &str| -> (Option<String>, Exchange) {
+            let v: Value = serde_json::from_str(text).unwrap();
+            match v.get("event") {
+                Some(event) => (
+                    event.as_str().map(str::to_string),
+                    serde_json::from_value(v["payload"].clone()).unwrap(),
+                ),
+                None => (None, serde_json::from_value(v).unwrap()),
+            }
+        };
+        for (text, event, state) in [
+            (
+                include_str!("../../tests/fixtures/pocket/executed_exchange.json"),
+                None,
+                ExchangeState::Executed,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/settled_exchange.json"),
+                None,
+                ExchangeState::Settled,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/interrupted_webhook.json"),
+                Some("exchange.interrupted"),
+                ExchangeState::Interrupted,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/refunded_webhook.json"),
+                Some("exchange.refunded"),
+                ExchangeState::Refunded,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/interrupted_exchange_postman.json"),
+                None,
+                ExchangeState::Interrupted,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/executed_webhook_welcome_reward.json"),
+                Some("exchange.executed"),
+                ExchangeState::Executed,
+            ),
+        ] {
+            assert!(text.contains('\t'), "the fixtures keep the documents' tabs");
+            let (got_event, e) = payload(text);
+            assert_eq!(got_event.as_deref(), event);
+            assert_eq!(e.state(), state, "{text}");
+            if let Some(event) = event {
+                assert_eq!(ExchangeState::of_event(event), Some(state));
+            }
+            assert_eq!(e.id, "a2d75998-5ee5-4501-a4cf-4e3788732b7a");
+            assert_eq!(e.cost.unwrap().to_string(), "100.00");
+            assert_eq!(e.fee_rate.unwrap().to_string(), "0.012");
+            e.check().unwrap();
+            if state == ExchangeState::Executed || state == ExchangeState::Settled {
+                assert_eq!(e.amount.unwrap().to_string(), "0.00494000");
+                assert_eq!(e.rate.unwrap().to_string(), "20000.00");
+                assert_eq!(e.fee.unwrap().to_string(), "1.20");
+            } else {
+                assert!(
+                    e.amount.is_none() && e.executed_on.is_none(),
+                    "interrupted and refunded exchanges did not execute"
+                );
+            }
+            if state == ExchangeState::Settled {
+                let payout = e.payout.as_ref().unwrap();
+                assert_eq!(payout["fee"].to_string(), "0.00000190");
+                assert_eq!(payout["amount"].to_string(), "0.00049381");
+            }
+            // Written back, every kept field is still there with its digits.
+            let again = serde_json::to_string(&e).unwrap();
+            assert!(
+                again.contains("0.012") && again.contains("100.00"),
+                "{again}"
+            );
+        }
+        let (_, rewarded) = payload(include_str!(
+            "../../tests/fixtures/pocket/executed_webhook_welcome_reward.json"
+        ));
+        assert_eq!(
+            rewarded.welcome_reward.as_ref().unwrap()["amount"].to_string(),
+            "0.00001000"
+        );
+        assert_eq!(rewarded.extra["affiliate"]["fee"].to_string(), "0.30");
+    }
+
+    #[test]
+    fn the_edge_refuses_ids_and_amounts_no_real_exchange_has() {
+        let good = r#"{"exchange_id":"A2D75998-5EE5-4501-A4CF-4E3788732B7A","order_id":"64decab6-4129-4fe7-9f6e-1db68283f5ce","amount":0.00494000,"cost":100.00}"#;
+        let e: Exchange = serde_json::from_str(good).unwrap();
+        e.check()
+            .expect("a UUID in capitals is still Pocket's shape");
+        let refused = |patch: Value| -> Refused {
+            let mut v: Value = serde_json::from_str(good).unwrap();
+            for (k, val) in patch.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let e: Exchange = serde_json::from_value(v).unwrap();
+            e.check().unwrap_err()
+        };
+        assert_eq!(
+            refused(json!({"exchange_id": "../../../etc/passwd"})).field,
+            "exchange_id"
+        );
+        assert_eq!(
+            refused(json!({"exchange_id": "abc?admin=1#frag"})).field,
+            "exchange_id"
+        );
+        assert_eq!(refused(json!({"order_id": "o-1"})).field, "order_id");
+        let huge: Value = serde_json::from_str("10000000000000000000000000000").unwrap();
+        let r = refused(json!({"amount": huge}));
+        assert_eq!(r.field, "amount");
+        assert!(r.to_string().contains("21000000"), "{r}");
+        assert_eq!(
+            refused(json!({"amount": "21000000.00000001"})).field,
+            "amount"
+        );
+        assert_eq!(refused(json!({"amount": -0.1})).field, "amount");
+        assert_eq!(refused(json!({"amount": "0.000000000001"})).field, "amount");
+        assert_eq!(refused(json!({"cost": -5})).field, "cost");
+        assert_eq!(refused(json!({"fee_rate": 1.5})).field, "fee_rate");
+        assert_eq!(
+            refused(json!({"payout": {"amount": 22000000}})).field,
+            "payout.amount"
+        );
+        assert_eq!(
+            refused(json!({"payout": {"fee": "lots"}})).field,
+            "payout.fee"
+        );
+        assert_eq!(
+            refused(json!({"payout": {"amount": [1]}})).field,
+            "payout.amount"
+        );
+        // Exactly 21 million is still possible.
+        let mut v: Value = serde_json::from_str(good).unwrap();
+        v["amount"] = json!("21000000");
+        serde_json::from_value::<Exchange>(v)
+            .unwrap()
+            .check()
+            .unwrap();
     }
 
     #[test]

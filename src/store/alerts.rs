@@ -30,12 +30,11 @@ pub(super) async fn admit(
     window: Duration,
 ) -> Result<bool, StoreError> {
     let now_ms = now.timestamp_millis();
-    let open: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT window_start, suppressed_count FROM alert_windows WHERE kind = ?1",
-    )
-    .bind(kind)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let open: Option<(i64, i64)> =
+        sqlx::query_as("SELECT window_start, suppressed_count FROM alert_windows WHERE kind = ?1")
+            .bind(kind)
+            .fetch_optional(&mut **tx)
+            .await?;
     let closed = |start: i64| start.saturating_add(window.num_milliseconds()) <= now_ms;
     match open {
         // A closed window with nothing held back: this alert opens the next one.
@@ -139,7 +138,12 @@ impl Store {
         .rows_affected()
             == 1;
         if moved {
-            insert_items(&mut tx, summary.map(std::slice::from_ref).unwrap_or_default(), now).await?;
+            insert_items(
+                &mut tx,
+                summary.map(std::slice::from_ref).unwrap_or_default(),
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(moved)
@@ -186,23 +190,60 @@ mod tests {
             }
         }
         assert_eq!(sent, 1);
-        assert!(store.alert_windows_due(t0 + Duration::minutes(59), hour).await.unwrap().is_empty());
+        assert!(
+            store
+                .alert_windows_due(t0 + Duration::minutes(59), hour)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Still counted after the hour, until the summary is out.
-        assert!(!store.enqueue_coalesced("k", &item("alert/k/late"), t0 + hour, hour).await.unwrap());
+        assert!(
+            !store
+                .enqueue_coalesced("k", &item("alert/k/late"), t0 + hour, hour)
+                .await
+                .unwrap()
+        );
         let due = store.alert_windows_due(t0 + hour, hour).await.unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].suppressed, 50);
-        assert!(store.summarise_alert_window(&due[0], Some(&item("alert/k/summary")), t0 + hour).await.unwrap());
+        assert!(
+            store
+                .summarise_alert_window(&due[0], Some(&item("alert/k/summary")), t0 + hour)
+                .await
+                .unwrap()
+        );
         // A second instance with the same view queues nothing.
-        assert!(!store.summarise_alert_window(&due[0], Some(&item("alert/k/summary2")), t0 + hour).await.unwrap());
+        assert!(
+            !store
+                .summarise_alert_window(&due[0], Some(&item("alert/k/summary2")), t0 + hour)
+                .await
+                .unwrap()
+        );
         // The summary opened the next window.
-        assert!(!store.enqueue_coalesced("k", &item("alert/k/next"), t0 + hour + Duration::minutes(1), hour).await.unwrap());
-        let keys: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM outbox ORDER BY id")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+        assert!(
+            !store
+                .enqueue_coalesced(
+                    "k",
+                    &item("alert/k/next"),
+                    t0 + hour + Duration::minutes(1),
+                    hour
+                )
+                .await
+                .unwrap()
+        );
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT idempotency_key FROM outbox ORDER BY id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
         assert_eq!(keys, ["alert/k/0", "alert/k/summary"]);
         // Other kinds have their own window.
-        assert!(store.enqueue_coalesced("other", &item("alert/other/1"), t0, hour).await.unwrap());
+        assert!(
+            store
+                .enqueue_coalesced("other", &item("alert/other/1"), t0, hour)
+                .await
+                .unwrap()
+        );
     }
 }
