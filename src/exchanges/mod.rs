@@ -726,7 +726,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::engine::clock::ManualClock;
+        use crate::engine::clock::{Clock, ManualClock};
 
         /// The stages of a history, as Pocket produces them.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -848,12 +848,13 @@ mod tests {
                 })
         }
 
-        struct World {
-            processor: Processor,
+        pub(super) struct World {
+            pub processor: Processor,
+            pub clock: Arc<ManualClock>,
             _dir: tempfile::TempDir,
         }
 
-        async fn world() -> World {
+        pub(super) async fn world() -> World {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(
                 dir.path().join("satflow.yaml"),
@@ -884,6 +885,9 @@ mod tests {
                 Some(Mailer::new(email, Default::default())),
                 Alert::ALL.into_iter().collect(),
             );
+            let clock = Arc::new(ManualClock::new(
+                chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            ));
             let processor = Processor {
                 store,
                 config: Arc::new(config),
@@ -891,9 +895,7 @@ mod tests {
                 client: None,
                 alerts,
                 env: crate::workflow::expr::environment(),
-                clock: Arc::new(ManualClock::new(
-                    chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
-                )),
+                clock: Arc::clone(&clock) as Arc<dyn Clock>,
                 wake: Default::default(),
                 wake_runner: Default::default(),
                 wake_outbox: Default::default(),
@@ -902,6 +904,7 @@ mod tests {
             };
             World {
                 processor,
+                clock,
                 _dir: dir,
             }
         }
@@ -1044,5 +1047,56 @@ mod tests {
                 panic!("{e}");
             }
         }
+    }
+
+    async fn emails(p: &Processor) -> Vec<crate::store::ItemRow> {
+        let items = p.store.outbox_items(10_000).await.unwrap();
+        items
+            .into_iter()
+            .filter(|i| i.key.starts_with("alert/unrecognized_webhook/"))
+            .collect()
+    }
+
+    /// A storm of unrecognized webhooks: the newest are kept, old ones pruned, one alert
+    /// email, and when the hour is over one summary with the count.
+    #[tokio::test]
+    async fn a_storm_of_unrecognized_webhooks_is_pruned_and_summarised_once_an_hour() {
+        use crate::store::{KEEP_UNRECOGNIZED, NewWebhook};
+        let w = property::world().await;
+        let p = &w.processor;
+        let webhook = |i: usize| {
+            let body = format!("{{\"nonsense\": {i}}}").into_bytes();
+            let ctx = json!({ "event": { "event": null, "received_at": "now", "reason": "the body has no `event` name", "body": "…" } });
+            NewWebhook {
+                correlation_id: None,
+                retry_count: None,
+                event: None,
+                exchange_id: None,
+                alert: p.alerts.item(&p.env, Alert::UnrecognizedWebhook, &format!("storm-{i}"), &ctx),
+                alert_kind: Some(Alert::UnrecognizedWebhook.name().into()),
+                body,
+                recognized: false,
+            }
+        };
+        let t0 = w.clock.now();
+        let batch: Vec<NewWebhook> = (0..300).map(webhook).collect();
+        p.store.store_webhooks(&batch, t0).await.unwrap();
+        let (_, kept, _) = p.store.inbox_backlog().await.unwrap();
+        assert_eq!(kept, KEEP_UNRECOGNIZED, "the newest are kept");
+        assert_eq!(emails(p).await.len(), 1);
+        assert_eq!(p.summarise_alerts().await.unwrap(), 0, "the hour is not over");
+        w.clock.advance(chrono::Duration::minutes(61));
+        assert_eq!(p.summarise_alerts().await.unwrap(), 1);
+        assert_eq!(p.summarise_alerts().await.unwrap(), 0, "once");
+        let mail = emails(p).await;
+        assert_eq!(mail.len(), 2);
+        let summary = mail.iter().find(|i| i.key.contains("/summary/")).unwrap();
+        let subject = summary.payload["subject"].as_str().unwrap();
+        assert!(subject.contains("299 more unrecognized_webhook alerts"), "{subject}");
+        // A month later, what is left of the storm is pruned by the next one that arrives.
+        w.clock.advance(chrono::Duration::days(31));
+        p.store.store_webhooks(&[webhook(1000)], w.clock.now()).await.unwrap();
+        let (_, kept, _) = p.store.inbox_backlog().await.unwrap();
+        assert_eq!(kept, 1);
     }
 }
