@@ -1072,7 +1072,12 @@ mod tests {
                 retry_count: None,
                 event: None,
                 exchange_id: None,
-                alert: p.alerts.item(&p.env, Alert::UnrecognizedWebhook, &format!("storm-{i}"), &ctx),
+                alert: p.alerts.item(
+                    &p.env,
+                    Alert::UnrecognizedWebhook,
+                    &format!("storm-{i}"),
+                    &ctx,
+                ),
                 alert_kind: Some(Alert::UnrecognizedWebhook.name().into()),
                 body,
                 recognized: false,
@@ -1084,7 +1089,11 @@ mod tests {
         let (_, kept, _) = p.store.inbox_backlog().await.unwrap();
         assert_eq!(kept, KEEP_UNRECOGNIZED, "the newest are kept");
         assert_eq!(emails(p).await.len(), 1);
-        assert_eq!(p.summarise_alerts().await.unwrap(), 0, "the hour is not over");
+        assert_eq!(
+            p.summarise_alerts().await.unwrap(),
+            0,
+            "the hour is not over"
+        );
         w.clock.advance(chrono::Duration::minutes(61));
         assert_eq!(p.summarise_alerts().await.unwrap(), 1);
         assert_eq!(p.summarise_alerts().await.unwrap(), 0, "once");
@@ -1092,10 +1101,16 @@ mod tests {
         assert_eq!(mail.len(), 2);
         let summary = mail.iter().find(|i| i.key.contains("/summary/")).unwrap();
         let subject = summary.payload["subject"].as_str().unwrap();
-        assert!(subject.contains("299 more unrecognized_webhook alerts"), "{subject}");
+        assert!(
+            subject.contains("299 more unrecognized_webhook alerts"),
+            "{subject}"
+        );
         // A month later, what is left of the storm is pruned by the next one that arrives.
         w.clock.advance(chrono::Duration::days(31));
-        p.store.store_webhooks(&[webhook(1000)], w.clock.now()).await.unwrap();
+        p.store
+            .store_webhooks(&[webhook(1000)], w.clock.now())
+            .await
+            .unwrap();
         let (_, kept, _) = p.store.inbox_backlog().await.unwrap();
         assert_eq!(kept, 1);
     }
