@@ -50,7 +50,7 @@ fn main() {
         let bodies: Vec<String> = (0..n)
             .map(|i| {
                 format!(
-                    r#"{{"event":"exchange.executed","payload":{{"exchange_id":"bench-{i}","order_id":"o","pair":"btc/eur","type":"buy","cost":100.00,"amount":0.00494000,"rate":20000.00,"fee":1.20,"action":null,"reason":null,"payout":null}}}}"#
+                    r#"{{"event":"exchange.executed","payload":{{"exchange_id":"{i:08x}-0000-4000-a000-00000000be7c","order_id":"0b5e7f7e-0000-4000-a000-000000000001","pair":"btc/eur","type":"buy","cost":100.00,"amount":0.00494000,"rate":20000.00,"fee":1.20,"action":null,"reason":null,"payout":null}}}}"#
                 )
             })
             .collect();

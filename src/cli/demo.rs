@@ -3,7 +3,8 @@
 //! sandbox (Pocket and the Lightning Peach hub) and a Lightning node stand-in on loopback, runs
 //! the real daemon on a clock that jumps from one event to the next, and plays three weeks:
 //! orders set up by signing challenges, payments executed and settled to fresh xpub addresses, a
-//! Lightning payout, an interrupted and a refunded exchange, withdrawals, weekly digests, then
+//! Lightning payout, an exchange interrupted before it executes (the buyer identifies, it executes
+//! and settles), a refunded exchange, withdrawals, weekly digests, then
 //! the report.
 //!
 //! It plays the bank and Pocket's back office through the sandbox's control API; everything
@@ -793,21 +794,54 @@ async fn weeks(
             1 => {
                 buy_and_settle(store, control, dca_order, "61500", "100.00").await?;
                 say("   the bank pays 2000 CHF; Pocket wants to identify the buyer first…");
-                let id = pay(store, control, dca_order, "2000.00").await?.id;
-                let interrupt = json!({ "variant": "identify" });
-                back_office(
-                    store,
-                    control,
-                    &id,
-                    "interrupt",
-                    interrupt,
-                    ExchangeState::Interrupted,
-                )
+                // Pocket interrupts before it executes: nothing is bought yet.
+                let e = control
+                    .post(
+                        &format!("sandbox/orders/{dca_order}/payments"),
+                        json!({ "amount": "2000.00", "interrupt": "identify" }),
+                    )
+                    .await?;
+                let id = e["id"].as_str().context("an exchange id")?.to_string();
+                until("the interrupted exchange", || {
+                    exchange_in(store, &id, ExchangeState::Interrupted)
+                })
                 .await?;
                 say(format!(
                     "   exchange {id} interrupted: satflow emails what to do"
                 ));
                 emails_beyond(dir, seen, 1).await?;
+                new_emails(dir, seen);
+                say("   the buyer identifies with Pocket; the held exchange goes ahead…");
+                let row = back_office(
+                    store,
+                    control,
+                    &id,
+                    "identify",
+                    json!({}),
+                    ExchangeState::Executed,
+                )
+                .await?;
+                let x = &row.exchange;
+                say(format!(
+                    "   exchange {id} identified, then executed (webhook): {} CHF at {} CHF/BTC → {} BTC",
+                    x.cost.unwrap_or_default(),
+                    x.rate.unwrap_or_default(),
+                    x.amount.unwrap_or_default()
+                ));
+                let row = back_office(
+                    store,
+                    control,
+                    &id,
+                    "settle",
+                    json!({}),
+                    ExchangeState::Settled,
+                )
+                .await?;
+                let payout = row.exchange.payout.clone().unwrap_or_default();
+                say(format!(
+                    "   the once interrupted exchange settled: paid out to {} — the whole lifecycle, interrupted → executed → settled",
+                    payout["bitcoin_address"].as_str().unwrap_or("?")
+                ));
                 new_emails(dir, seen);
             }
             _ => {

@@ -80,7 +80,8 @@ pub fn run(config_path: &Path, args: &SandboxArgs) -> anyhow::Result<Outcome> {
         println!("Play the bank and Pocket's back office:");
         println!("  curl -X POST http://{listen}/sandbox/orders/ORDER_ID/payments -H 'Content-Type: application/json' -d '{{\"amount\": 100}}'");
         println!("  curl -X POST http://{listen}/sandbox/exchanges/EXCHANGE_ID/settle");
-        println!("  curl -X POST http://{listen}/sandbox/exchanges/EXCHANGE_ID/interrupt -H 'Content-Type: application/json' -d '{{\"variant\": \"identify\"}}'");
+        println!("  curl -X POST http://{listen}/sandbox/orders/ORDER_ID/payments -H 'Content-Type: application/json' -d '{{\"amount\": 2000, \"interrupt\": \"identify\"}}'");
+        println!("  curl -X POST http://{listen}/sandbox/exchanges/EXCHANGE_ID/identify");
         println!("  curl -X POST http://{listen}/sandbox/exchanges/EXCHANGE_ID/refund -H 'Content-Type: application/json' -d '{{\"reason\": \"threshold_exceeded\"}}'");
         println!("  curl -X PUT  http://{listen}/sandbox/price -H 'Content-Type: application/json' -d '{{\"currency\": \"eur\", \"price\": 60000}}'");
         println!("  curl http://{listen}/sandbox/webhooks");

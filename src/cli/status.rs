@@ -1,4 +1,5 @@
-//! `satflow status`: next fires, recent runs, the outbox backlog and dead letters.
+//! `satflow status`: next fires, recent runs, unsettled exchanges, held-back alerts, the outbox
+//! backlog and dead letters.
 
 use std::path::Path;
 
@@ -32,6 +33,8 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
         next.sort_by_key(|(_, t)| *t);
         let runs = store.recent_runs(10).await?;
         let (pending, dead) = store.outbox_backlog().await?;
+        let held_back = store.alerts_held_back().await?;
+        let (_, unrecognized, _) = store.inbox_backlog().await?;
         let open_exchanges: Vec<_> = store
             .exchanges(500)
             .await?
@@ -57,6 +60,8 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
                     "updated_at": e.updated_at.to_rfc3339(),
                     "next_check_at": e.next_check_at.map(|t| t.to_rfc3339()),
                 })).collect::<Vec<_>>(),
+                "webhooks": { "unrecognized_kept": unrecognized },
+                "alerts_held_back": held_back.iter().map(|(kind, count)| json!({"kind": kind, "count": count})).collect::<Vec<_>>(),
                 "outbox": {
                     "pending": pending,
                     "dead": dead,
@@ -87,6 +92,12 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             }
             if open_exchanges.is_empty() {
                 println!("  (none)");
+            }
+            if unrecognized > 0 {
+                println!("Webhooks satflow did not understand (newest kept): {unrecognized}");
+            }
+            for (kind, count) in &held_back {
+                println!("Alerts held back this hour: {count} {kind} (one summary email follows)");
             }
             println!("Outbox: {pending} pending, {dead} dead");
             for i in &dead_items {

@@ -21,7 +21,8 @@ use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
-use crate::store::{Applied, Effects, Store, StoreError, is_final};
+use crate::store::ALERT_WINDOW;
+use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
 use crate::wallet::address_at_path;
 use crate::wallet::esplora::Esplora;
 use crate::workflow::{EventKind, Workflow};
@@ -72,6 +73,9 @@ impl Processor {
                 if let Err(err) = self.follow_payouts().await {
                     tracing::error!(%err, "payout confirmations");
                 }
+                if let Err(err) = self.summarise_alerts().await {
+                    tracing::error!(%err, "alert summaries");
+                }
                 next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
             }
             tokio::select! {
@@ -99,8 +103,8 @@ impl Processor {
                     .and_then(|v| {
                         let event = v["event"].as_str().unwrap_or_default().to_string();
                         serde_json::from_value::<Exchange>(v["payload"].clone())
-                            .map(|e| (event, e))
                             .map_err(|e| e.to_string())
+                            .and_then(|e| e.check().map(|()| (event, e)).map_err(|e| e.to_string()))
                     });
             match parsed {
                 Ok((event, exchange)) => {
@@ -136,11 +140,30 @@ impl Processor {
                 + chrono::Duration::from_std(backoff.min(MAX_CHECK_INTERVAL))
                     .unwrap_or(chrono::Duration::hours(6));
             match client.get_exchange(&row.id).await {
-                Ok(exchange) => {
-                    let event = format!("exchange.{}", exchange.state().name());
-                    let applied = self.observe("reconcile", &event, &exchange, None).await?;
+                Ok(exchange)
+                    if !exchange.id.eq_ignore_ascii_case(&row.id) || exchange.check().is_err() =>
+                {
+                    // An answer that is not this exchange, or not a sane one, changes nothing.
+                    let problem = exchange
+                        .check()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| {
+                            format!("Pocket answered with exchange {}", exchange.id)
+                        });
+                    tracing::error!(exchange = %row.id, %problem, "a read-back refused; trying again later");
+                    self.store.schedule_check(&row.id, next).await?;
+                }
+                Ok(mut exchange) => {
+                    // The id as satflow knows it (Pocket may write its case differently).
+                    exchange.id.clone_from(&row.id);
+                    // A read-back names no state: it is derived from the fields.
+                    let state = exchange.state();
+                    let applied = self
+                        .observe_as("reconcile", state.event(), state, &exchange, None)
+                        .await?;
                     if applied.transitioned {
-                        tracing::info!(exchange = %row.id, state = exchange.state().name(), "reconciliation found a transition the webhooks did not bring");
+                        tracing::info!(exchange = %row.id, state = state.name(), "reconciliation found a transition the webhooks did not bring");
                     } else {
                         self.store.schedule_check(&row.id, next).await?;
                     }
@@ -261,6 +284,13 @@ impl Processor {
     }
 
     /// Applies one observation of an exchange, with everything it causes, in one transaction.
+    ///
+    /// A webhook's event name is authoritative for the state it stands for; a read-back (and
+    /// an event satflow does not know) stands for the state its fields show. The state only
+    /// moves forward, but every stage an exchange is learned to have been through starts its
+    /// workflows and alerts exactly once, whatever order the observations arrive in: a settle
+    /// that arrives first also stands for the execution, and a late `interrupted` is still
+    /// reported (marked late). That makes the effects of a history independent of its order.
     pub async fn observe(
         &self,
         source: &str,
@@ -268,115 +298,179 @@ impl Processor {
         exchange: &Exchange,
         inbox_id: Option<i64>,
     ) -> Result<Applied, StoreError> {
+        let state = ExchangeState::of_event(event)
+            .filter(|_| source == "webhook")
+            .unwrap_or_else(|| exchange.state());
+        self.observe_as(source, event, state, exchange, inbox_id)
+            .await
+    }
+
+    /// [`Processor::observe`] with the state the observation stands for already decided.
+    pub async fn observe_as(
+        &self,
+        source: &str,
+        event: &str,
+        state: ExchangeState,
+        exchange: &Exchange,
+        inbox_id: Option<i64>,
+    ) -> Result<Applied, StoreError> {
         let now = self.clock.now();
-        let state = exchange.state();
         // Read before the transaction: the order (its workflow, its xpub) and the payout check.
         let order = match &exchange.order_id {
             Some(id) => self.store.order_by_id(id).await?,
             None => None,
         };
+        let workflow = order.as_ref().map(|o| o.workflow.as_str());
         let (mismatch, paid_index) = if state == ExchangeState::Settled {
             self.payout_check(exchange, order.as_ref()).await?
         } else {
             (None, None)
         };
-        let context = event_context(event, exchange, order.as_ref().map(|o| o.workflow.as_str()));
-        let off_market = match state {
-            ExchangeState::Executed | ExchangeState::Settled => {
-                self.rate_check(exchange, now).await
-            }
-            _ => None,
+        let stages: Vec<ExchangeState> = std::iter::once(state)
+            .chain(state.implies().iter().copied())
+            .collect();
+        let off_market = if stages
+            .iter()
+            .any(|s| matches!(s, ExchangeState::Executed | ExchangeState::Settled))
+        {
+            self.rate_check(exchange, now).await
+        } else {
+            None
         };
-        let next_check = (!is_final(state)).then(|| {
+        let next_check = (!state.is_final()).then(|| {
             now + chrono::Duration::from_std(self.reconcile_every())
                 .unwrap_or(chrono::Duration::minutes(10))
         });
-        let kind = EventKind::ALL
-            .into_iter()
-            .find(|k| k.name() == format!("exchange.{}", state.name()));
+        let used_address = match (paid_index, &order) {
+            (Some(index), Some(order)) => self
+                .payout_wallets
+                .get(&order.workflow)
+                .zip(
+                    exchange
+                        .payout
+                        .as_ref()
+                        .and_then(|p| p["bitcoin_address"].as_str()),
+                )
+                .map(|(wallet, address)| UsedAddress {
+                    wallet: wallet.clone(),
+                    index,
+                    address: address.to_string(),
+                    // The address Pocket paid to is used: `satflow addresses` shows it, and
+                    // no reservation can hand it out.
+                    used_by: format!("Pocket exchange {}", exchange.id),
+                }),
+            _ => None,
+        };
+        let observation = Observation {
+            source,
+            event,
+            state,
+            exchange,
+            inbox_id,
+            next_check,
+        };
         let applied = self
             .store
-            .apply_exchange(
-                source,
-                event,
-                exchange,
-                inbox_id,
-                next_check,
-                now,
-                |_previous, transitioned| {
-                    let mut effects = Effects::default();
-                    if !transitioned {
-                        return effects;
-                    }
-                    if let Some(kind) = kind {
+            .apply_observation(&observation, now, |seen| {
+                let mut effects = Effects::default();
+                if !seen.new_event {
+                    return effects;
+                }
+                effects.used_address = used_address.clone();
+                for stage in &stages {
+                    let context =
+                        event_context(stage.event(), *stage, seen.state, exchange, workflow);
+                    if let Some(kind) = EventKind::ALL
+                        .into_iter()
+                        .find(|k| k.name() == stage.event())
+                    {
                         for w in self.workflows.iter().filter(|w| w.events.contains(&kind)) {
-                            effects.runs.push((w.name.clone(), context.clone()));
+                            effects.stage_runs.push(NewRun {
+                                workflow: w.name.clone(),
+                                event: stage.event().to_string(),
+                                context: context.clone(),
+                            });
                         }
                     }
-                    let alert = match state {
-                        ExchangeState::Interrupted => Some(Alert::Interrupted),
-                        ExchangeState::Refunded => Some(Alert::Refunded),
+                    let ctx = json!({ "event": context });
+                    let alert = match stage {
+                        // A second interrupted with a new action is a new alert; the same
+                        // action again is not.
+                        ExchangeState::Interrupted => Some((
+                            Alert::Interrupted,
+                            format!("{}/{}", exchange.id, action_key(exchange)),
+                        )),
+                        ExchangeState::Refunded => Some((Alert::Refunded, exchange.id.clone())),
                         _ => None,
                     };
-                    let ctx = json!({ "event": context });
                     effects.items.extend(
-                        alert.and_then(|a| self.alerts.item(&self.env, a, &exchange.id, &ctx)),
+                        alert.and_then(|(a, key)| self.alerts.item(&self.env, a, &key, &ctx)),
                     );
-                    if let Some(details) = &off_market {
-                        let mut ctx = json!({ "event": context });
-                        if let (Some(event), Some(details)) =
-                            (ctx["event"].as_object_mut(), details.as_object())
-                        {
-                            event.extend(details.clone());
-                        }
-                        effects.items.extend(self.alerts.item(
-                            &self.env,
-                            Alert::RateOffMarket,
-                            &exchange.id,
-                            &ctx,
-                        ));
+                }
+                let context = event_context(event, state, seen.state, exchange, workflow);
+                if let Some(details) = &off_market {
+                    let mut ctx = json!({ "event": context });
+                    if let (Some(event), Some(details)) =
+                        (ctx["event"].as_object_mut(), details.as_object())
+                    {
+                        event.extend(details.clone());
                     }
-                    if let Some(mismatch) = &mismatch {
-                        let mut ctx = json!({ "event": context });
-                        ctx["event"]["address"] = json!(mismatch.address);
-                        ctx["event"]["expected"] = json!(mismatch.expected);
-                        effects.items.extend(self.alerts.item(
-                            &self.env,
-                            Alert::PayoutMismatch,
-                            &exchange.id,
-                            &ctx,
-                        ));
-                    }
-                    effects
-                },
-            )
+                    effects.items.extend(self.alerts.item(
+                        &self.env,
+                        Alert::RateOffMarket,
+                        &exchange.id,
+                        &ctx,
+                    ));
+                }
+                if let Some(mismatch) = &mismatch {
+                    let mut ctx = json!({ "event": context });
+                    ctx["event"]["address"] = json!(mismatch.address);
+                    ctx["event"]["expected"] = json!(mismatch.expected);
+                    effects.items.extend(self.alerts.item(
+                        &self.env,
+                        Alert::PayoutMismatch,
+                        &exchange.id,
+                        &ctx,
+                    ));
+                }
+                effects
+            })
             .await?;
-        if applied.transitioned
-            && let (Some(index), Some(order)) = (paid_index, &order)
-            && let Some(wallet) = self.payout_wallets.get(&order.workflow)
-            && let Some(address) = exchange
-                .payout
-                .as_ref()
-                .and_then(|p| p["bitcoin_address"].as_str())
-        {
-            // The address Pocket paid to is used: `satflow addresses` shows it, and no
-            // reservation can hand it out.
-            let by = format!("Pocket exchange {}", exchange.id);
-            self.store
-                .mark_address_used(wallet, index, address, &by, now)
-                .await?;
-        }
         if applied.transitioned {
-            tracing::info!(exchange = %exchange.id, state = state.name(), source, "exchange moved");
+            tracing::info!(exchange = %exchange.id, state = applied.state.name(), source, "exchange moved");
+        } else if applied.new_event {
+            tracing::info!(exchange = %exchange.id, event, source, state = applied.state.name(), "event recorded; the exchange stays where it is");
+        }
+        if applied.new_event {
             self.wake_runner.notify_one();
             self.wake_outbox.notify_one();
-        } else if applied.new_event {
-            tracing::info!(exchange = %exchange.id, event, source, "event recorded; the exchange was already further along");
         }
         if let Some(m) = &mismatch {
             tracing::error!(exchange = %exchange.id, address = %m.address, "payout to an address outside the order's wallet");
         }
         Ok(applied)
+    }
+
+    /// Sends the summaries of alert windows that closed with alerts held back; returns how
+    /// many were sent.
+    pub async fn summarise_alerts(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut sent = 0;
+        for window in self.store.alert_windows_due(now, ALERT_WINDOW).await? {
+            let summary = self.alerts.summary(&self.env, &window);
+            if self
+                .store
+                .summarise_alert_window(&window, summary.as_ref(), now)
+                .await?
+            {
+                tracing::warn!(kind = %window.kind, count = window.suppressed, "alerts held back in the last hour: one summary sent");
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            self.wake_outbox.notify_one();
+        }
+        Ok(sent)
     }
 
     /// A settled on-chain payout must go to an address of the order's own wallet: the order's
@@ -394,12 +488,13 @@ impl Processor {
             return Ok((None, None)); // a Lightning payout
         };
         let method = &order.order.payout_method;
+        // The network of the wallet this order pays out to (a test-network wallet listed
+        // first must not make mainnet payouts look foreign).
         let network = self
-            .config
-            .wallets
-            .values()
-            .next()
-            .map_or(bitcoin::Network::Bitcoin, |w| w.network);
+            .payout_wallets
+            .get(&order.workflow)
+            .and_then(|wallet| self.config.wallets.get(wallet))
+            .map_or_else(|| network_of(address), |w| w.network);
         match (
             method["extended_public_key"].as_str(),
             method["derivation_path"].as_str(),
@@ -450,8 +545,15 @@ struct Mismatch {
     expected: String,
 }
 
-/// What workflows and alert emails see as `event`.
-pub fn event_context(event: &str, exchange: &Exchange, workflow: Option<&str>) -> Value {
+/// What workflows and alert emails see as `event`: the exchange as `stage` (the event's own
+/// state), with `current` the state the exchange is in now (a late `interrupted` is `late`).
+pub fn event_context(
+    event: &str,
+    stage: ExchangeState,
+    current: ExchangeState,
+    exchange: &Exchange,
+    workflow: Option<&str>,
+) -> Value {
     let reason_code = exchange.reason.as_ref().and_then(|r| r["code"].as_str());
     let action_code = exchange.action.as_ref().and_then(|a| a["code"].as_str());
     let currency = exchange
@@ -463,7 +565,9 @@ pub fn event_context(event: &str, exchange: &Exchange, workflow: Option<&str>) -
         "name": event,
         "exchange_id": exchange.id,
         "order_id": exchange.order_id,
-        "state": exchange.state().name(),
+        "state": stage.name(),
+        "current_state": current.name(),
+        "late": current.rank() > stage.rank(),
         "workflow": workflow,
         "pair": exchange.pair,
         "currency": currency.to_uppercase(),
@@ -479,6 +583,28 @@ pub fn event_context(event: &str, exchange: &Exchange, workflow: Option<&str>) -
         "txid": exchange.payout.as_ref().and_then(|p| p["txid"].as_str()),
         "exchange": serde_json::to_value(exchange).unwrap_or(Value::Null),
     })
+}
+
+/// What tells two interrupted observations apart: their action (a new action is a new thing
+/// to do), as a short digest of its canonical JSON (keys sorted).
+pub fn action_key(exchange: &Exchange) -> String {
+    let action = exchange
+        .action
+        .as_ref()
+        .filter(|a| !a.is_null())
+        .map(Value::to_string)
+        .unwrap_or_default();
+    crate::pocket::webhook::body_hash(action.as_bytes())[..16].to_string()
+}
+
+/// The network an address is for, when no wallet says it.
+fn network_of(address: &str) -> bitcoin::Network {
+    match address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>() {
+        Ok(a) if a.is_valid_for_network(bitcoin::Network::Bitcoin) => bitcoin::Network::Bitcoin,
+        Ok(a) if a.is_valid_for_network(bitcoin::Network::Regtest) => bitcoin::Network::Regtest,
+        Ok(a) if a.is_valid_for_network(bitcoin::Network::Signet) => bitcoin::Network::Signet,
+        _ => bitcoin::Network::Bitcoin,
+    }
 }
 
 /// A refund or failure reason in plain words; unknown codes are shown as received.
@@ -548,8 +674,7 @@ mod tests {
                 "Identification: 7bf967b5",
             ),
         ] {
-            let ctx =
-                json!({ "event": event_context("exchange.interrupted", &exchange(payload), None) });
+            let ctx = json!({ "event": event_context("exchange.interrupted", ExchangeState::Interrupted, ExchangeState::Interrupted, &exchange(payload), None) });
             let item = alerts()
                 .item(&env, Alert::Interrupted, "x1", &ctx)
                 .expect("rendered");
@@ -577,7 +702,7 @@ mod tests {
             let e = exchange(&format!(
                 r#"{{"id":"x2","order_id":"o","pair":"btc/eur","cost":50,"reason":{{"code":"{code}"}}}}"#
             ));
-            let ctx = json!({ "event": event_context("exchange.refunded", &e, None) });
+            let ctx = json!({ "event": event_context("exchange.refunded", ExchangeState::Refunded, ExchangeState::Refunded, &e, None) });
             let body = alerts()
                 .item(&env, Alert::Refunded, "x2", &ctx)
                 .unwrap()
@@ -589,5 +714,404 @@ mod tests {
             assert!(body.contains(code), "{code}: {body}");
         }
         assert!(reason_text("brand_new_code").contains("\"brand_new_code\""));
+    }
+
+    /// The exchange state machine as a property: a realistic history of one exchange (a path
+    /// of Pocket's lifecycle, each stage delivered as a webhook, perhaps retried, perhaps also
+    /// read back) ends in the same state, with the same workflows started once each and the
+    /// same alerts once each, whatever order its observations arrive in.
+    mod property {
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::engine::clock::{Clock, ManualClock};
+
+        /// The stages of a history, as Pocket produces them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Stage {
+            /// Interrupted, in the shape of Pocket's Postman collection (action and reason).
+            Interrupted,
+            /// A second interruption with a new action (the walkthrough's shape).
+            InterruptedAgain,
+            Executed,
+            Settled,
+            Refunded,
+        }
+
+        /// The paths through the lifecycle.
+        const PATHS: &[&[Stage]] = {
+            use Stage::*;
+            &[
+                &[Executed],
+                &[Executed, Settled],
+                &[Interrupted],
+                &[Interrupted, Executed],
+                &[Interrupted, Executed, Settled],
+                &[Interrupted, Settled],
+                &[Interrupted, Refunded],
+                &[Interrupted, InterruptedAgain, Executed, Settled],
+                &[Interrupted, InterruptedAgain, Refunded],
+            ]
+        };
+
+        #[derive(Debug, Clone)]
+        struct Delivery {
+            stage: Stage,
+            /// A read-back (state from the fields) rather than a webhook.
+            read_back: bool,
+        }
+
+        fn body(id: &str, stage: Stage, path: &[Stage]) -> Exchange {
+            let interrupted_before = path.contains(&Stage::Interrupted);
+            let mut v = json!({
+                "exchange_id": id, "order_id": "64decab6-4129-4fe7-9f6e-1db68283f5ce",
+                "fee_rate": 0.012, "pair": "btc/eur", "type": "buy", "cost": 100.00,
+                "executed_on": null, "amount": null, "rate": null, "fee": null,
+                "action": null, "reason": null, "payout": null,
+            });
+            let executed = |v: &mut Value| {
+                v["executed_on"] = json!("2022-12-07T15:32:59.211Z");
+                v["amount"] = serde_json::from_str("0.00494000").unwrap();
+                v["rate"] = serde_json::from_str("20000.00").unwrap();
+                v["fee"] = serde_json::from_str("1.20").unwrap();
+            };
+            match stage {
+                Stage::Interrupted => {
+                    v["action"] = json!({"code": "identify", "url": "https://app.pocketbitcoin.com/onboarding"});
+                    v["reason"] = json!({"code": "identification_required"});
+                }
+                Stage::InterruptedAgain => {
+                    v["action"] = json!({"code": "identification_required", "identification_id": "7bf967b5-3d34-4cd6-936c-6631811401d2"});
+                }
+                Stage::Executed => executed(&mut v),
+                Stage::Settled => {
+                    executed(&mut v);
+                    v["payout"] = json!({"txid": "c01c7a0fd270aa3876119098c0e2d51687a795efab99787e214d8a93ab9f8342", "outpoint": 1,
+                        "bitcoin_address": "bc1q5a7uxjq6z5l2wguzu77rzmzk6tyx24yvq5r4fj", "fee": 0.00000190, "amount": 0.00049381});
+                    // Interrupted -> settled: the old action is still there.
+                    if interrupted_before && !path.contains(&Stage::Executed) {
+                        v["action"] = json!({"code": "identify", "url": "https://app.pocketbitcoin.com/onboarding"});
+                    }
+                }
+                Stage::Refunded => v["reason"] = json!({"code": "threshold_exceeded"}),
+            }
+            serde_json::from_value(v).unwrap()
+        }
+
+        fn event(stage: Stage) -> &'static str {
+            match stage {
+                Stage::Interrupted | Stage::InterruptedAgain => "exchange.interrupted",
+                Stage::Executed => "exchange.executed",
+                Stage::Settled => "exchange.settled",
+                Stage::Refunded => "exchange.refunded",
+            }
+        }
+
+        /// A path, its deliveries (each stage's webhook, 0–2 retries, maybe a read-back) and an
+        /// order of arrival (a random key per delivery).
+        fn history() -> impl Strategy<Value = (usize, Vec<Delivery>, Vec<u32>)> {
+            (0..PATHS.len())
+                .prop_flat_map(|p| {
+                    let stages = PATHS[p].len();
+                    (
+                        Just(p),
+                        proptest::collection::vec((0usize..3, any::<bool>()), stages),
+                    )
+                })
+                .prop_map(|(p, extras)| {
+                    let mut deliveries = Vec::new();
+                    for (stage, (retries, read_back)) in PATHS[p].iter().zip(extras) {
+                        for _ in 0..=retries {
+                            deliveries.push(Delivery {
+                                stage: *stage,
+                                read_back: false,
+                            });
+                        }
+                        if read_back {
+                            deliveries.push(Delivery {
+                                stage: *stage,
+                                read_back: true,
+                            });
+                        }
+                    }
+                    (p, deliveries)
+                })
+                .prop_flat_map(|(p, deliveries)| {
+                    let n = deliveries.len();
+                    (
+                        Just(p),
+                        Just(deliveries),
+                        proptest::collection::vec(any::<u32>(), n),
+                    )
+                })
+        }
+
+        pub(super) struct World {
+            pub processor: Processor,
+            pub clock: Arc<ManualClock>,
+            _dir: tempfile::TempDir,
+        }
+
+        pub(super) async fn world() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("satflow.yaml"),
+                "database: sqlite://satflow.db\nemail: { dir: mail, from: satflow@example.com, to: me@example.com }\n",
+            )
+            .unwrap();
+            let mut diags = crate::source::Diagnostics::default();
+            let loaded = crate::config::load(
+                &dir.path().join("satflow.yaml"),
+                &crate::source::ProcessEnv,
+                &mut diags,
+            );
+            let config = loaded.config.unwrap_or_else(|| panic!("{diags:?}"));
+            let crate::config::Database::Sqlite(path) = &config.database;
+            let store = Store::open_sqlite(path).await.unwrap();
+            let workflows = EventKind::ALL
+                .into_iter()
+                .map(|kind| Workflow {
+                    name: format!("on-{}", kind.name()),
+                    path: dir.path().join("w.yaml"),
+                    schedule: None,
+                    events: vec![kind],
+                    steps: Vec::new(),
+                })
+                .collect();
+            let email = config.email.as_ref().unwrap();
+            let alerts = Alerts::new(
+                Some(Mailer::new(email, Default::default())),
+                Alert::ALL.into_iter().collect(),
+            );
+            let clock = Arc::new(ManualClock::new(
+                chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            ));
+            let processor = Processor {
+                store,
+                config: Arc::new(config),
+                workflows,
+                client: None,
+                alerts,
+                env: crate::workflow::expr::environment(),
+                clock: Arc::clone(&clock) as Arc<dyn Clock>,
+                wake: Default::default(),
+                wake_runner: Default::default(),
+                wake_outbox: Default::default(),
+                explorers: HashMap::new(),
+                payout_wallets: HashMap::new(),
+            };
+            World {
+                processor,
+                clock,
+                _dir: dir,
+            }
+        }
+
+        /// What a history left for exchange `id`: its state, the runs (workflow, key) and the
+        /// alert emails (key), with the id taken out so two exchanges can be compared.
+        async fn outcome(
+            p: &Processor,
+            id: &str,
+        ) -> (ExchangeState, Vec<(String, String)>, Vec<String>) {
+            let state = p.store.exchange(id).await.unwrap().unwrap().state;
+            let mut runs: Vec<(String, String)> = p
+                .store
+                .recent_runs(10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.trigger_key.starts_with(id))
+                .map(|r| (r.workflow, r.trigger_key.replacen(id, "ID", 1)))
+                .collect();
+            runs.sort();
+            let mut alerts: Vec<String> = p
+                .store
+                .outbox_items(10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|i| i.key.contains(id))
+                .map(|i| i.key.replacen(id, "ID", 1))
+                .collect();
+            alerts.sort();
+            (state, runs, alerts)
+        }
+
+        async fn deliver(p: &Processor, id: &str, path: &[Stage], deliveries: &[&Delivery]) {
+            for d in deliveries {
+                let exchange = body(id, d.stage, path);
+                if d.read_back {
+                    let state = exchange.state();
+                    p.observe("reconcile", state.event(), &exchange, None)
+                        .await
+                        .unwrap();
+                } else {
+                    p.observe("webhook", event(d.stage), &exchange, None)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+
+        /// How many cases the property runs (printed by the test).
+        const CASES: u32 = 64;
+
+        #[test]
+        fn the_outcome_of_a_history_does_not_depend_on_its_order() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+                cases: CASES,
+                // A failing case is printed (and can be pinned as a test); no file is written.
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            });
+            let ran = std::cell::Cell::new(0u32);
+            let result = runner.run(&history(), |(p, deliveries, keys)| {
+                ran.set(ran.get() + 1);
+                let path = PATHS[p];
+                runtime.block_on(async {
+                    let w = world().await;
+                    let in_order: Vec<&Delivery> = deliveries.iter().collect();
+                    let mut shuffled: Vec<(u32, &Delivery)> =
+                        keys.iter().copied().zip(deliveries.iter()).collect();
+                    shuffled.sort_by_key(|(k, _)| *k);
+                    let shuffled: Vec<&Delivery> = shuffled.into_iter().map(|(_, d)| d).collect();
+                    let a = "a2d75998-5ee5-4501-a4cf-4e3788732b7a";
+                    let b = "b2d75998-5ee5-4501-a4cf-4e3788732b7b";
+                    deliver(&w.processor, a, path, &in_order).await;
+                    deliver(&w.processor, b, path, &shuffled).await;
+                    let expected = outcome(&w.processor, a).await;
+                    let got = outcome(&w.processor, b).await;
+                    prop_assert_eq!(&got, &expected, "path {:?}, arrival {:?}", path, shuffled);
+                    // And what it is, written out: the last stage's state; each stage's
+                    // workflow once (a settle stands for the execution too); one alert per
+                    // interruption's action and per refund.
+                    let last = *path.last().unwrap();
+                    let state = match last {
+                        Stage::Interrupted | Stage::InterruptedAgain => ExchangeState::Interrupted,
+                        Stage::Executed => ExchangeState::Executed,
+                        Stage::Settled => ExchangeState::Settled,
+                        Stage::Refunded => ExchangeState::Refunded,
+                    };
+                    prop_assert_eq!(got.0, state);
+                    let mut workflows: Vec<&str> = path
+                        .iter()
+                        .map(|s| event(*s))
+                        .chain(
+                            path.contains(&Stage::Settled)
+                                .then_some("exchange.executed"),
+                        )
+                        .collect();
+                    workflows.sort();
+                    workflows.dedup();
+                    let started: Vec<&str> = got
+                        .1
+                        .iter()
+                        .map(|(w, _)| w.strip_prefix("on-").unwrap())
+                        .collect();
+                    let mut started_sorted = started.clone();
+                    started_sorted.sort();
+                    prop_assert_eq!(started_sorted, workflows);
+                    let interruptions = path
+                        .iter()
+                        .filter(|s| matches!(s, Stage::Interrupted | Stage::InterruptedAgain))
+                        .count();
+                    let refunds = usize::from(path.contains(&Stage::Refunded));
+                    prop_assert_eq!(
+                        got.2
+                            .iter()
+                            .filter(|k| k.starts_with("alert/interrupted/"))
+                            .count(),
+                        interruptions
+                    );
+                    prop_assert_eq!(
+                        got.2
+                            .iter()
+                            .filter(|k| k.starts_with("alert/refunded/"))
+                            .count(),
+                        refunds
+                    );
+                    Ok(())
+                })
+            });
+            println!(
+                "exchange state machine property: {} cases (configured {CASES})",
+                ran.get()
+            );
+            if let Err(e) = result {
+                panic!("{e}");
+            }
+        }
+    }
+
+    async fn emails(p: &Processor) -> Vec<crate::store::ItemRow> {
+        let items = p.store.outbox_items(10_000).await.unwrap();
+        items
+            .into_iter()
+            .filter(|i| i.key.starts_with("alert/unrecognized_webhook/"))
+            .collect()
+    }
+
+    /// A storm of unrecognized webhooks: the newest are kept, old ones pruned, one alert
+    /// email, and when the hour is over one summary with the count.
+    #[tokio::test]
+    async fn a_storm_of_unrecognized_webhooks_is_pruned_and_summarised_once_an_hour() {
+        use crate::store::{KEEP_UNRECOGNIZED, NewWebhook};
+        let w = property::world().await;
+        let p = &w.processor;
+        let webhook = |i: usize| {
+            let body = format!("{{\"nonsense\": {i}}}").into_bytes();
+            let ctx = json!({ "event": { "event": null, "received_at": "now", "reason": "the body has no `event` name", "body": "…" } });
+            NewWebhook {
+                correlation_id: None,
+                retry_count: None,
+                event: None,
+                exchange_id: None,
+                alert: p.alerts.item(
+                    &p.env,
+                    Alert::UnrecognizedWebhook,
+                    &format!("storm-{i}"),
+                    &ctx,
+                ),
+                alert_kind: Some(Alert::UnrecognizedWebhook.name().into()),
+                body,
+                recognized: false,
+            }
+        };
+        let t0 = w.clock.now();
+        let batch: Vec<NewWebhook> = (0..300).map(webhook).collect();
+        p.store.store_webhooks(&batch, t0).await.unwrap();
+        let (_, kept, _) = p.store.inbox_backlog().await.unwrap();
+        assert_eq!(kept, KEEP_UNRECOGNIZED, "the newest are kept");
+        assert_eq!(emails(p).await.len(), 1);
+        assert_eq!(
+            p.summarise_alerts().await.unwrap(),
+            0,
+            "the hour is not over"
+        );
+        w.clock.advance(chrono::Duration::minutes(61));
+        assert_eq!(p.summarise_alerts().await.unwrap(), 1);
+        assert_eq!(p.summarise_alerts().await.unwrap(), 0, "once");
+        let mail = emails(p).await;
+        assert_eq!(mail.len(), 2);
+        let summary = mail.iter().find(|i| i.key.contains("/summary/")).unwrap();
+        let subject = summary.payload["subject"].as_str().unwrap();
+        assert!(
+            subject.contains("299 more unrecognized_webhook alerts"),
+            "{subject}"
+        );
+        // A month later, what is left of the storm is pruned by the next one that arrives.
+        w.clock.advance(chrono::Duration::days(31));
+        p.store
+            .store_webhooks(&[webhook(1000)], w.clock.now())
+            .await
+            .unwrap();
+        let (_, kept, _) = p.store.inbox_backlog().await.unwrap();
+        assert_eq!(kept, 1);
     }
 }

@@ -8,6 +8,11 @@
 //! understand (stored, flagged, alerted: a 4xx would make Pocket retry a payload that will
 //! never parse). Only a failure to store is a 503, so Pocket retries. An acknowledged event is
 //! on disk: Pocket never sends it again.
+//!
+//! "Does not understand" includes what no real exchange looks like: an id that is not a UUID
+//! (it would end up in Pocket's URLs), a BTC amount above 21 million, negative or finer than a
+//! millisatoshi. Such a body is stored as `unrecognized` with the reason, never processed, and
+//! its alert is coalesced with the others (one email an hour at most).
 
 use std::sync::Arc;
 
@@ -129,24 +134,36 @@ pub async fn receive(
         return answer(StatusCode::BAD_REQUEST, "the body is not JSON");
     };
     let event = json["event"].as_str().map(str::to_string);
-    let exchange = serde_json::from_value::<Exchange>(json["payload"].clone()).ok();
-    let recognized = event.is_some() && exchange.is_some();
-    let alert = (!recognized)
-        .then(|| {
-            let body: String = String::from_utf8_lossy(&bytes).chars().take(2000).collect();
-            let ctx = json!({ "event": {
-                "event": event,
-                "received_at": state.clock.now().to_rfc3339(),
-                "body": body,
-            }});
-            let key = format!("{:x}", sha2_hex(&bytes));
-            state
-                .alerts
-                .item(&state.env, Alert::UnrecognizedWebhook, &key, &ctx)
-        })
-        .flatten();
-    if !recognized {
-        tracing::warn!(event = ?event, "a signed webhook satflow does not understand; stored and alerted");
+    // Parsed and checked at the edge: nothing absurd (an id that is not Pocket's, 10^28 BTC)
+    // reaches the state machine; it is kept, flagged and alerted instead.
+    let exchange = match (&event, json.get("payload")) {
+        (None, _) => Err("the body has no `event` name".to_string()),
+        (Some(_), None) => Err("the body has no `payload`".to_string()),
+        (Some(_), Some(payload)) => serde_json::from_value::<Exchange>(payload.clone())
+            .map_err(|e| format!("the payload is not an exchange: {e}"))
+            .and_then(|x| {
+                x.check()
+                    .map(|()| x)
+                    .map_err(|e| format!("the payload is refused: {e}"))
+            }),
+    };
+    let problem = exchange.as_ref().err().cloned();
+    let recognized = problem.is_none();
+    let alert = problem.as_ref().and_then(|problem| {
+        let body: String = String::from_utf8_lossy(&bytes).chars().take(2000).collect();
+        let ctx = json!({ "event": {
+            "event": event,
+            "received_at": state.clock.now().to_rfc3339(),
+            "reason": problem,
+            "body": body,
+        }});
+        let key = format!("{:x}", sha2_hex(&bytes));
+        state
+            .alerts
+            .item(&state.env, Alert::UnrecognizedWebhook, &key, &ctx)
+    });
+    if let Some(problem) = &problem {
+        tracing::warn!(event = ?event, %problem, "a signed webhook satflow does not understand; stored and alerted");
     }
     let header = |name: &str| {
         headers
@@ -158,10 +175,11 @@ pub async fn receive(
         correlation_id: header("x-correlation-id"),
         retry_count: header("x-retry-count").and_then(|v| v.parse().ok()),
         event,
-        exchange_id: exchange.map(|e| e.id),
+        exchange_id: exchange.ok().map(|e| e.id),
         body: bytes.to_vec(),
         recognized,
         alert,
+        alert_kind: Some(Alert::UnrecognizedWebhook.name().to_string()),
     };
     let (tx, rx) = oneshot::channel();
     if state.writer.send((job, tx)).await.is_err() {

@@ -153,6 +153,50 @@ impl Alerts {
     }
 }
 
+impl Alerts {
+    /// The one email that reports the alerts of a kind held back in a window (coalescing:
+    /// at most one alert email per kind and hour). `None` without an email section.
+    pub fn summary(
+        &self,
+        env: &Environment<'_>,
+        window: &crate::store::AlertWindow,
+    ) -> Option<NewItem> {
+        let mailer = self.mailer.as_ref()?;
+        let key = format!(
+            "alert/{}/summary/{}",
+            window.kind,
+            window.window_start.timestamp_millis()
+        );
+        let ctx = json!({
+            "kind": window.kind,
+            "count": window.suppressed,
+            "since": window.window_start.to_rfc3339(),
+            "first": window.first_suppressed.map(|t| t.to_rfc3339()),
+            "last": window.last_suppressed.map(|t| t.to_rfc3339()),
+        });
+        let subject = "satflow: {{ count }} more {{ kind }} alert{% if count != 1 %}s{% endif %} in the last hour";
+        let body = "satflow held back {{ count }} more alert{% if count != 1 %}s{% endif %} of the kind {{ kind }} \
+                    after the first one it sent at {{ since }}: alerts of one kind are sent at most once an hour, \
+                    so that a storm cannot flood your mailbox.\n\nFirst held back: {{ first }}\nLast held back: {{ last }}\n\n\
+                    For unrecognized webhooks, `satflow status` shows how many are stored (the newest are kept).\n";
+        match mailer.compose(
+            env,
+            key,
+            Content::Inline { subject, body },
+            &ctx,
+            None,
+            true,
+            None,
+        ) {
+            Ok(item) => Some(item),
+            Err(err) => {
+                tracing::error!(kind = %window.kind, %err, "cannot compose an alert summary");
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,7 +209,13 @@ impl Order {
     }
 }
 
-/// Where an exchange stands, read from which fields are set.
+/// Where an exchange stands in Pocket's lifecycle:
+///
+/// ```text
+///             ┌──────────────► refunded (final)
+///  interrupted ──► executed ──► settled (final)
+///       └──────────────────────► settled
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExchangeState {
@@ -220,12 +226,61 @@ pub enum ExchangeState {
 }
 
 impl ExchangeState {
+    pub const ALL: [ExchangeState; 4] = [
+        ExchangeState::Interrupted,
+        ExchangeState::Executed,
+        ExchangeState::Settled,
+        ExchangeState::Refunded,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             ExchangeState::Executed => "executed",
             ExchangeState::Settled => "settled",
             ExchangeState::Interrupted => "interrupted",
             ExchangeState::Refunded => "refunded",
+        }
+    }
+
+    /// The state a webhook event names (`exchange.settled` …); `None` for an event satflow does
+    /// not know, whose exchange then follows its fields.
+    pub fn of_event(event: &str) -> Option<ExchangeState> {
+        let name = event.strip_prefix("exchange.")?;
+        ExchangeState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The webhook event that announces this state.
+    pub fn event(self) -> &'static str {
+        match self {
+            ExchangeState::Executed => "exchange.executed",
+            ExchangeState::Settled => "exchange.settled",
+            ExchangeState::Interrupted => "exchange.interrupted",
+            ExchangeState::Refunded => "exchange.refunded",
+        }
+    }
+
+    /// How far along the lifecycle: a state never moves to a lower rank. Pocket interrupts
+    /// *before* it executes, so interrupted is the lowest; settled and refunded are both final
+    /// (of two final states, the first one learned stays).
+    pub fn rank(self) -> u8 {
+        match self {
+            ExchangeState::Interrupted => 0,
+            ExchangeState::Executed => 1,
+            ExchangeState::Settled | ExchangeState::Refunded => 2,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self.rank() == 2
+    }
+
+    /// The stages an exchange in this state has certainly been through besides this one:
+    /// a settled exchange was executed (Pocket pays out what it bought), even when the
+    /// `executed` webhook never came or comes later.
+    pub fn implies(self) -> &'static [ExchangeState] {
+        match self {
+            ExchangeState::Settled => &[ExchangeState::Executed],
+            _ => &[],
         }
     }
 }
@@ -261,20 +316,162 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// `action` set: interrupted (it wins over `reason`); `reason`: refunded; `payout`: settled;
-    /// none: executed.
+    /// The state read from which fields are set, for a read-back (`GET /v1/exchanges/{id}`,
+    /// which names no state): a `payout` means settled even when an old `action` is still
+    /// there; a `reason` without an `action` means refunded (Pocket's own interrupted example
+    /// carries both); an `action` means interrupted; none of them: executed. A webhook's event
+    /// name is authoritative instead (see [`ExchangeState::of_event`]).
     pub fn state(&self) -> ExchangeState {
         let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-        if set(&self.action) {
+        if set(&self.payout) {
+            ExchangeState::Settled
+        } else if set(&self.action) {
             ExchangeState::Interrupted
         } else if set(&self.reason) {
             ExchangeState::Refunded
-        } else if set(&self.payout) {
-            ExchangeState::Settled
         } else {
             ExchangeState::Executed
         }
     }
+
+    /// Refuses what no real Pocket exchange looks like, before it reaches the state machine:
+    /// ids that are not UUIDs (they end up in Pocket's URLs), BTC amounts that are negative,
+    /// above 21 million or finer than a millisatoshi, fiat amounts that are negative or beyond
+    /// any bank transfer, a fee rate outside 0..1.
+    pub fn check(&self) -> Result<(), Refused> {
+        if !is_uuid(&self.id) {
+            return Err(Refused::new(
+                "exchange_id",
+                &self.id,
+                "a UUID such as a2d75998-5ee5-4501-a4cf-4e3788732b7a",
+            ));
+        }
+        if let Some(order) = &self.order_id
+            && !is_uuid(order)
+        {
+            return Err(Refused::new(
+                "order_id",
+                order,
+                "a UUID such as 64decab6-4129-4fe7-9f6e-1db68283f5ce",
+            ));
+        }
+        check_btc("amount", self.amount)?;
+        for (field, value) in [("cost", self.cost), ("rate", self.rate), ("fee", self.fee)] {
+            check_fiat(field, value)?;
+        }
+        if let Some(rate) = self.fee_rate
+            && (rate.is_sign_negative() || rate >= Decimal::ONE)
+        {
+            return Err(Refused::new(
+                "fee_rate",
+                &rate.to_string(),
+                "a fraction between 0 and 1, such as 0.012",
+            ));
+        }
+        for (name, object) in [
+            ("payout", &self.payout),
+            ("welcomeReward", &self.welcome_reward),
+        ] {
+            let Some(Value::Object(fields)) = object else {
+                continue;
+            };
+            for key in ["amount", "fee"] {
+                match fields.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(v @ (Value::Number(_) | Value::String(_))) => {
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let field = format!("{name}.{key}");
+                        let amount = parse_decimal(&text).map_err(|_| {
+                            Refused::new(&field, &text, "an amount in BTC such as 0.00049381")
+                        })?;
+                        check_btc(&field, Some(amount))?;
+                    }
+                    Some(other) => {
+                        return Err(Refused::new(
+                            &format!("{name}.{key}"),
+                            &other.to_string(),
+                            "an amount in BTC such as 0.00049381",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field of an exchange refused at the edge: which, its value, and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} is {value}; expected {expected}")]
+pub struct Refused {
+    pub field: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl Refused {
+    fn new(field: &str, value: &str, expected: &'static str) -> Self {
+        // A hostile value is shown, but never at length.
+        let value: String = value.chars().take(80).collect();
+        Refused {
+            field: field.to_string(),
+            value: format!("{value:?}"),
+            expected,
+        }
+    }
+}
+
+/// No more than 21 million bitcoin will ever exist.
+pub const MAX_BTC: Decimal = Decimal::from_parts(21_000_000, 0, 0, false, 0);
+
+/// Beyond any single bank transfer Pocket accepts, by orders of magnitude.
+const MAX_FIAT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+
+fn check_btc(field: &str, amount: Option<Decimal>) -> Result<(), Refused> {
+    let Some(amount) = amount else {
+        return Ok(());
+    };
+    if amount.is_sign_negative() && !amount.is_zero()
+        || amount > MAX_BTC
+        || amount.normalize().scale() > 11
+    {
+        return Err(Refused::new(
+            field,
+            &amount.to_string(),
+            "an amount in BTC between 0 and 21000000 with at most 11 decimals",
+        ));
+    }
+    Ok(())
+}
+
+fn check_fiat(field: &str, amount: Option<Decimal>) -> Result<(), Refused> {
+    let Some(amount) = amount else {
+        return Ok(());
+    };
+    if amount.is_sign_negative() && !amount.is_zero()
+        || amount > MAX_FIAT
+        || amount.normalize().scale() > 8
+    {
+        return Err(Refused::new(
+            field,
+            &amount.to_string(),
+            "an amount in the quote currency between 0 and 1000000000",
+        ));
+    }
+    Ok(())
+}
+
+/// Pocket's ids are UUIDs (8-4-4-4-12 hexadecimal digits, either case).
+pub fn is_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The documented error codes of Pocket's API (PATCH exchange), and any other as received.
@@ -409,6 +606,169 @@ mod tests {
             serde_json::from_str(r#"{"id":"x","action":null,"reason":null,"payout":null}"#)
                 .unwrap();
         assert_eq!(executed.state(), ExchangeState::Executed);
+    }
+
+    #[test]
+    fn a_read_back_with_a_payout_is_settled_even_with_an_old_action() {
+        let e: Exchange = serde_json::from_str(
+            r#"{"id":"x","action":{"code":"identify","url":"https://x/onboarding"},"reason":{"code":"identification_required"},
+                "payout":{"txid":"ab","amount":0.1}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.state(), ExchangeState::Settled);
+        assert_eq!(
+            ExchangeState::of_event("exchange.interrupted"),
+            Some(ExchangeState::Interrupted)
+        );
+        assert_eq!(ExchangeState::of_event("exchange.payout_scheduled"), None);
+        assert!(ExchangeState::Interrupted.rank() < ExchangeState::Executed.rank());
+        assert!(ExchangeState::Executed.rank() < ExchangeState::Settled.rank());
+        assert!(ExchangeState::Refunded.is_final() && ExchangeState::Settled.is_final());
+    }
+
+    /// The payloads of Pocket's public documents (tests/fixtures/pocket/README.md says where
+    /// each comes from) parse exactly, pass the edge and show the state they document.
+    #[test]
+    fn the_documented_payloads_parse_exactly_and_pass_the_edge() {
+        let payload = |text: &str| -> (Option<String>, Exchange) {
+            let v: Value = serde_json::from_str(text).unwrap();
+            match v.get("event") {
+                Some(event) => (
+                    event.as_str().map(str::to_string),
+                    serde_json::from_value(v["payload"].clone()).unwrap(),
+                ),
+                None => (None, serde_json::from_value(v).unwrap()),
+            }
+        };
+        for (text, event, state) in [
+            (
+                include_str!("../../tests/fixtures/pocket/executed_exchange.json"),
+                None,
+                ExchangeState::Executed,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/settled_exchange.json"),
+                None,
+                ExchangeState::Settled,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/interrupted_webhook.json"),
+                Some("exchange.interrupted"),
+                ExchangeState::Interrupted,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/refunded_webhook.json"),
+                Some("exchange.refunded"),
+                ExchangeState::Refunded,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/interrupted_exchange_postman.json"),
+                None,
+                ExchangeState::Interrupted,
+            ),
+            (
+                include_str!("../../tests/fixtures/pocket/executed_webhook_welcome_reward.json"),
+                Some("exchange.executed"),
+                ExchangeState::Executed,
+            ),
+        ] {
+            assert!(text.contains('\t'), "the fixtures keep the documents' tabs");
+            let (got_event, e) = payload(text);
+            assert_eq!(got_event.as_deref(), event);
+            assert_eq!(e.state(), state, "{text}");
+            if let Some(event) = event {
+                assert_eq!(ExchangeState::of_event(event), Some(state));
+            }
+            assert_eq!(e.id, "a2d75998-5ee5-4501-a4cf-4e3788732b7a");
+            assert_eq!(e.cost.unwrap().to_string(), "100.00");
+            assert_eq!(e.fee_rate.unwrap().to_string(), "0.012");
+            e.check().unwrap();
+            if state == ExchangeState::Executed || state == ExchangeState::Settled {
+                assert_eq!(e.amount.unwrap().to_string(), "0.00494000");
+                assert_eq!(e.rate.unwrap().to_string(), "20000.00");
+                assert_eq!(e.fee.unwrap().to_string(), "1.20");
+            } else {
+                assert!(
+                    e.amount.is_none() && e.executed_on.is_none(),
+                    "interrupted and refunded exchanges did not execute"
+                );
+            }
+            if state == ExchangeState::Settled {
+                let payout = e.payout.as_ref().unwrap();
+                assert_eq!(payout["fee"].to_string(), "0.00000190");
+                assert_eq!(payout["amount"].to_string(), "0.00049381");
+            }
+            // Written back, every kept field is still there with its digits.
+            let again = serde_json::to_string(&e).unwrap();
+            assert!(
+                again.contains("0.012") && again.contains("100.00"),
+                "{again}"
+            );
+        }
+        let (_, rewarded) = payload(include_str!(
+            "../../tests/fixtures/pocket/executed_webhook_welcome_reward.json"
+        ));
+        assert_eq!(
+            rewarded.welcome_reward.as_ref().unwrap()["amount"].to_string(),
+            "0.00001000"
+        );
+        assert_eq!(rewarded.extra["affiliate"]["fee"].to_string(), "0.30");
+    }
+
+    #[test]
+    fn the_edge_refuses_ids_and_amounts_no_real_exchange_has() {
+        let good = r#"{"exchange_id":"A2D75998-5EE5-4501-A4CF-4E3788732B7A","order_id":"64decab6-4129-4fe7-9f6e-1db68283f5ce","amount":0.00494000,"cost":100.00}"#;
+        let e: Exchange = serde_json::from_str(good).unwrap();
+        e.check()
+            .expect("a UUID in capitals is still Pocket's shape");
+        let refused = |patch: Value| -> Refused {
+            let mut v: Value = serde_json::from_str(good).unwrap();
+            for (k, val) in patch.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let e: Exchange = serde_json::from_value(v).unwrap();
+            e.check().unwrap_err()
+        };
+        assert_eq!(
+            refused(json!({"exchange_id": "../../../etc/passwd"})).field,
+            "exchange_id"
+        );
+        assert_eq!(
+            refused(json!({"exchange_id": "abc?admin=1#frag"})).field,
+            "exchange_id"
+        );
+        assert_eq!(refused(json!({"order_id": "o-1"})).field, "order_id");
+        let huge: Value = serde_json::from_str("10000000000000000000000000000").unwrap();
+        let r = refused(json!({"amount": huge}));
+        assert_eq!(r.field, "amount");
+        assert!(r.to_string().contains("21000000"), "{r}");
+        assert_eq!(
+            refused(json!({"amount": "21000000.00000001"})).field,
+            "amount"
+        );
+        assert_eq!(refused(json!({"amount": -0.1})).field, "amount");
+        assert_eq!(refused(json!({"amount": "0.000000000001"})).field, "amount");
+        assert_eq!(refused(json!({"cost": -5})).field, "cost");
+        assert_eq!(refused(json!({"fee_rate": 1.5})).field, "fee_rate");
+        assert_eq!(
+            refused(json!({"payout": {"amount": 22000000}})).field,
+            "payout.amount"
+        );
+        assert_eq!(
+            refused(json!({"payout": {"fee": "lots"}})).field,
+            "payout.fee"
+        );
+        assert_eq!(
+            refused(json!({"payout": {"amount": [1]}})).field,
+            "payout.amount"
+        );
+        // Exactly 21 million is still possible.
+        let mut v: Value = serde_json::from_str(good).unwrap();
+        v["amount"] = json!("21000000");
+        serde_json::from_value::<Exchange>(v)
+            .unwrap()
+            .check()
+            .unwrap();
     }
 
     #[test]

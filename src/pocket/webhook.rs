@@ -18,6 +18,12 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// The hex SHA-256 of a body: deliveries are told apart by it (an exact retry has the same).
+pub fn body_hash(body: &[u8]) -> String {
+    use sha2::Digest;
+    Sha256::digest(body).to_lower_hex_string()
+}
+
 /// Whether `header` is the signature of `body` under `secret`.
 pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
     let given = header.trim();

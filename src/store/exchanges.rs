@@ -1,6 +1,9 @@
 //! Exchanges and their events: every observation (a webhook, a read-back) is applied in one
-//! transaction — the event recorded once, the state only moving forward, and the runs and
-//! emails it causes queued with it.
+//! transaction — the event recorded once per body, the state only moving forward along Pocket's
+//! lifecycle, and the runs, emails and used addresses it causes written with it.
+//!
+//! It must never decide a state from anything but the observation it is given, nor move a
+//! state back: a late `interrupted` after `executed` is recorded and changes no state.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -10,27 +13,21 @@ use super::outbox::{NewItem, insert_items};
 use super::{Store, StoreError, from_millis};
 use crate::pocket::types::{Exchange, ExchangeState};
 
-/// How far along an exchange is: a state never moves back to a lower rank, so a late
-/// `executed` cannot undo a `settled`. Settled and refunded are both final.
+/// How far along an exchange is (see [`ExchangeState::rank`]): interrupted < executed <
+/// settled = refunded. Settled and refunded are both final.
 pub fn rank(state: ExchangeState) -> u8 {
-    match state {
-        ExchangeState::Executed => 0,
-        ExchangeState::Interrupted => 1,
-        ExchangeState::Settled | ExchangeState::Refunded => 2,
-    }
+    state.rank()
 }
 
 pub fn is_final(state: ExchangeState) -> bool {
-    rank(state) == 2
+    state.is_final()
 }
 
-fn parse_state(s: &str) -> ExchangeState {
-    match s {
-        "settled" => ExchangeState::Settled,
-        "interrupted" => ExchangeState::Interrupted,
-        "refunded" => ExchangeState::Refunded,
-        _ => ExchangeState::Executed,
-    }
+fn parse_state(s: &str) -> Result<ExchangeState, StoreError> {
+    ExchangeState::ALL
+        .into_iter()
+        .find(|state| state.name() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("an exchange in the unknown state {s:?}")))
 }
 
 #[derive(Debug, Clone)]
@@ -56,12 +53,46 @@ pub struct EventRow {
     pub payload: Value,
 }
 
-/// What an observation leads to, decided by the caller from the previous state.
+/// A run an observation starts: `workflow` for the exchange's `event` (unique per exchange
+/// and event, so a second observation of the same stage starts nothing).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub workflow: String,
+    pub event: String,
+    pub context: Value,
+}
+
+/// An address Pocket paid to, to be marked used with the observation.
+#[derive(Debug, Clone)]
+pub struct UsedAddress {
+    pub wallet: String,
+    pub index: u32,
+    pub address: String,
+    pub used_by: String,
+}
+
+/// What an observation leads to, decided by the caller from what the store saw.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// `(workflow, event context)`: runs to queue, keyed by exchange and event.
+    /// `(workflow, event context)`: runs to queue, keyed by exchange and the observed event.
     pub runs: Vec<(String, Value)>,
+    /// Runs keyed by the stage they are for (an observation may stand for several stages).
+    pub stage_runs: Vec<NewRun>,
     pub items: Vec<NewItem>,
+    pub used_address: Option<UsedAddress>,
+}
+
+/// What the store saw while applying an observation, for the caller to decide its effects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The state before, if the exchange was known.
+    pub previous: Option<ExchangeState>,
+    /// The state after.
+    pub state: ExchangeState,
+    /// The exchange reached a state it was not in before.
+    pub transitioned: bool,
+    /// This `(exchange, event, body)` had not been recorded before.
+    pub new_event: bool,
 }
 
 /// What applying an observation did.
@@ -69,8 +100,27 @@ pub struct Effects {
 pub struct Applied {
     /// The exchange reached a state it was not in before.
     pub transitioned: bool,
-    /// This `(exchange, event)` had not been recorded before.
+    /// This `(exchange, event, body)` had not been recorded before.
     pub new_event: bool,
+    /// The state after.
+    pub state: ExchangeState,
+}
+
+/// One observation of an exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// `webhook` or `reconcile`.
+    pub source: &'a str,
+    /// The event name as received (a webhook's) or derived (a read-back's).
+    pub event: &'a str,
+    /// The state this observation stands for: a known webhook event's, or the fields' for a
+    /// read-back and for an event satflow does not know.
+    pub state: ExchangeState,
+    pub exchange: &'a Exchange,
+    /// The inbox row to mark processed in the same transaction.
+    pub inbox_id: Option<i64>,
+    /// When to read the exchange back next, if it is not final.
+    pub next_check: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "id, order_id, state, raw_json, first_seen_at, updated_at, next_check_at, check_count, confirmations";
@@ -81,7 +131,7 @@ fn exchange_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExchangeRow, StoreError
     Ok(ExchangeRow {
         id: row.try_get("id")?,
         order_id: row.try_get("order_id")?,
-        state: parse_state(&state),
+        state: parse_state(&state)?,
         exchange: serde_json::from_str(&raw)
             .map_err(|e| StoreError::Corrupt(format!("exchange {raw}: {e}")))?,
         first_seen_at: from_millis(row.try_get("first_seen_at")?),
@@ -100,10 +150,8 @@ fn text(d: Option<rust_decimal::Decimal>) -> Option<String> {
 }
 
 impl Store {
-    /// Applies one observation of `exchange` under the name `event`, from `source` (`webhook`
-    /// or `reconcile`), in one transaction. `decide` gets the previous state (if the exchange
-    /// was known) and whether this observation moves it forward, and returns what follows.
-    /// `inbox_id`, when given, is marked processed in the same transaction.
+    /// Applies one read-back-like observation of `exchange` under the name `event`, its state
+    /// derived from its fields. See [`Store::apply_observation`].
     #[allow(clippy::too_many_arguments)]
     pub async fn apply_exchange(
         &self,
@@ -115,29 +163,95 @@ impl Store {
         now: DateTime<Utc>,
         decide: impl FnOnce(Option<ExchangeState>, bool) -> Effects,
     ) -> Result<Applied, StoreError> {
+        let observation = Observation {
+            source,
+            event,
+            state: exchange.state(),
+            exchange,
+            inbox_id,
+            next_check,
+        };
+        self.apply_observation(&observation, now, |seen| {
+            decide(seen.previous, seen.transitioned)
+        })
+        .await
+    }
+
+    /// Applies one observation in one transaction: the event is recorded once per
+    /// `(exchange, event, body)`; the exchange moves to the observed state only if that is
+    /// further along (or the same state, whose details are then refreshed); `decide` gets what
+    /// was seen and returns the effects, written in the same transaction.
+    pub async fn apply_observation(
+        &self,
+        o: &Observation<'_>,
+        now: DateTime<Utc>,
+        decide: impl FnOnce(&Seen) -> Effects,
+    ) -> Result<Applied, StoreError> {
         let now_ms = now.timestamp_millis();
+        let exchange = o.exchange;
+        let raw = serde_json::to_string(exchange).map_err(|e| {
+            StoreError::Corrupt(format!("exchange {} cannot be written: {e}", exchange.id))
+        })?;
+        let body_hash = crate::pocket::webhook::body_hash(raw.as_bytes());
         let mut tx = self.begin_write().await?;
         let previous: Option<String> =
             sqlx::query_scalar("SELECT state FROM exchanges WHERE id = ?1")
                 .bind(&exchange.id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let previous = previous.as_deref().map(parse_state);
-        let state = exchange.state();
-        let transitioned = previous.is_none_or(|p| rank(state) > rank(p));
-        let raw = serde_json::to_string(exchange).expect("an exchange serialises");
-        if transitioned {
-            let next = if is_final(state) {
-                None
-            } else {
-                next_check.map(|t| t.timestamp_millis())
-            };
-            // An on-chain payout is followed to its confirmations, where an explorer is configured.
-            let confirm_next = exchange
+        let previous = previous.as_deref().map(parse_state).transpose()?;
+        let new_event = sqlx::query(
+            "INSERT INTO exchange_events (exchange_id, event, body_hash, source, recorded_at, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (exchange_id, event, body_hash) DO NOTHING",
+        )
+        .bind(&exchange.id)
+        .bind(o.event)
+        .bind(&body_hash)
+        .bind(o.source)
+        .bind(now_ms)
+        .bind(&raw)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let transitioned = previous.is_none_or(|p| o.state.rank() > p.rank());
+        // The same state seen again with a different body (a second action, a payout that
+        // was confirmed) refreshes what is shown; it never changes the state.
+        let refresh = new_event && previous == Some(o.state);
+        let state = if transitioned {
+            o.state
+        } else {
+            previous.unwrap_or(o.state)
+        };
+        let payout = exchange
+            .payout
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .map(Value::to_string);
+        let reason = exchange
+            .reason
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .map(Value::to_string);
+        let action = exchange
+            .action
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .map(Value::to_string);
+        // An on-chain payout is followed to its confirmations, where an explorer is configured.
+        let confirm_next = (o.state == ExchangeState::Settled
+            && exchange
                 .payout
                 .as_ref()
-                .is_some_and(|p| p["txid"].is_string() && p["bitcoin_address"].is_string())
-                .then_some(now_ms);
+                .is_some_and(|p| p["txid"].is_string() && p["bitcoin_address"].is_string()))
+        .then_some(now_ms);
+        if transitioned {
+            let next = if o.state.is_final() {
+                None
+            } else {
+                o.next_check.map(|t| t.timestamp_millis())
+            };
             sqlx::query(
                 "INSERT INTO exchanges (id, order_id, state, pair, cost, amount, rate, fee, payout_json, reason_json, action_json,
                                         raw_json, first_seen_at, updated_at, next_check_at, confirm_next_at)
@@ -153,37 +267,64 @@ impl Store {
             )
             .bind(&exchange.id)
             .bind(&exchange.order_id)
-            .bind(state.name())
+            .bind(o.state.name())
             .bind(&exchange.pair)
             .bind(text(exchange.cost))
             .bind(text(exchange.amount))
             .bind(text(exchange.rate))
             .bind(text(exchange.fee))
-            .bind(exchange.payout.as_ref().filter(|v| !v.is_null()).map(Value::to_string))
-            .bind(exchange.reason.as_ref().filter(|v| !v.is_null()).map(Value::to_string))
-            .bind(exchange.action.as_ref().filter(|v| !v.is_null()).map(Value::to_string))
+            .bind(&payout)
+            .bind(&reason)
+            .bind(&action)
             .bind(&raw)
             .bind(now_ms)
             .bind(next)
             .bind(confirm_next)
             .execute(&mut *tx)
             .await?;
+        } else if refresh {
+            sqlx::query(
+                "UPDATE exchanges SET order_id = COALESCE(?2, order_id), pair = COALESCE(?3, pair),
+                     cost = COALESCE(?4, cost), amount = COALESCE(?5, amount), rate = COALESCE(?6, rate),
+                     fee = COALESCE(?7, fee), payout_json = COALESCE(?8, payout_json), reason_json = ?9,
+                     action_json = ?10, raw_json = ?11, updated_at = ?12,
+                     confirm_next_at = COALESCE(confirm_next_at, ?13)
+                 WHERE id = ?1",
+            )
+            .bind(&exchange.id)
+            .bind(&exchange.order_id)
+            .bind(&exchange.pair)
+            .bind(text(exchange.cost))
+            .bind(text(exchange.amount))
+            .bind(text(exchange.rate))
+            .bind(text(exchange.fee))
+            .bind(&payout)
+            .bind(&reason)
+            .bind(&action)
+            .bind(&raw)
+            .bind(now_ms)
+            .bind(confirm_next)
+            .execute(&mut *tx)
+            .await?;
         }
-        let new_event = sqlx::query(
-            "INSERT INTO exchange_events (exchange_id, event, source, recorded_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (exchange_id, event) DO NOTHING",
-        )
-        .bind(&exchange.id)
-        .bind(event)
-        .bind(source)
-        .bind(now_ms)
-        .bind(&raw)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let effects = decide(previous, transitioned);
-        for (workflow, context) in &effects.runs {
+        let seen = Seen {
+            previous,
+            state,
+            transitioned,
+            new_event,
+        };
+        let effects = decide(&seen);
+        let runs = effects
+            .runs
+            .iter()
+            .map(|(workflow, context)| (workflow.as_str(), o.event, context))
+            .chain(
+                effects
+                    .stage_runs
+                    .iter()
+                    .map(|r| (r.workflow.as_str(), r.event.as_str(), &r.context)),
+            );
+        for (workflow, event, context) in runs {
             sqlx::query(
                 "INSERT INTO runs (workflow, trigger, trigger_key, event_json, status, created_at)
                  VALUES (?1, 'event', ?2, ?3, 'queued', ?4)
@@ -197,7 +338,18 @@ impl Store {
             .await?;
         }
         insert_items(&mut tx, &effects.items, now).await?;
-        if let Some(id) = inbox_id {
+        if let Some(used) = &effects.used_address {
+            super::wallets::mark_used(
+                &mut tx,
+                &used.wallet,
+                used.index,
+                &used.address,
+                &used.used_by,
+                now,
+            )
+            .await?;
+        }
+        if let Some(id) = o.inbox_id {
             sqlx::query(
                 "UPDATE webhook_inbox SET status = 'processed', processed_at = ?1 WHERE id = ?2",
             )
@@ -210,6 +362,7 @@ impl Store {
         Ok(Applied {
             transitioned,
             new_event,
+            state,
         })
     }
 
@@ -233,7 +386,7 @@ impl Store {
 
     pub async fn exchange_events(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT event, source, recorded_at, payload FROM exchange_events WHERE exchange_id = ?1 ORDER BY recorded_at, event",
+            "SELECT event, source, recorded_at, payload FROM exchange_events WHERE exchange_id = ?1 ORDER BY recorded_at, event, body_hash",
         )
         .bind(id)
         .fetch_all(self.pool())

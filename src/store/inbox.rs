@@ -1,5 +1,7 @@
 //! The webhook inbox: raw events written durably (and group-committed) before Pocket is
-//! answered, then processed from here.
+//! answered, then processed from here. Deliveries are unique per (exchange, event, hash of the
+//! body); unrecognized bodies are kept for a bounded time and count, and their alerts are
+//! coalesced, so a storm of them can neither fill the disk nor the user's mailbox.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -17,14 +19,23 @@ pub struct NewWebhook {
     pub body: Vec<u8>,
     /// False for a payload satflow does not understand: stored as `unrecognized`, not processed.
     pub recognized: bool,
-    /// An alert to queue with it (for an unrecognized payload).
+    /// An alert to queue with it (for an unrecognized payload), coalesced with the other
+    /// alerts of `alert_kind` (at most one per `ALERT_WINDOW`).
     pub alert: Option<NewItem>,
+    pub alert_kind: Option<String>,
 }
+
+/// How many unrecognized bodies are kept at most (the newest), and for how long.
+pub const KEEP_UNRECOGNIZED: i64 = 200;
+pub const KEEP_UNRECOGNIZED_DAYS: i64 = 30;
+
+/// The window in which alerts of one kind are coalesced into one email.
+pub const ALERT_WINDOW: chrono::Duration = chrono::Duration::hours(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
     New(i64),
-    /// The same `(exchange, event)` was stored before: nothing changed.
+    /// The same `(exchange, event, body)` was stored before: nothing changed.
     Duplicate,
 }
 
@@ -37,6 +48,25 @@ pub struct InboxRow {
     pub body: Vec<u8>,
 }
 
+/// Keeps the newest `KEEP_UNRECOGNIZED` unrecognized bodies of the last
+/// `KEEP_UNRECOGNIZED_DAYS` days: they are kept to be looked at, not for ever.
+async fn prune_unrecognized(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let cutoff = (now - chrono::Duration::days(KEEP_UNRECOGNIZED_DAYS)).timestamp_millis();
+    sqlx::query(
+        "DELETE FROM webhook_inbox WHERE status = 'unrecognized' AND (received_at < ?1 OR id < (
+             SELECT MIN(id) FROM (SELECT id FROM webhook_inbox WHERE status = 'unrecognized'
+                                  ORDER BY id DESC LIMIT ?2)))",
+    )
+    .bind(cutoff)
+    .bind(KEEP_UNRECOGNIZED)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Stores a batch of webhooks in one transaction on the `synchronous=FULL` connection: when
     /// this returns, they are on disk. Batching is what keeps that affordable under load.
@@ -47,11 +77,13 @@ impl Store {
     ) -> Result<Vec<Stored>, StoreError> {
         let mut tx = self.durable.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(batch.len());
+        let mut unrecognized = false;
         for w in batch {
+            let hash = crate::pocket::webhook::body_hash(&w.body);
             let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO webhook_inbox (received_at, correlation_id, retry_count, event, exchange_id, body, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (exchange_id, event) WHERE exchange_id IS NOT NULL DO NOTHING RETURNING id",
+                "INSERT INTO webhook_inbox (received_at, correlation_id, retry_count, event, exchange_id, body, status, body_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (exchange_id, event, body_hash) WHERE exchange_id IS NOT NULL DO NOTHING RETURNING id",
             )
             .bind(now.timestamp_millis())
             .bind(&w.correlation_id)
@@ -60,15 +92,37 @@ impl Store {
             .bind(&w.exchange_id)
             .bind(&w.body)
             .bind(if w.recognized { "pending" } else { "unrecognized" })
+            .bind(&hash)
             .fetch_optional(&mut *tx)
             .await?;
+            unrecognized |= !w.recognized;
             match id {
                 Some(id) => {
-                    insert_items(&mut tx, w.alert.as_slice(), now).await?;
+                    if let Some(alert) = &w.alert {
+                        // The same body again raises nothing; a new one is coalesced.
+                        let known: Option<i64> =
+                            sqlx::query_scalar("SELECT id FROM outbox WHERE idempotency_key = ?1")
+                                .bind(&alert.key)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        let admitted = match (&w.alert_kind, known) {
+                            (_, Some(_)) => false,
+                            (Some(kind), None) => {
+                                super::alerts::admit(&mut tx, kind, now, ALERT_WINDOW).await?
+                            }
+                            (None, None) => true,
+                        };
+                        if admitted {
+                            insert_items(&mut tx, std::slice::from_ref(alert), now).await?;
+                        }
+                    }
                     out.push(Stored::New(id));
                 }
                 None => out.push(Stored::Duplicate),
             }
+        }
+        if unrecognized {
+            prune_unrecognized(&mut tx, now).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -115,20 +169,20 @@ impl Store {
         Ok(())
     }
 
-    /// When the webhook `event` of `exchange_id` arrived.
+    /// When the webhook `event` of `exchange_id` first arrived.
     pub async fn webhook_received_at(
         &self,
         exchange_id: &str,
         event: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT received_at FROM webhook_inbox WHERE exchange_id = ?1 AND event = ?2",
+        let at: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT MIN(received_at) FROM webhook_inbox WHERE exchange_id = ?1 AND event = ?2",
         )
         .bind(exchange_id)
         .bind(event)
         .fetch_optional(self.pool())
         .await?;
-        Ok(at.map(from_millis))
+        Ok(at.flatten().map(from_millis))
     }
 
     /// `(pending, unrecognized, failed)` counts, for status and health.

@@ -6,6 +6,7 @@
 //! write transaction so two writers never deadlock upgrading read locks. Transactions here must
 //! stay short and must never be held across network I/O.
 
+mod alerts;
 mod exchanges;
 mod fires;
 mod inbox;
@@ -25,8 +26,13 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::config::Database;
 
-pub use exchanges::{Applied, Effects, EventRow, ExchangeRow, is_final, rank};
-pub use inbox::{InboxRow, NewWebhook, Stored};
+pub use alerts::AlertWindow;
+pub use exchanges::{
+    Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
+};
+pub use inbox::{
+    ALERT_WINDOW, InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored,
+};
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
 pub use runs::{Recorded, RunRow, StepRecord, StepRow, StepStatus, Trigger};

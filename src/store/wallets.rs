@@ -80,7 +80,7 @@ impl Store {
     }
 }
 
-async fn mark_used(
+pub(super) async fn mark_used(
     tx: &mut Transaction<'static, Sqlite>,
     wallet: &str,
     index: u32,

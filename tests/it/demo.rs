@@ -17,9 +17,11 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         "the hub's 250000 sat go to",
         "the hub sent it: transaction",
         "interrupted: satflow emails what to do",
+        "identified, then executed (webhook): 2000.00 CHF",
+        "the once interrupted exchange settled: paid out to",
         "nothing moved: the balance is 0 sat",
         "refunded (threshold exceeded)",
-        "CHF: 4 buys, spent 350 CHF",
+        "CHF: 5 buys, spent 2350 CHF",
         "weekly-digest succeeded",
         "0.0025 BTC withdrawn to cold storage",
     ] {
@@ -57,7 +59,9 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
     let report = app.satflow(&["-c", config, "report", "--json"]);
     assert_eq!(report.code, 0, "{report:?}");
     let doc: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
-    assert_eq!(doc["totals"]["currencies"]["chf"]["buys"], 4);
+    // Four buys of the weekly order (one of them interrupted first, then identified) and the
+    // Lightning one; the refund bought nothing.
+    assert_eq!(doc["totals"]["currencies"]["chf"]["buys"], 5);
     let digest = mail
         .iter()
         .find(|m| m.contains("your week of stacking"))
@@ -66,7 +70,8 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         digest.contains("Content-Type: image/png") && digest.contains("filename=\"stacking.png\""),
         "the digest carries its chart"
     );
-    // Three payouts of the on-chain order, to the first three addresses of the wallet.
+    // Four payouts of the on-chain order, to the first four addresses of the wallet: the
+    // identified exchange's address is marked used like the others.
     let addresses = app.satflow(&["-c", config, "addresses", "cold", "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&addresses.stdout).unwrap();
     let used = listed["addresses"]
@@ -75,7 +80,7 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         .iter()
         .filter(|a| a["state"] == "used")
         .count();
-    assert_eq!(used, 3, "{listed}");
+    assert_eq!(used, 4, "{listed}");
     assert_eq!(doc["totals"]["withdrawn_btc"], "0.0025");
 
     // A second run starts afresh in the same folder.

@@ -7,6 +7,7 @@ mod demo;
 mod engine;
 mod esplora;
 mod helpers;
+mod lifecycle;
 mod lightning;
 mod lnnode;
 mod order_setup;

@@ -1,6 +1,7 @@
 //! The sandbox: Pocket's API as the reference describes it, with Pocket's checks, plus a control
 //! API under `/sandbox/…` that plays the bank and Pocket's back office (a payment arrives, an
-//! exchange is interrupted, refunded or settled), with webhooks signed and retried like Pocket's.
+//! exchange is interrupted before it executes, the buyer identifies and it executes, it is
+//! refunded or settled), with webhooks signed and retried like Pocket's.
 //!
 //! It is for tests, the demo and users rehearsing their workflows; it keeps everything in
 //! memory and must never be pointed at by a configuration that moves real money.
@@ -213,6 +214,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         )
         .route("/sandbox/orders/{id}/payments", post(pay))
         .route("/sandbox/exchanges/{id}/interrupt", post(interrupt))
+        .route("/sandbox/exchanges/{id}/identify", post(identify))
         .route("/sandbox/exchanges/{id}/refund", post(refund))
         .route("/sandbox/exchanges/{id}/settle", post(settle))
         .route("/sandbox/challenges/{id}/expire", post(expire_challenge))
@@ -498,6 +500,11 @@ fn lightning_payout(
 struct PaymentBody {
     /// The amount the bank transfers, in the order's currency (a number or a string).
     amount: Value,
+    /// Pocket holds the exchange before executing it and asks the buyer to identify:
+    /// `identify` (an action with a URL, as in Pocket's Postman collection) or
+    /// `identification_required` (with an id, as in the walkthrough).
+    #[serde(default)]
+    interrupt: Option<String>,
 }
 
 async fn pay(
@@ -517,14 +524,17 @@ async fn pay(
             message: "amount must be a decimal number, e.g. 100.00".into(),
         });
     };
-    let result = s
-        .state
-        .lock()
-        .expect("state lock")
-        .pay(&id, amount, s.options.clock.now());
+    let result = s.state.lock().expect("state lock").pay(
+        &id,
+        amount,
+        s.options.clock.now(),
+        body.interrupt.as_deref(),
+    );
     match result {
         Ok(exchange) => {
-            let event = if exchange["reason"].is_null() {
+            let event = if !exchange["action"].is_null() {
+                "exchange.interrupted"
+            } else if exchange["reason"].is_null() {
                 "exchange.executed"
             } else {
                 "exchange.refunded"
@@ -561,6 +571,23 @@ async fn interrupt(
     }
 }
 
+/// The buyer identified with Pocket: the interrupted exchange executes (webhook
+/// `exchange.executed`), and settles later like any other.
+async fn identify(AxumState(s): Shared, Path(id): Path<String>) -> Response {
+    let result = s
+        .state
+        .lock()
+        .expect("state lock")
+        .identify(&id, s.options.clock.now());
+    match result {
+        Ok(exchange) => {
+            s.emit("exchange.executed", &exchange);
+            Json(exchange).into_response()
+        }
+        Err(r) => refuse(r),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct RefundBody {
     reason: String,
@@ -586,7 +613,11 @@ async fn refund(
 }
 
 async fn settle(AxumState(s): Shared, Path(id): Path<String>) -> Response {
-    let result = s.state.lock().expect("state lock").settle(&id);
+    let result = s
+        .state
+        .lock()
+        .expect("state lock")
+        .settle(&id, s.options.clock.now());
     match result {
         Ok(exchange) => {
             s.emit("exchange.settled", &exchange);

@@ -72,13 +72,14 @@ pub struct SandboxExchange {
 
 impl SandboxExchange {
     pub fn state(&self) -> ExchangeState {
+        // The same reading as satflow's of a read-back: payout, then action, then reason.
         let set = |k: &str| !self.json[k].is_null();
-        if set("action") {
+        if set("payout") {
+            ExchangeState::Settled
+        } else if set("action") {
             ExchangeState::Interrupted
         } else if set("reason") {
             ExchangeState::Refunded
-        } else if set("payout") {
-            ExchangeState::Settled
         } else {
             ExchangeState::Executed
         }
@@ -340,12 +341,15 @@ impl State {
         Ok(order.json.clone())
     }
 
-    /// A bank payment arrives for an order: the exchange executes at the current price.
+    /// A bank payment arrives for an order: the exchange executes at the current price, or,
+    /// with `interrupt`, Pocket holds it before executing (`executed_on`, `amount`, `rate`,
+    /// `fee` null) until the buyer identifies.
     pub fn pay(
         &mut self,
         order_id: &str,
         cost: Decimal,
         now: DateTime<Utc>,
+        interrupt: Option<&str>,
     ) -> Result<Value, Refusal> {
         let order = self
             .orders
@@ -354,23 +358,9 @@ impl State {
         if cost <= Decimal::ZERO {
             return Err(Refusal::bad("amount", "the payment must be more than 0"));
         }
-        // Fiat with 2 decimals, bitcoin with 8, as Pocket writes them.
-        let fixed = |mut d: Decimal, scale: u32| {
-            d.rescale(scale);
-            d
-        };
         let cost = fixed(cost.round_dp(2), 2);
         let fee_rate =
             Decimal::from_str_exact(&order.json["fee_rate"].to_string()).unwrap_or(Decimal::ZERO);
-        let rate = fixed(self.prices[&order.currency], 2);
-        let fee = fixed(
-            (cost * fee_rate).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero),
-            2,
-        );
-        let amount = fixed(
-            ((cost - fee) / rate).round_dp_with_strategy(8, RoundingStrategy::ToZero),
-            8,
-        );
         let id = random_uuid();
         let mut json = json!({
             "id": id,
@@ -379,21 +369,21 @@ impl State {
             "pair": format!("btc/{}", order.currency.code()),
             "type": "buy",
             "cost": number(cost),
-            "executed_on": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "amount": number(amount),
-            "rate": number(rate),
-            "fee": number(fee),
+            "executed_on": null,
+            "amount": null,
+            "rate": null,
+            "fee": null,
             "action": null,
             "reason": null,
             "payout": null,
         });
         if !order.json["active"].as_bool().unwrap_or(true) {
             // An inactive order does not buy: the payment goes back.
-            json["executed_on"] = Value::Null;
-            json["amount"] = Value::Null;
-            json["rate"] = Value::Null;
-            json["fee"] = Value::Null;
             json["reason"] = json!({ "code": "order_inactive" });
+        } else if let Some(variant) = interrupt {
+            set_action(&mut json, variant);
+        } else {
+            execute(&mut json, self.prices[&order.currency], now);
         }
         self.exchanges.insert(
             id,
@@ -405,19 +395,42 @@ impl State {
         Ok(json)
     }
 
+    /// Pocket interrupts an exchange that has not executed: it is held (its execution fields
+    /// null) until the buyer does what the action asks.
     pub fn interrupt(&mut self, id: &str, variant: &str) -> Result<Value, Refusal> {
         let exchange = self.open_exchange(id)?;
-        exchange.json["action"] = match variant {
-            // The shape of the official Postman collection.
-            "identify" => {
-                json!({ "code": "identify", "url": "https://app.pocketbitcoin.com/onboarding" })
-            }
-            // The shape of the developer walkthrough.
-            _ => json!({ "code": "identification_required", "identification_id": random_uuid() }),
-        };
-        if variant == "identify" {
-            exchange.json["reason"] = json!({ "code": "identification_required" });
+        for field in ["executed_on", "amount", "rate", "fee"] {
+            exchange.json[field] = Value::Null;
         }
+        set_action(&mut exchange.json, variant);
+        Ok(exchange.json.clone())
+    }
+
+    /// The buyer identified: the interrupted exchange executes now, at the current price.
+    pub fn identify(&mut self, id: &str, now: DateTime<Utc>) -> Result<Value, Refusal> {
+        let exchange = self
+            .exchanges
+            .get(id)
+            .ok_or_else(|| Refusal::not_found("exchange", id))?;
+        if exchange.state() != ExchangeState::Interrupted {
+            return Err(Refusal::bad(
+                "not_interrupted",
+                format!(
+                    "exchange {id} is {}, not interrupted",
+                    exchange.state().name()
+                ),
+            ));
+        }
+        let currency = self
+            .orders
+            .get(&exchange.order_id)
+            .map(|o| o.currency)
+            .ok_or_else(|| Refusal::not_found("order", &exchange.order_id))?;
+        let price = self.prices[&currency];
+        let exchange = self.exchanges.get_mut(id).expect("checked above");
+        exchange.json["action"] = Value::Null;
+        exchange.json["reason"] = Value::Null;
+        execute(&mut exchange.json, price, now);
         Ok(exchange.json.clone())
     }
 
@@ -430,7 +443,7 @@ impl State {
 
     /// Settles an on-chain exchange: a payout to the order's address, or to the next address
     /// of its xpub.
-    pub fn settle(&mut self, id: &str) -> Result<Value, Refusal> {
+    pub fn settle(&mut self, id: &str, now: DateTime<Utc>) -> Result<Value, Refusal> {
         let network = self.network;
         let order_id = self.open_exchange(id)?.order_id.clone();
         let order = self
@@ -463,7 +476,14 @@ impl State {
                 return Ok(exchange.json.clone());
             }
         };
+        let currency = order.currency;
+        let price = self.prices[&currency];
         let exchange = self.exchanges.get_mut(id).expect("checked above");
+        if exchange.json["executed_on"].is_null() {
+            // Interrupted -> settled: Pocket executes and pays out at once; the old action
+            // stays in the exchange, as it does at Pocket.
+            execute(&mut exchange.json, price, now);
+        }
         let amount =
             Decimal::from_str_exact(&exchange.json["amount"].to_string()).unwrap_or_default();
         let network_fee = Decimal::new(190, 8);
@@ -494,6 +514,50 @@ impl State {
             )),
         }
     }
+}
+
+/// Fiat with 2 decimals, bitcoin with 8, as Pocket writes them.
+fn fixed(mut d: Decimal, scale: u32) -> Decimal {
+    d.rescale(scale);
+    d
+}
+
+/// Executes `exchange` (its `cost` and `fee_rate` set) at `price`, as the reference's
+/// arithmetic does: the fee is taken from the cost, the rest buys bitcoin, rounded down.
+fn execute(exchange: &mut Value, price: Decimal, now: DateTime<Utc>) {
+    let cost = Decimal::from_str_exact(&exchange["cost"].to_string()).unwrap_or(Decimal::ZERO);
+    let fee_rate =
+        Decimal::from_str_exact(&exchange["fee_rate"].to_string()).unwrap_or(Decimal::ZERO);
+    let rate = fixed(price, 2);
+    let fee = fixed(
+        (cost * fee_rate).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero),
+        2,
+    );
+    let amount = fixed(
+        ((cost - fee) / rate).round_dp_with_strategy(8, RoundingStrategy::ToZero),
+        8,
+    );
+    exchange["executed_on"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    exchange["amount"] = number(amount);
+    exchange["rate"] = number(rate);
+    exchange["fee"] = number(fee);
+}
+
+/// The action of an interrupted exchange, in one of the two documented shapes.
+fn set_action(exchange: &mut Value, variant: &str) {
+    exchange["action"] = match variant {
+        // The shape of the official Postman collection, which also sets a reason.
+        "identify" => {
+            json!({ "code": "identify", "url": "https://app.pocketbitcoin.com/onboarding" })
+        }
+        // The shape of the developer walkthrough (seed 001).
+        _ => json!({ "code": "identification_required", "identification_id": random_uuid() }),
+    };
+    exchange["reason"] = if variant == "identify" {
+        json!({ "code": "identification_required" })
+    } else {
+        Value::Null
+    };
 }
 
 /// Pocket's bank details (from the reference's example order) with a fresh creditor reference.
@@ -654,7 +718,9 @@ mod tests {
                 currency: Currency::Eur,
             },
         );
-        let e = state.pay("o", Decimal::new(10000, 2), Utc::now()).unwrap();
+        let e = state
+            .pay("o", Decimal::new(10000, 2), Utc::now(), None)
+            .unwrap();
         assert_eq!(e["fee"].to_string(), "1.20");
         assert_eq!(e["amount"].to_string(), "0.00494000");
         assert_eq!(e["rate"].to_string(), "20000.00");
