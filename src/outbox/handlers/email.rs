@@ -1,5 +1,17 @@
 //! Sending composed emails: over SMTP (lettre, rustls), or as `.eml` files into a folder.
 //! The file of an email is named after its Message-ID, so a resend overwrites, never doubles.
+//!
+//! Outcomes of an SMTP delivery, written once in [`smtp_class`] from lettre's own predicates
+//! (never its text):
+//!
+//! | failure                                                   | class      |
+//! |-----------------------------------------------------------|------------|
+//! | a 4xx reply (421 busy, 450 mailbox busy, 451, 452)         | transient  |
+//! | a 5xx reply (550 no such mailbox, 552, 553, 554)           | permanent  |
+//! | refused or broken connection, timeout, TLS, unreadable reply | transient |
+//! | lettre refused the message itself (no recipient, …)        | permanent  |
+//!
+//! A resend after a lost answer is safe enough: the same Message-ID, at worst a second copy.
 
 use std::path::PathBuf;
 
@@ -11,6 +23,21 @@ use serde_json::{Value, json};
 
 use crate::config::{EmailConfig, EmailTransport};
 use crate::outbox::HandlerError;
+use crate::outcome::Class;
+
+/// How long one SMTP delivery may take: shorter than the outbox's bound on a handler under the
+/// default lease (3/4 of 30 s).
+pub const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The class of a failed SMTP delivery: the table in this module's header, in code.
+pub fn smtp_class(e: &lettre::transport::smtp::Error) -> Class {
+    if e.is_permanent() || e.is_client() {
+        Class::Permanent
+    } else {
+        // `is_transient()` (a 4xx reply) and everything before a reply: worth another try.
+        Class::TRANSIENT
+    }
+}
 
 pub struct EmailSender {
     transport: Transport,
@@ -33,7 +60,7 @@ impl EmailSender {
                             e.to_string().replace(url.expose_secret(), "…")
                         )
                     })?
-                    .timeout(Some(std::time::Duration::from_secs(30)))
+                    .timeout(Some(SMTP_TIMEOUT))
                     .build(),
             ),
             EmailTransport::Dir(dir) => Transport::Dir(dir.clone()),
@@ -52,12 +79,20 @@ impl EmailSender {
                 Ok(response) => Ok(
                     json!({ "message_id": message_id, "smtp_code": response.code().to_string() }),
                 ),
-                Err(e) if e.is_permanent() => Err(HandlerError::permanent(format!(
-                    "the mail server refused the email: {e}"
-                ))),
-                Err(e) => Err(HandlerError::transient(format!(
-                    "cannot send the email now: {e}"
-                ))),
+                Err(e) => {
+                    let code = e.status().map(|c| c.to_string());
+                    let message = match (smtp_class(&e), &code) {
+                        (Class::Permanent, Some(code)) => {
+                            format!("the mail server refused the email ({code}): {e}")
+                        }
+                        (Class::Permanent, None) => format!("the email cannot be sent: {e}"),
+                        (_, Some(code)) => {
+                            format!("the mail server cannot take the email now ({code}): {e}")
+                        }
+                        (_, None) => format!("cannot send the email now: {e}"),
+                    };
+                    Err(HandlerError::from_class(smtp_class(&e), message, None))
+                }
             },
             Transport::Dir(dir) => {
                 let name: String = message_id
