@@ -286,10 +286,7 @@ impl Node {
             reason: describe(&e),
             class: outcome::of_transport(&e, call),
         };
-        let mut request = self
-            .http
-            .request(method, url.clone())
-            .timeout(self.timeout);
+        let mut request = self.http.request(method, url.clone()).timeout(self.timeout);
         request = match &self.kind {
             Kind::Lnd { macaroon } => {
                 request.header("Grpc-Metadata-macaroon", macaroon.expose_secret())

@@ -124,16 +124,15 @@ async fn get_json(url: &url::Url, timeouts: (Duration, Duration)) -> Result<Valu
 
 /// Peach's fee estimate for confirmation within about half an hour, in whole sat/vB.
 pub async fn peach_fee_rate(config: &Config) -> Result<u64, PriceError> {
-    peach_fee_rate_with(config, (CONNECT_TIMEOUT, TIMEOUT)).await
+    peach_fee_rate_with(&config.prices.peach_url, (CONNECT_TIMEOUT, TIMEOUT)).await
 }
 
-/// The same, with other timeouts: `(connect, whole call)`.
+/// The same from Peach at `peach_url`, with other timeouts: `(connect, whole call)`.
 pub async fn peach_fee_rate_with(
-    config: &Config,
+    peach_url: &url::Url,
     timeouts: (Duration, Duration),
 ) -> Result<u64, PriceError> {
-    let url = with_segments(&config.prices.peach_url, &["v1", "estimateFees"])
-        .map_err(PriceError::Config)?;
+    let url = with_segments(peach_url, &["v1", "estimateFees"]).map_err(PriceError::Config)?;
     let v = get_json(&url, timeouts).await?;
     crate::wallet::esplora::positive_rate(&v["halfHourFee"]).ok_or_else(|| PriceError::Decode {
         url: url.to_string(),
@@ -175,12 +174,16 @@ pub async fn fetch(
     currency: Currency,
     max_age: Duration,
 ) -> Result<Decimal, PriceError> {
-    fetch_with(config, source, currency, max_age, (CONNECT_TIMEOUT, TIMEOUT)).await
+    let base = match source {
+        PriceSource::Peach => &config.prices.peach_url,
+        PriceSource::Bitpay => &config.prices.bitpay_url,
+    };
+    fetch_with(base, source, currency, max_age, (CONNECT_TIMEOUT, TIMEOUT)).await
 }
 
-/// The same, with other timeouts: `(connect, whole call)`.
+/// The same from `source` at `base`, with other timeouts: `(connect, whole call)`.
 pub async fn fetch_with(
-    config: &Config,
+    base: &url::Url,
     source: PriceSource,
     currency: Currency,
     max_age: Duration,
@@ -188,13 +191,10 @@ pub async fn fetch_with(
 ) -> Result<Decimal, PriceError> {
     let code = currency.code().to_uppercase();
     let url = match source {
-        PriceSource::Peach => with_segments(
-            &config.prices.peach_url,
-            &["v1", "market", "price", &format!("BTC{code}")],
-        ),
-        PriceSource::Bitpay => {
-            with_segments(&config.prices.bitpay_url, &["rates", "BTC", &code])
+        PriceSource::Peach => {
+            with_segments(base, &["v1", "market", "price", &format!("BTC{code}")])
         }
+        PriceSource::Bitpay => with_segments(base, &["rates", "BTC", &code]),
     }
     .map_err(PriceError::Config)?;
     let v = get_json(&url, timeouts).await?;

@@ -163,8 +163,15 @@ impl Esplora {
     /// How many confirmations `txid` has: 0 while it waits in the mempool.
     pub async fn confirmations(&self, txid: &str) -> Result<u64, EsploraError> {
         let (url, status) = self.get_json(&["tx", txid, "status"]).await?;
-        if status["confirmed"] != true {
-            return Ok(0);
+        match status["confirmed"].as_bool() {
+            Some(true) => {}
+            Some(false) => return Ok(0),
+            None => {
+                return Err(EsploraError::Decode {
+                    url: url.to_string(),
+                    body: status.to_string().chars().take(200).collect(),
+                });
+            }
         }
         let height = status["block_height"]
             .as_u64()

@@ -227,10 +227,7 @@ impl HubClient {
             reason: describe(&e).replace(url.as_str(), &shown),
             class: outcome::of_transport(&e, call),
         };
-        let mut request = self
-            .http
-            .request(method, url.clone())
-            .timeout(self.timeout);
+        let mut request = self.http.request(method, url.clone()).timeout(self.timeout);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -400,13 +397,21 @@ impl HubClient {
             "notification_url_for_forward_payment": NOTIFICATIONS,
             "approve_address_signature": hex,
         });
-        self.authed(
-            reqwest::Method::POST,
-            &["api", "v2", "merchant"],
-            Some(body),
-            Call::Read,
-        )
-        .await?;
+        let v = self
+            .authed(
+                reqwest::Method::POST,
+                &["api", "v2", "merchant"],
+                Some(body),
+                Call::Read,
+            )
+            .await?;
+        // The seed's answer names the merchant: anything else is not a setup satflow can trust.
+        if v["id"].as_str().is_none() {
+            return Err(HubError::Decode {
+                body: v.to_string().chars().take(300).collect(),
+                call: Call::Read,
+            });
+        }
         Ok(())
     }
 

@@ -257,7 +257,7 @@ async fn fee_rate(config: &Config, wallet: &str) -> Result<u64, HandlerError> {
                     e.http_status(),
                 )
             }),
-        None => crate::prices::peach_fee_rate_with(config, (connect, total))
+        None => crate::prices::peach_fee_rate_with(&config.prices.peach_url, (connect, total))
             .await
             .map_err(|e| {
                 HandlerError::from_class(
@@ -459,9 +459,7 @@ async fn attempt(
                 WithdrawalUpdate {
                     status: "sent",
                     // Sending everything pays the fee out of the balance.
-                    amount_sat: Some(
-                        amount.unwrap_or(balance.saturating_sub(fee.unwrap_or(0))),
-                    ),
+                    amount_sat: Some(amount.unwrap_or(balance.saturating_sub(fee.unwrap_or(0)))),
                     fee_sat: fee,
                     txid: Some(txid),
                     next_check_at: follow,

@@ -9,6 +9,7 @@ mod helpers;
 mod lightning;
 mod lnnode;
 mod order_setup;
+mod outcomes_nodes;
 mod plan;
 mod pocket;
 mod report;

@@ -9,6 +9,7 @@
 //! | a 4xx reply (421 busy, 450 mailbox busy, 451, 452)         | transient  |
 //! | a 5xx reply (550 no such mailbox, 552, 553, 554)           | permanent  |
 //! | refused or broken connection, timeout, TLS, unreadable reply | transient |
+//! | a server that stops answering (bounded here: lettre bounds only the connect) | transient |
 //! | lettre refused the message itself (no recipient, …)        | permanent  |
 //!
 //! A resend after a lost answer is safe enough: the same Message-ID, at worst a second copy.
@@ -41,6 +42,7 @@ pub fn smtp_class(e: &lettre::transport::smtp::Error) -> Class {
 
 pub struct EmailSender {
     transport: Transport,
+    timeout: std::time::Duration,
 }
 
 enum Transport {
@@ -50,6 +52,14 @@ enum Transport {
 
 impl EmailSender {
     pub fn new(config: &EmailConfig) -> Result<Self, String> {
+        EmailSender::with_timeout(config, SMTP_TIMEOUT)
+    }
+
+    /// With another bound on one SMTP delivery.
+    pub fn with_timeout(
+        config: &EmailConfig,
+        timeout: std::time::Duration,
+    ) -> Result<Self, String> {
         let transport = match &config.transport {
             EmailTransport::Smtp(url) => Transport::Smtp(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
@@ -60,12 +70,12 @@ impl EmailSender {
                             e.to_string().replace(url.expose_secret(), "…")
                         )
                     })?
-                    .timeout(Some(SMTP_TIMEOUT))
+                    .timeout(Some(timeout))
                     .build(),
             ),
             EmailTransport::Dir(dir) => Transport::Dir(dir.clone()),
         };
-        Ok(EmailSender { transport })
+        Ok(EmailSender { transport, timeout })
     }
 
     pub async fn send(&self, payload: &Value) -> Result<Value, HandlerError> {
@@ -75,7 +85,21 @@ impl EmailSender {
             .to_string();
         let message = build(payload).map_err(HandlerError::permanent)?;
         match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(message).await {
+            // lettre bounds the connection, not a server that stops answering: the whole
+            // delivery is bounded here.
+            Transport::Smtp(smtp) => match tokio::time::timeout(self.timeout, smtp.send(message))
+                .await
+                .map_err(|_| {
+                    // Like a broken connection: transient (a resend keeps the Message-ID).
+                    HandlerError::from_class(
+                        Class::TRANSIENT,
+                        format!(
+                            "no answer from the mail server within {} s",
+                            self.timeout.as_secs_f64()
+                        ),
+                        None,
+                    )
+                })? {
                 Ok(response) => Ok(
                     json!({ "message_id": message_id, "smtp_code": response.code().to_string() }),
                 ),
