@@ -381,14 +381,14 @@ async fn attempt(
     let now = chrono::Utc::now;
     // An earlier attempt reached the point of calling the provider: whatever it was told, look
     // there first, so that a lost answer never becomes a second withdrawal.
-    if row.status == "requesting" {
-        if let Some(update) = found_at_provider(config, row, item.keep_sat, &provider).await? {
-            store
-                .update_withdrawal(key, &update, None, now())
-                .await
-                .map_err(store_error)?;
-            return recorded(store, key).await;
-        }
+    if row.status == "requesting"
+        && let Some(update) = found_at_provider(config, row, item.keep_sat, &provider).await?
+    {
+        store
+            .update_withdrawal(key, &update, None, now())
+            .await
+            .map_err(store_error)?;
+        return recorded(store, key).await;
     }
     let fee_rate = fee_rate(config, &row.wallet).await?;
     let balance = match &provider {
