@@ -3,7 +3,23 @@
 //! message signatures, and (LND) its inbound liquidity for channel payouts.
 //!
 //! A source only talks to the node; whether an invoice is good enough to hand to Pocket is
-//! decided by `lightning::invoice::verify`.
+//! decided by `lightning::invoice::verify`. How each failure of each call is classified is
+//! written once, in [`NodeError::class`], below the table of outcomes; nothing here decides an
+//! outcome from error text, and no path segment built from data reaches a URL unescaped.
+//!
+//! Outcomes (LND, Core Lightning, LNURL; every call is a read but `send_onchain`):
+//!
+//! | failure                                   | reads (invoice, balances, getinfo, signmessage, transactions, LNURL) | `send_onchain` |
+//! |-------------------------------------------|------------------------------------|-----------------|
+//! | connection refused, DNS, connect/TLS timeout | transient                       | transient       |
+//! | timeout or cut after the request was sent | transient                          | **unknown**     |
+//! | 408, 425, 429 (Retry-After kept), any 5xx, JSON or HTML | transient            | transient       |
+//! | other 4xx (LND 400 bad argument, 401/403 macaroon, 404; CLN 401/403 rune) | permanent | permanent |
+//! | 2xx that cannot be read                   | permanent                          | **unknown**     |
+//! | LNURL `{"status":"ERROR"}`, amount outside its bounds | permanent              | —               |
+//!
+//! A second invoice or a second signature is harmless, so only a send is a write: its lost
+//! answer is reconciled through the transaction's label before anything is sent again.
 
 use bitcoin::hex::DisplayHex;
 use std::str::FromStr;
@@ -17,25 +33,121 @@ use url::Url;
 
 use super::tls::pinned_client;
 use crate::config::{InvoiceSource, LightningNode};
+use crate::outcome::{self, Call, Class};
+
+/// How long a connection (TCP and TLS) may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call may take in all: shorter than the outbox's bound on a handler under the
+/// default lease (3/4 of 30 s), so the client's own timeout, whose class is known, fires first.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
     #[error("cannot use the node's settings: {0}")]
     Config(String),
-    #[error("cannot reach the node at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    /// No answer: `class` is decided from the transport error's own predicates.
+    #[error("{}", transport_message("the node", url, reason, *class))]
+    Unreachable {
+        url: String,
+        reason: String,
+        class: Class,
+    },
     #[error("the node at {url} refused ({status}): {body}")]
     Refused {
         url: String,
         status: u16,
         body: String,
+        retry_after: Option<Duration>,
     },
-    #[error("the node at {url} answered something satflow cannot read: {body}")]
-    Decode { url: String, body: String },
+    #[error("{}", decode_message(url, body, *call))]
+    Decode {
+        url: String,
+        body: String,
+        call: Call,
+    },
     #[error("the Lightning address {address} refused: {reason}")]
     Lnurl { address: String, reason: String },
     #[error("{0} cannot do this")]
     Unsupported(&'static str),
+}
+
+impl NodeError {
+    /// The outcome of the failed call: the table in this module's header, in code.
+    pub fn class(&self) -> Class {
+        match self {
+            NodeError::Config(_) | NodeError::Unsupported(_) | NodeError::Lnurl { .. } => {
+                Class::Permanent
+            }
+            NodeError::Unreachable { class, .. } => *class,
+            NodeError::Refused {
+                status,
+                retry_after,
+                ..
+            } => outcome::of_status(*status, *retry_after).unwrap_or(Class::Permanent),
+            // The node said yes to a send in words satflow cannot read: it may have sent.
+            NodeError::Decode {
+                call: Call::Write, ..
+            } => Class::Unknown,
+            NodeError::Decode { .. } => Class::Permanent,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            NodeError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The words for a call that got no answer; they say when the request may have been applied.
+pub(crate) fn transport_message(who: &str, url: &str, reason: &str, class: Class) -> String {
+    match class {
+        Class::Unknown => format!(
+            "no answer from {who} at {url} in time ({reason}); the request may have been applied"
+        ),
+        _ => format!("cannot reach {who} at {url}: {reason}"),
+    }
+}
+
+fn decode_message(url: &str, body: &str, call: Call) -> String {
+    match call {
+        Call::Write => format!(
+            "the node at {url} accepted the request but answered something satflow cannot read (it may have been applied): {body}"
+        ),
+        Call::Read => format!("the node at {url} answered something satflow cannot read: {body}"),
+    }
+}
+
+/// A transport error with its causes, for people (never to decide anything).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `base` with `segments` appended, each percent-encoded (a `/`, `?` or `#` in data stays
+/// data); a segment that is empty, `.` or `..` is refused, since a URL would drop or resolve it.
+pub fn with_segments(base: &Url, segments: &[&str]) -> Result<Url, String> {
+    if let Some(bad) = segments
+        .iter()
+        .find(|s| s.is_empty() || **s == "." || **s == "..")
+    {
+        return Err(format!(
+            "`{bad}` cannot be a part of a URL's path; expected a name or an id"
+        ));
+    }
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| format!("{base} cannot have a path"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
 }
 
 /// An invoice from the node, with what it must be checked against.
@@ -56,19 +168,40 @@ pub struct Node {
     http: reqwest::Client,
     base: Url,
     kind: Kind,
+    timeout: Duration,
 }
 
-fn plain_client() -> reqwest::Client {
+fn plain_client(connect: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
+        .connect_timeout(connect)
         .build()
         .expect("the HTTP client's settings are valid")
 }
 
 impl Node {
     pub fn from_config(node: &LightningNode) -> Result<Node, NodeError> {
+        Node::from_config_with(node, CONNECT_TIMEOUT, TIMEOUT)
+    }
+
+    /// With other timeouts: `connect` for a connection to open, `total` for a whole call.
+    pub fn from_config_with(
+        node: &LightningNode,
+        connect: Duration,
+        total: Duration,
+    ) -> Result<Node, NodeError> {
+        let mut made = Node::build(node, connect)?;
+        made.timeout = total;
+        Ok(made)
+    }
+
+    /// Every later call bounded by `total` (e.g. inside an outbox handler's lease).
+    pub fn with_timeout(mut self, total: Duration) -> Node {
+        self.timeout = total;
+        self
+    }
+
+    fn build(node: &LightningNode, connect: Duration) -> Result<Node, NodeError> {
         match &node.source {
             InvoiceSource::Lnd {
                 url,
@@ -83,11 +216,11 @@ impl Node {
                     let pem = std::fs::read(tls_cert_file).map_err(|e| {
                         NodeError::Config(format!("cannot read {}: {e}", tls_cert_file.display()))
                     })?;
-                    pinned_client(&pem).map_err(|e| {
+                    pinned_client(&pem, connect).map_err(|e| {
                         NodeError::Config(format!("{}: {e}", tls_cert_file.display()))
                     })?
                 } else {
-                    plain_client()
+                    plain_client(connect)
                 };
                 Ok(Node {
                     http,
@@ -95,12 +228,14 @@ impl Node {
                     kind: Kind::Lnd {
                         macaroon: SecretString::from(hex),
                     },
+                    timeout: TIMEOUT,
                 })
             }
             InvoiceSource::Cln { url, rune } => Ok(Node {
-                http: plain_client(),
+                http: plain_client(connect),
                 base: url.clone(),
                 kind: Kind::Cln { rune: rune.clone() },
+                timeout: TIMEOUT,
             }),
             InvoiceSource::LightningAddress(address) => {
                 let (user, domain) = address.split_once('@').ok_or_else(|| {
@@ -114,30 +249,44 @@ impl Node {
                 } else {
                     "https"
                 };
-                let base = Url::parse(&format!("{scheme}://{domain}/.well-known/lnurlp/{user}"))
+                let root = Url::parse(&format!("{scheme}://{domain}/"))
+                    .ok()
+                    .filter(|u| u.path() == "/" && u.query().is_none())
+                    .ok_or_else(|| {
+                        NodeError::Config(format!("{address}: `{domain}` is not a domain"))
+                    })?;
+                let base = with_segments(&root, &[".well-known", "lnurlp", user])
                     .map_err(|e| NodeError::Config(format!("{address}: {e}")))?;
                 Ok(Node {
-                    http: plain_client(),
+                    http: plain_client(connect),
                     base,
                     kind: Kind::Address {
                         address: address.clone(),
                     },
+                    timeout: TIMEOUT,
                 })
             }
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.base.as_str().trim_end_matches('/'))
+    fn url(&self, segments: &[&str]) -> Result<Url, NodeError> {
+        with_segments(&self.base, segments).map_err(NodeError::Config)
     }
 
     async fn call(
         &self,
         method: reqwest::Method,
-        url: &str,
+        url: &Url,
         body: Option<Value>,
+        call: Call,
     ) -> Result<Value, NodeError> {
-        let mut request = self.http.request(method, url);
+        let shown = || url.to_string();
+        let unreachable = |e: reqwest::Error| NodeError::Unreachable {
+            url: shown(),
+            reason: describe(&e),
+            class: outcome::of_transport(&e, call),
+        };
+        let mut request = self.http.request(method, url.clone()).timeout(self.timeout);
         request = match &self.kind {
             Kind::Lnd { macaroon } => {
                 request.header("Grpc-Metadata-macaroon", macaroon.expose_secret())
@@ -148,32 +297,35 @@ impl Node {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| NodeError::Unreachable {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let retry_after = outcome::retry_after(response.headers(), chrono::Utc::now());
         if !status.is_success() {
+            // The status decides; the body is only shown (it may be a proxy's HTML page).
+            let text = response.text().await.unwrap_or_default();
             return Err(NodeError::Refused {
-                url: url.to_string(),
+                url: shown(),
                 status: status.as_u16(),
                 body: text.chars().take(300).collect(),
+                retry_after,
             });
         }
+        let text = response.text().await.map_err(unreachable)?;
         serde_json::from_str(&text).map_err(|_| NodeError::Decode {
-            url: url.to_string(),
+            url: shown(),
             body: text.chars().take(300).collect(),
+            call,
         })
     }
 
-    fn field(&self, url: &str, v: &Value, name: &str) -> Result<String, NodeError> {
+    fn field(&self, url: &Url, v: &Value, name: &str, call: Call) -> Result<String, NodeError> {
         v[name]
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| NodeError::Decode {
                 url: url.to_string(),
                 body: v.to_string().chars().take(300).collect(),
+                call,
             })
     }
 
@@ -186,25 +338,29 @@ impl Node {
     ) -> Result<NodeInvoice, NodeError> {
         match &self.kind {
             Kind::Lnd { .. } => {
-                let url = self.url("v1/invoices");
+                let url = self.url(&["v1", "invoices"])?;
                 let body = json!({ "value_msat": amount_msat.to_string(), "memo": memo, "expiry": expiry.as_secs().to_string() });
-                let v = self.call(reqwest::Method::POST, &url, Some(body)).await?;
+                let v = self
+                    .call(reqwest::Method::POST, &url, Some(body), Call::Read)
+                    .await?;
                 Ok(NodeInvoice {
-                    bolt11: self.field(&url, &v, "payment_request")?,
+                    bolt11: self.field(&url, &v, "payment_request", Call::Read)?,
                     description_hash: None,
                 })
             }
             Kind::Cln { .. } => {
-                let url = self.url("v1/invoice");
+                let url = self.url(&["v1", "invoice"])?;
                 // Labels must be unique on the node; the memo names the exchange, the time the attempt.
                 let label = format!(
                     "{memo} {}",
                     chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
                 );
                 let body = json!({ "amount_msat": amount_msat, "label": label, "description": memo, "expiry": expiry.as_secs() });
-                let v = self.call(reqwest::Method::POST, &url, Some(body)).await?;
+                let v = self
+                    .call(reqwest::Method::POST, &url, Some(body), Call::Read)
+                    .await?;
                 Ok(NodeInvoice {
-                    bolt11: self.field(&url, &v, "bolt11")?,
+                    bolt11: self.field(&url, &v, "bolt11", Call::Read)?,
                     description_hash: None,
                 })
             }
@@ -221,8 +377,10 @@ impl Node {
             address: address.to_string(),
             reason,
         };
-        let url = self.base.to_string();
-        let params = self.call(reqwest::Method::GET, &url, None).await?;
+        let url = self.base.clone();
+        let params = self
+            .call(reqwest::Method::GET, &url, None, Call::Read)
+            .await?;
         if params["status"] == "ERROR" {
             return Err(refused(
                 params["reason"]
@@ -246,12 +404,19 @@ impl Node {
             )));
         }
         // The hash is taken over the metadata exactly as received: re-serialising could change it.
-        let metadata = self.field(&url, &params, "metadata")?;
+        let metadata = self.field(&url, &params, "metadata", Call::Read)?;
         let hash: [u8; 32] = Sha256::digest(metadata.as_bytes()).into();
-        let callback = self.field(&url, &params, "callback")?;
-        let separator = if callback.contains('?') { '&' } else { '?' };
-        let callback = format!("{callback}{separator}amount={amount_msat}");
-        let answer = self.call(reqwest::Method::GET, &callback, None).await?;
+        let callback = self.field(&url, &params, "callback", Call::Read)?;
+        let mut callback = Url::parse(&callback)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+            .ok_or_else(|| refused(format!("its callback `{callback}` is not a URL")))?;
+        callback
+            .query_pairs_mut()
+            .append_pair("amount", &amount_msat.to_string());
+        let answer = self
+            .call(reqwest::Method::GET, &callback, None, Call::Read)
+            .await?;
         if answer["status"] == "ERROR" {
             return Err(refused(
                 answer["reason"]
@@ -261,7 +426,7 @@ impl Node {
             ));
         }
         Ok(NodeInvoice {
-            bolt11: self.field(&callback, &answer, "pr")?,
+            bolt11: self.field(&callback, &answer, "pr", Call::Read)?,
             description_hash: Some(hash),
         })
     }
@@ -269,55 +434,36 @@ impl Node {
     /// Signs `message` with the node key (LND / Core Lightning `signmessage`, zbase32).
     pub async fn sign_message(&self, message: &str) -> Result<String, NodeError> {
         use bitcoin::base64::Engine;
-        match &self.kind {
-            Kind::Lnd { .. } => {
-                let url = self.url("v1/signmessage");
-                let msg =
-                    bitcoin::base64::engine::general_purpose::STANDARD.encode(message.as_bytes());
-                let v = self
-                    .call(reqwest::Method::POST, &url, Some(json!({ "msg": msg })))
-                    .await?;
-                self.field(&url, &v, "signature")
-            }
-            Kind::Cln { .. } => {
-                let url = self.url("v1/signmessage");
-                let v = self
-                    .call(
-                        reqwest::Method::POST,
-                        &url,
-                        Some(json!({ "message": message })),
-                    )
-                    .await?;
-                self.field(&url, &v, "zbase")
-            }
-            Kind::Address { .. } => Err(NodeError::Unsupported("a Lightning address")),
-        }
+        let url = self.url(&["v1", "signmessage"])?;
+        let (body, name) = match &self.kind {
+            Kind::Lnd { .. } => (
+                json!({ "msg": bitcoin::base64::engine::general_purpose::STANDARD.encode(message.as_bytes()) }),
+                "signature",
+            ),
+            Kind::Cln { .. } => (json!({ "message": message }), "zbase"),
+            Kind::Address { .. } => return Err(NodeError::Unsupported("a Lightning address")),
+        };
+        let v = self
+            .call(reqwest::Method::POST, &url, Some(body), Call::Read)
+            .await?;
+        self.field(&url, &v, name, Call::Read)
     }
 
     /// The node's public key (`getinfo`).
     pub async fn pubkey(&self) -> Result<PublicKey, NodeError> {
-        let (url, v, name) = match &self.kind {
-            Kind::Lnd { .. } => {
-                let url = self.url("v1/getinfo");
-                (
-                    url.clone(),
-                    self.call(reqwest::Method::GET, &url, None).await?,
-                    "identity_pubkey",
-                )
-            }
-            Kind::Cln { .. } => {
-                let url = self.url("v1/getinfo");
-                (
-                    url.clone(),
-                    self.call(reqwest::Method::POST, &url, Some(json!({})))
-                        .await?,
-                    "id",
-                )
-            }
+        let url = self.url(&["v1", "getinfo"])?;
+        let (method, body, name) = match &self.kind {
+            Kind::Lnd { .. } => (reqwest::Method::GET, None, "identity_pubkey"),
+            Kind::Cln { .. } => (reqwest::Method::POST, Some(json!({})), "id"),
             Kind::Address { .. } => return Err(NodeError::Unsupported("a Lightning address")),
         };
-        let text = self.field(&url, &v, name)?;
-        PublicKey::from_str(&text).map_err(|_| NodeError::Decode { url, body: text })
+        let v = self.call(method, &url, body, Call::Read).await?;
+        let text = self.field(&url, &v, name, Call::Read)?;
+        PublicKey::from_str(&text).map_err(|_| NodeError::Decode {
+            url: url.to_string(),
+            body: text,
+            call: Call::Read,
+        })
     }
 
     /// LND's on-chain wallet: the confirmed balance in sat.
@@ -325,15 +471,21 @@ impl Node {
         let Kind::Lnd { .. } = &self.kind else {
             return Err(NodeError::Unsupported("only LND's on-chain wallet"));
         };
-        let url = self.url("v1/balance/blockchain");
-        let v = self.call(reqwest::Method::GET, &url, None).await?;
-        let text = self.field(&url, &v, "confirmed_balance")?;
-        text.parse()
-            .map_err(|_| NodeError::Decode { url, body: text })
+        let url = self.url(&["v1", "balance", "blockchain"])?;
+        let v = self
+            .call(reqwest::Method::GET, &url, None, Call::Read)
+            .await?;
+        let text = self.field(&url, &v, "confirmed_balance", Call::Read)?;
+        text.parse().map_err(|_| NodeError::Decode {
+            url: url.to_string(),
+            body: text,
+            call: Call::Read,
+        })
     }
 
     /// Sends `amount` sat (or everything, with `None`) to `address` at `sat_per_vbyte`, with
-    /// `label` so the transaction can be found again. Returns the txid.
+    /// `label` so the transaction can be found again. Returns the txid. The one write here:
+    /// a lost answer is [`Class::Unknown`].
     pub async fn send_onchain(
         &self,
         address: &str,
@@ -344,15 +496,17 @@ impl Node {
         let Kind::Lnd { .. } = &self.kind else {
             return Err(NodeError::Unsupported("only LND's on-chain wallet"));
         };
-        let url = self.url("v1/transactions");
+        let url = self.url(&["v1", "transactions"])?;
         let mut body =
             json!({ "addr": address, "sat_per_vbyte": sat_per_vbyte.to_string(), "label": label });
         match amount {
             Some(sat) => body["amount"] = json!(sat.to_string()),
             None => body["send_all"] = json!(true),
         }
-        let v = self.call(reqwest::Method::POST, &url, Some(body)).await?;
-        self.field(&url, &v, "txid")
+        let v = self
+            .call(reqwest::Method::POST, &url, Some(body), Call::Write)
+            .await?;
+        self.field(&url, &v, "txid", Call::Write)
     }
 
     /// The transaction labelled `label`, if the node's wallet has one: `(txid, fee in sat)`.
@@ -363,14 +517,30 @@ impl Node {
         let Kind::Lnd { .. } = &self.kind else {
             return Err(NodeError::Unsupported("only LND's on-chain wallet"));
         };
-        let url = self.url("v1/transactions");
-        let v = self.call(reqwest::Method::GET, &url, None).await?;
-        Ok(v["transactions"].as_array().and_then(|txs| {
-            txs.iter().find(|t| t["label"] == label).map(|t| {
-                let fee = t["total_fees"].as_str().and_then(|f| f.parse().ok());
-                (t["tx_hash"].as_str().unwrap_or_default().to_string(), fee)
-            })
-        }))
+        let url = self.url(&["v1", "transactions"])?;
+        let v = self
+            .call(reqwest::Method::GET, &url, None, Call::Read)
+            .await?;
+        let decode = || NodeError::Decode {
+            url: url.to_string(),
+            body: v.to_string().chars().take(300).collect(),
+            call: Call::Read,
+        };
+        let Some(found) = v["transactions"]
+            .as_array()
+            .ok_or_else(decode)?
+            .iter()
+            .find(|t| t["label"] == label)
+        else {
+            return Ok(None);
+        };
+        // A labelled transaction without its id would lose the withdrawal's txid.
+        let txid = found["tx_hash"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(decode)?;
+        let fee = found["total_fees"].as_str().and_then(|f| f.parse().ok());
+        Ok(Some((txid.to_string(), fee)))
     }
 
     /// How much the node can receive over its channels, in msat; `None` when the source cannot
@@ -378,8 +548,10 @@ impl Node {
     pub async fn inbound_msat(&self) -> Result<Option<u64>, NodeError> {
         match &self.kind {
             Kind::Lnd { .. } => {
-                let url = self.url("v1/balance/channels");
-                let v = self.call(reqwest::Method::GET, &url, None).await?;
+                let url = self.url(&["v1", "balance", "channels"])?;
+                let v = self
+                    .call(reqwest::Method::GET, &url, None, Call::Read)
+                    .await?;
                 let remote = &v["remote_balance"];
                 let msat = remote["msat"]
                     .as_str()
@@ -388,14 +560,57 @@ impl Node {
                         remote["sat"]
                             .as_str()
                             .and_then(|s| s.parse::<u64>().ok())
-                            .map(|s| s * 1000)
+                            .and_then(|s| s.checked_mul(1000))
                     });
                 Ok(Some(msat.ok_or_else(|| NodeError::Decode {
-                    url,
+                    url: url.to_string(),
                     body: v.to_string(),
+                    call: Call::Read,
                 })?))
             }
             _ => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_in_a_path_stays_one_segment() {
+        let base = Url::parse("https://node.example/api/").unwrap();
+        let url = with_segments(&base, &["tx", "../../etc/passwd?admin=1#frag", "status"]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://node.example/api/tx/..%2F..%2Fetc%2Fpasswd%3Fadmin=1%23frag/status"
+        );
+        for bad in ["..", ".", ""] {
+            assert!(with_segments(&base, &["tx", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_send_without_a_readable_answer_is_unknown_and_a_read_is_permanent() {
+        let decode = |call| NodeError::Decode {
+            url: "u".into(),
+            body: "b".into(),
+            call,
+        };
+        assert_eq!(decode(Call::Write).class(), Class::Unknown);
+        assert_eq!(decode(Call::Read).class(), Class::Permanent);
+        let refused = |status, retry_after| NodeError::Refused {
+            url: "u".into(),
+            status,
+            body: String::new(),
+            retry_after,
+        };
+        let six = Some(Duration::from_secs(6));
+        assert_eq!(
+            refused(429, six).class(),
+            Class::Transient { retry_after: six }
+        );
+        assert_eq!(refused(500, None).class(), Class::TRANSIENT);
+        assert_eq!(refused(401, None).class(), Class::Permanent);
     }
 }

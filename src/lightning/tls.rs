@@ -73,7 +73,9 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// An HTTP client that trusts only the certificate in `pem` (the node's `tls.cert`).
-pub fn pinned_client(pem: &[u8]) -> Result<reqwest::Client, String> {
+/// `connect` bounds the TCP connection and the TLS handshake; a whole call is bounded by the
+/// caller, per request.
+pub fn pinned_client(pem: &[u8], connect: std::time::Duration) -> Result<reqwest::Client, String> {
     let cert =
         CertificateDer::from_pem_slice(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -86,8 +88,7 @@ pub fn pinned_client(pem: &[u8]) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(30))
+        .connect_timeout(connect)
         .build()
         .map_err(|e| e.to_string())
 }

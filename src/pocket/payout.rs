@@ -269,13 +269,7 @@ pub async fn reconcile(
 }
 
 fn node_error(e: NodeError) -> HandlerError {
-    match e {
-        NodeError::Unreachable { .. } => HandlerError::transient(e.to_string()),
-        NodeError::Refused { status, .. } if status >= 500 || status == 429 => {
-            HandlerError::transient(e.to_string())
-        }
-        other => HandlerError::permanent(other.to_string()),
-    }
+    HandlerError::from_class(e.class(), e.to_string(), e.http_status())
 }
 
 #[cfg(test)]

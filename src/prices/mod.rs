@@ -3,6 +3,19 @@
 //!
 //! A price is money: it is read as exact decimal text and never passes through a float. A quote
 //! that cannot be had fresh enough is an error — callers fail closed, they never act on no price.
+//! Peach's public fee estimate (`/v1/estimateFees`) is read here too.
+//!
+//! Every call is a read; its outcomes are written once, in [`PriceError::class`]:
+//!
+//! | failure                                            | class                          |
+//! |----------------------------------------------------|--------------------------------|
+//! | connection refused, DNS, connect timeout           | transient                      |
+//! | timeout or cut after the request was sent          | transient (a read)             |
+//! | 408, 425, 429 (Retry-After kept), any 5xx, JSON or HTML | transient                 |
+//! | Peach 400 `BAD_REQUEST`, 404 `NOT_FOUND`, 451 (geo-block); BitPay 404 (no such currency); other 4xx | permanent |
+//! | 2xx that cannot be read, or a price that is not positive | permanent                |
+//! | a dated price older than allowed                   | transient (a fresh one may come) |
+//! | the database                                       | transient                      |
 
 use std::time::Duration;
 
@@ -12,17 +25,30 @@ use serde_json::Value;
 
 use crate::config::{Config, PriceSource};
 use crate::domain::Currency;
+use crate::lightning::node::{describe, with_segments};
+use crate::outcome::{self, Call, Class};
 use crate::store::Store;
+
+/// How long a connection may take to open, and a whole call.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PriceError {
+    #[error("cannot ask for the price: {0}")]
+    Config(String),
     #[error("cannot reach {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        url: String,
+        reason: String,
+        class: Class,
+    },
     #[error("{url} answered {status}: {body}")]
     Status {
         url: String,
         status: u16,
         body: String,
+        retry_after: Option<Duration>,
     },
     #[error("{url} answered without a usable price: {body}")]
     Decode { url: String, body: String },
@@ -34,6 +60,84 @@ pub enum PriceError {
     },
     #[error("the database: {0}")]
     Store(#[from] crate::store::StoreError),
+}
+
+impl PriceError {
+    /// The outcome of the failed call: the table in this module's header, in code.
+    pub fn class(&self) -> Class {
+        match self {
+            PriceError::Config(_) | PriceError::Decode { .. } => Class::Permanent,
+            PriceError::Unreachable { class, .. } => *class,
+            PriceError::Status {
+                status,
+                retry_after,
+                ..
+            } => outcome::of_status(*status, *retry_after).unwrap_or(Class::Permanent),
+            PriceError::Stale { .. } | PriceError::Store(_) => Class::TRANSIENT,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            PriceError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// One GET, its 2xx body parsed as JSON; any other answer is an error with its status.
+async fn get_json(url: &url::Url, timeouts: (Duration, Duration)) -> Result<Value, PriceError> {
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeouts.0)
+        .timeout(timeouts.1)
+        .build()
+        .expect("the HTTP client's settings are valid");
+    let unreachable = |e: reqwest::Error| PriceError::Unreachable {
+        url: url.to_string(),
+        reason: describe(&e),
+        class: outcome::of_transport(&e, Call::Read),
+    };
+    let response = http
+        .get(url.clone())
+        .header("X-Accept-Version", "2.0.0")
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        let retry_after = outcome::retry_after(response.headers(), Utc::now());
+        let body = response.text().await.unwrap_or_default();
+        return Err(PriceError::Status {
+            url: url.to_string(),
+            status,
+            body: body.chars().take(300).collect(),
+            retry_after,
+        });
+    }
+    let body = response.text().await.map_err(unreachable)?;
+    serde_json::from_str(&body).map_err(|_| PriceError::Decode {
+        url: url.to_string(),
+        body: body.chars().take(300).collect(),
+    })
+}
+
+/// Peach's fee estimate for confirmation within about half an hour, in whole sat/vB.
+pub async fn peach_fee_rate(config: &Config) -> Result<u64, PriceError> {
+    peach_fee_rate_with(&config.prices.peach_url, (CONNECT_TIMEOUT, TIMEOUT)).await
+}
+
+/// The same from Peach at `peach_url`, with other timeouts: `(connect, whole call)`.
+pub async fn peach_fee_rate_with(
+    peach_url: &url::Url,
+    timeouts: (Duration, Duration),
+) -> Result<u64, PriceError> {
+    let url = with_segments(peach_url, &["v1", "estimateFees"]).map_err(PriceError::Config)?;
+    let v = get_json(&url, timeouts).await?;
+    crate::wallet::esplora::positive_rate(&v["halfHourFee"]).ok_or_else(|| PriceError::Decode {
+        url: url.to_string(),
+        body: v.to_string().chars().take(300).collect(),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,47 +174,38 @@ pub async fn fetch(
     currency: Currency,
     max_age: Duration,
 ) -> Result<Decimal, PriceError> {
+    let base = match source {
+        PriceSource::Peach => &config.prices.peach_url,
+        PriceSource::Bitpay => &config.prices.bitpay_url,
+    };
+    fetch_with(base, source, currency, max_age, (CONNECT_TIMEOUT, TIMEOUT)).await
+}
+
+/// The same from `source` at `base`, with other timeouts: `(connect, whole call)`.
+pub async fn fetch_with(
+    base: &url::Url,
+    source: PriceSource,
+    currency: Currency,
+    max_age: Duration,
+    timeouts: (Duration, Duration),
+) -> Result<Decimal, PriceError> {
     let code = currency.code().to_uppercase();
     let url = match source {
-        PriceSource::Peach => format!(
-            "{}/v1/market/price/BTC{code}",
-            config.prices.peach_url.as_str().trim_end_matches('/')
-        ),
-        PriceSource::Bitpay => format!(
-            "{}/rates/BTC/{code}",
-            config.prices.bitpay_url.as_str().trim_end_matches('/')
-        ),
-    };
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("the HTTP client's settings are valid");
-    let response = http
-        .get(&url)
-        .header("X-Accept-Version", "2.0.0")
-        .send()
-        .await
-        .map_err(|e| PriceError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
-    if !(200..300).contains(&status) {
-        return Err(PriceError::Status { url, status, body });
+        PriceSource::Peach => {
+            with_segments(base, &["v1", "market", "price", &format!("BTC{code}")])
+        }
+        PriceSource::Bitpay => with_segments(base, &["rates", "BTC", &code]),
     }
-    let v: Value = serde_json::from_str(&body).map_err(|_| PriceError::Decode {
-        url: url.clone(),
-        body: body.clone(),
-    })?;
+    .map_err(PriceError::Config)?;
+    let v = get_json(&url, timeouts).await?;
+    let url = url.to_string();
     let price = match source {
         PriceSource::Peach => price_of(&v["price"]),
         PriceSource::Bitpay => price_of(&v["data"]["rate"]),
     };
     let price = price.ok_or_else(|| PriceError::Decode {
         url: url.clone(),
-        body: body.clone(),
+        body: v.to_string().chars().take(300).collect(),
     })?;
     // Peach dates its price: one older than allowed is as good as none.
     if let Some(date) = v["date"].as_str()

@@ -10,13 +10,21 @@
 //!
 //! Policy, decided just before sending: `keep_sat` stays behind, less than `min_amount_sat`
 //! (and never under the hub's 1000 sat) is not worth moving, and a fee above `max_fee_rate`
-//! sat/vB or `max_fee_percent` of the amount skips the period, saying why.
+//! sat/vB or `max_fee_percent` of the amount skips the period, saying why. The outbox item
+//! carries the whole policy explicitly ([`Item`]): a field that is missing or unreadable stops
+//! the withdrawal with the reason, never reads as "no limit".
+//!
+//! Outcomes of the providers' calls are decided by their clients (`NodeError::class`,
+//! `HubError::class`, `EsploraError::class`, `PriceError::class`); every call here is bounded
+//! well inside the lease that guards the item, and a previous attempt that may have reached the
+//! provider is looked up there before anything is sent again.
 
 pub mod hub;
 
 use std::time::Duration;
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Value, json};
 
 use crate::config::{Alert, Config, WithdrawProvider};
@@ -39,6 +47,58 @@ pub const MIN_SAT: u64 = 1000;
 /// The size of a typical sweep transaction, to turn a fee rate into a fee (one or two inputs,
 /// one output): the estimate behind `max_fee_percent`.
 pub const SWEEP_VBYTES: u64 = 180;
+
+/// The outbox item of a withdrawal: which one, from where, and the whole policy. Every field
+/// must be present; an absent cap is written as `null` on purpose by [`prepare`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub withdrawal: String,
+    pub from: String,
+    pub min_amount_sat: u64,
+    /// `null`: the workflow sets no cap on the fee as a share of the amount.
+    #[serde(with = "explicit_decimal")]
+    pub max_fee_percent: Option<Decimal>,
+    /// `null`: the workflow sets no cap on the fee rate.
+    #[serde(with = "explicit_decimal")]
+    pub max_fee_rate: Option<Decimal>,
+    pub keep_sat: u64,
+}
+
+/// A cap written as decimal text or `null` — present either way (a custom deserializer makes
+/// serde refuse a missing field instead of reading it as `None`).
+mod explicit_decimal {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&d.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| {
+            Decimal::from_str_exact(&t)
+                .ok()
+                .filter(|d| !d.is_sign_negative())
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "`{t}` is not a cap; expected a decimal of 0 or more as text, or null for none"
+                    ))
+                })
+        })
+        .transpose()
+    }
+}
+
+impl Item {
+    /// The item from its stored payload; a refusal names what is wrong.
+    pub fn parse(payload: &Value) -> Result<Item, String> {
+        serde_json::from_value(payload.clone())
+            .map_err(|e| format!("the withdrawal's policy cannot be read: {e}"))
+    }
+}
 
 /// The step: reserves the destination and plans the withdrawal; the outbox does the rest.
 pub async fn prepare(
@@ -87,17 +147,22 @@ pub async fn prepare(
             Err(e) => return StepOutcome::failed(e),
         },
     };
+    let item = Item {
+        withdrawal: withdrawal_key.clone(),
+        from: w.from.clone(),
+        min_amount_sat: w.min_amount_sat,
+        max_fee_percent: w.max_fee_percent,
+        max_fee_rate: w.max_fee_rate,
+        keep_sat: w.keep_sat,
+    };
+    let payload = match serde_json::to_value(&item) {
+        Ok(p) => p,
+        Err(e) => return StepOutcome::failed(format!("cannot write the withdrawal: {e}")),
+    };
     let mut outcome = StepOutcome::waiting(NewItem {
         kind: KIND.into(),
         key,
-        payload: json!({
-            "withdrawal": withdrawal_key,
-            "from": w.from,
-            "min_amount_sat": w.min_amount_sat,
-            "max_fee_percent": w.max_fee_percent.map(|d| d.to_string()),
-            "max_fee_rate": w.max_fee_rate.map(|d| d.to_string()),
-            "keep_sat": w.keep_sat,
-        }),
+        payload,
         run: Some((run.id, step_id.to_string())),
     });
     outcome.withdrawal = Some(NewWithdrawal {
@@ -132,19 +197,28 @@ enum Provider {
     Lnd(Node),
 }
 
+/// The timeouts of the providers' calls, `(connect, whole call)`: each call well inside the
+/// lease that guards the item (the dispatcher cuts a handler at 3/4 of it), so that a call's own
+/// timeout, whose meaning is known, fires first; never longer than the clients' defaults.
+fn call_timeouts(config: &Config) -> (Duration, Duration) {
+    let total = (config.engine.lease / 2).min(hub::TIMEOUT);
+    (total.min(hub::CONNECT_TIMEOUT).min(total / 2), total)
+}
+
 fn provider(config: &Config, name: &str) -> Result<Provider, HandlerError> {
     let p = config.withdraw.get(name).ok_or_else(|| {
         HandlerError::permanent(format!("withdraw.{name} is no longer in satflow.yaml"))
     })?;
+    let (connect, total) = call_timeouts(config);
     match p {
-        WithdrawProvider::LightningPeach { .. } => HubClient::from_config(p)
+        WithdrawProvider::LightningPeach { .. } => HubClient::from_config_with(p, connect, total)
             .map(Provider::Hub)
             .map_err(hub_error),
         WithdrawProvider::Lnd { node } => {
             let settings = config.lightning.get(node).ok_or_else(|| {
                 HandlerError::permanent(format!("lightning.{node} is no longer in satflow.yaml"))
             })?;
-            Node::from_config(settings)
+            Node::from_config_with(settings, connect, total)
                 .map(Provider::Lnd)
                 .map_err(node_error)
         }
@@ -152,27 +226,11 @@ fn provider(config: &Config, name: &str) -> Result<Provider, HandlerError> {
 }
 
 fn hub_error(e: HubError) -> HandlerError {
-    match &e {
-        HubError::Unreachable { .. } => HandlerError::transient(e.to_string()),
-        HubError::Timeout { .. } => HandlerError::Unknown(e.to_string()),
-        HubError::Refused { status, .. } if *status >= 500 || *status == 429 => {
-            HandlerError::transient(e.to_string())
-        }
-        _ => HandlerError::permanent(e.to_string()),
-    }
+    HandlerError::from_class(e.class(), e.to_string(), e.http_status())
 }
 
 fn node_error(e: NodeError) -> HandlerError {
-    match &e {
-        NodeError::Unreachable { reason, .. } if reason.contains("timed out") => {
-            HandlerError::Unknown(e.to_string())
-        }
-        NodeError::Unreachable { .. } => HandlerError::transient(e.to_string()),
-        NodeError::Refused { status, .. } if *status >= 500 || *status == 429 => {
-            HandlerError::transient(e.to_string())
-        }
-        _ => HandlerError::permanent(e.to_string()),
-    }
+    HandlerError::from_class(e.class(), e.to_string(), e.http_status())
 }
 
 fn store_error(e: crate::store::StoreError) -> HandlerError {
@@ -180,86 +238,66 @@ fn store_error(e: crate::store::StoreError) -> HandlerError {
 }
 
 /// The network's fee rate now, in sat/vB for confirmation within about half an hour: from the
-/// wallet's explorer when it has one (mempool.space's `v1/fees/recommended`, else Esplora's
-/// `fee-estimates` for 3 blocks), else from Peach's public estimate.
+/// wallet's explorer when it has one, else from Peach's public estimate. No estimate, no
+/// withdrawal: the class of the failure says whether to try again.
 async fn fee_rate(config: &Config, wallet: &str) -> Result<u64, HandlerError> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("the HTTP client's settings are valid");
-    let mut sources = Vec::new();
-    if let Some(explorer) = config
+    let (connect, total) = call_timeouts(config);
+    let explorer = config
         .wallets
         .get(wallet)
-        .and_then(|w| w.esplora_url.as_ref())
-    {
-        let base = explorer.as_str().trim_end_matches('/');
-        sources.push((format!("{base}/v1/fees/recommended"), "halfHourFee"));
-        sources.push((format!("{base}/fee-estimates"), "3"));
-    } else {
-        let base = config.prices.peach_url.as_str().trim_end_matches('/');
-        sources.push((format!("{base}/v1/estimateFees"), "halfHourFee"));
+        .and_then(|w| w.esplora_url.as_ref());
+    match explorer {
+        Some(url) => Esplora::with_timeouts(url, connect, total)
+            .fee_rate()
+            .await
+            .map_err(|e| {
+                HandlerError::from_class(
+                    e.class(),
+                    format!("no fee estimate: {e}"),
+                    e.http_status(),
+                )
+            }),
+        None => crate::prices::peach_fee_rate_with(&config.prices.peach_url, (connect, total))
+            .await
+            .map_err(|e| {
+                HandlerError::from_class(
+                    e.class(),
+                    format!("no fee estimate: {e}"),
+                    e.http_status(),
+                )
+            }),
     }
-    let mut errors = Vec::new();
-    for (url, field) in &sources {
-        match fetch_rate(&http, url, field).await {
-            Ok(rate) => return Ok(rate),
-            Err(e) => errors.push(e),
-        }
-    }
-    Err(HandlerError::transient(format!(
-        "no fee estimate: {}",
-        errors.join("; ")
-    )))
 }
 
-async fn fetch_rate(http: &reqwest::Client, url: &str, field: &str) -> Result<u64, String> {
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url} answered {}", response.status()));
-    }
-    let v: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("cannot read {url}: {e}"))?;
-    // Esplora's rates are fractional: round up, a fee a little high rather than too low.
-    v.get(field)
-        .filter(|n| n.is_number())
-        .and_then(|n| Decimal::from_str_exact(&n.to_string()).ok())
-        .and_then(|d| u64::try_from(d.ceil()).ok())
-        .filter(|rate| *rate > 0)
-        .ok_or_else(|| format!("{url} gave no {field} rate: {v}"))
-}
-
-/// Why the policy skips this period, if it does.
-fn policy_skip(payload: &Value, balance: u64, fee_rate: u64) -> Option<String> {
-    let keep = payload["keep_sat"].as_u64().unwrap_or(0);
+/// Why the policy skips this period, if it does. Arithmetic that cannot be done skips too.
+fn policy_skip(policy: &Item, balance: u64, fee_rate: u64) -> Option<String> {
+    let keep = policy.keep_sat;
     let amount = balance.saturating_sub(keep);
-    let min = payload["min_amount_sat"].as_u64().unwrap_or(0).max(MIN_SAT);
+    let min = policy.min_amount_sat.max(MIN_SAT);
     if amount < min {
         return Some(format!(
             "the balance is {balance} sat; after keeping {keep} sat, {amount} sat is less than the minimum of {min} sat"
         ));
     }
-    let decimal = |name: &str| {
-        payload[name]
-            .as_str()
-            .and_then(|d| Decimal::from_str_exact(d).ok())
-    };
-    if let Some(max) = decimal("max_fee_rate")
+    if let Some(max) = policy.max_fee_rate
         && Decimal::from(fee_rate) > max
     {
         return Some(format!(
             "the network fee is {fee_rate} sat/vB, above max_fee_rate {max} sat/vB"
         ));
     }
-    if let Some(max) = decimal("max_fee_percent") {
-        let fee = fee_rate * SWEEP_VBYTES;
-        let percent = Decimal::from(fee) * Decimal::ONE_HUNDRED / Decimal::from(amount);
+    if let Some(max) = policy.max_fee_percent {
+        let fee = fee_rate.checked_mul(SWEEP_VBYTES);
+        let percent = fee.and_then(|fee| {
+            Decimal::from(fee)
+                .checked_mul(Decimal::ONE_HUNDRED)?
+                .checked_div(Decimal::from(amount))
+        });
+        let (Some(fee), Some(percent)) = (fee, percent) else {
+            return Some(format!(
+                "the fee at {fee_rate} sat/vB cannot be weighed against max_fee_percent {max} %"
+            ));
+        };
         if percent > max {
             return Some(format!(
                 "the fee would be about {fee} sat ({} % of {amount} sat), above max_fee_percent {max} %",
@@ -270,15 +308,48 @@ fn policy_skip(payload: &Value, balance: u64, fee_rate: u64) -> Option<String> {
     None
 }
 
+async fn recorded(store: &Store, key: &str) -> Result<Value, HandlerError> {
+    let row = store.withdrawal(key).await.map_err(store_error)?;
+    row.map(|r| output(&r))
+        .ok_or_else(|| HandlerError::permanent(format!("withdrawal {key} is not in the database")))
+}
+
+async fn fail(store: &Store, key: &str, e: HandlerError) -> HandlerError {
+    let failed = WithdrawalUpdate {
+        status: "failed",
+        reason: Some(e.to_string()),
+        ..Default::default()
+    };
+    match store
+        .update_withdrawal(key, &failed, None, chrono::Utc::now())
+        .await
+    {
+        Ok(()) => e,
+        Err(store) => store_error(store),
+    }
+}
+
 /// The outbox handler: decides with the policy, then withdraws.
 pub async fn execute(
     store: &Store,
     config: &Config,
     payload: &Value,
 ) -> Result<Value, HandlerError> {
-    let key = payload["withdrawal"]
-        .as_str()
-        .ok_or_else(|| HandlerError::permanent("the item names no withdrawal"))?;
+    let item = match Item::parse(payload) {
+        Ok(item) => item,
+        Err(reason) => {
+            let e = HandlerError::permanent(format!("{reason}; nothing was moved"));
+            // The row says why, unless an earlier attempt may have reached the provider.
+            if let Some(key) = payload["withdrawal"].as_str()
+                && let Ok(Some(row)) = store.withdrawal(key).await
+                && row.status == "planned"
+            {
+                return Err(fail(store, key, e).await);
+            }
+            return Err(e);
+        }
+    };
+    let key = item.withdrawal.as_str();
     let row = store
         .withdrawal(key)
         .await
@@ -289,15 +360,42 @@ pub async fn execute(
     if row.status != "planned" && row.status != "requesting" {
         return Ok(output(&row));
     }
-    let from = payload["from"].as_str().unwrap_or(&row.provider);
-    let provider = provider(config, from)?;
+    match attempt(store, config, &item, &row).await {
+        // A refusal before the provider was called is final: the row says why, so
+        // `satflow withdrawals` does not show it as still in progress.
+        Err(e @ HandlerError::Permanent { .. }) if row.status == "planned" => {
+            Err(fail(store, key, e).await)
+        }
+        other => other,
+    }
+}
+
+async fn attempt(
+    store: &Store,
+    config: &Config,
+    item: &Item,
+    row: &WithdrawalRow,
+) -> Result<Value, HandlerError> {
+    let key = item.withdrawal.as_str();
+    let provider = provider(config, &item.from)?;
     let now = chrono::Utc::now;
+    // An earlier attempt reached the point of calling the provider: whatever it was told, look
+    // there first, so that a lost answer never becomes a second withdrawal.
+    if row.status == "requesting"
+        && let Some(update) = found_at_provider(config, row, item.keep_sat, &provider).await?
+    {
+        store
+            .update_withdrawal(key, &update, None, now())
+            .await
+            .map_err(store_error)?;
+        return recorded(store, key).await;
+    }
     let fee_rate = fee_rate(config, &row.wallet).await?;
     let balance = match &provider {
         Provider::Hub(hub) => hub.balance().await.map_err(hub_error)?,
         Provider::Lnd(node) => node.onchain_balance().await.map_err(node_error)?,
     };
-    if let Some(reason) = policy_skip(payload, balance, fee_rate) {
+    if let Some(reason) = policy_skip(item, balance, fee_rate) {
         let update = WithdrawalUpdate {
             status: "skipped",
             balance_sat: Some(balance),
@@ -309,15 +407,9 @@ pub async fn execute(
             .update_withdrawal(key, &update, None, now())
             .await
             .map_err(store_error)?;
-        return Ok(output(
-            &store
-                .withdrawal(key)
-                .await
-                .map_err(store_error)?
-                .expect("just updated"),
-        ));
+        return recorded(store, key).await;
     }
-    let keep = payload["keep_sat"].as_u64().unwrap_or(0);
+    let keep = item.keep_sat;
     // The row says the provider is being called, and with what balance, before it is.
     let requesting = WithdrawalUpdate {
         status: "requesting",
@@ -344,7 +436,15 @@ pub async fn execute(
                 }
             }
             Provider::Lnd(node) => {
-                let amount = (keep > 0).then(|| balance - keep);
+                let amount = match keep {
+                    0 => None,
+                    // The policy made sure the balance is above what is kept.
+                    keep => Some(balance.checked_sub(keep).ok_or_else(|| {
+                        HandlerError::permanent(format!(
+                            "the balance of {balance} sat is under keep_sat {keep} sat"
+                        ))
+                    })?),
+                };
                 let txid = node
                     .send_onchain(&row.address, amount, fee_rate, key)
                     .await
@@ -359,7 +459,7 @@ pub async fn execute(
                 WithdrawalUpdate {
                     status: "sent",
                     // Sending everything pays the fee out of the balance.
-                    amount_sat: Some(amount.unwrap_or(balance - fee.unwrap_or(0).min(balance))),
+                    amount_sat: Some(amount.unwrap_or(balance.saturating_sub(fee.unwrap_or(0)))),
                     fee_sat: fee,
                     txid: Some(txid),
                     next_check_at: follow,
@@ -371,33 +471,15 @@ pub async fn execute(
     .await;
     let update = match sent {
         Ok(update) => update,
-        // A refusal is final: the row says why, so `satflow withdrawals` does not show it as
-        // still in progress.
-        Err(e @ HandlerError::Permanent { .. }) => {
-            let failed = WithdrawalUpdate {
-                status: "failed",
-                reason: Some(e.to_string()),
-                ..Default::default()
-            };
-            store
-                .update_withdrawal(key, &failed, None, now())
-                .await
-                .map_err(store_error)?;
-            return Err(e);
-        }
+        // The provider refused: final, and the row says why.
+        Err(e @ HandlerError::Permanent { .. }) => return Err(fail(store, key, e).await),
         Err(e) => return Err(e),
     };
     store
         .update_withdrawal(key, &update, None, now())
         .await
         .map_err(store_error)?;
-    Ok(output(
-        &store
-            .withdrawal(key)
-            .await
-            .map_err(store_error)?
-            .expect("just updated"),
-    ))
+    recorded(store, key).await
 }
 
 /// When a withdrawal in progress is looked at next.
@@ -406,13 +488,15 @@ fn next_look(config: &Config, now: chrono::DateTime<chrono::Utc>) -> chrono::Dat
         .unwrap_or(chrono::Duration::minutes(5))
 }
 
-/// After an attempt whose outcome is unknown: did the withdrawal happen?
+/// After an attempt whose outcome is unknown: did the withdrawal happen? `None`: it did not
+/// (or nothing was asked yet), so the handler runs again — and looks once more itself.
 pub async fn reconcile(
     store: &Store,
     config: &Config,
     payload: &Value,
 ) -> Option<Result<Value, HandlerError>> {
-    let key = payload["withdrawal"].as_str()?;
+    let item = Item::parse(payload).ok()?;
+    let key = item.withdrawal.as_str();
     let row = store.withdrawal(key).await.ok()??;
     if row.status != "requesting" {
         // Nothing was sent (`planned`), or the outcome is recorded.
@@ -422,40 +506,65 @@ pub async fn reconcile(
         Ok(p) => p,
         Err(e) => return Some(Err(e)),
     };
+    let update = match found_at_provider(config, &row, item.keep_sat, &provider).await {
+        Ok(found) => found?,
+        Err(e) => return Some(Err(e)),
+    };
+    if let Err(e) = store
+        .update_withdrawal(key, &update, None, chrono::Utc::now())
+        .await
+    {
+        return Some(Err(store_error(e)));
+    }
+    Some(recorded(store, key).await)
+}
+
+/// What the provider shows of a withdrawal whose row says it was being requested: the update
+/// that records it, or `None` when it was not made.
+async fn found_at_provider(
+    config: &Config,
+    row: &WithdrawalRow,
+    keep: u64,
+    provider: &Provider,
+) -> Result<Option<WithdrawalUpdate<'static>>, HandlerError> {
     let follow = Some(next_look(config, chrono::Utc::now()));
     let found = match provider {
         // LND's wallet keeps the label: the transaction is found exactly.
-        Provider::Lnd(node) => match node.labelled_transaction(key).await {
-            Ok(Some((txid, fee))) => Some(WithdrawalUpdate {
+        Provider::Lnd(node) => node
+            .labelled_transaction(&row.key)
+            .await
+            .map_err(node_error)?
+            .map(|(txid, fee)| WithdrawalUpdate {
                 status: "sent",
-                amount_sat: row.balance_sat,
+                // As the send asked: all but `keep`, or everything less the fee.
+                amount_sat: row.balance_sat.map(|b| match keep {
+                    0 => b.saturating_sub(fee.unwrap_or(0)),
+                    keep => b.saturating_sub(keep),
+                }),
                 fee_sat: fee,
                 txid: Some(txid),
                 next_check_at: follow,
                 ..Default::default()
             }),
-            Ok(None) => None,
-            Err(e) => return Some(Err(node_error(e))),
-        },
         // The hub has no list of withdrawals; but a withdrawal takes the whole balance, so a
         // balance that dropped under what was seen means it went through (its id is lost). New
         // payments may have raised the balance again meanwhile: then the fresh address having
         // received anything (with an explorer) shows it too.
         Provider::Hub(hub) => {
-            let dropped = match hub.balance().await {
-                Ok(now_balance) => now_balance < row.balance_sat.unwrap_or(0),
-                Err(e) => return Some(Err(hub_error(e))),
-            };
+            let now_balance = hub.balance().await.map_err(hub_error)?;
+            let dropped = now_balance < row.balance_sat.unwrap_or(0);
+            let (connect, total) = call_timeouts(config);
             let explorer = config
                 .wallets
                 .get(&row.wallet)
                 .and_then(|w| w.esplora_url.as_ref())
-                .map(Esplora::new);
+                .map(|url| Esplora::with_timeouts(url, connect, total));
             let received = match (dropped, explorer) {
-                (false, Some(explorer)) => match explorer.address_used(&row.address).await {
-                    Ok(used) => used,
-                    Err(e) => return Some(Err(HandlerError::transient(e.to_string()))),
-                },
+                (false, Some(explorer)) => {
+                    explorer.address_used(&row.address).await.map_err(|e| {
+                        HandlerError::from_class(e.class(), e.to_string(), e.http_status())
+                    })?
+                }
                 _ => false,
             };
             (dropped || received).then(|| WithdrawalUpdate {
@@ -473,23 +582,13 @@ pub async fn reconcile(
             })
         }
     };
-    let update = found?;
-    if let Err(e) = store
-        .update_withdrawal(key, &update, None, chrono::Utc::now())
-        .await
-    {
-        return Some(Err(store_error(e)));
+    if found.is_some() {
+        tracing::info!(
+            withdrawal = %row.key,
+            "a withdrawal whose answer was lost was found at the provider"
+        );
     }
-    tracing::info!(
-        withdrawal = key,
-        "a withdrawal whose answer was lost was found at the provider"
-    );
-    store
-        .withdrawal(key)
-        .await
-        .ok()
-        .flatten()
-        .map(|r| Ok(output(&r)))
+    Ok(found)
 }
 
 /// Follows requested and sent withdrawals: the hub's status until a transaction is sent, then
@@ -618,12 +717,63 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
 mod tests {
     use super::*;
 
-    fn policy(extra: Value) -> Value {
-        let mut p = json!({ "min_amount_sat": 100_000, "keep_sat": 0 });
+    fn payload(extra: Value) -> Value {
+        let mut p = json!({
+            "withdrawal": "sweep/2027-W01", "from": "hub", "min_amount_sat": 100_000,
+            "keep_sat": 0, "max_fee_percent": null, "max_fee_rate": null,
+        });
         if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
             p.extend(e.clone());
         }
         p
+    }
+
+    fn policy(extra: Value) -> Item {
+        Item::parse(&payload(extra)).unwrap()
+    }
+
+    #[test]
+    fn a_policy_field_that_is_missing_or_unreadable_is_refused_never_read_as_no_limit() {
+        for field in [
+            "max_fee_percent",
+            "max_fee_rate",
+            "min_amount_sat",
+            "keep_sat",
+            "from",
+            "withdrawal",
+        ] {
+            let mut p = payload(json!({}));
+            p.as_object_mut().unwrap().remove(field);
+            let refused = Item::parse(&p).unwrap_err();
+            assert!(
+                refused.contains(&format!("missing field `{field}`")),
+                "{field}: {refused}"
+            );
+        }
+        for (field, value) in [
+            ("max_fee_percent", json!("lots")),
+            ("max_fee_percent", json!("-1")),
+            ("max_fee_rate", json!(true)),
+            ("min_amount_sat", json!(null)),
+            ("min_amount_sat", json!(-5)),
+            ("keep_sat", json!("1000")),
+        ] {
+            let refused = Item::parse(&payload(json!({ field: value }))).unwrap_err();
+            assert!(refused.contains("cannot be read"), "{field}: {refused}");
+        }
+        // An absent cap written on purpose is the user's choice; the round trip keeps it.
+        let item = policy(json!({ "max_fee_rate": "20.5" }));
+        assert_eq!(item.max_fee_percent, None);
+        assert_eq!(item.max_fee_rate, Some(Decimal::new(205, 1)));
+        assert_eq!(
+            Item::parse(&serde_json::to_value(&item).unwrap()).unwrap(),
+            item
+        );
+        assert_eq!(
+            serde_json::to_value(&item).unwrap()["max_fee_percent"],
+            Value::Null,
+            "written explicitly"
+        );
     }
 
     #[test]

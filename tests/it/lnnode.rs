@@ -93,9 +93,37 @@ fn make_invoice(state: &Arc<Mutex<NodeState>>, msat: u64) -> String {
 }
 
 /// A TLS listener for axum, with the stand-in's certificate.
-struct TlsListener {
+pub struct TlsListener {
     tcp: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    pub fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
+        TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+        }
+    }
+}
+
+/// A fresh self-signed certificate for `localhost` and `127.0.0.1`: its PEM (the node's
+/// `tls.cert`) and a server configuration presenting it.
+pub fn self_signed() -> (String, Arc<rustls::ServerConfig>) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let cert_der = certified.cert.der().clone();
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .unwrap();
+    (cert_pem, Arc::new(config))
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -120,19 +148,7 @@ impl axum::serve::Listener for TlsListener {
 
 /// LND's REST API over HTTPS with a fresh self-signed certificate.
 pub async fn lnd() -> StandIn {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert_pem = certified.cert.pem();
-    let cert_der = certified.cert.der().clone();
-    let key_der =
-        rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert_der], key_der)
-        .unwrap();
+    let (cert_pem, config) = self_signed();
     let state = new_state(9);
     let macaroon = b"\x02\x01\x03lnd-macaroon-for-tests".to_vec();
     let hex = macaroon.to_lower_hex_string();
@@ -146,10 +162,7 @@ pub async fn lnd() -> StandIn {
         .with_state((Arc::clone(&state), hex));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", tcp.local_addr().unwrap());
-    let listener = TlsListener {
-        tcp,
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    };
+    let listener = TlsListener::new(tcp, config);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     StandIn {
         url,

@@ -11,6 +11,7 @@ mod lifecycle;
 mod lightning;
 mod lnnode;
 mod order_setup;
+mod outcomes_nodes;
 mod outcomes_pocket;
 mod plan;
 mod pocket;

@@ -17,9 +17,10 @@ use super::lnnode::{self, StandIn};
 
 /// Account 1 of the "abandon … about" test seed.
 const VAULT: &str = "zpub6rFR7y4Q2AijF6Gk1bofHLs1d66hKFamhXWdWBup1Em25wfabZqkDqvaieV63fDQFaYmaatCG7jVNUpUiM2hAMo6SAVHcrUpSnHDpNzucB7";
-const MERCHANT_KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+pub(super) const MERCHANT_KEY: &str =
+    "0101010101010101010101010101010101010101010101010101010101010101";
 
-fn vault_address(index: u32) -> String {
+pub(super) fn vault_address(index: u32) -> String {
     WalletKey::from_extended(VAULT, None)
         .unwrap()
         .address_at(index, bitcoin::Network::Bitcoin)
@@ -29,7 +30,7 @@ fn vault_address(index: u32) -> String {
 
 /// An engine app with the vault wallet, the providers whose YAML `providers` writes (with the
 /// files they need), and a `sweep` workflow withdrawing with `policy` then reporting by email.
-fn with_providers(
+pub(super) fn with_providers(
     lease: &str,
     esplora: Option<&str>,
     from: &str,
@@ -63,7 +64,7 @@ fn with_providers(
     app
 }
 
-fn hub_yaml(app_dir: &std::path::Path, sandbox: std::net::SocketAddr) -> String {
+pub(super) fn hub_yaml(app_dir: &std::path::Path, sandbox: std::net::SocketAddr) -> String {
     std::fs::write(app_dir.join("hub.key"), MERCHANT_KEY).unwrap();
     format!(
         "prices: {{ peach_url: \"http://{sandbox}\" }}\n\
@@ -71,7 +72,7 @@ fn hub_yaml(app_dir: &std::path::Path, sandbox: std::net::SocketAddr) -> String 
     )
 }
 
-fn lnd_yaml(app_dir: &std::path::Path, node: &StandIn) -> String {
+pub(super) fn lnd_yaml(app_dir: &std::path::Path, node: &StandIn) -> String {
     std::fs::write(app_dir.join("tls.cert"), &node.cert_pem).unwrap();
     std::fs::write(app_dir.join("admin.macaroon"), &node.macaroon).unwrap();
     format!(
@@ -81,14 +82,14 @@ fn lnd_yaml(app_dir: &std::path::Path, node: &StandIn) -> String {
     )
 }
 
-fn withdrawals(app: &TestApp) -> Vec<Value> {
+pub(super) fn withdrawals(app: &TestApp) -> Vec<Value> {
     let run = app.satflow(&["withdrawals", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
     doc["withdrawals"].as_array().unwrap().clone()
 }
 
-fn hub_withdrawals(sandbox: &Sandbox) -> Vec<(String, u64, String, &'static str)> {
+pub(super) fn hub_withdrawals(sandbox: &Sandbox) -> Vec<(String, u64, String, &'static str)> {
     let hub = sandbox.hub.lock().unwrap();
     hub.withdrawals
         .iter()

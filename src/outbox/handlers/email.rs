@@ -1,5 +1,18 @@
 //! Sending composed emails: over SMTP (lettre, rustls), or as `.eml` files into a folder.
 //! The file of an email is named after its Message-ID, so a resend overwrites, never doubles.
+//!
+//! Outcomes of an SMTP delivery, written once in [`smtp_class`] from lettre's own predicates
+//! (never its text):
+//!
+//! | failure                                                   | class      |
+//! |-----------------------------------------------------------|------------|
+//! | a 4xx reply (421 busy, 450 mailbox busy, 451, 452)         | transient  |
+//! | a 5xx reply (550 no such mailbox, 552, 553, 554)           | permanent  |
+//! | refused or broken connection, timeout, TLS, unreadable reply | transient |
+//! | a server that stops answering (bounded here: lettre bounds only the connect) | transient |
+//! | lettre refused the message itself (no recipient, …)        | permanent  |
+//!
+//! A resend after a lost answer is safe enough: the same Message-ID, at worst a second copy.
 
 use std::path::PathBuf;
 
@@ -11,9 +24,25 @@ use serde_json::{Value, json};
 
 use crate::config::{EmailConfig, EmailTransport};
 use crate::outbox::HandlerError;
+use crate::outcome::Class;
+
+/// How long one SMTP delivery may take: shorter than the outbox's bound on a handler under the
+/// default lease (3/4 of 30 s).
+pub const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The class of a failed SMTP delivery: the table in this module's header, in code.
+pub fn smtp_class(e: &lettre::transport::smtp::Error) -> Class {
+    if e.is_permanent() || e.is_client() {
+        Class::Permanent
+    } else {
+        // `is_transient()` (a 4xx reply) and everything before a reply: worth another try.
+        Class::TRANSIENT
+    }
+}
 
 pub struct EmailSender {
     transport: Transport,
+    timeout: std::time::Duration,
 }
 
 enum Transport {
@@ -23,6 +52,14 @@ enum Transport {
 
 impl EmailSender {
     pub fn new(config: &EmailConfig) -> Result<Self, String> {
+        EmailSender::with_timeout(config, SMTP_TIMEOUT)
+    }
+
+    /// With another bound on one SMTP delivery.
+    pub fn with_timeout(
+        config: &EmailConfig,
+        timeout: std::time::Duration,
+    ) -> Result<Self, String> {
         let transport = match &config.transport {
             EmailTransport::Smtp(url) => Transport::Smtp(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
@@ -33,12 +70,12 @@ impl EmailSender {
                             e.to_string().replace(url.expose_secret(), "…")
                         )
                     })?
-                    .timeout(Some(std::time::Duration::from_secs(30)))
+                    .timeout(Some(timeout))
                     .build(),
             ),
             EmailTransport::Dir(dir) => Transport::Dir(dir.clone()),
         };
-        Ok(EmailSender { transport })
+        Ok(EmailSender { transport, timeout })
     }
 
     pub async fn send(&self, payload: &Value) -> Result<Value, HandlerError> {
@@ -48,16 +85,38 @@ impl EmailSender {
             .to_string();
         let message = build(payload).map_err(HandlerError::permanent)?;
         match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(message).await {
+            // lettre bounds the connection, not a server that stops answering: the whole
+            // delivery is bounded here.
+            Transport::Smtp(smtp) => match tokio::time::timeout(self.timeout, smtp.send(message))
+                .await
+                .map_err(|_| {
+                    // Like a broken connection: transient (a resend keeps the Message-ID).
+                    HandlerError::from_class(
+                        Class::TRANSIENT,
+                        format!(
+                            "no answer from the mail server within {} s",
+                            self.timeout.as_secs_f64()
+                        ),
+                        None,
+                    )
+                })? {
                 Ok(response) => Ok(
                     json!({ "message_id": message_id, "smtp_code": response.code().to_string() }),
                 ),
-                Err(e) if e.is_permanent() => Err(HandlerError::permanent(format!(
-                    "the mail server refused the email: {e}"
-                ))),
-                Err(e) => Err(HandlerError::transient(format!(
-                    "cannot send the email now: {e}"
-                ))),
+                Err(e) => {
+                    let code = e.status().map(|c| c.to_string());
+                    let message = match (smtp_class(&e), &code) {
+                        (Class::Permanent, Some(code)) => {
+                            format!("the mail server refused the email ({code}): {e}")
+                        }
+                        (Class::Permanent, None) => format!("the email cannot be sent: {e}"),
+                        (_, Some(code)) => {
+                            format!("the mail server cannot take the email now ({code}): {e}")
+                        }
+                        (_, None) => format!("cannot send the email now: {e}"),
+                    };
+                    Err(HandlerError::from_class(smtp_class(&e), message, None))
+                }
             },
             Transport::Dir(dir) => {
                 let name: String = message_id
