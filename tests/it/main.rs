@@ -6,6 +6,7 @@ mod demo;
 mod engine;
 mod esplora;
 mod helpers;
+mod http_limits;
 mod lightning;
 mod lnnode;
 mod order_setup;
