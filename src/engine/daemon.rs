@@ -151,12 +151,10 @@ pub async fn serve(
     );
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        crate::http::server::serve(listener, app, async move {
             let _ = http_shutdown.wait_for(|stop| *stop).await;
-        });
-        if let Err(err) = server.await {
-            tracing::error!(%err, "HTTP server");
-        }
+        })
+        .await;
     });
     tracing::info!(%addr, owner = %owner, "satflow is running");
     if let Some(ready) = ready {

@@ -3,6 +3,7 @@
 //! Handlers must answer fast: they never wait on the network, and the only write (the webhook
 //! inbox) is one short, group-committed transaction.
 
+pub mod server;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@ mod demo;
 mod engine;
 mod esplora;
 mod helpers;
+mod http_limits;
 mod lifecycle;
 mod lightning;
 mod lnnode;
