@@ -4,16 +4,23 @@
 //! A run claimed again after a crash resumes at its first unrecorded step: recorded steps are
 //! never executed twice. A step never calls the outside world itself; its effects are outbox
 //! items committed with its result, and a step that needs an effect's answer waits for it.
+//!
+//! Several runs execute at once (`CONCURRENCY`), each in a task of its own under its lease,
+//! which the runner renews while the run executes: a slow step holds only its own run. A run
+//! that panics is failed with the reason; it never stops the runner or another run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Duration;
 use lettre::message::Mailbox;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use super::clock::Clock;
+use super::health::Heartbeat;
+use super::logs;
 use crate::config::{Alert, Config};
 use crate::notify::email::{Alerts, Content, Mailer};
 use crate::outbox::handlers::http;
@@ -42,7 +49,19 @@ pub struct Runner {
     pub wake_outbox: Arc<Notify>,
     /// Notified when there may be runs to take (new fires, finished waits).
     pub wake: Arc<Notify>,
+    /// Marked after each pass that reached the database, for `/healthz`.
+    pub heartbeat: Heartbeat,
 }
+
+/// How many runs one runner executes at once.
+pub const CONCURRENCY: usize = 4;
+
+/// The longest the runner waits before looking for runs again: `satflow trigger` in another
+/// process cannot wake it.
+const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The log line of a failing pass of the runner (rate-limited).
+const RUNNER: &str = "runner";
 
 /// What executing one step decided, before it is recorded: its status and output, and the
 /// effects it causes (outbox items committed with it).
@@ -93,37 +112,142 @@ impl StepOutcome {
     }
 }
 
+/// Aborts a task when dropped: a run's task does not outlive the runner that awaits it.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text a panic carried.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(s) => *s,
+        Err(panic) => match panic.downcast::<&'static str>() {
+            Ok(s) => (*s).to_string(),
+            Err(_) => "a panic without a message".to_string(),
+        },
+    }
+}
+
 impl Runner {
-    /// Takes one run and executes it as far as it goes; false when there was none.
-    pub async fn run_once(&self) -> Result<bool, StoreError> {
-        match self
-            .store
-            .claim_run(&self.owner, self.clock.now(), self.lease)
-            .await?
-        {
-            Some(run) => {
-                self.execute(run).await?;
-                Ok(true)
+    /// Runs until `shutdown` turns true; the runs in progress are finished first (their leases
+    /// renewed meanwhile).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut in_flight: JoinSet<i64> = JoinSet::new();
+        let mut busy: HashSet<i64> = HashSet::new();
+        let renew_every = (self.lease / 3)
+            .to_std()
+            .unwrap_or(POLL)
+            .clamp(std::time::Duration::from_millis(100), POLL * 20);
+        let mut renewed_at = tokio::time::Instant::now();
+        while !*shutdown.borrow() {
+            while let Some(done) = in_flight.try_join_next() {
+                if let Ok(id) = done {
+                    busy.remove(&id);
+                }
             }
-            None => Ok(false),
+            let mut reached_database = true;
+            if renewed_at.elapsed() >= renew_every {
+                renewed_at = tokio::time::Instant::now();
+                reached_database &= self.renew(&busy).await;
+            }
+            while busy.len() < CONCURRENCY {
+                let taken: Vec<i64> = busy.iter().copied().collect();
+                match self
+                    .store
+                    .claim_run(&self.owner, self.clock.now(), self.lease, &taken)
+                    .await
+                {
+                    Ok(Some(run)) => {
+                        busy.insert(run.id);
+                        in_flight.spawn(Arc::clone(&self).guarded(run));
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        logs::error(RUNNER, &err);
+                        reached_database = false;
+                        break;
+                    }
+                }
+            }
+            if reached_database {
+                self.heartbeat.beat(self.clock.now());
+                logs::recovered(RUNNER);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL.min(renew_every)) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(id) = done {
+                        busy.remove(&id);
+                    }
+                }
+            }
+        }
+        // Stopping: nothing new is taken; what is in flight finishes under a renewed lease.
+        while !in_flight.is_empty() {
+            tokio::select! {
+                Some(done) = in_flight.join_next() => {
+                    if let Ok(id) = done {
+                        busy.remove(&id);
+                    }
+                }
+                _ = tokio::time::sleep(renew_every) => {
+                    self.renew(&busy).await;
+                }
+            }
         }
     }
 
-    /// Runs until `shutdown` turns true; the run in progress is finished first.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
-            match self.run_once().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(err) => tracing::error!(%err, "runner"),
-            }
-            // `satflow trigger` in another process cannot wake us: look again within a second.
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-                _ = self.wake.notified() => {}
-                _ = shutdown.changed() => {}
+    /// Extends the leases of the runs in flight; false when the database could not be reached.
+    async fn renew(&self, busy: &HashSet<i64>) -> bool {
+        let runs: Vec<i64> = busy.iter().copied().collect();
+        match self
+            .store
+            .renew_run_leases(&self.owner, &runs, self.clock.now(), self.lease)
+            .await
+        {
+            Ok(_) => true,
+            Err(err) => {
+                logs::error(
+                    "runner: cannot renew the leases of the runs in flight",
+                    &err,
+                );
+                false
             }
         }
+    }
+
+    /// Executes `run` in a task of its own and returns its id when that task ends. A panic
+    /// fails the run with the reason; a database error leaves the run to its lease, so it is
+    /// taken up again once the lease runs out.
+    async fn guarded(self: Arc<Self>, run: RunRow) -> i64 {
+        let id = run.id;
+        let me = Arc::clone(&self);
+        let row = run.clone();
+        let task = tokio::spawn(async move { me.execute(row).await });
+        let _abort = AbortOnDrop(task.abort_handle());
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(run = id, %err, "a run stopped on a database error; it resumes once its lease runs out");
+            }
+            Err(join) if join.is_panic() => {
+                let message = panic_message(join.into_panic());
+                tracing::error!(run = id, panic = %message, "a run panicked; it is failed and the runner goes on");
+                let workflow = self.workflows.get(&run.workflow);
+                let error = format!("satflow hit an internal error: {message}");
+                if let Err(err) = self.fail(&run, workflow, &error).await {
+                    tracing::error!(run = id, %err, "cannot record the run that panicked as failed; it is taken up again once its lease runs out");
+                }
+            }
+            Err(_) => {}
+        }
+        id
     }
 
     async fn execute(&self, run: RunRow) -> Result<(), StoreError> {

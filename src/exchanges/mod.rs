@@ -63,14 +63,14 @@ impl Processor {
             match self.process_inbox().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
-                Err(err) => tracing::error!(%err, "webhook inbox"),
+                Err(err) => crate::engine::logs::error("webhook inbox", &err),
             }
             if tokio::time::Instant::now() >= next_reconcile {
                 if let Err(err) = self.reconcile_once().await {
-                    tracing::error!(%err, "reconciliation");
+                    crate::engine::logs::error("reconciliation", &err);
                 }
                 if let Err(err) = self.follow_payouts().await {
-                    tracing::error!(%err, "payout confirmations");
+                    crate::engine::logs::error("payout confirmations", &err);
                 }
                 next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
             }

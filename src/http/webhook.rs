@@ -83,7 +83,10 @@ async fn write_batches(
                 stored.notify_one();
             }
             Err(err) => {
-                tracing::error!(%err, count = batch.len(), "cannot store webhooks; Pocket is answered 503 and will retry");
+                crate::engine::logs::error(
+                    "cannot store webhooks; Pocket is answered 503 and will retry",
+                    &err,
+                );
                 for (_, answer) in batch.drain(..) {
                     let _ = answer.send(None);
                 }
