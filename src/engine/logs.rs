@@ -39,7 +39,7 @@ impl Limiter {
     fn occurred(&mut self, what: &'static str, now: Instant) -> Decision {
         match self.windows.get_mut(what) {
             Some(w) if now.duration_since(w.opened) < WINDOW => {
-                w.held_back += 1;
+                w.held_back = w.held_back.saturating_add(1);
                 Decision::Hold
             }
             Some(w) => {

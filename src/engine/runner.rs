@@ -693,3 +693,172 @@ fn render_json(
         other => other.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Database, EngineConfig, OutboxConfig, PriceSource, PricesConfig};
+    use crate::engine::clock::SystemClock;
+    use crate::store::Trigger;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The system's time, except that the first reading after `arm` panics: a fault injected
+    /// into a run's execution, which reads the time to record its end.
+    struct Tripwire(AtomicBool);
+
+    impl Clock for Tripwire {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            if self.0.swap(false, Ordering::SeqCst) {
+                panic!("Multiplication overflowed");
+            }
+            SystemClock.now()
+        }
+    }
+
+    fn runner(store: &Store, clock: Arc<Tripwire>) -> Arc<Runner> {
+        let config = Config {
+            path: "satflow.yaml".into(),
+            database: Database::Sqlite("db".into()),
+            workflow_files: Vec::new(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pocket: None,
+            email: None,
+            wallets: Default::default(),
+            lightning: Default::default(),
+            withdraw: Default::default(),
+            prices: PricesConfig {
+                source: PriceSource::Peach,
+                peach_url: "http://127.0.0.1:9".parse().unwrap(),
+                bitpay_url: "http://127.0.0.1:9".parse().unwrap(),
+                max_age: std::time::Duration::from_secs(60),
+                sanity_percent: None,
+            },
+            outbox: OutboxConfig::default(),
+            engine: EngineConfig::default(),
+            alerts: Default::default(),
+            templates: Default::default(),
+        };
+        Arc::new(Runner {
+            store: store.clone(),
+            config: Arc::new(config),
+            pocket: None,
+            clock,
+            workflows: [("w".to_string(), placeholder("w"))].into_iter().collect(),
+            mailer: None,
+            alerts: Alerts::new(None, Default::default()),
+            owner: "test".into(),
+            lease: Duration::seconds(30),
+            env: crate::workflow::expr::environment(),
+            wake_outbox: Arc::new(Notify::new()),
+            wake: Arc::new(Notify::new()),
+            heartbeat: Heartbeat::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_run_that_panics_is_failed_with_the_reason_and_the_next_run_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let clock = Arc::new(Tripwire(AtomicBool::new(false)));
+        let runner = runner(&store, Arc::clone(&clock));
+        let now = chrono::Utc::now();
+        for key in ["poison", "normal"] {
+            store
+                .queue_run("w", Trigger::Manual, key, None, now)
+                .await
+                .unwrap();
+        }
+        let poison = store
+            .claim_run("test", now, Duration::seconds(30), &[])
+            .await
+            .unwrap()
+            .unwrap();
+        clock.0.store(true, Ordering::SeqCst);
+        assert_eq!(Arc::clone(&runner).guarded(poison).await, 1);
+        let failed = store.run(1).await.unwrap().unwrap();
+        assert_eq!(failed.status, "failed");
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("satflow hit an internal error: Multiplication overflowed")
+        );
+
+        // The runner's loop takes the next run as if nothing happened.
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(Arc::clone(&runner).run(stopped));
+        let mut waited = 0;
+        while store.run(2).await.unwrap().unwrap().status != "succeeded" {
+            assert!(waited < 100, "the next run did not succeed");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = stop.send(true);
+        task.await.unwrap();
+        assert!(
+            runner.heartbeat.last().is_some(),
+            "the runner's passes are marked"
+        );
+        assert_eq!(store.run(1).await.unwrap().unwrap().status, "failed");
+    }
+
+    #[tokio::test]
+    async fn runs_in_flight_are_not_taken_twice_and_keep_their_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let t0 = chrono::Utc::now();
+        for key in ["a", "b"] {
+            store
+                .queue_run("w", Trigger::Manual, key, None, t0)
+                .await
+                .unwrap();
+        }
+        let lease = Duration::seconds(1);
+        let a = store
+            .claim_run("me", t0, lease, &[])
+            .await
+            .unwrap()
+            .unwrap();
+        // Its lease ran out while a slow step executes: this runner does not take it again.
+        let later = t0 + Duration::seconds(5);
+        let next = store
+            .claim_run("me", later, lease, &[a.id])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(next.id, a.id);
+        assert_eq!(
+            store
+                .claim_run("me", later, lease, &[a.id, next.id])
+                .await
+                .unwrap()
+                .map(|r| r.id),
+            None
+        );
+        // Renewed, neither is taken by another daemon.
+        assert_eq!(
+            store
+                .renew_run_leases("me", &[a.id, next.id], later, lease)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let other = store
+            .claim_run("other", later + Duration::milliseconds(500), lease, &[])
+            .await
+            .unwrap();
+        assert!(other.is_none(), "{other:?}");
+        // A lease held by someone else is not renewed by us.
+        let stolen = store
+            .claim_run("other", later + Duration::seconds(2), lease, &[])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .renew_run_leases("me", &[stolen.id], later + Duration::seconds(2), lease)
+                .await
+                .unwrap(),
+            Vec::<i64>::new()
+        );
+    }
+}

@@ -246,8 +246,12 @@ impl Processor {
                 return None;
             }
         };
-        let deviation =
-            ((rate - quote.price).abs() * Decimal::ONE_HUNDRED / quote.price).round_dp(2);
+        // Checked: a rate too far off to compute (or a zero price) counts as far off.
+        let deviation = rate
+            .checked_sub(quote.price)
+            .and_then(|d| d.abs().checked_mul(Decimal::ONE_HUNDRED))
+            .and_then(|d| d.checked_div(quote.price))
+            .map_or(Decimal::MAX, |d| d.round_dp(2));
         (deviation > allowed).then(|| {
             tracing::warn!(exchange = %exchange.id, %rate, market = %quote.price, %deviation, "exchange rate far from the market price");
             json!({

@@ -185,7 +185,11 @@ impl Dispatcher {
                 let attempt = u32::try_from(item.budget_used).unwrap_or(u32::MAX);
                 let wait = backoff::delay(&self.config, attempt, retry_after);
                 Completion::Retry {
-                    at: now + Duration::from_std(wait).unwrap_or(Duration::MAX),
+                    // Checked: a wait beyond what a date holds means "never", not a panic.
+                    at: Duration::from_std(wait)
+                        .ok()
+                        .and_then(|wait| now.checked_add_signed(wait))
+                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
                     http_status: e.http_status(),
                     unknown: matches!(e, HandlerError::Unknown(_)),
                     error: e.to_string(),
