@@ -292,7 +292,7 @@ async fn withdrawal_follower(
     while !*shutdown.borrow() {
         match crate::withdraw::follow(&store, &config).await {
             Ok(_) => logs::recovered("following withdrawals"),
-            Err(err) => logs::error("following withdrawals", &err),
+            Err(err) => logs::store_error(&store, "following withdrawals", &err),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -313,7 +313,8 @@ async fn scheduler_loop(
         match Scheduler::load(&store, &workflows, clock.now()).await {
             Ok(s) => break s,
             Err(err) => {
-                logs::error(
+                logs::store_error(
+                    &store,
                     "scheduler: cannot read its state; trying again in 5 s",
                     &err,
                 );
@@ -333,7 +334,7 @@ async fn scheduler_loop(
                 heartbeat.beat(clock.now());
                 logs::recovered("scheduler");
             }
-            Err(err) => logs::error("scheduler", &err),
+            Err(err) => logs::store_error(&store, "scheduler", &err),
         }
         let now = clock.now();
         let wait = scheduler

@@ -91,6 +91,19 @@ pub fn error(what: &'static str, err: &dyn Display) {
     }
 }
 
+/// Like `error`, for a failure of the database itself, which `/healthz` is also told of: a
+/// webhook answered 503 for want of room must not sit beside a health check that says "ok".
+pub fn store_error(
+    store: &crate::store::Store,
+    what: &'static str,
+    err: &crate::store::StoreError,
+) {
+    if matches!(err, crate::store::StoreError::Sql(_)) {
+        store.write_health().failed(&format!("{what}: {err}"));
+    }
+    error(what, err);
+}
+
 /// Tells that `what` works again; logs how often it failed since its last line, if it did.
 pub fn recovered(what: &'static str) {
     let held_back = limiter().lock().ok().and_then(|mut l| l.recovered(what));

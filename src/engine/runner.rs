@@ -167,7 +167,7 @@ impl Runner {
                     }
                     Ok(None) => break,
                     Err(err) => {
-                        logs::error(RUNNER, &err);
+                        logs::store_error(&self.store, RUNNER, &err);
                         reached_database = false;
                         break;
                     }
@@ -213,7 +213,8 @@ impl Runner {
         {
             Ok(_) => true,
             Err(err) => {
-                logs::error(
+                logs::store_error(
+                    &self.store,
                     "runner: cannot renew the leases of the runs in flight",
                     &err,
                 );
@@ -234,6 +235,11 @@ impl Runner {
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
+                if matches!(err, StoreError::Sql(_)) {
+                    self.store
+                        .write_health()
+                        .failed(&format!("run {id}: {err}"));
+                }
                 tracing::error!(run = id, %err, "a run stopped on a database error; it resumes once its lease runs out");
             }
             Err(join) if join.is_panic() => {

@@ -83,7 +83,8 @@ async fn write_batches(
                 stored.notify_one();
             }
             Err(err) => {
-                crate::engine::logs::error(
+                crate::engine::logs::store_error(
+                    &store,
                     "cannot store webhooks; Pocket is answered 503 and will retry",
                     &err,
                 );

@@ -120,7 +120,7 @@ impl Dispatcher {
                         continue;
                     }
                 }
-                Err(err) => logs::error(DISPATCHER, &err),
+                Err(err) => logs::store_error(&self.store, DISPATCHER, &err),
             }
             // Sleep until the next item is due; at most a second, because other processes
             // (a second daemon, `satflow outbox retry`) cannot wake us.

@@ -24,7 +24,8 @@ pub struct WriteFailure {
 }
 
 impl WriteHealth {
-    pub(crate) fn failed(&self, reason: &str) {
+    /// Remembers that a write (or another question to the database) failed just now.
+    pub fn failed(&self, reason: &str) {
         if let Ok(mut r) = self.reason.lock() {
             *r = reason.to_string();
         }

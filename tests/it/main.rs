@@ -12,6 +12,7 @@ mod order_setup;
 mod plan;
 mod pocket;
 mod report;
+mod robustness;
 mod sink;
 mod smtp;
 mod wallets;
