@@ -259,3 +259,68 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::clock::SystemClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The system's time, except that reading number `trip` panics: a fault injected into an
+    /// attempt, after its handler answered and before its outcome is recorded.
+    struct Tripwire {
+        calls: AtomicUsize,
+        trip: usize,
+    }
+
+    impl Clock for Tripwire {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.trip {
+                panic!("index out of bounds");
+            }
+            SystemClock.now()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_panics_kills_its_item_with_the_reason_and_the_dispatcher_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let item = crate::outbox::handlers::http::item(
+            "k".into(),
+            None,
+            "http://127.0.0.1:9/closed",
+            json!({}),
+            &[],
+            std::time::Duration::from_secs(2),
+        );
+        store.enqueue(&[item], chrono::Utc::now()).await.unwrap();
+        // Reading 1 claims the item; reading 2 comes after the handler answered.
+        let clock = Arc::new(Tripwire {
+            calls: AtomicUsize::new(0),
+            trip: 2,
+        });
+        let dispatcher = Arc::new(Dispatcher {
+            store: store.clone(),
+            handlers: Handlers::new(None, None, None, None),
+            clock,
+            config: OutboxConfig::default(),
+            lease: Duration::seconds(30),
+            owner: "test".into(),
+            alerts: Alerts::new(None, Default::default()),
+            env: crate::workflow::expr::environment(),
+            wake: Arc::new(Notify::new()),
+            wake_runner: Arc::new(Notify::new()),
+            heartbeat: Heartbeat::default(),
+        });
+        assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+        let items = store.outbox_items(10).await.unwrap();
+        assert_eq!(items[0].status, "dead", "{items:?}");
+        assert_eq!(
+            items[0].last_error.as_deref(),
+            Some("satflow hit an internal error: index out of bounds")
+        );
+        // Nothing is left leased or due: the next pass finds nothing and returns.
+        assert_eq!(dispatcher.run_once().await.unwrap(), 0);
+    }
+}
