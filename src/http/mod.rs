@@ -22,14 +22,15 @@ use crate::engine::clock::Clock;
 use crate::engine::health::{self, Heartbeats, Limits, Observed};
 use crate::store::Store;
 
-/// `/healthz` probes the database at most this often; requests in between get the last answer.
-const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// `/healthz` writes its probe at most this often; requests in between reuse its outcome.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long any one question of `/healthz` may take before its part counts as failing: the
 /// answer never waits on the writers' busy timeout.
 const HEALTH_QUESTION_LIMIT: Duration = Duration::from_secs(1);
 
-type CachedHealth = Option<(Instant, StatusCode, Value)>;
+/// When the last probe write was made, and how it went.
+type LastProbe = Option<(Instant, Result<(), String>)>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -39,7 +40,7 @@ pub struct AppState {
     pub heartbeats: Heartbeats,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
-    last_health: Arc<Mutex<CachedHealth>>,
+    last_probe: Arc<Mutex<LastProbe>>,
 }
 
 impl AppState {
@@ -56,7 +57,7 @@ impl AppState {
             heartbeats,
             limits,
             metrics,
-            last_health: Arc::new(Mutex::new(None)),
+            last_probe: Arc::new(Mutex::new(None)),
         }
     }
 }
@@ -97,37 +98,43 @@ pub fn router(state: AppState, webhooks: Option<webhook::WebhookState>) -> Route
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let mut cached = state.last_health.lock().await;
-    let (status, body) = match &*cached {
-        Some((at, status, body)) if at.elapsed() < HEALTH_EVERY => (*status, body.clone()),
-        _ => {
-            let (status, body) = check_health(&state).await;
-            *cached = Some((Instant::now(), status, body.clone()));
-            (status, body)
-        }
-    };
-    drop(cached);
+    let (status, body) = check_health(&state).await;
     (status, axum::Json(body)).into_response()
+}
+
+/// `question`'s answer, or why there is none within `HEALTH_QUESTION_LIMIT`.
+async fn bounded<T, E: std::fmt::Display>(
+    question: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(HEALTH_QUESTION_LIMIT, question).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            HEALTH_QUESTION_LIMIT.as_secs_f64()
+        )),
+    }
+}
+
+/// The probe write's outcome, made at most once per `PROBE_EVERY` (a flood of `/healthz`
+/// requests is not a flood of writes; concurrent requests wait for the one probe).
+async fn probe(state: &AppState) -> Result<(), String> {
+    let mut last = state.last_probe.lock().await;
+    if let Some((at, outcome)) = &*last
+        && at.elapsed() < PROBE_EVERY
+    {
+        return outcome.clone();
+    }
+    let outcome = bounded(state.store.probe_write(state.clock.now())).await;
+    *last = Some((Instant::now(), outcome.clone()));
+    outcome
 }
 
 /// Asks every part, concurrently and each within `HEALTH_QUESTION_LIMIT`.
 async fn check_health(state: &AppState) -> (StatusCode, Value) {
-    async fn bounded<T, E: std::fmt::Display>(
-        question: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, String> {
-        match tokio::time::timeout(HEALTH_QUESTION_LIMIT, question).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} s",
-                HEALTH_QUESTION_LIMIT.as_secs_f64()
-            )),
-        }
-    }
     let store = &state.store;
-    let now = state.clock.now();
     let (probe, oldest, backlog, inbox) = tokio::join!(
-        bounded(store.probe_write(now)),
+        probe(state),
         bounded(store.oldest_pending_webhook()),
         bounded(store.outbox_backlog()),
         bounded(store.inbox_backlog()),

@@ -189,7 +189,7 @@ async fn after_writes_failed_for_want_of_room_the_daemon_recovers_by_itself() {
         refused >= 5,
         "webhooks are answered 503 while nothing can be written"
     );
-    // Past the one-second cache of the last answer.
+    // Past the one-second reuse of the last probe write.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, body) = health(&app).await;
     assert_eq!(status, 503, "{body:#}");
@@ -251,7 +251,7 @@ async fn healthz_names_a_database_locked_by_another_process_and_answers_at_once(
         .execute(&mut other)
         .await
         .unwrap();
-    // Past the one-second cache of the last answer.
+    // Past the one-second reuse of the last probe write.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let asked = Instant::now();
     let (status, body) = health(&app).await;
