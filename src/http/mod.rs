@@ -139,13 +139,16 @@ async fn check_health(state: &AppState) -> (StatusCode, Value) {
         bounded(store.outbox_backlog()),
         bounded(store.inbox_backlog()),
     );
+    let now = state.clock.now();
     let observed = Observed {
-        now: state.clock.now(),
+        now,
         probe,
+        // Failures are stamped with the machine's time, heartbeats with the engine's clock
+        // (moved in the demo and in tests): the failure's age is carried over, not its date.
         last_write_failure: store
             .write_health()
             .last_failure()
-            .map(|f| (f.at, f.reason)),
+            .map(|f| (now - (chrono::Utc::now() - f.at), f.reason)),
         scheduler: state.heartbeats.scheduler.last(),
         runner: state.heartbeats.runner.last(),
         dispatcher: state.heartbeats.dispatcher.last(),
