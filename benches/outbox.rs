@@ -58,6 +58,7 @@ fn main() {
             env: satflow::workflow::expr::environment(),
             wake: Arc::new(Notify::new()),
             wake_runner: Arc::new(Notify::new()),
+            heartbeat: Default::default(),
         });
         let start = Instant::now();
         while dispatcher.run_once().await.unwrap() > 0 {}

@@ -1,5 +1,8 @@
 //! `satflow report [--csv | --json]`: totals (fiat spent, bitcoin stacked, average price paid,
 //! fees) and the ledger's entries.
+//!
+//! An absurd stored value never stops the report: its entry is left out and a warning naming
+//! it goes to stderr (and into `--json`), so stdout stays the report alone.
 
 use std::path::Path;
 
@@ -25,16 +28,21 @@ pub fn run(config_path: &Path, args: &ReportArgs) -> anyhow::Result<Outcome> {
         };
         let exchanges = store.exchanges(i64::MAX).await?;
         let withdrawals = store.withdrawals(i64::MAX).await?;
-        let entries = ledger::entries(&exchanges, &withdrawals);
+        let (entries, mut skipped) = ledger::checked_entries(&exchanges, &withdrawals);
+        let totals = ledger::totals(&entries);
+        skipped.extend(totals.skipped.iter().cloned());
+        for reason in &skipped {
+            eprintln!("warning: {reason}");
+        }
         if args.csv {
             print!("{}", ledger::csv(&entries));
             return Ok(Outcome::Success);
         }
-        let totals = ledger::totals(&entries);
         if args.json {
             let doc = json!({
                 "totals": ledger::totals_json(&totals),
                 "entries": entries.iter().map(ledger::entry_json).collect::<Vec<_>>(),
+                "warnings": skipped,
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(Outcome::Success);

@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::clock::Clock;
+use super::health::{Heartbeat, Heartbeats, Limits};
+use super::logs;
 use super::runner::Runner;
 use super::scheduler::Scheduler;
 use crate::config::Config;
@@ -66,7 +67,6 @@ pub async fn serve(
         source,
     })?;
     let owner = format!("{}-{}", std::process::id(), clock.now().timestamp_millis());
-    let heartbeat = Arc::new(AtomicI64::new(0));
     let metrics = metrics_handle();
     let Workers {
         dispatcher,
@@ -80,6 +80,11 @@ pub async fn serve(
         owner.clone(),
     )?;
 
+    let heartbeats = Heartbeats {
+        scheduler: Heartbeat::default(),
+        runner: runner.heartbeat.clone(),
+        dispatcher: dispatcher.heartbeat.clone(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
@@ -108,7 +113,7 @@ pub async fn serve(
         store.clone(),
         Arc::clone(&clock),
         workflows,
-        Arc::clone(&heartbeat),
+        heartbeats.scheduler.clone(),
         Arc::clone(&wake_runner),
         shutdown.clone(),
     ));
@@ -140,13 +145,15 @@ pub async fn serve(
             stored,
         )
     });
+    let limits = Limits::for_lease(runner.lease);
     let app = router(
-        AppState {
-            store: store.clone(),
-            clock: Arc::clone(&clock),
-            scheduler_heartbeat: heartbeat,
+        AppState::new(
+            store.clone(),
+            Arc::clone(&clock),
+            heartbeats,
+            limits,
             metrics,
-        },
+        ),
         webhooks,
     );
     let mut http_shutdown = shutdown.clone();
@@ -243,6 +250,7 @@ pub fn workers(
         env: env.clone(),
         wake: Arc::clone(&wake_outbox),
         wake_runner: Arc::clone(&wake_runner),
+        heartbeat: Heartbeat::default(),
     });
     let runner = Arc::new(Runner {
         store: store.clone(),
@@ -260,6 +268,7 @@ pub fn workers(
         env,
         wake_outbox,
         wake: Arc::clone(&wake_runner),
+        heartbeat: Heartbeat::default(),
     });
     Ok(Workers {
         dispatcher,
@@ -279,8 +288,9 @@ async fn withdrawal_follower(
         .follow_every
         .clamp(std::time::Duration::from_millis(100), MAX_SCHEDULER_SLEEP);
     while !*shutdown.borrow() {
-        if let Err(err) = crate::withdraw::follow(&store, &config).await {
-            tracing::error!(%err, "following withdrawals");
+        match crate::withdraw::follow(&store, &config).await {
+            Ok(_) => logs::recovered("following withdrawals"),
+            Err(err) => logs::store_error(&store, "following withdrawals", &err),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -293,7 +303,7 @@ async fn scheduler_loop(
     store: Store,
     clock: Arc<dyn Clock>,
     workflows: Vec<Workflow>,
-    heartbeat: Arc<AtomicI64>,
+    heartbeat: Heartbeat,
     wake_runner: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -301,7 +311,11 @@ async fn scheduler_loop(
         match Scheduler::load(&store, &workflows, clock.now()).await {
             Ok(s) => break s,
             Err(err) => {
-                tracing::error!(%err, "scheduler: cannot read its state; trying again in 5 s");
+                logs::store_error(
+                    &store,
+                    "scheduler: cannot read its state; trying again in 5 s",
+                    &err,
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
                     _ = shutdown.changed() => return,
@@ -311,12 +325,16 @@ async fn scheduler_loop(
     };
     while !*shutdown.borrow() {
         match scheduler.tick(&store, clock.now()).await {
-            Ok(queued) if !queued.is_empty() => wake_runner.notify_one(),
-            Ok(_) => {}
-            Err(err) => tracing::error!(%err, "scheduler"),
+            Ok(queued) => {
+                if !queued.is_empty() {
+                    wake_runner.notify_one();
+                }
+                heartbeat.beat(clock.now());
+                logs::recovered("scheduler");
+            }
+            Err(err) => logs::store_error(&store, "scheduler", &err),
         }
         let now = clock.now();
-        heartbeat.store(now.timestamp_millis(), Ordering::Relaxed);
         let wait = scheduler
             .next_fire()
             .map(|next| (next - now).to_std().unwrap_or_default())

@@ -6,5 +6,7 @@
 
 pub mod clock;
 pub mod daemon;
+pub mod health;
+pub mod logs;
 pub mod runner;
 pub mod scheduler;

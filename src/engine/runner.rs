@@ -4,16 +4,23 @@
 //! A run claimed again after a crash resumes at its first unrecorded step: recorded steps are
 //! never executed twice. A step never calls the outside world itself; its effects are outbox
 //! items committed with its result, and a step that needs an effect's answer waits for it.
+//!
+//! Several runs execute at once (`CONCURRENCY`), each in a task of its own under its lease,
+//! which the runner renews while the run executes: a slow step holds only its own run. A run
+//! that panics is failed with the reason; it never stops the runner or another run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Duration;
 use lettre::message::Mailbox;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use super::clock::Clock;
+use super::health::Heartbeat;
+use super::logs;
 use crate::config::{Alert, Config};
 use crate::notify::email::{Alerts, Content, Mailer};
 use crate::outbox::handlers::http;
@@ -42,7 +49,19 @@ pub struct Runner {
     pub wake_outbox: Arc<Notify>,
     /// Notified when there may be runs to take (new fires, finished waits).
     pub wake: Arc<Notify>,
+    /// Marked after each pass that reached the database, for `/healthz`.
+    pub heartbeat: Heartbeat,
 }
+
+/// How many runs one runner executes at once.
+pub const CONCURRENCY: usize = 4;
+
+/// The longest the runner waits before looking for runs again: `satflow trigger` in another
+/// process cannot wake it.
+const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The log line of a failing pass of the runner (rate-limited).
+const RUNNER: &str = "runner";
 
 /// What executing one step decided, before it is recorded: its status and output, and the
 /// effects it causes (outbox items committed with it).
@@ -93,37 +112,148 @@ impl StepOutcome {
     }
 }
 
+/// Aborts a task when dropped: a run's task does not outlive the runner that awaits it.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text a panic carried.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(s) => *s,
+        Err(panic) => match panic.downcast::<&'static str>() {
+            Ok(s) => (*s).to_string(),
+            Err(_) => "a panic without a message".to_string(),
+        },
+    }
+}
+
 impl Runner {
-    /// Takes one run and executes it as far as it goes; false when there was none.
-    pub async fn run_once(&self) -> Result<bool, StoreError> {
-        match self
-            .store
-            .claim_run(&self.owner, self.clock.now(), self.lease)
-            .await?
-        {
-            Some(run) => {
-                self.execute(run).await?;
-                Ok(true)
+    /// Runs until `shutdown` turns true; the runs in progress are finished first (their leases
+    /// renewed meanwhile).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut in_flight: JoinSet<i64> = JoinSet::new();
+        let mut busy: HashSet<i64> = HashSet::new();
+        let renew_every = (self.lease / 3)
+            .to_std()
+            .unwrap_or(POLL)
+            .clamp(std::time::Duration::from_millis(100), POLL * 20);
+        let mut renewed_at = tokio::time::Instant::now();
+        while !*shutdown.borrow() {
+            while let Some(done) = in_flight.try_join_next() {
+                if let Ok(id) = done {
+                    busy.remove(&id);
+                }
             }
-            None => Ok(false),
+            let mut reached_database = true;
+            if renewed_at.elapsed() >= renew_every {
+                renewed_at = tokio::time::Instant::now();
+                reached_database &= self.renew(&busy).await;
+            }
+            while busy.len() < CONCURRENCY {
+                let taken: Vec<i64> = busy.iter().copied().collect();
+                match self
+                    .store
+                    .claim_run(&self.owner, self.clock.now(), self.lease, &taken)
+                    .await
+                {
+                    Ok(Some(run)) => {
+                        busy.insert(run.id);
+                        in_flight.spawn(Arc::clone(&self).guarded(run));
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        logs::store_error(&self.store, RUNNER, &err);
+                        reached_database = false;
+                        break;
+                    }
+                }
+            }
+            if reached_database {
+                self.heartbeat.beat(self.clock.now());
+                logs::recovered(RUNNER);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL.min(renew_every)) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(id) = done {
+                        busy.remove(&id);
+                    }
+                }
+            }
+        }
+        // Stopping: nothing new is taken; what is in flight finishes under a renewed lease.
+        while !in_flight.is_empty() {
+            tokio::select! {
+                Some(done) = in_flight.join_next() => {
+                    if let Ok(id) = done {
+                        busy.remove(&id);
+                    }
+                }
+                _ = tokio::time::sleep(renew_every) => {
+                    self.renew(&busy).await;
+                }
+            }
         }
     }
 
-    /// Runs until `shutdown` turns true; the run in progress is finished first.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
-            match self.run_once().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(err) => tracing::error!(%err, "runner"),
-            }
-            // `satflow trigger` in another process cannot wake us: look again within a second.
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-                _ = self.wake.notified() => {}
-                _ = shutdown.changed() => {}
+    /// Extends the leases of the runs in flight; false when the database could not be reached.
+    async fn renew(&self, busy: &HashSet<i64>) -> bool {
+        let runs: Vec<i64> = busy.iter().copied().collect();
+        match self
+            .store
+            .renew_run_leases(&self.owner, &runs, self.clock.now(), self.lease)
+            .await
+        {
+            Ok(_) => true,
+            Err(err) => {
+                logs::store_error(
+                    &self.store,
+                    "runner: cannot renew the leases of the runs in flight",
+                    &err,
+                );
+                false
             }
         }
+    }
+
+    /// Executes `run` in a task of its own and returns its id when that task ends. A panic
+    /// fails the run with the reason; a database error leaves the run to its lease, so it is
+    /// taken up again once the lease runs out.
+    async fn guarded(self: Arc<Self>, run: RunRow) -> i64 {
+        let id = run.id;
+        let me = Arc::clone(&self);
+        let row = run.clone();
+        let task = tokio::spawn(async move { me.execute(row).await });
+        let _abort = AbortOnDrop(task.abort_handle());
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                if matches!(err, StoreError::Sql(_)) {
+                    self.store
+                        .write_health()
+                        .failed(&format!("run {id}: {err}"));
+                }
+                tracing::error!(run = id, %err, "a run stopped on a database error; it resumes once its lease runs out");
+            }
+            Err(join) if join.is_panic() => {
+                let message = panic_message(join.into_panic());
+                tracing::error!(run = id, panic = %message, "a run panicked; it is failed and the runner goes on");
+                let workflow = self.workflows.get(&run.workflow);
+                let error = format!("satflow hit an internal error: {message}");
+                if let Err(err) = self.fail(&run, workflow, &error).await {
+                    tracing::error!(run = id, %err, "cannot record the run that panicked as failed; it is taken up again once its lease runs out");
+                }
+            }
+            Err(_) => {}
+        }
+        id
     }
 
     async fn execute(&self, run: RunRow) -> Result<(), StoreError> {
@@ -569,4 +699,173 @@ fn render_json(
         ),
         other => other.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Database, EngineConfig, OutboxConfig, PriceSource, PricesConfig};
+    use crate::engine::clock::SystemClock;
+    use crate::store::Trigger;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The system's time, except that the first reading after `arm` panics: a fault injected
+    /// into a run's execution, which reads the time to record its end.
+    struct Tripwire(AtomicBool);
+
+    impl Clock for Tripwire {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            if self.0.swap(false, Ordering::SeqCst) {
+                panic!("Multiplication overflowed");
+            }
+            SystemClock.now()
+        }
+    }
+
+    fn runner(store: &Store, clock: Arc<Tripwire>) -> Arc<Runner> {
+        let config = Config {
+            path: "satflow.yaml".into(),
+            database: Database::Sqlite("db".into()),
+            workflow_files: Vec::new(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pocket: None,
+            email: None,
+            wallets: Default::default(),
+            lightning: Default::default(),
+            withdraw: Default::default(),
+            prices: PricesConfig {
+                source: PriceSource::Peach,
+                peach_url: "http://127.0.0.1:9".parse().unwrap(),
+                bitpay_url: "http://127.0.0.1:9".parse().unwrap(),
+                max_age: std::time::Duration::from_secs(60),
+                sanity_percent: None,
+            },
+            outbox: OutboxConfig::default(),
+            engine: EngineConfig::default(),
+            alerts: Default::default(),
+            templates: Default::default(),
+        };
+        Arc::new(Runner {
+            store: store.clone(),
+            config: Arc::new(config),
+            pocket: None,
+            clock,
+            workflows: [("w".to_string(), placeholder("w"))].into_iter().collect(),
+            mailer: None,
+            alerts: Alerts::new(None, Default::default()),
+            owner: "test".into(),
+            lease: Duration::seconds(30),
+            env: crate::workflow::expr::environment(),
+            wake_outbox: Arc::new(Notify::new()),
+            wake: Arc::new(Notify::new()),
+            heartbeat: Heartbeat::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_run_that_panics_is_failed_with_the_reason_and_the_next_run_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let clock = Arc::new(Tripwire(AtomicBool::new(false)));
+        let runner = runner(&store, Arc::clone(&clock));
+        let now = chrono::Utc::now();
+        for key in ["poison", "normal"] {
+            store
+                .queue_run("w", Trigger::Manual, key, None, now)
+                .await
+                .unwrap();
+        }
+        let poison = store
+            .claim_run("test", now, Duration::seconds(30), &[])
+            .await
+            .unwrap()
+            .unwrap();
+        clock.0.store(true, Ordering::SeqCst);
+        assert_eq!(Arc::clone(&runner).guarded(poison).await, 1);
+        let failed = store.run(1).await.unwrap().unwrap();
+        assert_eq!(failed.status, "failed");
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("satflow hit an internal error: Multiplication overflowed")
+        );
+
+        // The runner's loop takes the next run as if nothing happened.
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(Arc::clone(&runner).run(stopped));
+        let mut waited = 0;
+        while store.run(2).await.unwrap().unwrap().status != "succeeded" {
+            assert!(waited < 100, "the next run did not succeed");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = stop.send(true);
+        task.await.unwrap();
+        assert!(
+            runner.heartbeat.last().is_some(),
+            "the runner's passes are marked"
+        );
+        assert_eq!(store.run(1).await.unwrap().unwrap().status, "failed");
+    }
+
+    #[tokio::test]
+    async fn runs_in_flight_are_not_taken_twice_and_keep_their_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let t0 = chrono::Utc::now();
+        for key in ["a", "b"] {
+            store
+                .queue_run("w", Trigger::Manual, key, None, t0)
+                .await
+                .unwrap();
+        }
+        let lease = Duration::seconds(1);
+        let a = store
+            .claim_run("me", t0, lease, &[])
+            .await
+            .unwrap()
+            .unwrap();
+        // Its lease ran out while a slow step executes: this runner does not take it again.
+        let later = t0 + Duration::seconds(5);
+        let next = store
+            .claim_run("me", later, lease, &[a.id])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(next.id, a.id);
+        assert_eq!(
+            store
+                .claim_run("me", later, lease, &[a.id, next.id])
+                .await
+                .unwrap()
+                .map(|r| r.id),
+            None
+        );
+        // Renewed, neither is taken by another daemon.
+        assert_eq!(
+            store
+                .renew_run_leases("me", &[a.id, next.id], later, lease)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let other = store
+            .claim_run("other", later + Duration::milliseconds(500), lease, &[])
+            .await
+            .unwrap();
+        assert!(other.is_none(), "{other:?}");
+        // A lease held by someone else is not renewed by us.
+        let stolen = store
+            .claim_run("other", later + Duration::seconds(2), lease, &[])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .renew_run_leases("me", &[stolen.id], later + Duration::seconds(2), lease)
+                .await
+                .unwrap(),
+            Vec::<i64>::new()
+        );
+    }
 }

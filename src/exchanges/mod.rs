@@ -64,14 +64,14 @@ impl Processor {
             match self.process_inbox().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
-                Err(err) => tracing::error!(%err, "webhook inbox"),
+                Err(err) => crate::engine::logs::store_error(&self.store, "webhook inbox", &err),
             }
             if tokio::time::Instant::now() >= next_reconcile {
                 if let Err(err) = self.reconcile_once().await {
-                    tracing::error!(%err, "reconciliation");
+                    crate::engine::logs::store_error(&self.store, "reconciliation", &err);
                 }
                 if let Err(err) = self.follow_payouts().await {
-                    tracing::error!(%err, "payout confirmations");
+                    crate::engine::logs::store_error(&self.store, "payout confirmations", &err);
                 }
                 if let Err(err) = self.summarise_alerts().await {
                     tracing::error!(%err, "alert summaries");
@@ -269,8 +269,12 @@ impl Processor {
                 return None;
             }
         };
-        let deviation =
-            ((rate - quote.price).abs() * Decimal::ONE_HUNDRED / quote.price).round_dp(2);
+        // Checked: a rate too far off to compute (or a zero price) counts as far off.
+        let deviation = rate
+            .checked_sub(quote.price)
+            .and_then(|d| d.abs().checked_mul(Decimal::ONE_HUNDRED))
+            .and_then(|d| d.checked_div(quote.price))
+            .map_or(Decimal::MAX, |d| d.round_dp(2));
         (deviation > allowed).then(|| {
             tracing::warn!(exchange = %exchange.id, %rate, market = %quote.price, %deviation, "exchange rate far from the market price");
             json!({

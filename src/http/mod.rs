@@ -8,7 +8,7 @@ pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,21 +16,51 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
 
 use crate::engine::clock::Clock;
+use crate::engine::health::{self, Heartbeats, Limits, Observed};
 use crate::store::Store;
 
-/// A scheduler that has not ticked for this long is reported dead.
-const SCHEDULER_STALE_MS: i64 = 90_000;
+/// `/healthz` writes its probe at most this often; requests in between reuse its outcome.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long any one question of `/healthz` may take before its part counts as failing: the
+/// answer never waits on the writers' busy timeout.
+const HEALTH_QUESTION_LIMIT: Duration = Duration::from_secs(1);
+
+/// When the last probe write was made, and how it went.
+type LastProbe = Option<(Instant, Result<(), String>)>;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
-    /// When the scheduler last finished a pass, in ms since the epoch.
-    pub scheduler_heartbeat: Arc<AtomicI64>,
+    /// When the scheduler, the runner and the dispatcher last completed a pass.
+    pub heartbeats: Heartbeats,
+    pub limits: Limits,
     pub metrics: PrometheusHandle,
+    last_probe: Arc<Mutex<LastProbe>>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        heartbeats: Heartbeats,
+        limits: Limits,
+        metrics: PrometheusHandle,
+    ) -> AppState {
+        AppState {
+            store,
+            clock,
+            heartbeats,
+            limits,
+            metrics,
+            last_probe: Arc::new(Mutex::new(None)),
+        }
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -69,29 +99,81 @@ pub fn router(state: AppState, webhooks: Option<webhook::WebhookState>) -> Route
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let database = state.store.ping().await;
-    let backlog = state.store.outbox_backlog().await.ok();
-    let last_tick = state.scheduler_heartbeat.load(Ordering::Relaxed);
-    let scheduler_alive =
-        last_tick > 0 && state.clock.now().timestamp_millis() - last_tick < SCHEDULER_STALE_MS;
-    let healthy = database && scheduler_alive && backlog.is_some();
-    let inbox = state.store.inbox_backlog().await.ok();
+    let (status, body) = check_health(&state).await;
+    (status, axum::Json(body)).into_response()
+}
+
+/// `question`'s answer, or why there is none within `HEALTH_QUESTION_LIMIT`.
+async fn bounded<T, E: std::fmt::Display>(
+    question: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(HEALTH_QUESTION_LIMIT, question).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            HEALTH_QUESTION_LIMIT.as_secs_f64()
+        )),
+    }
+}
+
+/// The probe write's outcome, made at most once per `PROBE_EVERY` (a flood of `/healthz`
+/// requests is not a flood of writes; concurrent requests wait for the one probe).
+async fn probe(state: &AppState) -> Result<(), String> {
+    let mut last = state.last_probe.lock().await;
+    if let Some((at, outcome)) = &*last
+        && at.elapsed() < PROBE_EVERY
+    {
+        return outcome.clone();
+    }
+    let outcome = bounded(state.store.probe_write(state.clock.now())).await;
+    *last = Some((Instant::now(), outcome.clone()));
+    outcome
+}
+
+/// Asks every part, concurrently and each within `HEALTH_QUESTION_LIMIT`.
+async fn check_health(state: &AppState) -> (StatusCode, Value) {
+    let store = &state.store;
+    let (probe, oldest, backlog, inbox) = tokio::join!(
+        probe(state),
+        bounded(store.oldest_pending_webhook()),
+        bounded(store.outbox_backlog()),
+        bounded(store.inbox_backlog()),
+    );
+    let now = state.clock.now();
+    let observed = Observed {
+        now,
+        probe,
+        // Failures are stamped with the machine's time, heartbeats with the engine's clock
+        // (moved in the demo and in tests): the failure's age is carried over, not its date.
+        last_write_failure: store
+            .write_health()
+            .last_failure()
+            .map(|f| (now - (chrono::Utc::now() - f.at), f.reason)),
+        scheduler: state.heartbeats.scheduler.last(),
+        runner: state.heartbeats.runner.last(),
+        dispatcher: state.heartbeats.dispatcher.last(),
+        oldest_pending_webhook: oldest,
+    };
+    let verdict = health::assess(&observed, &state.limits);
     let body = json!({
-        "status": if healthy { "ok" } else { "unhealthy" },
-        "webhooks": inbox.map(|(pending, unrecognized, failed)| json!({ "pending": pending, "unrecognized": unrecognized, "failed": failed })),
-        "database": database,
+        "status": if verdict.healthy() { "ok" } else { "unhealthy" },
+        "failing": verdict.failing,
+        "database": verdict.checks["database"]["ok"],
         "scheduler": {
-            "alive": scheduler_alive,
-            "last_tick": chrono::DateTime::from_timestamp_millis(last_tick).map(|t| t.to_rfc3339()),
+            "alive": verdict.checks["scheduler"]["ok"],
+            "last_tick": observed.scheduler.map(|t| t.to_rfc3339()),
         },
-        "outbox": backlog.map(|(pending, dead)| json!({ "pending": pending, "dead": dead })),
+        "checks": verdict.checks,
+        "webhooks": inbox.ok().map(|(pending, unrecognized, failed)| json!({ "pending": pending, "unrecognized": unrecognized, "failed": failed })),
+        "outbox": backlog.ok().map(|(pending, dead)| json!({ "pending": pending, "dead": dead })),
     });
-    let status = if healthy {
+    let status = if verdict.healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(body)).into_response()
+    (status, body)
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {

@@ -88,7 +88,11 @@ async fn write_batches(
                 stored.notify_one();
             }
             Err(err) => {
-                tracing::error!(%err, count = batch.len(), "cannot store webhooks; Pocket is answered 503 and will retry");
+                crate::engine::logs::store_error(
+                    &store,
+                    "cannot store webhooks; Pocket is answered 503 and will retry",
+                    &err,
+                );
                 for (_, answer) in batch.drain(..) {
                     let _ = answer.send(None);
                 }

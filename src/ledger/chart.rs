@@ -80,9 +80,14 @@ impl Canvas {
 /// Where a value lands between `top` and `bottom` (pixels) for the range `min..=max`. Only the
 /// drawing goes through floating point; every amount shown as text stays exact.
 fn y_of(value: Decimal, min: Decimal, max: Decimal, top: i64, bottom: i64) -> i64 {
-    let span = (max - min).max(Decimal::new(1, 8));
-    let share = ((value - min) / span)
-        .to_f64()
+    let span = max
+        .checked_sub(min)
+        .unwrap_or(Decimal::MAX)
+        .max(Decimal::new(1, 8));
+    let share = value
+        .checked_sub(min)
+        .and_then(|d| d.checked_div(span))
+        .and_then(|d| d.to_f64())
         .unwrap_or(0.0)
         .clamp(0.0, 1.0);
     bottom - ((bottom - top) as f64 * share).round() as i64
@@ -106,9 +111,17 @@ pub fn draw(entries: &[Entry], currency: &str, until: DateTime<Utc>) -> Option<(
     let (mut btc_line, mut price_line, mut average_line) = (Vec::new(), Vec::new(), Vec::new());
     let (mut price_min, mut price_max) = (Decimal::MAX, Decimal::ZERO);
     for b in &buys {
-        stacked += b.btc.unwrap_or_default();
-        spent += b.fiat.unwrap_or_default();
-        let average = spent / stacked;
+        // The ledger bounds each amount, so these sums fit; a buy that would not is not drawn.
+        let (Some(s), Some(f)) = (
+            stacked.checked_add(b.btc.unwrap_or_default()),
+            spent.checked_add(b.fiat.unwrap_or_default()),
+        ) else {
+            continue;
+        };
+        (stacked, spent) = (s, f);
+        let Some(average) = spent.checked_div(stacked) else {
+            continue;
+        };
         let rate = b.rate.unwrap_or(average);
         for p in [rate, average] {
             price_min = price_min.min(p);

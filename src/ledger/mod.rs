@@ -2,7 +2,10 @@
 //! totals a user (or their accountant) wants — fiat spent, bitcoin stacked, average price paid,
 //! fees. Derived from what the database holds, so it can never disagree with it.
 //!
-//! Amounts stay `Decimal` throughout; satoshis become BTC by moving the decimal point.
+//! Amounts stay `Decimal` throughout; satoshis become BTC by moving the decimal point. Every
+//! sum and quotient is checked: an absurd value in the database (a bitcoin amount above 21
+//! million, a fiat amount beyond any real purchase) is left out with a warning that names it,
+//! never a panic.
 
 pub mod chart;
 
@@ -12,6 +15,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use crate::domain::Btc;
 use crate::pocket::types::{ExchangeState, parse_decimal};
 use crate::store::{ExchangeRow, WithdrawalRow};
 
@@ -40,8 +44,45 @@ pub struct Entry {
     pub txid: Option<String>,
 }
 
+/// No real purchase, fee or rate comes near a thousand trillion units of a fiat currency.
+pub const MAX_FIAT: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0);
+
 fn sat_to_btc(sat: u64) -> Decimal {
+    // Dividing by a constant above one cannot overflow.
     Decimal::from(sat) / Decimal::from(100_000_000u64)
+}
+
+impl Entry {
+    /// Why this entry cannot be counted, if one of its amounts is absurd.
+    fn absurd(&self) -> Option<String> {
+        let btc = [("bitcoin amount", self.btc), ("network fee", self.btc_fee)];
+        let fiat = [
+            ("fiat amount", self.fiat),
+            ("fiat fee", self.fiat_fee),
+            ("rate", self.rate),
+        ];
+        for (what, value) in btc {
+            if let Some(v) = value
+                && (v.is_sign_negative() && !v.is_zero() || v > Btc::MAX_BTC)
+            {
+                return Some(format!(
+                    "{} {}: its {what} {v} is not between 0 and 21,000,000 BTC",
+                    self.kind, self.reference
+                ));
+            }
+        }
+        for (what, value) in fiat {
+            if let Some(v) = value
+                && (v.is_sign_negative() && !v.is_zero() || v > MAX_FIAT)
+            {
+                return Some(format!(
+                    "{} {}: its {what} {v} is not between 0 and {MAX_FIAT}",
+                    self.kind, self.reference
+                ));
+            }
+        }
+        None
+    }
 }
 
 fn decimal(v: &Value) -> Option<Decimal> {
@@ -52,8 +93,31 @@ fn decimal(v: &Value) -> Option<Decimal> {
     }
 }
 
-/// The ledger's entries, oldest first.
+/// The ledger's entries, oldest first; an entry with an absurd amount is left out and logged.
 pub fn entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<Entry> {
+    let (entries, skipped) = checked_entries(exchanges, withdrawals);
+    for reason in skipped {
+        tracing::warn!(%reason, "a ledger entry is left out");
+    }
+    entries
+}
+
+/// The ledger's entries, oldest first, and why each entry left out was left out.
+pub fn checked_entries(
+    exchanges: &[ExchangeRow],
+    withdrawals: &[WithdrawalRow],
+) -> (Vec<Entry>, Vec<String>) {
+    let (mut kept, mut skipped) = (Vec::new(), Vec::new());
+    for entry in all_entries(exchanges, withdrawals) {
+        match entry.absurd() {
+            Some(reason) => skipped.push(format!("left out {reason}")),
+            None => kept.push(entry),
+        }
+    }
+    (kept, skipped)
+}
+
+fn all_entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<Entry> {
     let mut out = Vec::new();
     for row in exchanges {
         let e = &row.exchange;
@@ -143,9 +207,13 @@ pub struct CurrencyTotals {
 }
 
 impl CurrencyTotals {
-    /// What a bitcoin cost on average, fees included; `None` before the first buy.
+    /// What a bitcoin cost on average, fees included; `None` before the first buy (or if the
+    /// quotient does not fit a decimal).
     pub fn average_price(&self) -> Option<Decimal> {
-        (self.btc > Decimal::ZERO).then(|| (self.spent / self.btc).round_dp(2))
+        (self.btc > Decimal::ZERO)
+            .then(|| self.spent.checked_div(self.btc))
+            .flatten()
+            .map(|p| p.round_dp(2))
     }
 }
 
@@ -156,38 +224,57 @@ pub struct Totals {
     pub payout_fees_btc: Decimal,
     pub withdrawn_btc: Decimal,
     pub withdrawal_fees_btc: Decimal,
+    /// Entries that could not be added up (a sum beyond what a decimal holds), and why.
+    pub skipped: Vec<String>,
+}
+
+/// `total + value`, or `None` when it does not fit.
+fn add(total: Decimal, value: Option<Decimal>) -> Option<Decimal> {
+    total.checked_add(value.unwrap_or(Decimal::ZERO))
 }
 
 pub fn totals(entries: &[Entry]) -> Totals {
     let mut t = Totals::default();
     for e in entries {
-        let zero = Decimal::ZERO;
-        match e.kind {
-            "buy" => {
-                let c = t
-                    .by_currency
-                    .entry(e.currency.clone().unwrap_or_default())
-                    .or_default();
-                c.buys += 1;
-                c.spent += e.fiat.unwrap_or(zero);
-                c.fees += e.fiat_fee.unwrap_or(zero);
-                c.btc += e.btc.unwrap_or(zero);
-                t.btc_bought += e.btc.unwrap_or(zero);
+        // Each entry is added to a copy, kept only when every sum fits: an entry counts whole
+        // or not at all.
+        let mut next = t.clone();
+        let added = (|| -> Option<()> {
+            match e.kind {
+                "buy" => {
+                    let c = next
+                        .by_currency
+                        .entry(e.currency.clone().unwrap_or_default())
+                        .or_default();
+                    c.buys = c.buys.checked_add(1)?;
+                    c.spent = add(c.spent, e.fiat)?;
+                    c.fees = add(c.fees, e.fiat_fee)?;
+                    c.btc = add(c.btc, e.btc)?;
+                    next.btc_bought = add(next.btc_bought, e.btc)?;
+                }
+                "refund" => {
+                    let c = next
+                        .by_currency
+                        .entry(e.currency.clone().unwrap_or_default())
+                        .or_default();
+                    c.refunds = c.refunds.checked_add(1)?;
+                    c.refunded = add(c.refunded, e.fiat)?;
+                }
+                "payout" => next.payout_fees_btc = add(next.payout_fees_btc, e.btc_fee)?,
+                "withdrawal" => {
+                    next.withdrawn_btc = add(next.withdrawn_btc, e.btc)?;
+                    next.withdrawal_fees_btc = add(next.withdrawal_fees_btc, e.btc_fee)?;
+                }
+                _ => {}
             }
-            "refund" => {
-                let c = t
-                    .by_currency
-                    .entry(e.currency.clone().unwrap_or_default())
-                    .or_default();
-                c.refunds += 1;
-                c.refunded += e.fiat.unwrap_or(zero);
-            }
-            "payout" => t.payout_fees_btc += e.btc_fee.unwrap_or(zero),
-            "withdrawal" => {
-                t.withdrawn_btc += e.btc.unwrap_or(zero);
-                t.withdrawal_fees_btc += e.btc_fee.unwrap_or(zero);
-            }
-            _ => {}
+            Some(())
+        })();
+        match added {
+            Some(()) => t = next,
+            None => t.skipped.push(format!(
+                "left out {} {} from the totals: the sum would not fit a decimal",
+                e.kind, e.reference
+            )),
         }
     }
     t
@@ -360,6 +447,39 @@ mod tests {
         assert_eq!(eur.spent.to_string(), "200.30");
         assert_eq!(eur.btc.to_string(), "0.00988001");
         assert_eq!(eur.average_price().unwrap().to_string(), "20273.26");
+    }
+
+    #[test]
+    fn absurd_amounts_are_left_out_with_a_reason_and_sums_never_overflow() {
+        let mut poison = buy("100", "1", "0.001");
+        poison.reference = "poison".into();
+        poison.btc = Some("10000000000000000000000000000".parse().unwrap());
+        assert!(
+            poison.absurd().unwrap().contains("poison"),
+            "{:?}",
+            poison.absurd()
+        );
+        let mut negative = buy("-5", "0", "0.001");
+        negative.reference = "negative".into();
+        assert!(negative.absurd().unwrap().contains("fiat amount -5"));
+        assert!(buy("100", "1", "0.001").absurd().is_none());
+
+        // Sums at the edge of a decimal: the entry that would overflow is left out whole.
+        let huge = Decimal::MAX - Decimal::ONE;
+        let mut a = buy("1", "0", "0.001");
+        a.fiat = Some(huge);
+        let mut b = buy("1", "0", "0.002");
+        b.reference = "second".into();
+        b.fiat = Some(huge);
+        let t = totals(&[a, b]);
+        assert_eq!(t.by_currency["eur"].buys, 1);
+        assert_eq!(t.by_currency["eur"].btc.to_string(), "0.001");
+        assert_eq!(t.skipped.len(), 1, "{:?}", t.skipped);
+        assert!(t.skipped[0].contains("second"));
+        // The average of a huge sum over a tiny amount does not fit: no average, no panic.
+        let mut c = buy("1", "0", "0.00000001");
+        c.fiat = Some(huge);
+        assert_eq!(totals(&[c]).by_currency["eur"].average_price(), None);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The dispatcher: claims due items with a lease, runs their handlers outside any transaction,
 //! and records the outcome — done, retry later, or dead with one alert.
+//!
+//! A handler that panics kills only its own item: the item is dead with the reason (and one
+//! alert), the run waiting for it learns why, and the dispatcher goes on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +16,8 @@ use tokio::task::JoinSet;
 use super::{HandlerError, Handlers, backoff};
 use crate::config::{Alert, OutboxConfig};
 use crate::engine::clock::Clock;
+use crate::engine::health::Heartbeat;
+use crate::engine::logs;
 use crate::notify::email::{Alerts, KIND as EMAIL};
 use crate::store::{Claimed, Completion, Store, StoreError};
 
@@ -31,6 +37,23 @@ pub struct Dispatcher {
     pub wake: Arc<Notify>,
     /// Notified when an item that a run waits for is finished.
     pub wake_runner: Arc<Notify>,
+    /// Marked after each pass that reached the database, for `/healthz`.
+    pub heartbeat: Heartbeat,
+}
+
+/// The log line of a failing pass of the dispatcher (rate-limited).
+const DISPATCHER: &str = "outbox dispatcher";
+
+/// What an item whose handler panicked is recorded with.
+fn internal_error(panic: Box<dyn std::any::Any + Send>) -> String {
+    let message = match panic.downcast::<String>() {
+        Ok(s) => *s,
+        Err(panic) => match panic.downcast::<&'static str>() {
+            Ok(s) => (*s).to_string(),
+            Err(_) => "a panic without a message".to_string(),
+        },
+    };
+    format!("satflow hit an internal error: {message}")
 }
 
 impl Dispatcher {
@@ -42,26 +65,62 @@ impl Dispatcher {
             .await?;
         let count = claimed.len();
         let mut tasks = JoinSet::new();
+        let mut items = HashMap::new();
         for c in claimed {
             let me = Arc::clone(self);
-            tasks.spawn(async move { me.attempt(c).await });
+            let item = c.clone();
+            let task = tasks.spawn(async move { me.attempt(c).await });
+            items.insert(task.id(), item);
         }
-        while let Some(done) = tasks.join_next().await {
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next_with_id().await {
             match done {
-                Ok(result) => result?,
-                Err(panic) => tracing::error!(%panic, "an outbox handler panicked"),
+                Ok((_, Ok(()))) => {}
+                Ok((_, Err(err))) => {
+                    first_error.get_or_insert(err);
+                }
+                // The handler's own panics are caught in `attempt`; this is a panic around it.
+                Err(join) if join.is_panic() => {
+                    let Some(claimed) = items.remove(&join.id()) else {
+                        continue;
+                    };
+                    let error = internal_error(join.into_panic());
+                    if let Err(err) = self.record_panic(&claimed, error).await {
+                        first_error.get_or_insert(err);
+                    }
+                }
+                Err(_) => {}
             }
         }
-        Ok(count)
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(count),
+        }
+    }
+
+    /// Declares `claimed` dead with `error` (and its alert), when its attempt panicked.
+    async fn record_panic(&self, claimed: &Claimed, error: String) -> Result<(), StoreError> {
+        let item = &claimed.item;
+        tracing::error!(id = item.id, kind = %item.kind, %error, "an outbox item's attempt panicked; it is dead");
+        let completion = Completion::Dead {
+            http_status: None,
+            error,
+        };
+        self.record(claimed, completion).await
     }
 
     /// Runs until `shutdown` turns true, then returns once in-flight items are recorded.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
             match self.run_once().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(err) => tracing::error!(%err, "outbox dispatcher"),
+                Ok(n) => {
+                    self.heartbeat.beat(self.clock.now());
+                    logs::recovered(DISPATCHER);
+                    if n > 0 {
+                        continue;
+                    }
+                }
+                Err(err) => logs::store_error(&self.store, DISPATCHER, &err),
             }
             // Sleep until the next item is due; at most a second, because other processes
             // (a second daemon, `satflow outbox retry`) cannot wake us.
@@ -79,15 +138,31 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(&self, claimed: Claimed) -> Result<(), StoreError> {
+    async fn attempt(self: Arc<Self>, claimed: Claimed) -> Result<(), StoreError> {
         let item = &claimed.item;
         let started = Instant::now();
-        let result = match claimed.previous_unknown {
-            true => match self.handlers.reconcile(item).await {
-                Some(result) => result,
-                None => self.call(&claimed).await,
-            },
-            false => self.call(&claimed).await,
+        // The handler runs in a task of its own, so a panic in it (a response nobody foresaw)
+        // becomes this item's permanent failure instead of taking the dispatcher down.
+        let me = Arc::clone(&self);
+        let job = claimed.clone();
+        let result = match tokio::spawn(async move {
+            match job.previous_unknown {
+                true => match me.handlers.reconcile(&job.item).await {
+                    Some(result) => result,
+                    None => me.call(&job).await,
+                },
+                false => me.call(&job).await,
+            }
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => {
+                Err(HandlerError::permanent(internal_error(join.into_panic())))
+            }
+            Err(join) => Err(HandlerError::Unknown(format!(
+                "the handler was cancelled: {join}"
+            ))),
         };
         metrics::histogram!("satflow_outbox_handler_seconds", "kind" => item.kind.clone())
             .record(started.elapsed().as_secs_f64());
@@ -110,13 +185,25 @@ impl Dispatcher {
                 let attempt = u32::try_from(item.budget_used).unwrap_or(u32::MAX);
                 let wait = backoff::delay(&self.config, attempt, retry_after);
                 Completion::Retry {
-                    at: now + Duration::from_std(wait).unwrap_or(Duration::MAX),
+                    // Checked: a wait beyond what a date holds means "never", not a panic.
+                    at: Duration::from_std(wait)
+                        .ok()
+                        .and_then(|wait| now.checked_add_signed(wait))
+                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
                     http_status: e.http_status(),
                     unknown: matches!(e, HandlerError::Unknown(_)),
                     error: e.to_string(),
                 }
             }
         };
+        self.record(&claimed, completion).await
+    }
+
+    /// Logs and records `completion` of `claimed` (with a dead-letter alert when it is dead),
+    /// and wakes whoever waits for it.
+    async fn record(&self, claimed: &Claimed, completion: Completion) -> Result<(), StoreError> {
+        let item = &claimed.item;
+        let now = self.clock.now();
         let dead_alert = match &completion {
             // An alert that dies does not alert again.
             Completion::Dead { error, .. }
@@ -147,7 +234,7 @@ impl Dispatcher {
         }
         let recorded = self
             .store
-            .complete(&claimed, &self.owner, &completion, dead_alert, now)
+            .complete(claimed, &self.owner, &completion, dead_alert, now)
             .await?;
         if recorded {
             if item.run_id.is_some() && !matches!(completion, Completion::Retry { .. }) {
@@ -170,5 +257,71 @@ impl Dispatcher {
                 limit.as_secs_f64()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::clock::SystemClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The system's time, except that reading number `trip` panics: a fault injected into an
+    /// attempt, after its handler answered and before its outcome is recorded.
+    struct Tripwire {
+        calls: AtomicUsize,
+        trip: usize,
+    }
+
+    impl Clock for Tripwire {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.trip {
+                panic!("index out of bounds");
+            }
+            SystemClock.now()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_panics_kills_its_item_with_the_reason_and_the_dispatcher_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let item = crate::outbox::handlers::http::item(
+            "k".into(),
+            None,
+            "http://127.0.0.1:9/closed",
+            &[],
+            json!({}),
+            &[],
+            std::time::Duration::from_secs(2),
+        );
+        store.enqueue(&[item], chrono::Utc::now()).await.unwrap();
+        // Reading 1 claims the item; reading 2 comes after the handler answered.
+        let clock = Arc::new(Tripwire {
+            calls: AtomicUsize::new(0),
+            trip: 2,
+        });
+        let dispatcher = Arc::new(Dispatcher {
+            store: store.clone(),
+            handlers: Handlers::new(None, None, None, None),
+            clock,
+            config: OutboxConfig::default(),
+            lease: Duration::seconds(30),
+            owner: "test".into(),
+            alerts: Alerts::new(None, Default::default()),
+            env: crate::workflow::expr::environment(),
+            wake: Arc::new(Notify::new()),
+            wake_runner: Arc::new(Notify::new()),
+            heartbeat: Heartbeat::default(),
+        });
+        assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+        let items = store.outbox_items(10).await.unwrap();
+        assert_eq!(items[0].status, "dead", "{items:?}");
+        assert_eq!(
+            items[0].last_error.as_deref(),
+            Some("satflow hit an internal error: index out of bounds")
+        );
+        // Nothing is left leased or due: the next pass finds nothing and returns.
+        assert_eq!(dispatcher.run_once().await.unwrap(), 0);
     }
 }

@@ -75,7 +75,7 @@ impl Store {
         batch: &[NewWebhook],
         now: DateTime<Utc>,
     ) -> Result<Vec<Stored>, StoreError> {
-        let mut tx = self.durable.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_durable().await?;
         let mut out = Vec::with_capacity(batch.len());
         let mut unrecognized = false;
         for w in batch {

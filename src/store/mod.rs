@@ -5,10 +5,15 @@
 //! a busy timeout so concurrent writers wait instead of failing, and `BEGIN IMMEDIATE` for every
 //! write transaction so two writers never deadlock upgrading read locks. Transactions here must
 //! stay short and must never be held across network I/O.
+//!
+//! A write that fails (a full disk, an I/O error, a lock held too long) must never leave its
+//! connection in the pool believing it is still inside a transaction: every connection handed
+//! back is checked, and one that is not clean is closed and replaced (see `clean_on_release`).
 
 mod alerts;
 mod exchanges;
 mod fires;
+mod health;
 mod inbox;
 mod orders;
 mod outbox;
@@ -19,10 +24,13 @@ mod withdrawals;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 use crate::config::Database;
 
@@ -30,6 +38,7 @@ pub use alerts::AlertWindow;
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
+pub use health::{WriteFailure, WriteHealth};
 pub use inbox::{
     ALERT_WINDOW, InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored,
 };
@@ -65,6 +74,52 @@ pub struct Store {
     /// One connection with `synchronous=FULL`, for writes that an answer to the outside world
     /// depends on (the webhook inbox): committed means on disk.
     durable: SqlitePool,
+    /// One connection with a short busy timeout, opened on first use, for `/healthz`: a locked
+    /// database is seen in a fraction of a second, not after the writers' ten.
+    probe: SqlitePool,
+    /// The last write that failed, for `/healthz`.
+    health: Arc<WriteHealth>,
+}
+
+/// How long the health probe waits for the write lock before calling the database locked.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Pool options whose connections are checked when handed back: one that a failed write left
+/// inside a transaction (or believing it is) is closed, and the pool opens a fresh one.
+///
+/// Why: when COMMIT or a statement fails with SQLITE_FULL or SQLITE_IOERR, SQLite may roll the
+/// transaction back by itself; the ROLLBACK that sqlx then sends fails ("no transaction is
+/// active") and sqlx's count of open transactions stays at one, so every later `BEGIN
+/// IMMEDIATE` on that connection is refused ("attempted to call begin_with at non-zero
+/// transaction depth") for as long as the process lives.
+fn clean_on_release(options: SqlitePoolOptions, health: &Arc<WriteHealth>) -> SqlitePoolOptions {
+    let health = Arc::clone(health);
+    options.after_release(move |conn, _meta| {
+        let health = Arc::clone(&health);
+        Box::pin(async move {
+            let clean = is_clean(conn).await?;
+            if !clean {
+                health.failed("a write transaction failed and left its connection unusable; it was replaced");
+                tracing::warn!("a database connection left inside a failed transaction was closed and will be replaced");
+            }
+            Ok(clean)
+        })
+    })
+}
+
+/// Whether `conn` is outside any transaction, both in sqlx's count and in SQLite itself (a
+/// BEGIN that failed halfway can leave SQLite inside a transaction sqlx knows nothing of,
+/// holding the write lock against every other connection).
+async fn is_clean(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    // Locking the handle waits for the rollback that dropping a transaction queued, so what
+    // is read next is what the connection's next user would meet.
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is a live connection, locked for us alone while `handle` is held;
+    // `sqlite3_get_autocommit` only reads its state.
+    let autocommit =
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    drop(handle);
+    Ok(autocommit != 0 && !conn.is_in_transaction())
 }
 
 impl Store {
@@ -102,39 +157,71 @@ impl Store {
             .await
             .map_err(|e| open_err(sqlx::Error::Io(std::io::Error::other(e))))?
             .map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        let health = Arc::new(WriteHealth::default());
         // A Pi has little memory and SQLite serialises writers anyway: a handful of connections.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+        let pool = clean_on_release(SqlitePoolOptions::new().max_connections(4), &health)
             .connect_with(options.clone())
             .await
             .map_err(open_err)?;
         MIGRATOR.run(&pool).await?;
         drop(lock);
-        let durable = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.synchronous(SqliteSynchronous::Full))
+        let durable = clean_on_release(SqlitePoolOptions::new().max_connections(1), &health)
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Full))
             .await
             .map_err(open_err)?;
-        Ok(Store { pool, durable })
+        let probe = clean_on_release(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(2)),
+            &health,
+        )
+        .connect_lazy_with(options.busy_timeout(PROBE_BUSY_TIMEOUT));
+        Ok(Store {
+            pool,
+            durable,
+            probe,
+            health,
+        })
     }
 
     /// A write transaction, started with `BEGIN IMMEDIATE` so it holds the write lock from the
     /// start (waiting up to the busy timeout) instead of failing halfway.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        self.begin_immediate(&self.pool).await
+    }
+
+    /// A write transaction on the `synchronous=FULL` connection: committed means on disk.
+    pub(crate) async fn begin_durable(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.begin_immediate(&self.durable).await
+    }
+
+    /// The one place write transactions begin. A failed BEGIN is remembered for `/healthz`; the
+    /// connection goes back through `clean_on_release`, so it is never reused dirty.
+    async fn begin_immediate(
+        &self,
+        pool: &SqlitePool,
+    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        match pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => Ok(tx),
+            Err(err) => {
+                self.health.failed(&format!("cannot start a write: {err}"));
+                Err(err.into())
+            }
+        }
+    }
+
+    /// What `/healthz` knows about recent writes.
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.health
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Whether the database answers, for /healthz.
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
-    }
-
     /// Closes every connection, so the WAL is checkpointed before the process exits.
     pub async fn close(&self) {
+        self.probe.close().await;
         self.durable.close().await;
         self.pool.close().await;
     }
@@ -143,6 +230,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::ConnectOptions;
 
     #[tokio::test]
     async fn opens_with_wal_normal_sync_and_the_schema() {
@@ -192,6 +280,132 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied, MIGRATOR.iter().count() as i64);
+    }
+
+    /// Makes every statement on every connection `pool` has now fail while `fail` is set, the
+    /// way SQLite fails a write on a full disk or an I/O error: the statement is interrupted
+    /// and SQLite rolls the whole transaction back by itself.
+    async fn fail_writes_while(
+        pool: &SqlitePool,
+        fail: &Arc<std::sync::atomic::AtomicBool>,
+        steps: i32,
+    ) {
+        let mut held = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            held.push(pool.acquire().await.unwrap());
+        }
+        for conn in &mut held {
+            let fail = Arc::clone(fail);
+            conn.lock_handle()
+                .await
+                .unwrap()
+                .set_progress_handler(steps, move || {
+                    !fail.load(std::sync::atomic::Ordering::Relaxed)
+                });
+        }
+    }
+
+    fn webhook(i: usize) -> NewWebhook {
+        NewWebhook {
+            correlation_id: None,
+            retry_count: None,
+            event: Some("exchange.executed".into()),
+            exchange_id: Some(format!("x-{i}")),
+            body: vec![b'x'; 3000],
+            recognized: true,
+            alert: None,
+            alert_kind: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_work_again_on_every_connection_after_sqlite_rolled_failed_ones_back() {
+        // A BEGIN takes fewer VM steps than 7 and an INSERT more: the INSERT fails inside its
+        // transaction, which SQLite rolls back by itself.
+        writes_work_again_after_failures_every(7).await;
+    }
+
+    #[tokio::test]
+    async fn writes_work_again_after_a_begin_failed_halfway() {
+        // Every 3 steps: BEGIN itself is interrupted after SQLite opened the transaction, which
+        // sqlx does not count; that connection would hold the write lock against every other.
+        writes_work_again_after_failures_every(3).await;
+    }
+
+    async fn writes_work_again_after_failures_every(steps: i32) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let now = chrono::Utc::now();
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        fail_writes_while(&store.pool, &fail, steps).await;
+        fail_writes_while(&store.durable, &fail, steps).await;
+        let event = serde_json::json!({ "padding": "y".repeat(300) });
+
+        // A connection replaced after its failure has no such handler: each pool fails at
+        // least once, on the first write.
+        fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut runs_failed, mut hooks_failed) = (0, 0);
+        for i in 0..8 {
+            let run = store
+                .queue_run("w", Trigger::Event, &format!("k{i}"), Some(&event), now)
+                .await;
+            runs_failed += usize::from(run.is_err());
+            let hooks = store.store_webhooks(&[webhook(i)], now).await;
+            hooks_failed += usize::from(hooks.is_err());
+        }
+        assert!(
+            runs_failed >= 1 && hooks_failed >= 1,
+            "{runs_failed} {hooks_failed}"
+        );
+        assert!(
+            store.write_health().last_failure().is_some(),
+            "the failures are remembered for /healthz"
+        );
+
+        // The cause is gone: every connection of both pools writes again. (Before, the
+        // connections left believing they were inside a transaction refused every BEGIN with
+        // "attempted to call begin_with at non-zero transaction depth".)
+        fail.store(false, std::sync::atomic::Ordering::Relaxed);
+        for i in 1000..1040 {
+            store
+                .queue_run("w", Trigger::Event, &format!("k{i}"), Some(&event), now)
+                .await
+                .expect("a run is queued once writes work");
+            store
+                .store_webhooks(&[webhook(i)], now)
+                .await
+                .expect("a webhook is stored once writes work");
+        }
+        store.probe_write(now).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_probe_sees_a_database_locked_by_another_process_without_waiting_the_busy_timeout()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open_sqlite(&path).await.unwrap();
+        store.probe_write(chrono::Utc::now()).await.unwrap();
+        let mut other = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let locked = store.probe_write(chrono::Utc::now()).await;
+        assert!(locked.is_err(), "a locked database must fail the probe");
+        // Not a speed target: only that the probe does not wait the writers' 10 s timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the probe waited {:?}",
+            started.elapsed()
+        );
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        store.probe_write(chrono::Utc::now()).await.unwrap();
     }
 
     #[tokio::test]

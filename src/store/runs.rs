@@ -148,29 +148,62 @@ impl Store {
     }
 
     /// Takes the oldest run that is queued, or running under a lease that has expired (its
-    /// daemon died), for `owner` until `now + lease`.
+    /// daemon died), for `owner` until `now + lease`. Runs in `busy` (those this runner is
+    /// executing already) are never taken again, even if their lease ran out.
     pub async fn claim_run(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
+        busy: &[i64],
     ) -> Result<Option<RunRow>, StoreError> {
+        let busy = Value::from(busy.to_vec()).to_string();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2,
                  started_at = COALESCE(started_at, ?3)
              WHERE id = (SELECT id FROM runs
-                         WHERE status = 'queued' OR (status = 'running' AND lease_until < ?3)
+                         WHERE (status = 'queued' OR (status = 'running' AND lease_until < ?3))
+                           AND id NOT IN (SELECT value FROM json_each(?4))
                          ORDER BY id LIMIT 1)
              RETURNING {RUN_COLUMNS}"
         ))
         .bind(owner)
         .bind((now + lease).timestamp_millis())
         .bind(now.timestamp_millis())
+        .bind(busy)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(row.as_ref().map(run_row).transpose()?)
+    }
+
+    /// Extends `owner`'s lease on each of `runs` that it still holds, so a step that takes long
+    /// (a slow provider) does not hand its run to another daemon while this one is alive.
+    /// Returns the runs whose lease was extended.
+    pub async fn renew_run_leases(
+        &self,
+        owner: &str,
+        runs: &[i64],
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        let renewed: Vec<i64> = sqlx::query_scalar(
+            "UPDATE runs SET lease_until = ?1
+             WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'running' AND lease_owner = ?3
+             RETURNING id",
+        )
+        .bind((now + lease).timestamp_millis())
+        .bind(Value::from(runs.to_vec()).to_string())
+        .bind(owner)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(renewed)
     }
 
     pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {

@@ -17,6 +17,7 @@ mod outcomes_pocket;
 mod plan;
 mod pocket;
 mod report;
+mod robustness;
 mod sink;
 mod smtp;
 mod wallets;
