@@ -39,10 +39,17 @@ fn app(sink: &Sink) -> TestApp {
     app
 }
 
+/// Exchange ids in Pocket's shape (UUIDs): other ids are refused at the webhook edge.
+const BEFORE: &str = "0be40000-0000-4000-8000-000000000001";
+const AFTER: &str = "0af7e000-0000-4000-8000-000000000002";
+const NORMAL: &str = "0a000000-0000-4000-8000-000000000003";
+const POISON_PREFIX: &str = "0b000000-0000-4000-8000";
+const FIRST_POISON: &str = "0b000000-0000-4000-8000-000000000000";
+
 /// An executed exchange, as Pocket's webhook carries it; `padding` makes its body bigger.
 fn executed(id: &str, padding: usize) -> Vec<u8> {
     let payload = json!({
-        "exchange_id": id, "order_id": "o-1", "fee_rate": 0.012, "pair": "btc/eur", "type": "buy",
+        "exchange_id": id, "order_id": "64decab6-4129-4fe7-9f6e-1db68283f5ce", "fee_rate": 0.012, "pair": "btc/eur", "type": "buy",
         "cost": 100.0, "executed_on": "2027-01-04T09:00:00.000Z", "amount": 0.00494, "rate": 20000.0,
         "fee": 1.2, "action": null, "reason": null, "payout": null, "note": "x".repeat(padding),
     });
@@ -162,9 +169,9 @@ async fn after_writes_failed_for_want_of_room_the_daemon_recovers_by_itself() {
     let app = app(&sink);
     let mut daemon = spawn_ignoring_sigxfsz(&app);
     wait_healthy(&app, Duration::from_secs(10)).await;
-    assert_eq!(post_webhook(&app, &executed("x-before", 0)).await, 200);
+    assert_eq!(post_webhook(&app, &executed(BEFORE, 0)).await, 200);
     eventually(Duration::from_secs(15), "the first exchange's run", || {
-        sink.received().iter().any(|r| r.body.contains("x-before"))
+        sink.received().iter().any(|r| r.body.contains(BEFORE))
     })
     .await;
 
@@ -177,7 +184,11 @@ async fn after_writes_failed_for_want_of_room_the_daemon_recovers_by_itself() {
     limit_file_size(daemon.id(), &room.to_string());
     let mut refused = 0;
     for i in 0..200 {
-        let status = post_webhook(&app, &executed(&format!("x-full-{i}"), 40_000)).await;
+        let status = post_webhook(
+            &app,
+            &executed(&format!("0f000000-0000-4000-8000-{i:012}"), 40_000),
+        )
+        .await;
         if status == 503 {
             refused += 1;
             if refused >= 5 {
@@ -198,7 +209,7 @@ async fn after_writes_failed_for_want_of_room_the_daemon_recovers_by_itself() {
     // Room again: within seconds a webhook is stored, processed, and its run posts.
     limit_file_size(daemon.id(), "unlimited");
     let freed = Instant::now();
-    let after = executed("x-after", 0);
+    let after = executed(AFTER, 0);
     loop {
         let status = post_webhook(&app, &after).await;
         if status == 200 {
@@ -218,7 +229,7 @@ async fn after_writes_failed_for_want_of_room_the_daemon_recovers_by_itself() {
     eventually(
         Duration::from_secs(20),
         "the run of the exchange sent after the recovery",
-        || sink.received().iter().any(|r| r.body.contains("x-after")),
+        || sink.received().iter().any(|r| r.body.contains(AFTER)),
     )
     .await;
     let body = wait_healthy(&app, Duration::from_secs(30)).await;
@@ -288,15 +299,15 @@ async fn a_poison_amount_never_stops_the_daemon_and_report_warns_instead_of_pani
     };
     // Several: their sums once overflowed `report`.
     for i in 0..3 {
-        let status = post_webhook(&app, &poison(&format!("x-poison-{i}"))).await;
+        let status = post_webhook(&app, &poison(&format!("{POISON_PREFIX}-{i:012}"))).await;
         assert_eq!(
             status, 200,
             "a signed webhook is answered, whatever it holds"
         );
     }
-    assert_eq!(post_webhook(&app, &executed("x-normal", 0)).await, 200);
+    assert_eq!(post_webhook(&app, &executed(NORMAL, 0)).await, 200);
     eventually(Duration::from_secs(15), "the normal exchange's run", || {
-        sink.received().iter().any(|r| r.body.contains("x-normal"))
+        sink.received().iter().any(|r| r.body.contains(NORMAL))
     })
     .await;
     let body = wait_healthy(&app, Duration::from_secs(10)).await;
@@ -305,20 +316,20 @@ async fn a_poison_amount_never_stops_the_daemon_and_report_warns_instead_of_pani
     for args in [&["report"][..], &["report", "--csv"]] {
         let report = app.satflow(args);
         assert_eq!(report.code, 0, "{args:?}: {report:?}");
-        assert!(!report.stdout.contains("x-poison"), "{args:?}: {report:?}");
-        assert!(report.stdout.contains("x-normal"), "{args:?}: {report:?}");
+        assert!(
+            !report.stdout.contains(POISON_PREFIX),
+            "{args:?}: {report:?}"
+        );
+        assert!(report.stdout.contains(NORMAL), "{args:?}: {report:?}");
     }
     // Unless the webhook edge refused the poison already, the report says what it left out.
     let report = app.satflow(&["report", "--json"]);
     assert_eq!(report.code, 0, "{report:?}");
     let json: Value = serde_json::from_str(&report.stdout).unwrap();
     let entries = json["entries"].as_array().unwrap();
-    assert!(
-        entries.iter().all(|e| e["reference"] == "x-normal"),
-        "{json:#}"
-    );
+    assert!(entries.iter().all(|e| e["reference"] == NORMAL), "{json:#}");
     let stored = app
-        .satflow(&["exchanges", "show", "x-poison-0", "--json"])
+        .satflow(&["exchanges", "show", FIRST_POISON, "--json"])
         .code
         == 0;
     if stored {
@@ -326,7 +337,7 @@ async fn a_poison_amount_never_stops_the_daemon_and_report_warns_instead_of_pani
         assert!(
             warnings
                 .iter()
-                .any(|w| w.as_str().unwrap().contains("x-poison-0")),
+                .any(|w| w.as_str().unwrap().contains(FIRST_POISON)),
             "{json:#}"
         );
     }
