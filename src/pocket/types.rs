@@ -823,4 +823,19 @@ mod tests {
             ApiCode::InProgress
         );
     }
+
+    #[test]
+    fn the_fuzzers_absurd_amount_is_refused_not_multiplied() {
+        // fuzz/regressions/webhook/btc-sats-overflow: the signature line, then the body whose
+        // amount once panicked `Btc::sats` with "Multiplication overflowed".
+        let input = include_str!("../../fuzz/regressions/webhook/btc-sats-overflow");
+        let (_, body) = input.split_once('\n').unwrap();
+        let doc: Value = serde_json::from_str(body).unwrap();
+        let exchange: Exchange = serde_json::from_value(doc["payload"].clone()).unwrap();
+        let refused = check_btc("amount", exchange.amount).unwrap_err();
+        assert_eq!(refused.field, "amount");
+        assert!(crate::domain::Btc::new(exchange.amount.unwrap()).is_err());
+        let event = json!({ "amount": exchange.amount.unwrap().to_string(), "exchange": {} });
+        assert!(crate::pocket::payout::payout_amount(&event).is_err());
+    }
 }

@@ -465,4 +465,15 @@ mod tests {
         let (node, problems) = parse("a: &x [1, [2, [3]]]\nb: [*x, *x]\n");
         assert!(node.is_some() && problems.is_empty(), "{problems:?}");
     }
+
+    #[test]
+    fn the_fuzzers_alias_bomb_is_refused() {
+        // fuzz/regressions/yaml/alias-bomb: it exhausted memory before aliases were bounded.
+        let (node, problems) = parse(include_str!("../../fuzz/regressions/yaml/alias-bomb"));
+        assert!(node.is_none());
+        assert!(
+            problems.iter().any(|p| p.contains("alias bomb")),
+            "{problems:?}"
+        );
+    }
 }
