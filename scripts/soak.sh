@@ -109,7 +109,7 @@ end=$(( $(date +%s) + minutes * 60 ))
   n=0
   while [ "$(date +%s)" -lt "$end" ]; do
     n=$((n + 1)); id=$(printf '50a4c0de-0000-4000-8000-%012d' "$n")
-    body="{\"event\":\"exchange.executed\",\"payload\":{\"exchange_id\":\"$id\",\"order_id\":\"o-soak\",\"pair\":\"btc/eur\",\"type\":\"buy\",\"cost\":10.00,\"amount\":0.00012345,\"rate\":81000.00,\"fee\":0.12,\"fee_rate\":0.012,\"executed_on\":\"2027-01-04T09:00:00.000Z\",\"action\":null,\"reason\":null,\"payout\":null}}"
+    body="{\"event\":\"exchange.executed\",\"payload\":{\"exchange_id\":\"$id\",\"order_id\":\"64decab6-4129-4fe7-9f6e-1db68283f5ce\",\"pair\":\"btc/eur\",\"type\":\"buy\",\"cost\":10.00,\"amount\":0.00012345,\"rate\":81000.00,\"fee\":0.12,\"fee_rate\":0.012,\"executed_on\":\"2027-01-04T09:00:00.000Z\",\"action\":null,\"reason\":null,\"payout\":null}}"
     sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" | sed 's/.*= //')
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Content-Type: application/json" \
       -H "X-Signature-256: sha256=$sig" --data-binary "$body" "http://127.0.0.1:$listen/webhooks/pocket")
