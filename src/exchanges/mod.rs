@@ -21,7 +21,6 @@ use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
-use crate::store::ALERT_WINDOW;
 use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
 use crate::wallet::address_at_path;
 use crate::wallet::esplora::Esplora;
@@ -72,9 +71,6 @@ impl Processor {
                 }
                 if let Err(err) = self.follow_payouts().await {
                     crate::engine::logs::store_error(&self.store, "payout confirmations", &err);
-                }
-                if let Err(err) = self.summarise_alerts().await {
-                    tracing::error!(%err, "alert summaries");
                 }
                 next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
             }
@@ -453,28 +449,6 @@ impl Processor {
             tracing::error!(exchange = %exchange.id, address = %m.address, "payout to an address outside the order's wallet");
         }
         Ok(applied)
-    }
-
-    /// Sends the summaries of alert windows that closed with alerts held back; returns how
-    /// many were sent.
-    pub async fn summarise_alerts(&self) -> Result<usize, StoreError> {
-        let now = self.clock.now();
-        let mut sent = 0;
-        for window in self.store.alert_windows_due(now, ALERT_WINDOW).await? {
-            let summary = self.alerts.summary(&self.env, &window);
-            if self
-                .store
-                .summarise_alert_window(&window, summary.as_ref(), now)
-                .await?
-            {
-                tracing::warn!(kind = %window.kind, count = window.suppressed, "alerts held back in the last hour: one summary sent");
-                sent += 1;
-            }
-        }
-        if sent > 0 {
-            self.wake_outbox.notify_one();
-        }
-        Ok(sent)
     }
 
     /// A settled on-chain payout must go to an address of the order's own wallet: the order's
@@ -1094,13 +1068,29 @@ mod tests {
         assert_eq!(kept, KEEP_UNRECOGNIZED, "the newest are kept");
         assert_eq!(emails(p).await.len(), 1);
         assert_eq!(
-            p.summarise_alerts().await.unwrap(),
+            p.alerts
+                .summarise_due(&p.store, &p.env, p.clock.now())
+                .await
+                .unwrap(),
             0,
             "the hour is not over"
         );
         w.clock.advance(chrono::Duration::minutes(61));
-        assert_eq!(p.summarise_alerts().await.unwrap(), 1);
-        assert_eq!(p.summarise_alerts().await.unwrap(), 0, "once");
+        assert_eq!(
+            p.alerts
+                .summarise_due(&p.store, &p.env, p.clock.now())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            p.alerts
+                .summarise_due(&p.store, &p.env, p.clock.now())
+                .await
+                .unwrap(),
+            0,
+            "once"
+        );
         let mail = emails(p).await;
         assert_eq!(mail.len(), 2);
         let summary = mail.iter().find(|i| i.key.contains("/summary/")).unwrap();

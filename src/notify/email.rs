@@ -154,6 +154,32 @@ impl Alerts {
 }
 
 impl Alerts {
+    /// Queues the summary of every alert window that closed with alerts held back; returns
+    /// how many were queued. Safe to call from several places and instances: a window is
+    /// summarised once.
+    pub async fn summarise_due(
+        &self,
+        store: &crate::store::Store,
+        env: &Environment<'_>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, crate::store::StoreError> {
+        let mut sent = 0;
+        for window in store
+            .alert_windows_due(now, crate::store::ALERT_WINDOW)
+            .await?
+        {
+            let summary = self.summary(env, &window);
+            if store
+                .summarise_alert_window(&window, summary.as_ref(), now)
+                .await?
+            {
+                tracing::warn!(kind = %window.kind, count = window.suppressed, "alerts held back in the last hour: one summary sent");
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
     /// The one email that reports the alerts of a kind held back in a window (coalescing:
     /// at most one alert email per kind and hour). `None` without an email section.
     pub fn summary(
@@ -178,7 +204,9 @@ impl Alerts {
         let body = "satflow held back {{ count }} more alert{% if count != 1 %}s{% endif %} of the kind {{ kind }} \
                     after the first one it sent at {{ since }}: alerts of one kind are sent at most once an hour, \
                     so that a storm cannot flood your mailbox.\n\nFirst held back: {{ first }}\nLast held back: {{ last }}\n\n\
-                    For unrecognized webhooks, `satflow status` shows how many are stored (the newest are kept).\n";
+                    {% if kind == \"unrecognized_webhook\" %}`satflow status` shows how many unrecognized webhooks are stored (the newest are kept).\n\
+                    {% elif kind == \"dead_letter\" %}`satflow outbox` lists the dead items; `satflow outbox retry ID` sends one again.\n\
+                    {% elif kind == \"run_failed\" %}`satflow runs` lists the failed runs with their errors.\n{% endif %}";
         match mailer.compose(
             env,
             key,

@@ -24,6 +24,9 @@ use crate::store::{Claimed, Completion, Store, StoreError};
 /// How many items one pass claims at most; they are handled concurrently.
 const BATCH: i64 = 16;
 
+/// How often closed alert windows are looked for.
+const SUMMARY_EVERY: Duration = Duration::seconds(30);
+
 pub struct Dispatcher {
     pub store: Store,
     pub handlers: Handlers,
@@ -111,7 +114,22 @@ impl Dispatcher {
 
     /// Runs until `shutdown` turns true, then returns once in-flight items are recorded.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut next_summary = self.clock.now();
         while !*shutdown.borrow() {
+            // Alerts held back by coalescing are summarised when their hour is over; the
+            // dispatcher always runs, whatever the configuration, so it is the one to look.
+            if self.clock.now() >= next_summary {
+                match self
+                    .alerts
+                    .summarise_due(&self.store, &self.env, self.clock.now())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(_) => self.wake.notify_one(),
+                    Err(err) => logs::store_error(&self.store, "alert summaries", &err),
+                }
+                next_summary = self.clock.now() + SUMMARY_EVERY;
+            }
             match self.run_once().await {
                 Ok(n) => {
                     self.heartbeat.beat(self.clock.now());
@@ -323,5 +341,80 @@ mod tests {
         );
         // Nothing is left leased or due: the next pass finds nothing and returns.
         assert_eq!(dispatcher.run_once().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_dying_together_send_one_alert_and_then_one_summary_with_the_count() {
+        use crate::config::{EmailConfig, EmailTransport};
+        use crate::engine::clock::ManualClock;
+        use crate::notify::email::Mailer;
+        use crate::store::NewItem;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let start = chrono::Utc::now();
+        let clock = Arc::new(ManualClock::new(start));
+        // A kind no handler knows dies at its first attempt.
+        let doomed: Vec<NewItem> = (0..5)
+            .map(|i| NewItem {
+                kind: "gone".into(),
+                key: format!("doomed/{i}"),
+                payload: json!({}),
+                run: None,
+            })
+            .collect();
+        store.enqueue(&doomed, start).await.unwrap();
+        let email = EmailConfig {
+            transport: EmailTransport::Dir("mail".into()),
+            from: "satflow@example.com".parse().unwrap(),
+            to: vec!["me@example.com".parse().unwrap()],
+        };
+        let dispatcher = Arc::new(Dispatcher {
+            store: store.clone(),
+            handlers: Handlers::new(None, None, None, None),
+            clock: clock.clone(),
+            config: OutboxConfig::default(),
+            lease: Duration::seconds(30),
+            owner: "test".into(),
+            alerts: Alerts::new(
+                Some(Mailer::new(&email, Default::default())),
+                Alert::ALL.into_iter().collect(),
+            ),
+            env: crate::workflow::expr::environment(),
+            wake: Arc::new(Notify::new()),
+            wake_runner: Arc::new(Notify::new()),
+            heartbeat: Heartbeat::default(),
+        });
+        assert_eq!(dispatcher.run_once().await.unwrap(), 5);
+        let alerts = |items: &[crate::store::ItemRow]| {
+            items
+                .iter()
+                .filter(|i| i.key.starts_with("alert/dead_letter/"))
+                .map(|i| i.key.clone())
+                .collect::<Vec<_>>()
+        };
+        let items = store.outbox_items(50).await.unwrap();
+        assert_eq!(
+            alerts(&items).len(),
+            1,
+            "one alert for five dead items: {items:#?}"
+        );
+        let summarise = || {
+            dispatcher
+                .alerts
+                .summarise_due(&store, &dispatcher.env, clock.now())
+        };
+        assert_eq!(summarise().await.unwrap(), 0, "the hour is not over");
+        clock.advance(Duration::minutes(61));
+        assert_eq!(summarise().await.unwrap(), 1);
+        assert_eq!(summarise().await.unwrap(), 0, "a window is summarised once");
+        let items = store.outbox_items(50).await.unwrap();
+        let summary = items
+            .iter()
+            .find(|i| i.key.starts_with("alert/dead_letter/summary/"))
+            .expect("a summary");
+        let subject = summary.payload["subject"].as_str().unwrap();
+        assert!(subject.contains("4 more dead_letter alerts"), "{subject}");
+        let body = summary.payload["body"].as_str().unwrap();
+        assert!(body.contains("satflow outbox"), "{body}");
     }
 }

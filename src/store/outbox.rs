@@ -281,8 +281,13 @@ impl Store {
             )
             .await?;
         }
-        if status == "dead" {
-            insert_items(&mut tx, dead_alert.as_slice(), now).await?;
+        // A provider that refuses everything kills many items at once: their alerts are
+        // coalesced, one email an hour with a count.
+        if status == "dead"
+            && let Some(alert) = &dead_alert
+            && super::alerts::admit(&mut tx, "dead_letter", now, super::inbox::ALERT_WINDOW).await?
+        {
+            insert_items(&mut tx, std::slice::from_ref(alert), now).await?;
         }
         tx.commit().await?;
         Ok(true)

@@ -328,8 +328,13 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if done == 1 {
-            insert_items(&mut tx, alert.as_slice(), now).await?;
+        // Runs failing together (a provider down for every workflow) send one email an hour
+        // with a count, not one each.
+        if done == 1
+            && let Some(alert) = &alert
+            && super::alerts::admit(&mut tx, "run_failed", now, super::inbox::ALERT_WINDOW).await?
+        {
+            insert_items(&mut tx, std::slice::from_ref(alert), now).await?;
         }
         tx.commit().await?;
         Ok(done == 1)
