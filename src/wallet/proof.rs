@@ -101,13 +101,17 @@ pub enum Form {
     /// A Lightning node's zbase32 signature (`lncli` / `lightning-cli signmessage`).
     LightningNode,
     /// 65 bytes: a "Bitcoin Signed Message" signature with this header byte.
-    Classic { header: u8 },
+    Classic {
+        header: u8,
+    },
     /// A witness stack: a BIP-322 simple signature.
     Bip322Simple,
     /// A BIP-322 full or proof-of-funds signature (a whole transaction, or a `ful`/`pof` prefix).
     Bip322Other,
     /// Bytes that are none of the above.
-    Unrecognised { len: usize },
+    Unrecognised {
+        len: usize,
+    },
     /// An armored signed-message block holding a signature of this form.
     Armored(Box<Form>),
 }
@@ -130,10 +134,9 @@ impl std::fmt::Display for Form {
                     f,
                     "a \"Bitcoin Signed Message\" signature, legacy header family (header {h}, 31–34: compressed key, as Electrum and Sparrow write)"
                 ),
-                h if (HEADER_BIP137_P2SH_P2WPKH..HEADER_BIP137_P2WPKH).contains(&h) => write!(
-                    f,
-                    "a BIP-137 signature (header {h}, 35–38: P2SH-P2WPKH)"
-                ),
+                h if (HEADER_BIP137_P2SH_P2WPKH..HEADER_BIP137_P2WPKH).contains(&h) => {
+                    write!(f, "a BIP-137 signature (header {h}, 35–38: P2SH-P2WPKH)")
+                }
                 h if (HEADER_BIP137_P2WPKH..=HEADER_LAST).contains(&h) => {
                     write!(f, "a BIP-137 signature (header {h}, 39–42: P2WPKH)")
                 }
@@ -329,7 +332,8 @@ pub fn form_of(pasted: &str) -> Form {
 /// How to produce a signature satflow accepts for this kind of address, in the wallets people use.
 pub fn how_to_sign(address: &Address) -> String {
     const SPARROW: &str = "Sparrow: Tools > Sign/Verify Message, pick the address, paste the message, Sign (any format);";
-    const ELECTRUM: &str = "Electrum: Addresses tab, right-click the address > Sign/verify message;";
+    const ELECTRUM: &str =
+        "Electrum: Addresses tab, right-click the address > Sign/verify message;";
     const HARDWARE: &str = "a hardware wallet (Trezor, Ledger, BitBox, Coldcard): connect it to Sparrow or Electrum and sign there, or on a Coldcard use Advanced/Tools > File Management > Sign Text File and paste the whole file it writes";
     match address.address_type() {
         Some(AddressType::P2pkh) => format!(
@@ -862,10 +866,17 @@ mod tests {
                         _ => "accepted or unnamed",
                     }
                 } else {
-                    verdict(&verify_message(&owned, field("message"), field("signature")))
+                    verdict(&verify_message(
+                        &owned,
+                        field("message"),
+                        field("signature"),
+                    ))
                 };
                 if got != expect {
-                    failures.push(format!("{name}: {}: got {got}, expected {expect}", field("wallet")));
+                    failures.push(format!(
+                        "{name}: {}: got {got}, expected {expect}",
+                        field("wallet")
+                    ));
                 }
             }
             counts.push(format!("{name}: {}", vectors.len()));
@@ -941,12 +952,17 @@ mod tests {
             let refusal = verify_pasted(&segwit, "m", pasted).expect_err(pasted);
             let text = refusal.to_string();
             assert!(text.contains(seen), "{pasted}: {text}");
-            assert!(text.contains("Sparrow") && text.contains("Electrum"), "{text}");
+            assert!(
+                text.contains("Sparrow") && text.contains("Electrum"),
+                "{text}"
+            );
             assert!(text.contains("Bitcoin Core cannot sign"), "{text}");
             assert!(text.contains("hardware wallet"), "{text}");
         }
         let legacy = Address::p2pkh(compressed_public(&key), NetworkKind::Main);
-        let text = verify_pasted(&legacy, "m", &classic).unwrap_err().to_string();
+        let text = verify_pasted(&legacy, "m", &classic)
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("bitcoin-cli signmessage"), "{text}");
         let taproot = verify_pasted(&address(BIP322_TAPROOT_ADDRESS), "m", &classic)
             .unwrap_err()
