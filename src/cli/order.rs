@@ -20,7 +20,9 @@ use crate::pocket::types::{Challenge, NewBuyOrder, NewPayout};
 use crate::pocket::{PocketClient, PocketError};
 use crate::store::Store;
 use crate::wallet::address_at_path;
-use crate::wallet::proof::verify_message;
+use crate::wallet::proof::{
+    ARMOR_BEGIN_MESSAGE, ARMOR_BEGIN_SIGNATURE, ARMOR_END_SIGNATURE, verify_pasted,
+};
 use crate::workflow::actions::{Payout, PocketOrder};
 use crate::workflow::{Action, Condition, Param, Workflow};
 
@@ -209,9 +211,11 @@ pub(crate) async fn setup(
     // Verified here first: a refusal by Pocket would cost the challenge.
     let payout = match &target {
         Target::OnChain { address, xpub } => {
-            verify_message(address, &message, &signature).map_err(|e| {
+            // What Pocket receives is the bare signature: pasted line breaks and the armor of a
+            // signed-message file are the user's paste, not part of the proof.
+            let signature = verify_pasted(address, &message, &signature).map_err(|e| {
                 user(format!(
-                    "the signature does not prove that you control {address}: {e}. Sign exactly the message above with the key of that address, then run again with --signature (the challenge stays valid)"
+                    "the signature does not prove that you control {address}: {e} Sign exactly the message above with the key of that address, then run again with --signature (the challenge stays valid)"
                 ))
             })?;
             match xpub {
@@ -393,7 +397,13 @@ fn prompt(target: &Target, challenge: &Challenge, workflow: &str) -> Result<Stri
             println!(
                 "Hardware wallets (Trezor, Ledger, Coldcard, BitBox): connect it and sign in Sparrow or Electrum"
             );
-            println!("           as above; the device shows the message and asks you to confirm.");
+            println!(
+                "           as above; the device shows the message and asks you to confirm. A Coldcard's"
+            );
+            println!("           signed-message file can be pasted whole.");
+            println!(
+                "Bitcoin Core: `bitcoin-cli signmessage ADDRESS \"MESSAGE\"`, for legacy 1… addresses only."
+            );
         }
         Target::Lightning { node_pubkey, .. } => {
             println!("  node:     {node_pubkey}");
@@ -414,10 +424,22 @@ fn prompt(target: &Target, challenge: &Challenge, workflow: &str) -> Result<Stri
     print!("Paste the signature and press Enter: ");
     let _ = std::io::stdout().flush();
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
+    let mut stdin = std::io::stdin().lock();
+    stdin
         .read_line(&mut line)
         .map_err(|e| user(format!("cannot read the signature: {e}")))?;
+    // A pasted signed-message file spans lines: read on to its end line.
+    if line.contains(ARMOR_BEGIN_MESSAGE) || line.contains(ARMOR_BEGIN_SIGNATURE) {
+        loop {
+            let before = line.len();
+            stdin
+                .read_line(&mut line)
+                .map_err(|e| user(format!("cannot read the signature: {e}")))?;
+            if line.len() == before || line[before..].contains(ARMOR_END_SIGNATURE) {
+                break;
+            }
+        }
+    }
     let line = line.trim().to_string();
     if line.is_empty() {
         return Err(user(format!(

@@ -434,3 +434,52 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
         "the order step never ran: {run:?}"
     );
 }
+
+/// Runs Debian's `electrum` (package `electrum`) offline in `dir`; None when it is not installed.
+fn electrum(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("electrum")
+        .arg("--offline")
+        .arg("-D")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "electrum {args:?}: {out:?}");
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_made_by_electrum_is_accepted_even_pasted_with_a_line_break() {
+    let (app, wallet) = app().await;
+    let dir = app.path().join("electrum");
+    let wif = bitcoin::PrivateKey::new(wallet.key(0), bitcoin::Network::Bitcoin).to_wif();
+    let Some(_) = electrum(&dir, &["restore", &format!("p2wpkh:{wif}")]) else {
+        println!("skipped: `electrum` is not on PATH (Debian package `electrum`)");
+        return;
+    };
+    let listed = electrum(&dir, &["listaddresses"]).unwrap();
+    assert!(listed.contains(&wallet.address(0)), "{listed}");
+
+    let first = app.satflow(&["order", "setup", "dca", "--message-only"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let message = first.stdout.trim_end().to_string();
+
+    // Electrum's signature over another text: refused, and the refusal says what it saw.
+    let other = electrum(&dir, &["signmessage", &wallet.address(0), "another text"]).unwrap();
+    let refused = app.satflow(&["order", "setup", "dca", "--signature", other.trim()]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("legacy header family") && refused.stderr.contains("Sparrow"),
+        "{refused:?}"
+    );
+
+    let signature = electrum(&dir, &["signmessage", &wallet.address(0), &message]).unwrap();
+    let signature = signature.trim();
+    let pasted = format!("{}\n{}\n", &signature[..44], &signature[44..]);
+    let done = app.satflow(&["order", "setup", "dca", "--signature", &pasted]);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert!(
+        done.stdout.contains("is set up for workflow dca"),
+        "{done:?}"
+    );
+}
