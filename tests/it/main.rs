@@ -4,6 +4,7 @@
 mod check;
 mod cli_hygiene;
 mod demo;
+mod electrum;
 mod engine;
 mod esplora;
 mod helpers;
