@@ -83,6 +83,8 @@ pub struct WalletConfig {
     pub key: WalletKey,
     pub network: Network,
     pub esplora_url: Option<Url>,
+    /// The user's own Electrum server; exclusive with `esplora_url`.
+    pub electrum_url: Option<crate::wallet::electrum::ElectrumUrl>,
 }
 
 #[derive(Debug)]

@@ -340,6 +340,24 @@ impl Reader<'_> {
         let esplora_url = m
             .get("esplora_url")
             .and_then(|n| http_url(n, &format!("{what}.esplora_url"), ctx));
+        let electrum_node = m.get("electrum_url");
+        let electrum_url = electrum_node.and_then(|n| {
+            let text = string(n, "electrum_url", ctx)?;
+            crate::wallet::electrum::ElectrumUrl::parse(&text)
+                .map_err(|e| {
+                    ctx.error(
+                        n.pos,
+                        format!("{what}.electrum_url: {} is refused: {e}", describe(&text)),
+                    )
+                })
+                .ok()
+        });
+        if let (Some(_), Some(n)) = (m.get("esplora_url"), electrum_node) {
+            ctx.error(
+                n.pos,
+                format!("{what}: both `esplora_url` and `electrum_url` are set; keep one (electrum_url for your own node's Electrum server)"),
+            );
+        }
         m.finish(ctx);
         let key = key?;
         let network = match network {
@@ -362,6 +380,7 @@ impl Reader<'_> {
             key,
             network,
             esplora_url,
+            electrum_url,
         })
     }
 

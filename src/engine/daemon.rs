@@ -25,7 +25,7 @@ use crate::outbox::handlers::email::EmailSender;
 use crate::outbox::{Dispatcher, Handlers};
 use crate::pocket::PocketClient;
 use crate::store::{Store, StoreError};
-use crate::wallet::esplora::Esplora;
+use crate::wallet::chain::ChainSource;
 use crate::workflow::Workflow;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +89,13 @@ pub async fn serve(
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
     let payout_wallets = payout_wallets(&workflows);
-    // The explorer of each workflow whose order pays out to a wallet with an `esplora_url`.
+    // The chain source of each workflow whose order pays out to a wallet with an `esplora_url`
+    // or an `electrum_url`.
     let explorers = payout_wallets
         .iter()
         .filter_map(|(workflow, wallet)| {
-            let url = config.wallets.get(wallet)?.esplora_url.as_ref()?;
-            Some((workflow.clone(), Esplora::new(url)))
+            let source = ChainSource::of(config.wallets.get(wallet)?)?;
+            Some((workflow.clone(), source))
         })
         .collect();
     if !config.withdraw.is_empty() {

@@ -23,7 +23,7 @@ use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
 use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
 use crate::wallet::address_at_path;
-use crate::wallet::esplora::Esplora;
+use crate::wallet::chain::ChainSource;
 use crate::workflow::{EventKind, Workflow};
 
 /// The longest wait between two read-backs of an exchange.
@@ -48,7 +48,7 @@ pub struct Processor {
     pub wake_runner: Arc<Notify>,
     pub wake_outbox: Arc<Notify>,
     /// The explorer of each workflow's payout wallet, where one is configured.
-    pub explorers: HashMap<String, Esplora>,
+    pub explorers: HashMap<String, ChainSource>,
     /// The wallet each workflow's order pays out to.
     pub payout_wallets: HashMap<String, String>,
 }

@@ -4,6 +4,8 @@
 //! Only public keys ever enter satflow; this module must never ask for, accept or store a
 //! private key or seed.
 
+pub mod chain;
+pub mod electrum;
 pub mod esplora;
 mod keys;
 pub mod proof;

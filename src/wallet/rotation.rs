@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 
-use super::esplora::Esplora;
+use super::chain::ChainSource;
 use crate::config::WalletConfig;
 use crate::store::{Reservation, Store};
 
@@ -49,7 +49,7 @@ pub async fn next_address(
         .into_iter()
         .map(|a| a.index)
         .collect();
-    let explorer = wallet.esplora_url.as_ref().map(Esplora::new);
+    let explorer = ChainSource::of(wallet);
     let mut skipped = Vec::new();
     let mut index = start;
     loop {
@@ -63,7 +63,7 @@ pub async fn next_address(
             .map_err(|e| format!("wallet `{name}`: {e}"))?
             .to_string();
         if let Some(explorer) = &explorer {
-            let used = explorer.address_used(&address).await.map_err(|e| {
+            let used = explorer.is_used(&address).await.map_err(|e| {
                 format!("cannot check that {address} is unused ({e}); not handing out an address that might be used")
             })?;
             if used {

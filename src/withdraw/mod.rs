@@ -33,6 +33,7 @@ use crate::lightning::node::{Node, NodeError};
 use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::HandlerError;
 use crate::store::{NewItem, NewWithdrawal, RunRow, Store, WithdrawalRow, WithdrawalUpdate};
+use crate::wallet::chain::ChainSource;
 use crate::wallet::esplora::Esplora;
 use crate::wallet::rotation::next_address;
 use crate::workflow::actions::Withdraw;
@@ -245,18 +246,11 @@ async fn fee_rate(config: &Config, wallet: &str) -> Result<u64, HandlerError> {
     let explorer = config
         .wallets
         .get(wallet)
-        .and_then(|w| w.esplora_url.as_ref());
+        .and_then(|w| ChainSource::with_timeouts(w, connect, total));
     match explorer {
-        Some(url) => Esplora::with_timeouts(url, connect, total)
-            .fee_rate()
-            .await
-            .map_err(|e| {
-                HandlerError::from_class(
-                    e.class(),
-                    format!("no fee estimate: {e}"),
-                    e.http_status(),
-                )
-            }),
+        Some(explorer) => explorer.fee_rate().await.map_err(|e| {
+            HandlerError::from_class(e.class(), format!("no fee estimate: {e}"), e.http_status())
+        }),
         None => crate::prices::peach_fee_rate_with(&config.prices.peach_url, (connect, total))
             .await
             .map_err(|e| {

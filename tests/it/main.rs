@@ -5,6 +5,7 @@ mod check;
 mod cli_hygiene;
 mod cln_tls;
 mod demo;
+mod electrum;
 mod engine;
 mod esplora;
 mod helpers;
