@@ -3,6 +3,7 @@
 
 mod check;
 mod cli_hygiene;
+mod clients;
 mod demo;
 mod engine;
 mod esplora;
