@@ -139,7 +139,9 @@ pub enum PriceSource {
 
 #[derive(Debug, Clone)]
 pub struct PricesConfig {
-    pub source: PriceSource,
+    /// Asked in this order: a source that fails (Peach's 451 geo-block, or any other failure)
+    /// falls back to the next. Never empty.
+    pub sources: Vec<PriceSource>,
     pub peach_url: Url,
     pub bitpay_url: Url,
     pub max_age: Duration,
@@ -372,7 +374,7 @@ mod tests {
         );
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.outbox, OutboxConfig::default());
-        assert_eq!(config.prices.source, PriceSource::Peach);
+        assert_eq!(config.prices.sources, vec![PriceSource::Peach]);
         assert!(config.alerts.is_empty());
         assert!(config.pocket.is_none());
     }

@@ -698,7 +698,7 @@ impl Reader<'_> {
         names: &mut Names,
     ) -> Option<PricesConfig> {
         let mut prices = PricesConfig {
-            source: PriceSource::Peach,
+            sources: vec![PriceSource::Peach],
             peach_url: Url::parse(DEFAULT_PEACH_URL).ok()?,
             bitpay_url: Url::parse(DEFAULT_BITPAY_URL).ok()?,
             max_age: std::time::Duration::from_secs(300),
@@ -710,23 +710,63 @@ impl Reader<'_> {
         };
         let mut m = MapReader::new(node, "prices", ctx)?;
         let mut ok = true;
-        if let Some(n) = m.get("source") {
-            match string(n, "prices.source", ctx).as_deref() {
-                Some("peach") => prices.source = PriceSource::Peach,
-                Some("bitpay") => prices.source = PriceSource::Bitpay,
-                Some(other) => {
+        // `source: peach` is a list of one; `sources: [peach, bitpay]` is asked in order.
+        let one = m.get("source").map(|n| ("prices.source", vec![n]));
+        let many = m.get("sources").map(|n| ("prices.sources", list_or_one(n)));
+        if let (Some(_), Some((_, items))) = (&one, &many) {
+            ctx.error(
+                items.first().map_or(node.pos, |n| n.pos),
+                "prices: write either `source: peach` or `sources: [peach, bitpay]`, not both"
+                    .to_string(),
+            );
+            ok = false;
+        }
+        if let Some((field, items)) = many.or(one) {
+            let mut sources = Vec::new();
+            for n in &items {
+                let text = string(n, field, ctx);
+                let source = match text.as_deref() {
+                    Some("peach") => PriceSource::Peach,
+                    Some("bitpay") => PriceSource::Bitpay,
+                    Some(other) => {
+                        ctx.error(
+                            n.pos,
+                            format!(
+                                "{field}: {} is not a price source; accepted: peach, bitpay",
+                                describe(other)
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    None => {
+                        ok = false;
+                        continue;
+                    }
+                };
+                if sources.contains(&source) {
                     ctx.error(
                         n.pos,
                         format!(
-                            "prices.source: {} is not a price source; accepted: peach, bitpay",
-                            describe(other)
+                            "{field}: {} is listed twice; name each source once, in the order to ask them",
+                            describe(text.as_deref().unwrap_or_default())
                         ),
                     );
                     ok = false;
                 }
-                None => ok = false,
+                sources.push(source);
             }
-            names.price_source = ok.then_some(prices.source);
+            if items.is_empty() {
+                ctx.error(
+                    node.pos,
+                    format!("{field}: the list is empty; name at least one of peach, bitpay"),
+                );
+                ok = false;
+            }
+            if ok {
+                prices.sources = sources;
+            }
+            names.price_source = ok.then(|| prices.sources[0]);
         }
         for (key, slot) in [
             ("peach_url", &mut prices.peach_url),

@@ -600,12 +600,15 @@ impl Runner {
                     Ok(c) => c,
                     Err(e) => return StepOutcome::failed(format!("currency: {e}")),
                 };
-                let source = q.source.unwrap_or(self.config.prices.source);
+                // The step's `source:` overrides the configured list.
+                let sources = q
+                    .source
+                    .map_or_else(|| self.config.prices.sources.clone(), |s| vec![s]);
                 let max_age = q.max_age.unwrap_or(self.config.prices.max_age);
                 match crate::prices::quote(
                     &self.store,
                     &self.config,
-                    source,
+                    &sources,
                     currency,
                     max_age,
                     self.clock.now(),
@@ -616,7 +619,7 @@ impl Runner {
                         json!({
                             "price": crate::pocket::types::number(quote.price),
                             "currency": currency.code(),
-                            "source": crate::prices::source_name(source),
+                            "source": crate::prices::source_name(quote.source),
                             "fetched_at": quote.fetched_at.to_rfc3339(),
                         }),
                         Vec::new(),
@@ -628,10 +631,80 @@ impl Runner {
             Action::Withdraw(w) => {
                 crate::withdraw::prepare(&self.store, &self.config, run, w, key, &step.id).await
             }
-            _ => StepOutcome::failed(format!(
-                "the action `{}` is not available in this version of satflow yet",
-                step.uses
-            )),
+            Action::PocketRefresh(r) => self.refresh(r, run, ctx).await,
+        }
+    }
+
+    /// `pocket.refresh`: the exchange (`exchange:`, else the event's) read back now and applied
+    /// through the exchange state machine, as a reconciliation would.
+    async fn refresh(&self, r: &actions::PocketRefresh, run: &RunRow, ctx: &Value) -> StepOutcome {
+        let Some(client) = &self.pocket else {
+            return StepOutcome::failed("satflow.yaml has no `pocket` section");
+        };
+        let id = match &r.exchange {
+            Some(p) => match self.param(p, ctx, |s| Ok(s.to_string())) {
+                Ok(id) => id,
+                Err(e) => return StepOutcome::failed(format!("exchange: {e}")),
+            },
+            None => match ctx["event"]["exchange_id"].as_str() {
+                Some(id) => id.to_string(),
+                None => {
+                    return StepOutcome::failed(format!(
+                        "exchange: run {} has no event exchange; name one with `exchange:`",
+                        run.id
+                    ));
+                }
+            },
+        };
+        let id = id.trim().to_string();
+        if !crate::pocket::types::is_uuid(&id) {
+            return StepOutcome::failed(format!(
+                "exchange: \"{id}\" is not a Pocket exchange id; expected a UUID such as 0b6f7c2e-1c4a-4e8e-9a51-3f0d2b7c9e11"
+            ));
+        }
+        let workflows: Vec<Workflow> = self
+            .workflows
+            .values()
+            .filter(|w| !w.events.is_empty())
+            .cloned()
+            .collect();
+        let all: Vec<Workflow> = self.workflows.values().cloned().collect();
+        let payout_wallets = super::daemon::payout_wallets(&all);
+        let explorers = payout_wallets
+            .iter()
+            .filter_map(|(workflow, wallet)| {
+                let url = self.config.wallets.get(wallet)?.esplora_url.as_ref()?;
+                Some((workflow.clone(), crate::wallet::esplora::Esplora::new(url)))
+            })
+            .collect();
+        // The processor's state machine, for this one read-back.
+        let processor = crate::exchanges::Processor {
+            store: self.store.clone(),
+            config: Arc::clone(&self.config),
+            workflows,
+            client: None,
+            alerts: self.alerts.clone(),
+            env: self.env.clone(),
+            clock: Arc::clone(&self.clock),
+            wake: Arc::new(Notify::new()),
+            wake_runner: Arc::clone(&self.wake),
+            wake_outbox: Arc::clone(&self.wake_outbox),
+            explorers,
+            payout_wallets,
+        };
+        match processor
+            .refresh(client, &id, &crate::pocket::outcomes::Patience::default())
+            .await
+        {
+            Ok(applied) => StepOutcome::succeeded(
+                json!({
+                    "exchange_id": id,
+                    "state": applied.state.name(),
+                    "changed": applied.transitioned,
+                }),
+                Vec::new(),
+            ),
+            Err(e) => StepOutcome::failed(format!("exchange {id}: {e}")),
         }
     }
 
@@ -734,7 +807,7 @@ mod tests {
             lightning: Default::default(),
             withdraw: Default::default(),
             prices: PricesConfig {
-                source: PriceSource::Peach,
+                sources: vec![PriceSource::Peach],
                 peach_url: "http://127.0.0.1:9".parse().unwrap(),
                 bitpay_url: "http://127.0.0.1:9".parse().unwrap(),
                 max_age: std::time::Duration::from_secs(60),

@@ -35,6 +35,20 @@ const DEEP_ENOUGH: u64 = 6;
 /// How many addresses past the expected one a payout address is looked for.
 const ADDRESS_WINDOW: u32 = 20;
 
+/// Why `pocket.refresh` could not apply a read-back.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("cannot read the exchange back from Pocket: {error} ({})", attempts.join("; "))]
+    Read {
+        error: String,
+        attempts: Vec<String>,
+    },
+    #[error("Pocket's answer is refused: {0}")]
+    Refused(String),
+    #[error("the database: {0}")]
+    Store(#[from] StoreError),
+}
+
 pub struct Processor {
     pub store: Store,
     pub config: Arc<Config>,
@@ -173,6 +187,36 @@ impl Processor {
         Ok(due.len())
     }
 
+    /// Reads exchange `id` back from Pocket now (transient failures retried within the call as
+    /// `patience` allows, as the order keeper does) and applies it exactly as the reconciler
+    /// applies a read-back: `pocket.refresh`. The state machine is this processor's.
+    pub async fn refresh(
+        &self,
+        client: &PocketClient,
+        id: &str,
+        patience: &crate::pocket::outcomes::Patience,
+    ) -> Result<Applied, RefreshError> {
+        let (read, attempts) = client.get_exchange_patiently(id, patience).await;
+        let mut exchange = read.map_err(|e| RefreshError::Read {
+            error: e.to_string(),
+            attempts,
+        })?;
+        if !exchange.id.eq_ignore_ascii_case(id) {
+            return Err(RefreshError::Refused(format!(
+                "Pocket answered with exchange {} for {id}",
+                exchange.id
+            )));
+        }
+        exchange
+            .check()
+            .map_err(|e| RefreshError::Refused(e.to_string()))?;
+        exchange.id = id.to_string();
+        let state = exchange.state();
+        Ok(self
+            .observe_as("reconcile", state.event(), state, &exchange, None)
+            .await?)
+    }
+
     /// Looks up the depth of settled payouts through their wallet's explorer; returns how many
     /// were looked up.
     pub async fn follow_payouts(&self) -> Result<usize, StoreError> {
@@ -252,7 +296,7 @@ impl Processor {
         let quote = match crate::prices::quote(
             &self.store,
             &self.config,
-            prices.source,
+            &prices.sources,
             currency,
             prices.max_age,
             now,

@@ -304,6 +304,38 @@ impl PocketClient {
             .await
     }
 
+    /// `get_exchange`, with transient failures retried within the call as `patience` allows
+    /// (as [`PocketClient::get_order_patiently`]). Returns the result and each failed attempt.
+    pub async fn get_exchange_patiently(
+        &self,
+        id: &str,
+        patience: &Patience,
+    ) -> (Result<Exchange, PocketError>, Vec<String>) {
+        let mut failed = Vec::new();
+        let mut attempt = 1;
+        let started = std::time::Instant::now();
+        loop {
+            match self.get_exchange(id).await {
+                Ok(exchange) => return (Ok(exchange), failed),
+                Err(e) => {
+                    let wait = patience.next_wait(
+                        attempt,
+                        e.verdict(),
+                        started.elapsed(),
+                        self.call_timeout,
+                    );
+                    failed.push(format!("attempt {attempt}: {e}"));
+                    let Some(wait) = wait else {
+                        return (Err(e), failed);
+                    };
+                    tracing::warn!(exchange = %id, attempt, error = %e, wait_ms = wait.as_millis() as u64, "reading the exchange failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
     pub async fn patch_exchange(
         &self,
         id: &str,
@@ -416,5 +448,76 @@ impl PocketClient {
             reason: e.to_string(),
             body: text,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> PocketClient {
+        PocketClient::with_base(
+            Url::parse(base).unwrap(),
+            SecretString::from("id".to_string()),
+        )
+    }
+
+    #[test]
+    fn a_base_path_is_kept_with_or_without_its_trailing_slash() {
+        for base in [
+            "https://proxy.example/pocket",
+            "https://proxy.example/pocket/",
+        ] {
+            let url = client(base)
+                .url(PocketCall::GetExchange, &["v1", "exchanges", "ex_1"])
+                .unwrap();
+            assert_eq!(
+                url.as_str(),
+                "https://proxy.example/pocket/v1/exchanges/ex_1",
+                "{base}"
+            );
+        }
+        for base in ["https://api.example", "https://api.example/"] {
+            let url = client(base)
+                .url(PocketCall::GetOrder, &["v1", "orders", "o_1"])
+                .unwrap();
+            assert_eq!(url.as_str(), "https://api.example/v1/orders/o_1", "{base}");
+        }
+        let two = client("https://h.example/a/b/")
+            .url(PocketCall::GetOrder, &["v1", "orders", "a/b?c"])
+            .unwrap();
+        assert_eq!(two.as_str(), "https://h.example/a/b/v1/orders/a%2Fb%3Fc");
+    }
+
+    /// Over HTTP: the request reaches the path under the prefix, and nothing else.
+    #[tokio::test]
+    async fn a_prefixed_base_reaches_the_server_under_its_prefix() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let record = Arc::clone(&record);
+            async move {
+                record.lock().unwrap().push(uri.path().to_string());
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    "{\"code\":\"NOT_FOUND\"}",
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for base in [
+            format!("http://{addr}/pocket"),
+            format!("http://{addr}/pocket/"),
+        ] {
+            let err = client(&base).get_exchange("ex_1").await.unwrap_err();
+            assert_eq!(err.status(), Some(404), "{err}");
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["/pocket/v1/exchanges/ex_1", "/pocket/v1/exchanges/ex_1"]
+        );
     }
 }

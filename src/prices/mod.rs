@@ -16,6 +16,9 @@
 //! | 2xx that cannot be read, or a price that is not positive | permanent                |
 //! | a dated price older than allowed                   | transient (a fresh one may come) |
 //! | the database                                       | transient                      |
+//! | every source of `prices.sources` failed            | transient if one of them was, else unknown if one was, else permanent |
+//!
+//! `prices.sources` is an ordered list: a source that fails in any way falls back to the next.
 
 use std::time::Duration;
 
@@ -60,6 +63,9 @@ pub enum PriceError {
     },
     #[error("the database: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Every source of `prices.sources` failed, each for its own reason.
+    #[error("every price source failed: {}", Failures(.0))]
+    AllFailed(Vec<(PriceSource, PriceError)>),
 }
 
 impl PriceError {
@@ -74,6 +80,16 @@ impl PriceError {
                 ..
             } => outcome::of_status(*status, *retry_after).unwrap_or(Class::Permanent),
             PriceError::Stale { .. } | PriceError::Store(_) => Class::TRANSIENT,
+            // Worth asking again when any source may answer later.
+            PriceError::AllFailed(failures) => {
+                let classes = failures.iter().map(|(_, e)| e.class());
+                let transient = classes
+                    .clone()
+                    .find(|c| matches!(c, Class::Transient { .. }));
+                transient
+                    .or_else(|| classes.clone().find(|c| matches!(c, Class::Unknown)))
+                    .unwrap_or(Class::Permanent)
+            }
         }
     }
 
@@ -223,43 +239,155 @@ pub async fn fetch_with(
     Ok(price)
 }
 
-/// The price, from the cache while younger than `max_age`, else fetched (and cached).
+/// The price from the first of `sources` that has one: a fresh enough cached price of any of
+/// them (in their order) is used as it is; else each is asked in turn, and one that fails —
+/// Peach's 451 geo-block, or any other failure — falls back to the next. The quote names the
+/// source that answered; when every source failed, the error lists each one's failure.
 pub async fn quote(
     store: &Store,
     config: &Config,
-    source: PriceSource,
+    sources: &[PriceSource],
     currency: Currency,
     max_age: Duration,
     now: DateTime<Utc>,
 ) -> Result<Quote, PriceError> {
-    let name = source_name(source);
-    if let Some((text, at)) = store.cached_price(name, currency.code()).await?
-        && (now - at).to_std().map_or(true, |age| age <= max_age)
-        && let Ok(price) = crate::pocket::types::parse_decimal(&text)
-    {
-        return Ok(Quote {
-            price,
-            currency,
-            source,
-            fetched_at: at,
-        });
+    for &source in sources {
+        if let Some((text, at)) = store
+            .cached_price(source_name(source), currency.code())
+            .await?
+            && (now - at).to_std().map_or(true, |age| age <= max_age)
+            && let Ok(price) = crate::pocket::types::parse_decimal(&text)
+        {
+            return Ok(Quote {
+                price,
+                currency,
+                source,
+                fetched_at: at,
+            });
+        }
     }
-    let price = fetch(config, source, currency, max_age).await?;
-    store
-        .save_price(name, currency.code(), &price.to_string(), now)
-        .await?;
-    Ok(Quote {
-        price,
-        currency,
-        source,
-        fetched_at: now,
-    })
+    let mut failures = Vec::new();
+    for &source in sources {
+        match fetch(config, source, currency, max_age).await {
+            Ok(price) => {
+                store
+                    .save_price(
+                        source_name(source),
+                        currency.code(),
+                        &price.to_string(),
+                        now,
+                    )
+                    .await?;
+                if !failures.is_empty() {
+                    tracing::warn!(source = source_name(source), failed = %Failures(&failures), "a price source failed; the next one answered");
+                }
+                return Ok(Quote {
+                    price,
+                    currency,
+                    source,
+                    fetched_at: now,
+                });
+            }
+            Err(e) => failures.push((source, e)),
+        }
+    }
+    match failures.len() {
+        0 => Err(PriceError::Config(
+            "no price source is configured; name one in prices.sources".into(),
+        )),
+        // One source: its failure as it is, with its own class.
+        1 => Err(failures.pop().map(|(_, e)| e).expect("one failure")),
+        _ => Err(PriceError::AllFailed(failures)),
+    }
+}
+
+/// Each source's failure, in the order they were asked.
+struct Failures<'a>(&'a [(PriceSource, PriceError)]);
+
+impl std::fmt::Display for Failures<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (source, e)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {e}", source_name(*source))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Esplora (`wallet/esplora.rs`), the hub (`withdraw/hub.rs`) and the price sources all
+    /// build their URLs with `with_segments`: a base behind a path prefix keeps its prefix,
+    /// with or without the trailing slash.
+    #[test]
+    fn esplora_hub_and_price_urls_keep_a_base_path() {
+        for base in [
+            "https://proxy.example/esplora/api",
+            "https://proxy.example/esplora/api/",
+        ] {
+            let url = with_segments(&url::Url::parse(base).unwrap(), &["address", "bc1q", "txs"]);
+            assert_eq!(
+                url.unwrap().as_str(),
+                "https://proxy.example/esplora/api/address/bc1q/txs"
+            );
+        }
+        for base in [
+            "https://staging.example/hub",
+            "https://staging.example/hub/",
+        ] {
+            let url = with_segments(&url::Url::parse(base).unwrap(), &["api", "v2", "user"]);
+            assert_eq!(
+                url.unwrap().as_str(),
+                "https://staging.example/hub/api/v2/user"
+            );
+        }
+        let url = with_segments(
+            &url::Url::parse("https://proxy.example/bitpay/").unwrap(),
+            &["rates", "BTC", "EUR"],
+        );
+        assert_eq!(
+            url.unwrap().as_str(),
+            "https://proxy.example/bitpay/rates/BTC/EUR"
+        );
+    }
+
+    #[test]
+    fn every_failure_is_listed_and_the_class_is_the_most_hopeful() {
+        let blocked = PriceError::Status {
+            url: "https://peach/v1/market/price/BTCEUR".into(),
+            status: 451,
+            body: "blocked".into(),
+            retry_after: None,
+        };
+        let busy = PriceError::Status {
+            url: "https://bitpay/rates/BTC/EUR".into(),
+            status: 503,
+            body: "busy".into(),
+            retry_after: None,
+        };
+        assert_eq!(blocked.class(), Class::Permanent);
+        let all = PriceError::AllFailed(vec![
+            (PriceSource::Peach, blocked),
+            (PriceSource::Bitpay, busy),
+        ]);
+        let text = all.to_string();
+        assert!(
+            text.contains("peach: https://peach/v1/market/price/BTCEUR answered 451")
+                && text.contains("; bitpay: https://bitpay/rates/BTC/EUR answered 503"),
+            "{text}"
+        );
+        assert!(matches!(all.class(), Class::Transient { .. }));
+        let PriceError::AllFailed(mut v) = all else {
+            unreachable!()
+        };
+        v.pop();
+        assert_eq!(PriceError::AllFailed(v).class(), Class::Permanent);
+    }
 
     #[test]
     fn prices_are_read_exactly_and_nonsense_is_refused() {
