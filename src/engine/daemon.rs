@@ -89,15 +89,7 @@ pub async fn serve(
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
     let payout_wallets = payout_wallets(&workflows);
-    // The chain source of each workflow whose order pays out to a wallet with an `esplora_url`
-    // or an `electrum_url`.
-    let explorers = payout_wallets
-        .iter()
-        .filter_map(|(workflow, wallet)| {
-            let source = ChainSource::of(config.wallets.get(wallet)?)?;
-            Some((workflow.clone(), source))
-        })
-        .collect();
+    let explorers = explorers(&config, &payout_wallets);
     if !config.withdraw.is_empty() {
         tasks.spawn(withdrawal_follower(
             store.clone(),
@@ -187,6 +179,21 @@ pub async fn serve(
 }
 
 /// The wallet each workflow's `pocket.order` pays out to.
+/// The chain source of each workflow whose order pays out to a wallet with an `esplora_url`
+/// or an `electrum_url`.
+pub fn explorers(
+    config: &Config,
+    payout_wallets: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, ChainSource> {
+    payout_wallets
+        .iter()
+        .filter_map(|(workflow, wallet)| {
+            let source = ChainSource::of(config.wallets.get(wallet)?)?;
+            Some((workflow.clone(), source))
+        })
+        .collect()
+}
+
 pub fn payout_wallets(workflows: &[Workflow]) -> std::collections::HashMap<String, String> {
     workflows
         .iter()

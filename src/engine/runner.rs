@@ -670,13 +670,7 @@ impl Runner {
             .collect();
         let all: Vec<Workflow> = self.workflows.values().cloned().collect();
         let payout_wallets = super::daemon::payout_wallets(&all);
-        let explorers = payout_wallets
-            .iter()
-            .filter_map(|(workflow, wallet)| {
-                let url = self.config.wallets.get(wallet)?.esplora_url.as_ref()?;
-                Some((workflow.clone(), crate::wallet::esplora::Esplora::new(url)))
-            })
-            .collect();
+        let explorers = super::daemon::explorers(&self.config, &payout_wallets);
         // The processor's state machine, for this one read-back.
         let processor = crate::exchanges::Processor {
             store: self.store.clone(),

@@ -115,3 +115,101 @@ fn price_sources_are_checked_as_a_list() {
         assert_eq!(check.code, 0, "{prices}: {check:?}");
     }
 }
+
+/// `pocket.refresh` reads an exchange back now and applies it like a webhook: an exchange that
+/// executed and settled while satflow heard nothing of it (no webhook reached it) is settled
+/// after one manual run, and a second run finds nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pocket_refresh_applies_an_exchange_no_webhook_brought() {
+    use satflow::wallet::proof::sign_message;
+
+    // No webhook URL: the sandbox's exchanges never reach satflow by themselves.
+    let (addr, _sb) = satflow::pocket::sandbox::spawn(Default::default()).await;
+    let pocket = format!("http://{addr}");
+    let wallet = super::pocket::TestWallet::new();
+    let app = TestApp::empty();
+    app.write(
+        "satflow.yaml",
+        &format!(
+            "database: sqlite://satflow.db\nalerts: []\n\
+             pocket: {{ base_url: \"{pocket}\", client_id: sandbox-client }}\n\
+             wallets:\n  cold: {{ xpub: {} }}\n",
+            wallet.zpub
+        ),
+    );
+    app.write(
+        "workflows/dca.yaml",
+        "steps:\n  - uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
+    );
+    let message = app
+        .satflow(&["order", "setup", "dca", "--message-only"])
+        .stdout
+        .trim_end()
+        .to_string();
+    let setup = app.satflow(&[
+        "order",
+        "setup",
+        "dca",
+        "--signature",
+        &sign_message(&wallet.key(0), &message),
+    ]);
+    assert_eq!(setup.code, 0, "{setup:?}");
+    let order_id = setup.stdout.split_whitespace().nth(2).unwrap().to_string();
+
+    let control = |path: String| {
+        let url = format!("{pocket}/{path}");
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({ "amount": 250 }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let paid = control(format!("sandbox/orders/{order_id}/payments")).await;
+    let id = paid["id"].as_str().unwrap().to_string();
+    let settled = control(format!("sandbox/exchanges/{id}/settle")).await;
+    assert!(settled["payout"].is_object(), "{settled}");
+    let show = app.satflow(&["exchanges", "show", &id, "--json"]);
+    assert_ne!(show.code, 0, "satflow has not heard of it yet: {show:?}");
+
+    app.write(
+        "workflows/refresh.yaml",
+        &format!(
+            "steps:\n  - id: r\n    uses: pocket.refresh\n    with: {{ exchange: \"{id}\" }}\n"
+        ),
+    );
+    let run = app.satflow(&["trigger", "refresh", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("\"state\":\"settled\"") && run.stdout.contains("\"changed\":true"),
+        "{run:?}"
+    );
+    let show = app.satflow(&["exchanges", "show", &id, "--json"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    let shown: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(shown["exchanges"][0]["state"], "settled", "{shown:#}");
+    // The payout went to the order's own address, which is now used.
+    let addresses = app.satflow(&["addresses", "cold", "--json", "--count", "2"]);
+    let doc: serde_json::Value = serde_json::from_str(&addresses.stdout).unwrap();
+    assert_eq!(doc["addresses"][0]["state"], "used", "{doc:#}");
+
+    let again = app.satflow(&["trigger", "refresh", "--wait"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("\"changed\":false"), "{again:?}");
+
+    // An id that is not Pocket's fails the step, naming what is expected.
+    app.write(
+        "workflows/bad.yaml",
+        "steps:\n  - uses: pocket.refresh\n    with: { exchange: \"../etc/passwd\" }\n",
+    );
+    let bad = app.satflow(&["trigger", "bad", "--wait"]);
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert!(
+        format!("{}{}", bad.stdout, bad.stderr).contains("not a Pocket exchange id"),
+        "{bad:?}"
+    );
+}
