@@ -206,13 +206,13 @@ pub fn verify_message(address: &Address, message: &str, signature: &str) -> Resu
 fn unwrap_signature(address: &Address, message: &str, pasted: &str) -> Result<String, ProofError> {
     let text = match armored(pasted)? {
         Some(block) => {
-            if let Some(found) = block.message {
-                if found.trim() != message.trim() {
-                    return Err(ProofError::ArmoredMessage {
-                        found,
-                        expected: message.to_string(),
-                    });
-                }
+            if let Some(found) = block.message
+                && found.trim() != message.trim()
+            {
+                return Err(ProofError::ArmoredMessage {
+                    found,
+                    expected: message.to_string(),
+                });
             }
             let same_address = Address::from_str(block.address)
                 .map(|a| a.assume_checked() == *address)
