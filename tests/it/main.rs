@@ -4,7 +4,6 @@
 mod check;
 mod cli_hygiene;
 mod clients;
-mod cln_tls;
 mod demo;
 mod electrum;
 mod engine;
