@@ -265,12 +265,38 @@ impl PocketClient {
         id: &str,
         patience: &Patience,
     ) -> (Result<Order, PocketError>, Vec<String>) {
+        self.patiently("order", id, patience, || self.get_order(id))
+            .await
+    }
+
+    /// `get_exchange`, retried as [`PocketClient::get_order_patiently`] is.
+    pub async fn get_exchange_patiently(
+        &self,
+        id: &str,
+        patience: &Patience,
+    ) -> (Result<Exchange, PocketError>, Vec<String>) {
+        self.patiently("exchange", id, patience, || self.get_exchange(id))
+            .await
+    }
+
+    /// One read, retried while `patience` allows; returns the result and each failed attempt.
+    async fn patiently<T, F, Fut>(
+        &self,
+        what: &str,
+        id: &str,
+        patience: &Patience,
+        read: F,
+    ) -> (Result<T, PocketError>, Vec<String>)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PocketError>>,
+    {
         let mut failed = Vec::new();
         let mut attempt = 1;
         let started = std::time::Instant::now();
         loop {
-            match self.get_order(id).await {
-                Ok(order) => return (Ok(order), failed),
+            match read().await {
+                Ok(value) => return (Ok(value), failed),
                 Err(e) => {
                     let wait = patience.next_wait(
                         attempt,
@@ -282,7 +308,7 @@ impl PocketClient {
                     let Some(wait) = wait else {
                         return (Err(e), failed);
                     };
-                    tracing::warn!(order = %id, attempt, error = %e, wait_ms = wait.as_millis() as u64, "reading the order failed; trying again");
+                    tracing::warn!(%what, %id, attempt, error = %e, wait_ms = wait.as_millis() as u64, "reading from Pocket failed; trying again");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -302,38 +328,6 @@ impl PocketClient {
     pub async fn get_exchange(&self, id: &str) -> Result<Exchange, PocketError> {
         self.call(PocketCall::GetExchange, &["v1", "exchanges", id], None)
             .await
-    }
-
-    /// `get_exchange`, with transient failures retried within the call as `patience` allows
-    /// (as [`PocketClient::get_order_patiently`]). Returns the result and each failed attempt.
-    pub async fn get_exchange_patiently(
-        &self,
-        id: &str,
-        patience: &Patience,
-    ) -> (Result<Exchange, PocketError>, Vec<String>) {
-        let mut failed = Vec::new();
-        let mut attempt = 1;
-        let started = std::time::Instant::now();
-        loop {
-            match self.get_exchange(id).await {
-                Ok(exchange) => return (Ok(exchange), failed),
-                Err(e) => {
-                    let wait = patience.next_wait(
-                        attempt,
-                        e.verdict(),
-                        started.elapsed(),
-                        self.call_timeout,
-                    );
-                    failed.push(format!("attempt {attempt}: {e}"));
-                    let Some(wait) = wait else {
-                        return (Err(e), failed);
-                    };
-                    tracing::warn!(exchange = %id, attempt, error = %e, wait_ms = wait.as_millis() as u64, "reading the exchange failed; trying again");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-            }
-        }
     }
 
     pub async fn patch_exchange(
