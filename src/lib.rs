@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod outcome;
 pub mod pocket;
 pub mod prices;
+pub mod sandbox;
 pub mod source;
 pub mod store;
 pub mod wallet;

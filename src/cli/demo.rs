@@ -30,9 +30,9 @@ use super::order::{SetupArgs, setup};
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
 use crate::engine::clock::{Clock, JumpClock};
 use crate::engine::daemon;
-use crate::lightning::standin;
-use crate::pocket::sandbox::{self, SandboxOptions};
 use crate::pocket::types::ExchangeState;
+use crate::sandbox::lightning as standin;
+use crate::sandbox::{self, SandboxOptions};
 use crate::store::Store;
 use crate::wallet::proof::sign_message;
 

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::watch;
 
 use super::{Outcome, open_config, runtime, shutdown_signal};
-use crate::pocket::sandbox::{Sandbox, SandboxOptions, serve};
+use crate::sandbox::{Sandbox, SandboxOptions, serve};
 
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {

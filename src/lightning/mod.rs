@@ -8,5 +8,4 @@
 pub mod invoice;
 pub mod node;
 pub mod signmessage;
-pub mod standin;
 pub mod tls;

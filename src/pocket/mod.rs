@@ -6,7 +6,6 @@ pub mod client;
 pub mod outcomes;
 pub mod payment;
 pub mod payout;
-pub mod sandbox;
 pub mod types;
 pub mod webhook;
 

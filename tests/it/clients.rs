@@ -22,7 +22,7 @@ async fn geo_blocked_peach() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_geo_blocked_peach_falls_back_to_bitpay_and_all_failing_lists_each_failure() {
     let peach = geo_blocked_peach().await;
-    let (market, _sb) = satflow::pocket::sandbox::spawn(Default::default()).await;
+    let (market, _sb) = satflow::sandbox::spawn(Default::default()).await;
     let r = reqwest::Client::new()
         .put(format!("http://{market}/sandbox/price"))
         .json(&json!({ "currency": "eur", "price": "61234.5" }))
@@ -124,7 +124,7 @@ async fn pocket_refresh_applies_an_exchange_no_webhook_brought() {
     use satflow::wallet::proof::sign_message;
 
     // No webhook URL: the sandbox's exchanges never reach satflow by themselves.
-    let (addr, _sb) = satflow::pocket::sandbox::spawn(Default::default()).await;
+    let (addr, _sb) = satflow::sandbox::spawn(Default::default()).await;
     let pocket = format!("http://{addr}");
     let wallet = super::pocket::TestWallet::new();
     let app = TestApp::empty();

@@ -15,7 +15,7 @@ use satflow::wallet::WalletKey;
 use satflow::wallet::chain::{ChainError, ChainSource};
 use satflow::wallet::electrum::{Electrum, ElectrumError, ElectrumUrl};
 
-use satflow::pocket::sandbox::{self, SandboxOptions};
+use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 
 use super::helpers::{TestApp, eventually, free_port};

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use satflow::pocket::sandbox::{self, SandboxOptions};
 use satflow::pocket::webhook;
+use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 

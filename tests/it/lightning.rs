@@ -8,7 +8,7 @@ use std::time::Duration;
 use satflow::config::{InvoiceSource, LightningNode};
 use satflow::lightning::node::{Node, NodeError};
 use satflow::lightning::signmessage::sign_node_message;
-use satflow::pocket::sandbox::{self, SandboxOptions};
+use satflow::sandbox::{self, SandboxOptions};
 use serde_json::{Value, json};
 
 use super::helpers::{TestApp, eventually, free_port, terminate};

@@ -2,7 +2,7 @@
 //! prompt, with a signature made by a test key, refused locally when the proof is wrong.
 
 use satflow::lightning::signmessage::sign_node_message;
-use satflow::pocket::sandbox::{self, SandboxOptions};
+use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 
 use super::helpers::TestApp;

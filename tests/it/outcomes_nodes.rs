@@ -854,7 +854,7 @@ async fn an_lnd_send_received_but_never_answered_in_time_is_reconciled_not_sent_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_withdrawal_received_but_never_answered_in_time_is_reconciled_not_asked_again() {
     let (addr, sandbox) =
-        satflow::pocket::sandbox::spawn(satflow::pocket::sandbox::SandboxOptions::default()).await;
+        satflow::sandbox::spawn(satflow::sandbox::SandboxOptions::default()).await;
     let esplora = EsploraStandIn::start().await;
     let app = with_providers(
         "4s",

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use satflow::pocket::PocketClient;
 use satflow::pocket::client::PocketError;
 use satflow::pocket::outcomes::{PocketCall, Verdict};
-use satflow::pocket::sandbox::{self, SandboxOptions};
 use satflow::pocket::types::{ExchangePayout, NewBuyOrder, NewPayout, OrderPatch};
+use satflow::sandbox::{self, SandboxOptions};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

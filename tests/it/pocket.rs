@@ -15,11 +15,11 @@ use bitcoin::{Address, CompressedPublicKey, Network};
 use lightning_invoice::{Currency as LnCurrency, InvoiceBuilder, PaymentSecret};
 use satflow::domain::Currency;
 use satflow::lightning::signmessage::sign_node_message;
-use satflow::pocket::sandbox::{self, SandboxOptions};
 use satflow::pocket::types::{
     ApiCode, ExchangePayout, ExchangeState, NewBuyOrder, NewPayout, OrderPatch,
 };
 use satflow::pocket::{PocketClient, PocketError, webhook};
+use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 use satflow::wallet::{ScriptType, encode_extended};
 use secrecy::SecretString;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use satflow::pocket::sandbox::{self, SandboxOptions};
 use satflow::pocket::webhook;
+use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 
@@ -528,7 +528,7 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exchange_far_from_the_market_price_raises_one_alert() {
-    let (market, _sb) = satflow::pocket::sandbox::spawn(Default::default()).await;
+    let (market, _sb) = satflow::sandbox::spawn(Default::default()).await;
     let r = reqwest::Client::new()
         .put(format!("http://{market}/sandbox/price"))
         .json(&json!({ "currency": "eur", "price": "800" }))

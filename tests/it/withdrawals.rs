@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use satflow::config::WithdrawProvider;
-use satflow::pocket::sandbox::{self, Sandbox, SandboxOptions};
+use satflow::sandbox::{self, Sandbox, SandboxOptions};
 use satflow::wallet::WalletKey;
 use satflow::withdraw::hub::HubClient;
 use serde_json::Value;

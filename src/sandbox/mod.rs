@@ -7,6 +7,7 @@
 //! memory and must never be pointed at by a configuration that moves real money.
 
 pub mod hub;
+pub mod lightning;
 mod state;
 
 use std::net::SocketAddr;
@@ -24,9 +25,9 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::webhook;
 use crate::domain::Currency;
 use crate::lightning::signmessage;
+use crate::pocket::webhook;
 use state::{Payout, Refusal};
 
 pub use state::{creditor_reference, random_uuid};

@@ -17,7 +17,7 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
 use serde_json::{Value, json};
 
-use super::signmessage::sign_node_message;
+use crate::lightning::signmessage::sign_node_message;
 
 /// A BOLT11 invoice for `msat`, made now and valid for `expiry`, signed by `key`.
 pub fn sign_invoice(
