@@ -104,6 +104,9 @@ pub enum InvoiceSource {
     Cln {
         url: Url,
         rune: SecretString,
+        /// clnrest's own `ca.pem` (or `server.pem`), pinned for an https `url`; without it
+        /// only public roots are trusted (a node behind a proxy with a public certificate).
+        tls_cert_file: Option<PathBuf>,
     },
     LightningAddress(String),
 }

@@ -521,13 +521,12 @@ impl Reader<'_> {
     fn cln(&self, what: &str, node: &Node, ctx: &mut Ctx<'_>) -> Option<InvoiceSource> {
         let what = format!("{what}.cln");
         let mut m = MapReader::new(node, what.clone(), ctx)?;
-        let url = m
-            .required(
-                "url",
-                "write the clnrest address, e.g. url: https://127.0.0.1:3010",
-                ctx,
-            )
-            .and_then(|n| http_url(n, &format!("{what}.url"), ctx));
+        let url_node = m.required(
+            "url",
+            "write the clnrest address, e.g. url: https://127.0.0.1:3010",
+            ctx,
+        );
+        let url = url_node.and_then(|n| http_url(n, &format!("{what}.url"), ctx));
         let rune = m
             .required(
                 "rune",
@@ -535,11 +534,55 @@ impl Reader<'_> {
                 ctx,
             )
             .and_then(|n| secret(n, &format!("{what}.rune"), ctx));
+        // clnrest serves https with a CA of its own (`ca.pem` signing `server.pem`, in the
+        // node's network folder); satflow pins it, as LND's tls.cert.
+        let cert_node = m.get("tls_cert_file");
+        let tls_cert_file =
+            cert_node.and_then(|n| self.cert_file(n, &format!("{what}.tls_cert_file"), ctx));
         m.finish(ctx);
+        let url = url?;
+        if cert_node.is_none() && url.scheme() == "https" && !is_public_host(&url) {
+            ctx.error(
+                url_node.map_or(node.pos, |n| n.pos),
+                format!(
+                    "{what}.url: {} is served with clnrest's own certificate, which no public authority signed; set tls_cert_file to the node's ca.pem, in its network folder (e.g. tls_cert_file: /home/you/.lightning/bitcoin/ca.pem; server.pem works too), or use an http:// URL on loopback",
+                    url.as_str().trim_end_matches('/')
+                ),
+            );
+            return None;
+        }
         Some(InvoiceSource::Cln {
-            url: url?,
+            url,
             rune: rune?,
+            tls_cert_file: match cert_node {
+                Some(_) => Some(tls_cert_file?),
+                None => None,
+            },
         })
+    }
+
+    /// An existing file that holds at least one PEM certificate.
+    fn cert_file(&self, node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<PathBuf> {
+        let path = self.existing_file(node, field, ctx)?;
+        let problem = match std::fs::read(&path) {
+            Ok(pem) => {
+                use rustls::pki_types::{CertificateDer, pem::PemObject};
+                match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+                    Ok(certs) if !certs.is_empty() => return Some(path),
+                    Ok(_) => format!(
+                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    ),
+                    Err(e) => format!("{} is not a PEM certificate: {e}", path.display()),
+                }
+            }
+            Err(e) => format!("cannot read {}: {e}", path.display()),
+        };
+        ctx.error(
+            node.pos,
+            format!("{field}: {problem}; write the path of the node's certificate or CA (PEM)"),
+        );
+        None
     }
 
     /// Providers by name, each with the position of what refers elsewhere (an LND node name).
@@ -1061,6 +1104,43 @@ fn http_url(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Url> {
             );
             None
         }
+    }
+}
+
+/// Whether `url`'s host is one a public certificate authority could have signed for: not
+/// loopback, a private or link-local address, or a name only a local network resolves.
+fn is_public_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => {
+            let [a, b, ..] = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            let first = ip.segments()[0];
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name.contains('.')
+                && ![
+                    ".local",
+                    ".lan",
+                    ".home.arpa",
+                    ".internal",
+                    ".localhost",
+                    ".onion",
+                ]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
+        }
+        None => false,
     }
 }
 

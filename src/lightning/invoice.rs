@@ -1,5 +1,6 @@
 //! BOLT11 invoices checked before they are handed to Pocket: the amount Pocket will pay, the
-//! network, an expiry that leaves time to pay, the payee, and (for LNURL) the description hash.
+//! network, an expiry that leaves time to pay, and the payee. For LNURL, a description hash
+//! that does not match the metadata is only logged (see `verify`). Never asks a node anything.
 //!
 //! A refusal here means the invoice never leaves satflow: Pocket answering `invoice_amount`
 //! after the fact would waste the exchange's time, and a wrong payee would waste the money.
@@ -24,8 +25,17 @@ pub enum InvoiceError {
     ExpiresTooSoon { left_secs: u64, needed_secs: u64 },
     #[error("the invoice is payable to node {got}, not to the order's node {expected}")]
     Payee { expected: String, got: String },
-    #[error("the invoice's description hash does not match the LNURL metadata")]
-    DescriptionHash,
+}
+
+/// The least time an invoice must still be valid when it is handed to Pocket, whatever its
+/// own expiry.
+pub const MIN_REMAINING: Duration = Duration::from_secs(60);
+
+/// How long an invoice of expiry `expiry` must still be valid: half of its own validity, and
+/// at least `floor`. A fixed minimum would refuse every invoice of a provider whose whole
+/// expiry is shorter; half leaves Pocket as much time as the invoice has already lost.
+pub fn required_remaining(expiry: Duration, floor: Duration) -> Duration {
+    (expiry / 2).max(floor)
 }
 
 /// What an invoice must be.
@@ -35,8 +45,8 @@ pub struct Expected {
     pub network: Network,
     /// The node the order pays to.
     pub payee: Option<PublicKey>,
-    /// How long the invoice must still be valid.
-    pub min_validity: Duration,
+    /// The floor of the remaining validity ([`required_remaining`]); [`MIN_REMAINING`] in use.
+    pub min_remaining: Duration,
     /// SHA-256 of the LNURL metadata, when the invoice came from an LNURL server.
     pub description_hash: Option<[u8; 32]>,
 }
@@ -50,12 +60,16 @@ fn currency_of(network: Network) -> Currency {
     }
 }
 
+/// An invoice that passed, with what was only noted.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub invoice: Bolt11Invoice,
+    /// For LNURL: whether the description hash matches the metadata (`None` when not asked).
+    pub description_hash_matches: Option<bool>,
+}
+
 /// Parses `text` and checks it against `expected` at `now` (time since the Unix epoch).
-pub fn verify(
-    text: &str,
-    expected: &Expected,
-    now: Duration,
-) -> Result<Bolt11Invoice, InvoiceError> {
+pub fn verify(text: &str, expected: &Expected, now: Duration) -> Result<Verified, InvoiceError> {
     let invoice =
         Bolt11Invoice::from_str(text.trim()).map_err(|e| InvoiceError::Invalid(e.to_string()))?;
     let currency = currency_of(expected.network);
@@ -76,10 +90,11 @@ pub fn verify(
     let left = invoice
         .expires_at()
         .map_or(Duration::ZERO, |at| at.saturating_sub(now));
-    if left < expected.min_validity {
+    let needed = required_remaining(invoice.expiry_time(), expected.min_remaining);
+    if left < needed {
         return Err(InvoiceError::ExpiresTooSoon {
             left_secs: left.as_secs(),
-            needed_secs: expected.min_validity.as_secs(),
+            needed_secs: needed.as_secs(),
         });
     }
     if let Some(payee) = expected.payee {
@@ -91,13 +106,25 @@ pub fn verify(
             });
         }
     }
-    if let Some(hash) = expected.description_hash {
-        match invoice.description() {
-            Bolt11InvoiceDescriptionRef::Hash(h) if h.0.to_byte_array() == hash => {}
-            _ => return Err(InvoiceError::DescriptionHash),
+    // LUD-06 no longer asks wallets to check the description hash against the metadata
+    // (lnurl/luds PR #234 dropped it), and widely used providers do not commit to it; the
+    // amount, network, payee and expiry above are what protect the money, so a mismatch is
+    // only logged.
+    let description_hash_matches = expected.description_hash.map(|hash| {
+        let matches = matches!(invoice.description(),
+            Bolt11InvoiceDescriptionRef::Hash(h) if h.0.to_byte_array() == hash);
+        if !matches {
+            tracing::warn!(
+                payment_hash = %invoice.payment_hash(),
+                "the LNURL invoice's description hash does not match the LNURL metadata; accepted, as LUD-06 no longer requires it"
+            );
         }
-    }
-    Ok(invoice)
+        matches
+    });
+    Ok(Verified {
+        invoice,
+        description_hash_matches,
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +199,7 @@ mod tests {
             amount_msat: 250_000_000,
             network: Network::Bitcoin,
             payee: Some(PublicKey::from_str(SPEC_NODE).unwrap()),
-            min_validity: Duration::from_secs(30),
+            min_remaining: Duration::from_secs(30),
             description_hash: None,
         }
     }
@@ -185,6 +212,84 @@ mod tests {
         assert!(matches!(
             verify(COFFEE, &coffee_expected(), late),
             Err(InvoiceError::ExpiresTooSoon { left_secs: 15, .. })
+        ));
+    }
+
+    #[test]
+    fn the_remaining_validity_is_half_the_invoices_own_and_at_least_a_minute() {
+        let ten_minutes = Duration::from_secs(600);
+        assert_eq!(
+            required_remaining(ten_minutes, MIN_REMAINING),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            required_remaining(Duration::from_secs(90), MIN_REMAINING),
+            MIN_REMAINING,
+            "the 60 s floor"
+        );
+        assert_eq!(
+            required_remaining(Duration::from_secs(3600), MIN_REMAINING),
+            Duration::from_secs(1800)
+        );
+    }
+
+    /// A 600 s invoice, as some Lightning-address providers issue, made at `made`.
+    fn short_lived(expiry: u64, made: Duration) -> (String, Expected) {
+        use bitcoin::secp256k1::{Secp256k1, SecretKey};
+        let key = SecretKey::from_slice(&[7; 32]).unwrap();
+        let secp = Secp256k1::new();
+        let text = lightning_invoice::InvoiceBuilder::new(Currency::Bitcoin)
+            .description("satflow test".into())
+            .payment_hash(bitcoin::hashes::sha256::Hash::from_byte_array([1; 32]))
+            .payment_secret(lightning_invoice::PaymentSecret([2; 32]))
+            .duration_since_epoch(made)
+            .expiry_time(Duration::from_secs(expiry))
+            .min_final_cltv_expiry_delta(144)
+            .amount_milli_satoshis(21_000)
+            .build_signed(|h| secp.sign_ecdsa_recoverable(h, &key))
+            .unwrap()
+            .to_string();
+        let expected = Expected {
+            amount_msat: 21_000,
+            network: Network::Bitcoin,
+            payee: Some(PublicKey::from_secret_key(&secp, &key)),
+            min_remaining: MIN_REMAINING,
+            description_hash: None,
+        };
+        (text, expected)
+    }
+
+    #[test]
+    fn a_fresh_600_s_invoice_passes_and_one_with_200_s_left_is_too_short() {
+        let made = Duration::from_secs(1_700_000_000);
+        let (text, expected) = short_lived(600, made);
+        assert!(verify(&text, &expected, made + Duration::from_secs(5)).is_ok());
+        assert!(verify(&text, &expected, made + Duration::from_secs(300)).is_ok());
+        assert_eq!(
+            verify(&text, &expected, made + Duration::from_secs(400)).unwrap_err(),
+            InvoiceError::ExpiresTooSoon {
+                left_secs: 200,
+                needed_secs: 300
+            }
+        );
+        // 90 s of validity: 60 s must be left, not 45.
+        let (text, expected) = short_lived(90, made);
+        assert!(verify(&text, &expected, made + Duration::from_secs(30)).is_ok());
+        assert_eq!(
+            verify(&text, &expected, made + Duration::from_secs(40)).unwrap_err(),
+            InvoiceError::ExpiresTooSoon {
+                left_secs: 50,
+                needed_secs: 60
+            }
+        );
+        // An invoice valid for less than the floor can never pass.
+        let (text, expected) = short_lived(50, made);
+        assert!(matches!(
+            verify(&text, &expected, made).unwrap_err(),
+            InvoiceError::ExpiresTooSoon {
+                needed_secs: 60,
+                ..
+            }
         ));
     }
 
@@ -219,10 +324,23 @@ mod tests {
         ));
         let mut e = coffee_expected();
         e.description_hash = Some([0; 32]);
-        assert!(matches!(
-            verify(COFFEE, &e, t),
-            Err(InvoiceError::DescriptionHash)
-        ));
+        assert_eq!(
+            verify(COFFEE, &e, t).unwrap().description_hash_matches,
+            Some(false),
+            "a description hash that does not match is noted, not refused (LUD-06 since luds#234)"
+        );
+        let mut e = coffee_expected();
+        e.amount_msat = 2_000_000_000;
+        e.description_hash = Some(
+            bitcoin::hex::FromHex::from_hex(
+                "3925b6f67e2c340036ed12093dd44e0368df1b6ea26c53dbe4811f58fd5db8c1",
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            verify(HASHED, &e, t).unwrap().description_hash_matches,
+            Some(true)
+        );
         assert!(matches!(
             verify("lnbc1garbage", &coffee_expected(), t),
             Err(InvoiceError::Invalid(_))

@@ -1,5 +1,5 @@
 //! Invoice sources: LND's REST API (macaroon, pinned `tls.cert`), Core Lightning's `clnrest`
-//! (rune), or a Lightning address (LUD-16 / LNURL-pay, LUD-06). Also the node's own key and
+//! (rune, pinned `ca.pem` or `server.pem`), or a Lightning address (LUD-16 / LNURL-pay, LUD-06). Also the node's own key and
 //! message signatures, and (LND) its inbound liquidity for channel payouts.
 //!
 //! A source only talks to the node; whether an invoice is good enough to hand to Pocket is
@@ -12,6 +12,7 @@
 //! | failure                                   | reads (invoice, balances, getinfo, signmessage, transactions, LNURL) | `send_onchain` |
 //! |-------------------------------------------|------------------------------------|-----------------|
 //! | connection refused, DNS, connect/TLS timeout | transient                       | transient       |
+//! | certificate neither pinned nor signed by the pinned CA (LND, CLN) | permanent  | permanent       |
 //! | timeout or cut after the request was sent | transient                          | **unknown**     |
 //! | 408, 425, 429 (Retry-After kept), any 5xx, JSON or HTML | transient            | transient       |
 //! | other 4xx (LND 400 bad argument, 401/403 macaroon, 404; CLN 401/403 rune) | permanent | permanent |
@@ -31,7 +32,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::tls::pinned_client;
+use super::tls::{certificate_refused, pinned_client};
 use crate::config::{InvoiceSource, LightningNode};
 use crate::outcome::{self, Call, Class};
 
@@ -231,12 +232,29 @@ impl Node {
                     timeout: TIMEOUT,
                 })
             }
-            InvoiceSource::Cln { url, rune } => Ok(Node {
-                http: plain_client(connect),
-                base: url.clone(),
-                kind: Kind::Cln { rune: rune.clone() },
-                timeout: TIMEOUT,
-            }),
+            InvoiceSource::Cln {
+                url,
+                rune,
+                tls_cert_file,
+            } => {
+                let http = match tls_cert_file {
+                    Some(file) if url.scheme() == "https" => {
+                        let pem = std::fs::read(file).map_err(|e| {
+                            NodeError::Config(format!("cannot read {}: {e}", file.display()))
+                        })?;
+                        pinned_client(&pem, connect)
+                            .map_err(|e| NodeError::Config(format!("{}: {e}", file.display())))?
+                    }
+                    // http on loopback, or https behind a publicly signed certificate.
+                    _ => plain_client(connect),
+                };
+                Ok(Node {
+                    http,
+                    base: url.clone(),
+                    kind: Kind::Cln { rune: rune.clone() },
+                    timeout: TIMEOUT,
+                })
+            }
             InvoiceSource::LightningAddress(address) => {
                 let (user, domain) = address.split_once('@').ok_or_else(|| {
                     NodeError::Config(format!("{address} is not a Lightning address"))
@@ -284,7 +302,12 @@ impl Node {
         let unreachable = |e: reqwest::Error| NodeError::Unreachable {
             url: shown(),
             reason: describe(&e),
-            class: outcome::of_transport(&e, call),
+            // Nothing was sent; the same certificate will be refused on every attempt.
+            class: if certificate_refused(&e) {
+                Class::Permanent
+            } else {
+                outcome::of_transport(&e, call)
+            },
         };
         let mut request = self.http.request(method, url.clone()).timeout(self.timeout);
         request = match &self.kind {

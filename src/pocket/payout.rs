@@ -28,9 +28,10 @@ use super::types::{ExchangePayout, ExchangeState};
 use crate::config::Config;
 use crate::domain::Btc;
 use crate::engine::runner::StepOutcome;
-use crate::lightning::invoice::{Expected, verify};
+use crate::lightning::invoice::{Expected, InvoiceError, MIN_REMAINING, verify};
 use crate::lightning::node::{Node, NodeError};
 use crate::outbox::HandlerError;
+use crate::outcome::Class;
 use crate::store::{NewItem, RunRow, Store};
 use crate::workflow::actions::{Payout, PocketPayout};
 use crate::workflow::{Action, Workflow};
@@ -38,8 +39,9 @@ use crate::workflow::{Action, Workflow};
 /// The outbox kind of a payout.
 pub const KIND: &str = "pocket.payout";
 
-/// How long an invoice must still be valid when it is handed to Pocket.
-const MIN_VALIDITY: Duration = Duration::from_secs(10 * 60);
+/// How many invoices one attempt asks for when each is too close to its expiry (a provider
+/// handing out stale invoices); then the attempt is retried later, as a transient failure.
+const INVOICE_ASKS: u32 = 3;
 
 /// How long the invoices asked of the node are valid.
 const INVOICE_EXPIRY: Duration = Duration::from_secs(60 * 60);
@@ -200,29 +202,50 @@ pub async fn pay_out(
         }
     }
 
-    let invoice = node
-        .invoice(
+    // How long the invoice must still be valid is relative to its own expiry
+    // (`invoice::required_remaining`); one too short-lived is replaced by a fresh one.
+    let mut asked = 0;
+    let invoice = loop {
+        asked += 1;
+        let invoice = node
+            .invoice(
+                amount_msat,
+                &format!("satflow: Pocket exchange {exchange_id}"),
+                INVOICE_EXPIRY,
+            )
+            .await
+            .map_err(node_error)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let expected = Expected {
             amount_msat,
-            &format!("satflow: Pocket exchange {exchange_id}"),
-            INVOICE_EXPIRY,
-        )
-        .await
-        .map_err(node_error)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let expected = Expected {
-        amount_msat,
-        network: Network::Bitcoin,
-        payee: Some(payee),
-        min_validity: MIN_VALIDITY,
-        description_hash: invoice.description_hash,
+            network: Network::Bitcoin,
+            payee: Some(payee),
+            min_remaining: MIN_REMAINING,
+            description_hash: invoice.description_hash,
+        };
+        match verify(&invoice.bolt11, &expected, now) {
+            Ok(_) => break invoice,
+            Err(e @ InvoiceError::ExpiresTooSoon { .. }) => {
+                if asked >= INVOICE_ASKS {
+                    return Err(HandlerError::from_class(
+                        Class::TRANSIENT,
+                        format!(
+                            "lightning.{node_name} gave {asked} invoices too close to their expiry; trying again later: {e}"
+                        ),
+                        None,
+                    ));
+                }
+                tracing::info!(exchange = %exchange_id, "{e}; asking lightning.{node_name} for a fresh invoice");
+            }
+            Err(e) => {
+                return Err(HandlerError::permanent(format!(
+                    "the invoice from lightning.{node_name} was refused before sending it to Pocket: {e}"
+                )));
+            }
+        }
     };
-    verify(&invoice.bolt11, &expected, now).map_err(|e| {
-        HandlerError::permanent(format!(
-            "the invoice from lightning.{node_name} was refused before sending it to Pocket: {e}"
-        ))
-    })?;
     match client
         .patch_exchange(
             &exchange_id,

@@ -352,6 +352,65 @@ async fn core_lightning_and_a_lightning_address_pay_out_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lightning_address_as_wallets_run_it_pays_out_with_short_uncommitted_invoices() {
+    // As widely used providers: a plain description (no hash of the LNURL metadata) and a
+    // 600 s expiry, shorter than the 10 minutes satflow once asked to be left.
+    let (server, address) = lnnode::lnurl_with(
+        "stacker",
+        lnnode::LnurlStyle {
+            commits_to_metadata: false,
+            expiry: Duration::from_secs(600),
+        },
+    )
+    .await;
+    let mut s = Setup::new(
+        &format!(
+            "    lightning_address: \"{address}\"\n    node_pubkey: {}\n",
+            server.pubkey()
+        ),
+        "node: mynode",
+    )
+    .await;
+    let message = s
+        .app
+        .satflow(&["order", "setup", "zap", "--message-only"])
+        .stdout
+        .trim_end()
+        .to_string();
+    let key = server.state.lock().unwrap().key;
+    let setup = s.app.satflow(&[
+        "order",
+        "setup",
+        "zap",
+        "--signature",
+        &sign_node_message(&key, &message),
+    ]);
+    assert_eq!(setup.code, 0, "{setup:?}");
+    let order = order_id(&setup.stdout);
+    s.start().await;
+    let id = s.pay(&order).await;
+    eventually(Duration::from_secs(15), "the LNURL payout", || {
+        s.app
+            .satflow(&["exchanges", "show", &id, "--json"])
+            .stdout
+            .contains("\"state\": \"settled\"")
+    })
+    .await;
+    let issued = server.state.lock().unwrap().invoices.clone();
+    assert_eq!(issued.len(), 1, "one invoice was enough: {issued:?}");
+    assert_eq!(
+        s.pocket_state(&id).await["payout"]["invoice"].as_str(),
+        Some(issued[0].as_str())
+    );
+    let log = std::fs::read_to_string(s.app.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("description hash does not match"),
+        "the mismatch is logged as a warning: {log}"
+    );
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_inbound_liquidity_a_channel_is_asked_for() {
     let node = lnnode::lnd().await;
     node.state.lock().unwrap().inbound_msat = 0;

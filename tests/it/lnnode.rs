@@ -303,14 +303,18 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.to_lower_hex_string()
 }
 
-/// Core Lightning's `clnrest` (plain HTTP on loopback), wanting `rune`.
-pub async fn cln(rune: &str) -> StandIn {
-    let state = new_state(10);
-    let app = Router::new()
+fn cln_app(state: &Arc<Mutex<NodeState>>, rune: &str) -> Router {
+    Router::new()
         .route("/v1/getinfo", post(cln_getinfo))
         .route("/v1/invoice", post(cln_invoice))
         .route("/v1/signmessage", post(cln_sign))
-        .with_state((Arc::clone(&state), rune.to_string()));
+        .with_state((Arc::clone(state), rune.to_string()))
+}
+
+/// Core Lightning's `clnrest` (plain HTTP on loopback), wanting `rune`.
+pub async fn cln(rune: &str) -> StandIn {
+    let state = new_state(10);
+    let app = cln_app(&state, rune);
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", tcp.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
@@ -318,6 +322,70 @@ pub async fn cln(rune: &str) -> StandIn {
         url,
         state,
         cert_pem: String::new(),
+        macaroon: Vec::new(),
+    }
+}
+
+/// Certificates shaped like the ones clnrest generates in the node's network folder: a CA
+/// (`ca.pem`, "cln Root CA") that signs the server's certificate (`server.pem`) for the names
+/// `cln`, `localhost` and 127.0.0.1.
+pub struct ClnCerts {
+    pub ca_pem: String,
+    pub server_pem: String,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+pub fn clnrest_certs() -> ClnCerts {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "cln Root CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server_params =
+        CertificateParams::new(vec!["cln".into(), "localhost".into(), "127.0.0.1".into()]).unwrap();
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "cln");
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![server_cert.der().clone()], key_der)
+        .unwrap();
+    ClnCerts {
+        ca_pem: ca_cert.pem(),
+        server_pem: server_cert.pem(),
+        config: Arc::new(config),
+    }
+}
+
+/// clnrest as it ships: HTTPS with the certificates of `certs`, wanting `rune`.
+pub async fn cln_tls(rune: &str, certs: &ClnCerts) -> StandIn {
+    let state = new_state(12);
+    let app = cln_app(&state, rune);
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", tcp.local_addr().unwrap());
+    let listener = TlsListener::new(tcp, Arc::clone(&certs.config));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    StandIn {
+        url,
+        state,
+        cert_pem: certs.ca_pem.clone(),
         macaroon: Vec::new(),
     }
 }
@@ -361,15 +429,36 @@ async fn cln_sign(
     Json(json!({ "signature": "00", "recid": "00", "zbase": zbase })).into_response()
 }
 
+/// How an LNURL-pay server makes its invoices.
+#[derive(Debug, Clone, Copy)]
+pub struct LnurlStyle {
+    /// The invoices' description hash commits to the metadata (as LUD-06 once asked); when
+    /// not, they carry a plain description, as widely used providers do.
+    pub commits_to_metadata: bool,
+    pub expiry: Duration,
+}
+
 /// An LNURL-pay server for `user@127.0.0.1:PORT`: invoices carry the hash of its metadata.
 pub async fn lnurl(user: &'static str) -> (StandIn, String) {
+    lnurl_with(
+        user,
+        LnurlStyle {
+            commits_to_metadata: true,
+            expiry: Duration::from_secs(3600),
+        },
+    )
+    .await
+}
+
+/// An LNURL-pay server whose invoices are made as `style` says.
+pub async fn lnurl_with(user: &'static str, style: LnurlStyle) -> (StandIn, String) {
     let state = new_state(11);
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let app = Router::new()
         .route("/.well-known/lnurlp/{user}", get(lnurl_params))
         .route("/lnurl/callback", get(lnurl_callback))
-        .with_state((Arc::clone(&state), addr.to_string()));
+        .with_state(((Arc::clone(&state), addr.to_string()), style));
     tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
     let stand_in = StandIn {
         url: format!("http://{addr}"),
@@ -383,7 +472,9 @@ pub async fn lnurl(user: &'static str) -> (StandIn, String) {
 const METADATA: &str =
     r#"[["text/plain","Sats for stacker"],["text/identifier","stacker@example"]]"#;
 
-async fn lnurl_params(State((_, addr)): Lnd, Path(user): Path<String>) -> Json<Value> {
+type Lnurl = State<((Arc<Mutex<NodeState>>, String), LnurlStyle)>;
+
+async fn lnurl_params(State(((_, addr), _)): Lnurl, Path(user): Path<String>) -> Json<Value> {
     if user != "stacker" {
         return Json(json!({ "status": "ERROR", "reason": "unknown user" }));
     }
@@ -397,24 +488,30 @@ async fn lnurl_params(State((_, addr)): Lnd, Path(user): Path<String>) -> Json<V
 }
 
 async fn lnurl_callback(
-    State((state, _)): Lnd,
+    State(((state, _), style)): Lnurl,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Json<Value> {
     let msat: u64 = q.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let s = state.lock().unwrap();
+    let mut s = state.lock().unwrap();
     let hash =
         bitcoin::hashes::sha256::Hash::from_byte_array(Sha256::digest(METADATA.as_bytes()).into());
     let secp = Secp256k1::new();
-    let pr = lightning_invoice::InvoiceBuilder::new(Currency::Bitcoin)
-        .description_hash(hash)
+    let builder = lightning_invoice::InvoiceBuilder::new(Currency::Bitcoin);
+    let builder = if style.commits_to_metadata {
+        builder.description_hash(hash)
+    } else {
+        builder.description("Sats for stacker".into())
+    };
+    let pr = builder
         .payment_hash(bitcoin::hashes::sha256::Hash::from_byte_array([1; 32]))
         .payment_secret(lightning_invoice::PaymentSecret([2; 32]))
         .current_timestamp()
-        .expiry_time(Duration::from_secs(3600))
+        .expiry_time(style.expiry)
         .min_final_cltv_expiry_delta(144)
         .amount_milli_satoshis(msat)
         .build_signed(|h| secp.sign_ecdsa_recoverable(h, &s.key))
         .unwrap()
         .to_string();
+    s.invoices.push(pr.clone());
     Json(json!({ "pr": pr, "routes": [] }))
 }

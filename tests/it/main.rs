@@ -4,6 +4,7 @@
 mod check;
 mod cli_hygiene;
 mod clients;
+mod cln_tls;
 mod demo;
 mod electrum;
 mod engine;

@@ -461,6 +461,7 @@ async fn drive(
         node(InvoiceSource::Cln {
             url: url(&format!("http://{addr}")),
             rune: "rune".to_string().into(),
+            tls_cert_file: None,
         })
     };
     let lnurl = |at: &str| node(InvoiceSource::LightningAddress(format!("stacker@{at}")));
