@@ -6,7 +6,10 @@
 //!   whatever the body says (an HTML page from a proxy included), with `Retry-After` honoured;
 //! - a timeout or a broken connection after the request may have been received: **unknown** for
 //!   a call that changes something (reconcile before any retry), transient for a read;
-//! - any other answer: for the caller to decide from the documented codes, else **permanent**.
+//! - any other answer: for the caller to decide from the documented codes, else **permanent**;
+//! - from a server trusted by a pinned certificate (the user's own node or Electrum server), a
+//!   refused certificate: **permanent**, found by type ([`refused_certificate`]): the same
+//!   certificate is refused on every attempt until someone changes the setting or the server.
 //!
 //! Nothing here looks at error text: outcomes are decided from types and statuses. This module
 //! never performs a call and never decides what a documented code means for a provider; each
@@ -68,6 +71,33 @@ pub fn of_transport(error: &reqwest::Error, call: Call) -> Class {
         // request may have been received and applied.
         Call::Write => Class::Unknown,
     }
+}
+
+/// The certificate problem rustls raised when a call failed because the other side's
+/// certificate was refused (a pinned certificate or CA that does not vouch for it, or no
+/// public authority that signed it), found by type among the error's causes; `None` for any
+/// other failure.
+///
+/// `io::Error::source` skips the error an `io::Error` wraps (and TLS errors arrive as an
+/// `io::Error` inside another one), so the walk looks into each `io::Error` itself.
+pub fn refused_certificate<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(rustls::Error::InvalidCertificate(problem)) = e.downcast_ref::<rustls::Error>()
+        {
+            return Some(problem);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 /// `Retry-After` from a response's headers: delay-seconds or an HTTP date, capped at a day.
@@ -144,6 +174,26 @@ mod tests {
         assert_eq!(parse_retry_after("99999999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_nested_io_errors_by_type() {
+        use std::io;
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // As tokio-rustls and hyper hand it on: an io::Error inside an io::Error.
+        let nested = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, refused));
+        assert_eq!(
+            refused_certificate(&nested),
+            Some(&rustls::CertificateError::UnknownIssuer)
+        );
+        // Another TLS failure, and an io::Error whose text names a certificate, are not.
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+        );
+        assert_eq!(refused_certificate(&alert), None);
+        let words = io::Error::other("invalid peer certificate: UnknownIssuer");
+        assert_eq!(refused_certificate(&words), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Invoice sources: LND's REST API (macaroon, pinned `tls.cert`), Core Lightning's `clnrest`
-//! (rune, pinned `ca.pem` or `server.pem`), or a Lightning address (LUD-16 / LNURL-pay, LUD-06). Also the node's own key and
-//! message signatures, and (LND) its inbound liquidity for channel payouts.
+//! (rune, pinned `ca.pem` or `server.pem`), or a Lightning address (LUD-16 / LNURL-pay,
+//! LUD-06). Also the node's own key and message signatures, and (LND) its inbound liquidity
+//! for channel payouts.
 //!
 //! A source only talks to the node; whether an invoice is good enough to hand to Pocket is
 //! decided by `lightning::invoice::verify`. How each failure of each call is classified is
@@ -12,7 +13,7 @@
 //! | failure                                   | reads (invoice, balances, getinfo, signmessage, transactions, LNURL) | `send_onchain` |
 //! |-------------------------------------------|------------------------------------|-----------------|
 //! | connection refused, DNS, connect/TLS timeout | transient                       | transient       |
-//! | certificate neither pinned nor signed by the pinned CA (LND, CLN) | permanent  | permanent       |
+//! | certificate refused: not pinned nor signed by the pinned CA, or (no pin) by no public authority (LND, CLN; `Certificate`) | permanent | permanent |
 //! | timeout or cut after the request was sent | transient                          | **unknown**     |
 //! | 408, 425, 429 (Retry-After kept), any 5xx, JSON or HTML | transient            | transient       |
 //! | other 4xx (LND 400 bad argument, 401/403 macaroon, 404; CLN 401/403 rune) | permanent | permanent |
@@ -23,6 +24,7 @@
 //! answer is reconciled through the transaction's label before anything is sent again.
 
 use bitcoin::hex::DisplayHex;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::tls::{certificate_refused, pinned_client};
+use super::tls::pinned_client;
 use crate::config::{InvoiceSource, LightningNode};
 use crate::outcome::{self, Call, Class};
 
@@ -53,6 +55,10 @@ pub enum NodeError {
         reason: String,
         class: Class,
     },
+    /// The TLS handshake refused the node's certificate: nothing was sent, and the same
+    /// certificate is refused on every attempt.
+    #[error("the node at {url} presented a certificate satflow does not trust: {reason}")]
+    Certificate { url: String, reason: String },
     #[error("the node at {url} refused ({status}): {body}")]
     Refused {
         url: String,
@@ -76,9 +82,10 @@ impl NodeError {
     /// The outcome of the failed call: the table in this module's header, in code.
     pub fn class(&self) -> Class {
         match self {
-            NodeError::Config(_) | NodeError::Unsupported(_) | NodeError::Lnurl { .. } => {
-                Class::Permanent
-            }
+            NodeError::Config(_)
+            | NodeError::Unsupported(_)
+            | NodeError::Lnurl { .. }
+            | NodeError::Certificate { .. } => Class::Permanent,
             NodeError::Unreachable { class, .. } => *class,
             NodeError::Refused {
                 status,
@@ -170,6 +177,16 @@ pub struct Node {
     base: Url,
     kind: Kind,
     timeout: Duration,
+    /// The `tls_cert_file` the client trusts (alone), for an https node; named when the node's
+    /// certificate is refused.
+    pinned: Option<PathBuf>,
+}
+
+/// A client that trusts only the certificate or CA in `file`.
+fn pinned_from(file: &std::path::Path, connect: Duration) -> Result<reqwest::Client, NodeError> {
+    let pem = std::fs::read(file)
+        .map_err(|e| NodeError::Config(format!("cannot read {}: {e}", file.display())))?;
+    pinned_client(&pem, connect).map_err(|e| NodeError::Config(format!("{}: {e}", file.display())))
 }
 
 fn plain_client(connect: Duration) -> reqwest::Client {
@@ -213,15 +230,10 @@ impl Node {
                     NodeError::Config(format!("cannot read {}: {e}", macaroon_file.display()))
                 })?;
                 let hex = macaroon.to_lower_hex_string();
-                let http = if url.scheme() == "https" {
-                    let pem = std::fs::read(tls_cert_file).map_err(|e| {
-                        NodeError::Config(format!("cannot read {}: {e}", tls_cert_file.display()))
-                    })?;
-                    pinned_client(&pem, connect).map_err(|e| {
-                        NodeError::Config(format!("{}: {e}", tls_cert_file.display()))
-                    })?
-                } else {
-                    plain_client(connect)
+                let pinned = (url.scheme() == "https").then(|| tls_cert_file.clone());
+                let http = match &pinned {
+                    Some(file) => pinned_from(file, connect)?,
+                    None => plain_client(connect),
                 };
                 Ok(Node {
                     http,
@@ -230,6 +242,7 @@ impl Node {
                         macaroon: SecretString::from(hex),
                     },
                     timeout: TIMEOUT,
+                    pinned,
                 })
             }
             InvoiceSource::Cln {
@@ -237,22 +250,18 @@ impl Node {
                 rune,
                 tls_cert_file,
             } => {
-                let http = match tls_cert_file {
-                    Some(file) if url.scheme() == "https" => {
-                        let pem = std::fs::read(file).map_err(|e| {
-                            NodeError::Config(format!("cannot read {}: {e}", file.display()))
-                        })?;
-                        pinned_client(&pem, connect)
-                            .map_err(|e| NodeError::Config(format!("{}: {e}", file.display())))?
-                    }
+                let pinned = tls_cert_file.clone().filter(|_| url.scheme() == "https");
+                let http = match &pinned {
+                    Some(file) => pinned_from(file, connect)?,
                     // http on loopback, or https behind a publicly signed certificate.
-                    _ => plain_client(connect),
+                    None => plain_client(connect),
                 };
                 Ok(Node {
                     http,
                     base: url.clone(),
                     kind: Kind::Cln { rune: rune.clone() },
                     timeout: TIMEOUT,
+                    pinned,
                 })
             }
             InvoiceSource::LightningAddress(address) => {
@@ -282,8 +291,29 @@ impl Node {
                         address: address.clone(),
                     },
                     timeout: TIMEOUT,
+                    pinned: None,
                 })
             }
+        }
+    }
+
+    /// Why the node's certificate was refused, and which setting to change.
+    fn certificate_reason(&self, refused: &rustls::CertificateError) -> String {
+        let problem = super::tls::problem(refused);
+        let which = match self.kind {
+            Kind::Cln { .. } => {
+                "clnrest's ca.pem or server.pem, in the node's network folder, e.g. ~/.lightning/bitcoin/ca.pem"
+            }
+            _ => "LND's tls.cert, e.g. ~/.lnd/tls.cert",
+        };
+        match &self.pinned {
+            Some(file) => format!(
+                "the node's certificate is not the one in tls_cert_file {} nor signed by it ({problem}); set tls_cert_file to the node's own certificate or CA ({which})",
+                file.display()
+            ),
+            None => format!(
+                "the node's certificate is not signed by a public authority ({problem}); set tls_cert_file to the node's own certificate or CA ({which})"
+            ),
         }
     }
 
@@ -299,15 +329,21 @@ impl Node {
         call: Call,
     ) -> Result<Value, NodeError> {
         let shown = || url.to_string();
-        let unreachable = |e: reqwest::Error| NodeError::Unreachable {
-            url: shown(),
-            reason: describe(&e),
-            // Nothing was sent; the same certificate will be refused on every attempt.
-            class: if certificate_refused(&e) {
-                Class::Permanent
-            } else {
-                outcome::of_transport(&e, call)
-            },
+        let unreachable = |e: reqwest::Error| {
+            let own_node = matches!(self.kind, Kind::Lnd { .. } | Kind::Cln { .. });
+            match outcome::refused_certificate(&e) {
+                // The user's own node: a refused certificate stays refused until someone
+                // changes the setting or the node (permanent, see `NodeError::class`).
+                Some(refused) if own_node => NodeError::Certificate {
+                    url: shown(),
+                    reason: self.certificate_reason(refused),
+                },
+                _ => NodeError::Unreachable {
+                    url: shown(),
+                    reason: describe(&e),
+                    class: outcome::of_transport(&e, call),
+                },
+            }
         };
         let mut request = self.http.request(method, url.clone()).timeout(self.timeout);
         request = match &self.kind {

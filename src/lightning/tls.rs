@@ -19,12 +19,40 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
-/// Why the pinned file does not vouch for the node's certificate (shown in the error's chain).
+/// Why the pinned file does not vouch for the server's certificate, carried inside rustls'
+/// `CertificateError::Other` so that [`problem`] can put it in words without reading text.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the node presented a certificate that is neither the pinned one nor signed by it ({0}); is tls_cert_file the node's own certificate or CA (clnrest: ca.pem or server.pem, LND: tls.cert)?"
-)]
+#[error("{0}")]
 struct NotPinned(String);
+
+/// What was wrong with a refused certificate, in words for a person (the caller says which
+/// setting to change). Decided from the error's type, never from its text.
+pub fn problem(refused: &CertificateError) -> String {
+    match refused {
+        CertificateError::Other(OtherError(inner)) => match inner.downcast_ref::<NotPinned>() {
+            Some(not_pinned) => not_pinned.0.clone(),
+            None => inner.to_string(),
+        },
+        CertificateError::UnknownIssuer => "no trusted authority signed it".into(),
+        CertificateError::BadSignature => "its signature is not the pinned CA's".into(),
+        CertificateError::BadEncoding => "it cannot be read".into(),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            format!("it has expired ({refused})")
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            format!("it is not valid yet ({refused})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// [`problem`] for the error a pinned verification step gave.
+fn problem_of(error: &rustls::Error) -> String {
+    match error {
+        rustls::Error::InvalidCertificate(refused) => problem(refused),
+        other => other.to_string(),
+    }
+}
 
 #[derive(Debug)]
 struct Pinned {
@@ -56,10 +84,12 @@ impl ServerCertVerifier for Pinned {
             return Ok(ServerCertVerified::assertion());
         }
         if self.roots.is_empty() {
-            return Err(Pinned::refuse("the pinned file holds no CA"));
+            return Err(Pinned::refuse(
+                "it is not the pinned certificate, and the pinned file holds no CA",
+            ));
         }
         let parsed = ParsedCertificate::try_from(end_entity)
-            .map_err(|e| Pinned::refuse(format!("its certificate cannot be read: {e}")))?;
+            .map_err(|e| Pinned::refuse(format!("it cannot be read: {}", problem_of(&e))))?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,
             &self.roots,
@@ -67,7 +97,7 @@ impl ServerCertVerifier for Pinned {
             now,
             self.provider.signature_verification_algorithms.all,
         )
-        .map_err(|e| Pinned::refuse(e.to_string()))?;
+        .map_err(|e| Pinned::refuse(problem_of(&e)))?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -117,58 +147,38 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> 
     Ok(certs)
 }
 
-/// Whether a failed request failed because the node's certificate was refused: the same
-/// certificate will be refused again, so retrying cannot help. Decided from the error types
-/// in the chain (rustls' certificate error, which reaches here wrapped in an `io::Error`).
-pub fn certificate_refused(error: &(dyn std::error::Error + 'static)) -> bool {
-    let is_cert = |e: &(dyn std::error::Error + 'static)| {
-        matches!(
-            e.downcast_ref::<rustls::Error>(),
-            Some(rustls::Error::InvalidCertificate(_))
-        )
-    };
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if is_cert(e) {
-            return true;
-        }
-        // `io::Error::source` skips the error it wraps: look inside it.
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            && is_cert(inner)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
 /// An HTTP client that trusts only the certificates in `pem` (LND's `tls.cert`, clnrest's
 /// `ca.pem` or `server.pem`): the node's certificate must be one of them or signed by one.
 /// `connect` bounds the TCP connection and the TLS handshake; a whole call is bounded by the
 /// caller, per request.
 pub fn pinned_client(pem: &[u8], connect: std::time::Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(pinned_config(pem)?)
+        .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A TLS client configuration that trusts only the certificates in `pem`: the server's
+/// certificate must be one of them or signed by one (also used for an `ssl://` Electrum
+/// server's own certificate).
+pub fn pinned_config(pem: &[u8]) -> Result<rustls::ClientConfig, String> {
     let certs = certificates(pem)?;
     let mut roots = RootCertStore::empty();
     // A certificate that cannot be a trust anchor is still pinned exactly.
     let _ = roots.add_parsable_certificates(certs.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            certs,
-            roots,
-            provider,
-        }))
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(connect)
-        .build()
-        .map_err(|e| e.to_string())
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                certs,
+                roots,
+                provider,
+            }))
+            .with_no_client_auth(),
+    )
 }

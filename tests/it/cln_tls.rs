@@ -65,17 +65,20 @@ async fn clnrest_signed_by_another_ca_is_refused_for_good() {
     std::fs::write(dir.path().join("ca.pem"), &other.ca_pem).unwrap();
     let node = node_with(&cln.url, Some(dir.path().join("ca.pem")));
 
+    let pinned = dir.path().join("ca.pem");
     let refused = |e: NodeError| {
-        // MISSING: `tls::certificate_refused` does not find rustls' error in reqwest's chain
-        // yet, so this is still classed transient; it must become `Class::Permanent`.
-        let _ = Class::Permanent;
-        let NodeError::Unreachable { reason, .. } = &e else {
-            panic!("not a transport refusal: {e:?}")
+        assert_eq!(e.class(), Class::Permanent, "{e}");
+        let NodeError::Certificate { reason, .. } = &e else {
+            panic!("not a certificate refusal: {e:?}")
         };
         assert!(
-            reason.contains("neither the pinned one nor signed by it"),
+            reason.contains(&format!(
+                "the node's certificate is not the one in tls_cert_file {} nor signed by it",
+                pinned.display()
+            )),
             "{reason}"
         );
+        assert!(reason.contains("ca.pem or server.pem"), "{reason}");
     };
     refused(
         node.invoice(21_000, "tls test", Duration::from_secs(600))
@@ -83,6 +86,18 @@ async fn clnrest_signed_by_another_ca_is_refused_for_good() {
             .unwrap_err(),
     );
     refused(node.sign_message("hello").await.unwrap_err());
+    assert!(cln.state.lock().unwrap().invoices.is_empty());
+
+    // Without a pinned certificate only public roots are trusted: clnrest's own CA is none.
+    let e = node_with(&cln.url, None).pubkey().await.unwrap_err();
+    assert_eq!(e.class(), Class::Permanent, "{e}");
+    let NodeError::Certificate { reason, .. } = &e else {
+        panic!("not a certificate refusal: {e:?}")
+    };
+    assert!(
+        reason.contains("not signed by a public authority") && reason.contains("tls_cert_file"),
+        "{reason}"
+    );
     assert!(cln.state.lock().unwrap().invoices.is_empty());
 }
 

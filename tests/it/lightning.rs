@@ -268,8 +268,14 @@ async fn a_node_presenting_another_certificate_is_not_trusted() {
         node_address: None,
     };
     match Node::from_config(&config).unwrap().pubkey().await {
-        Err(NodeError::Unreachable { reason, .. }) => {
-            assert!(reason.contains("error sending request"), "{reason}")
+        Err(e @ NodeError::Certificate { .. }) => {
+            // The same certificate is refused on every attempt: nothing to retry.
+            assert_eq!(e.class(), satflow::outcome::Class::Permanent, "{e}");
+            let reason = e.to_string();
+            assert!(
+                reason.contains("is not the one in tls_cert_file") && reason.contains("tls.cert"),
+                "{reason}"
+            )
         }
         other => panic!("the impostor certificate was accepted: {other:?}"),
     }
