@@ -85,6 +85,9 @@ pub struct WalletConfig {
     pub esplora_url: Option<Url>,
     /// The user's own Electrum server; exclusive with `esplora_url`.
     pub electrum_url: Option<crate::wallet::electrum::ElectrumUrl>,
+    /// The `ssl://` Electrum server's own certificate (or its CA), pinned: trusted alone, in
+    /// place of public authorities.
+    pub tls_cert_file: Option<PathBuf>,
 }
 
 #[derive(Debug)]

@@ -358,7 +358,27 @@ impl Reader<'_> {
                 format!("{what}: both `esplora_url` and `electrum_url` are set; keep one (electrum_url for your own node's Electrum server)"),
             );
         }
+        // Electrs and Fulcrum on a node serve `ssl://` with a self-signed certificate of their
+        // own: it is pinned, as LND's tls.cert and clnrest's ca.pem.
+        let cert_node = m.get("tls_cert_file");
+        let tls_cert_file =
+            cert_node.and_then(|n| self.cert_file(n, &format!("{what}.tls_cert_file"), ctx));
         m.finish(ctx);
+        match (&electrum_url, cert_node) {
+            (Some(url), Some(n)) if !url.tls => ctx.error(
+                n.pos,
+                format!("{what}.tls_cert_file: {url} is plain TCP, which has no certificate; use ssl:// in electrum_url, or remove tls_cert_file"),
+            ),
+            (None, Some(n)) if electrum_node.is_none() => ctx.error(
+                n.pos,
+                format!("{what}.tls_cert_file: pins the certificate of an ssl:// electrum_url, and there is none; an esplora_url is trusted through public authorities"),
+            ),
+            (Some(url), None) if url.tls && !is_public(url.url_host()) => ctx.error(
+                electrum_node.map_or(node.pos, |n| n.pos),
+                format!("{what}.electrum_url: {url} is served with the Electrum server's own certificate, which no public authority signed; set tls_cert_file to it (Electrs: its TLS proxy's certificate; Fulcrum: the file its `cert` setting names), or use tcp:// on your own network"),
+            ),
+            _ => {}
+        }
         let key = key?;
         let network = match network {
             Some((net, pos)) => {
@@ -381,6 +401,7 @@ impl Reader<'_> {
             network,
             esplora_url,
             electrum_url,
+            tls_cert_file,
         })
     }
 
@@ -541,7 +562,7 @@ impl Reader<'_> {
             cert_node.and_then(|n| self.cert_file(n, &format!("{what}.tls_cert_file"), ctx));
         m.finish(ctx);
         let url = url?;
-        if cert_node.is_none() && url.scheme() == "https" && !is_public_host(&url) {
+        if cert_node.is_none() && url.scheme() == "https" && !url.host().is_some_and(is_public) {
             ctx.error(
                 url_node.map_or(node.pos, |n| n.pos),
                 format!(
@@ -1107,11 +1128,11 @@ fn http_url(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Url> {
     }
 }
 
-/// Whether `url`'s host is one a public certificate authority could have signed for: not
+/// Whether `host` is one a public certificate authority could have signed for: not
 /// loopback, a private or link-local address, or a name only a local network resolves.
-fn is_public_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => {
+fn is_public(host: url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => {
             let [a, b, ..] = ip.octets();
             !(ip.is_loopback()
                 || ip.is_private()
@@ -1119,14 +1140,14 @@ fn is_public_host(url: &Url) -> bool {
                 || ip.is_unspecified()
                 || (a == 100 && (64..128).contains(&b)))
         }
-        Some(url::Host::Ipv6(ip)) => {
+        url::Host::Ipv6(ip) => {
             let first = ip.segments()[0];
             !(ip.is_loopback()
                 || ip.is_unspecified()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80)
         }
-        Some(url::Host::Domain(name)) => {
+        url::Host::Domain(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             name.contains('.')
                 && ![
@@ -1140,7 +1161,6 @@ fn is_public_host(url: &Url) -> bool {
                 .iter()
                 .any(|suffix| name.ends_with(suffix))
         }
-        None => false,
     }
 }
 

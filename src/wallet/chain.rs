@@ -57,12 +57,10 @@ impl ChainSource {
         // The configuration refuses a wallet naming both; Electrum, the user's own node, would
         // win otherwise.
         if let Some(url) = &wallet.electrum_url {
-            return Some(ChainSource::Electrum(Electrum::with_timeouts(
-                url,
-                wallet.network,
-                connect,
-                total,
-            )));
+            return Some(ChainSource::Electrum(
+                Electrum::with_timeouts(url, wallet.network, connect, total)
+                    .pinning(wallet.tls_cert_file.clone()),
+            ));
         }
         let url = wallet.esplora_url.as_ref()?;
         Some(ChainSource::Esplora(Esplora::with_timeouts(

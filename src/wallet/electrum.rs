@@ -14,11 +14,13 @@
 //! | failure                                                  | class      |
 //! |----------------------------------------------------------|------------|
 //! | connection refused, DNS, TLS handshake, timeout, cut     | transient  |
+//! | `ssl://`: the server's certificate refused (not the pinned one, or unsigned by a public authority without one) | permanent |
 //! | the server has no fee estimate yet (`-1`)                | transient  |
 //! | a JSON-RPC error (unknown txid, a request it refuses)    | permanent  |
 //! | an answer that cannot be read                            | permanent  |
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +90,19 @@ impl ElectrumUrl {
     }
 }
 
+impl ElectrumUrl {
+    /// The host as a URL host: an IP address, or a name.
+    pub fn url_host(&self) -> url::Host<&str> {
+        if let Ok(ip) = self.host.parse::<std::net::Ipv4Addr>() {
+            url::Host::Ipv4(ip)
+        } else if let Ok(ip) = self.host.parse::<std::net::Ipv6Addr>() {
+            url::Host::Ipv6(ip)
+        } else {
+            url::Host::Domain(&self.host)
+        }
+    }
+}
+
 impl fmt::Display for ElectrumUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "ssl" } else { "tcp" };
@@ -105,6 +120,12 @@ pub enum ElectrumError {
     Config(String),
     #[error("cannot reach the Electrum server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The TLS handshake refused the server's certificate: nothing was asked, and the same
+    /// certificate is refused on every attempt.
+    #[error(
+        "the Electrum server at {url} presented a certificate satflow does not trust: {reason}"
+    )]
+    Certificate { url: String, reason: String },
     #[error("the Electrum server at {url} refused {method}: {message}")]
     Rpc {
         url: String,
@@ -124,9 +145,10 @@ impl ElectrumError {
             ElectrumError::Unreachable { .. } | ElectrumError::NoEstimate { .. } => {
                 Class::TRANSIENT
             }
-            ElectrumError::Config(_) | ElectrumError::Rpc { .. } | ElectrumError::Decode { .. } => {
-                Class::Permanent
-            }
+            ElectrumError::Config(_)
+            | ElectrumError::Certificate { .. }
+            | ElectrumError::Rpc { .. }
+            | ElectrumError::Decode { .. } => Class::Permanent,
         }
     }
 }
@@ -144,6 +166,9 @@ pub struct Electrum {
     network: bitcoin::Network,
     connect: Duration,
     total: Duration,
+    /// For `ssl://`: the server's own certificate (or CA), trusted alone; public authorities
+    /// otherwise.
+    pinned: Option<PathBuf>,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -167,7 +192,15 @@ impl Electrum {
             network,
             connect,
             total,
+            pinned: None,
         }
+    }
+
+    /// Trusting only the certificate (or CA) in `cert_file` for an `ssl://` server (the
+    /// wallet's `tls_cert_file`); `None` trusts public authorities.
+    pub fn pinning(mut self, cert_file: Option<PathBuf>) -> Self {
+        self.pinned = cert_file;
+        self
     }
 
     fn unreachable(&self, reason: impl fmt::Display) -> ElectrumError {
@@ -188,22 +221,55 @@ impl Electrum {
         if !self.url.tls {
             return Ok(Box::new(tcp));
         }
-        let roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ElectrumError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = match &self.pinned {
+            Some(file) => {
+                let pem = std::fs::read(file).map_err(|e| {
+                    ElectrumError::Config(format!("cannot read {}: {e}", file.display()))
+                })?;
+                crate::lightning::tls::pinned_config(&pem)
+                    .map_err(|e| ElectrumError::Config(format!("{}: {e}", file.display())))?
+            }
+            None => {
+                let roots = rustls::RootCertStore::from_iter(
+                    webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+                );
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ElectrumError::Config(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+            }
+        };
         let name = rustls::pki_types::ServerName::try_from(self.url.host.clone())
             .map_err(|e| ElectrumError::Config(format!("{}: {e}", self.url.host)))?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| self.unreachable(format!("TLS: {e}")))?;
+            .map_err(|e| match crate::outcome::refused_certificate(&e) {
+                Some(refused) => self.certificate_refused(refused),
+                None => self.unreachable(format!("TLS: {e}")),
+            })?;
         Ok(Box::new(tls))
+    }
+
+    /// Why the server's certificate was refused, and which setting to change.
+    fn certificate_refused(&self, refused: &rustls::CertificateError) -> ElectrumError {
+        let problem = crate::lightning::tls::problem(refused);
+        let reason = match &self.pinned {
+            Some(file) => format!(
+                "the server's certificate is not the one in tls_cert_file {} nor signed by it ({problem}); set tls_cert_file to the certificate the Electrum server presents (Fulcrum: the file its `cert` setting names; Electrs: its TLS proxy's certificate)",
+                file.display()
+            ),
+            None => format!(
+                "the server's certificate is not signed by a public authority ({problem}); set tls_cert_file to the certificate the Electrum server presents"
+            ),
+        };
+        ElectrumError::Certificate {
+            url: self.url.to_string(),
+            reason,
+        }
     }
 
     /// One call on its own connection, after the `server.version` handshake the protocol asks

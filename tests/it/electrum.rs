@@ -79,13 +79,45 @@ impl ElectrumServer {
         ElectrumServer { url, chain }
     }
 
+    /// The same server behind TLS (`ssl://`), presenting the certificate of `config`, as
+    /// Fulcrum does with the self-signed certificate a node's installer made for it.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> ElectrumServer {
+        let chain = Arc::new(Mutex::new(Chain {
+            tip: 800_000,
+            fee: json!(0.00012345),
+            ..Chain::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ssl://{}", listener.local_addr().unwrap());
+        let shared = Arc::clone(&chain);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, chain) = (acceptor.clone(), Arc::clone(&shared));
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends the handshake: nothing to serve.
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        serve(tls, chain).await;
+                    }
+                });
+            }
+        });
+        ElectrumServer { url, chain }
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.chain.lock().unwrap().calls.clone()
     }
 }
 
-async fn serve(socket: tokio::net::TcpStream, chain: Arc<Mutex<Chain>>) {
-    let (read, mut write) = socket.into_split();
+async fn serve<S>(socket: S, chain: Arc<Mutex<Chain>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(socket);
     let mut lines = BufReader::new(read).lines();
     let mut greeted = false;
     while let Ok(Some(line)) = lines.next_line().await {
@@ -241,9 +273,136 @@ fn check_refuses_a_bad_electrum_url_and_both_sources_with_their_place() {
         "{out}"
     );
 
-    let good = app("electrum_url: \"ssl://umbrel.local:50002\"");
-    let check = good.satflow(&["check"]);
+    // A public server's certificate is signed by a public authority; a node's own is not, and
+    // is pinned.
+    let public = app("electrum_url: \"ssl://electrum.blockstream.info:50002\"");
+    let check = public.satflow(&["check"]);
     assert_eq!(check.code, 0, "{check:?}");
+    let unpinned = app("electrum_url: \"ssl://umbrel.local:50002\"");
+    let check = unpinned.satflow(&["check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    let problems = check.problems();
+    assert_eq!(problems.len(), 1, "{check:?}");
+    let p = problems[0].to_string();
+    assert!(
+        p.contains("wallets.vault.electrum_url") && p.contains("set tls_cert_file"),
+        "{p}"
+    );
+    let pinned = app("electrum_url: \"ssl://umbrel.local:50002\", tls_cert_file: fulcrum.pem");
+    pinned.write("fulcrum.pem", &super::lnnode::self_signed().0);
+    let check = pinned.satflow(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+
+    for (chain, says) in [
+        (
+            "electrum_url: \"tcp://umbrel.local:50001\", tls_cert_file: fulcrum.pem",
+            "is plain TCP",
+        ),
+        (
+            "esplora_url: \"https://mempool.space/api\", tls_cert_file: fulcrum.pem",
+            "there is none",
+        ),
+        (
+            "electrum_url: \"ssl://umbrel.local:50002\", tls_cert_file: missing.pem",
+            "there is no file",
+        ),
+    ] {
+        let bad = app(chain);
+        bad.write("fulcrum.pem", &super::lnnode::self_signed().0);
+        let check = bad.satflow(&["check"]);
+        assert_eq!(check.code, 1, "{chain}: {check:?}");
+        let out = format!("{}{}", check.stdout, check.stderr);
+        assert!(
+            out.contains("wallets.vault.tls_cert_file") && out.contains(says),
+            "{chain}: {out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssl_electrum_server_is_trusted_by_its_pinned_certificate_only() {
+    let (cert_pem, config) = super::lnnode::self_signed();
+    let server = ElectrumServer::start_tls(config).await;
+    let mined = "11".repeat(32);
+    {
+        let mut chain = server.chain.lock().unwrap();
+        chain.tip = 800_005;
+        chain.confirmed.insert(mined.clone(), 800_000);
+        for i in 0..2 {
+            chain.used.insert(script_hash_of(&derived(i)));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (pinned, impostor) = (dir.path().join("fulcrum.pem"), dir.path().join("other.pem"));
+    std::fs::write(&pinned, &cert_pem).unwrap();
+    std::fs::write(&impostor, super::lnnode::self_signed().0).unwrap();
+    let url = ElectrumUrl::parse(&server.url).unwrap();
+    let electrum = |cert: Option<&std::path::Path>| {
+        Electrum::new(&url, bitcoin::Network::Bitcoin).pinning(cert.map(Into::into))
+    };
+
+    // Over real TLS, with exactly the server's certificate pinned.
+    assert_eq!(
+        electrum(Some(&pinned)).confirmations(&mined).await.unwrap(),
+        6
+    );
+    assert!(
+        electrum(Some(&pinned))
+            .address_used(&derived(0))
+            .await
+            .unwrap()
+    );
+    let asked = server.calls().len();
+    assert!(asked >= 4, "{:?}", server.calls());
+
+    // Another certificate pinned: refused for good, saying which setting to change; and
+    // without a pin, a self-signed certificate is no public authority's.
+    let err = electrum(Some(&impostor))
+        .confirmations(&mined)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), Class::Permanent, "{err}");
+    let ElectrumError::Certificate { reason, .. } = &err else {
+        panic!("not a certificate refusal: {err:?}")
+    };
+    assert!(
+        reason.contains(&format!(
+            "the server's certificate is not the one in tls_cert_file {}",
+            impostor.display()
+        )),
+        "{reason}"
+    );
+    let err = electrum(None).confirmations(&mined).await.unwrap_err();
+    assert_eq!(err.class(), Class::Permanent, "{err}");
+    assert!(
+        matches!(&err, ElectrumError::Certificate { reason, .. } if reason.contains("not signed by a public authority")),
+        "{err:?}"
+    );
+    assert_eq!(
+        server.calls().len(),
+        asked,
+        "nothing was asked over a refused connection"
+    );
+
+    // The binary: the gap check through the pinned ssl:// server.
+    let app = app(&format!(
+        "electrum_url: \"{}\", tls_cert_file: fulcrum.pem",
+        server.url
+    ));
+    app.write("fulcrum.pem", &cert_pem);
+    let run = app.satflow(&["trigger", "reserve", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&derived(2)),
+        "the two used ones are passed over: {run:?}"
+    );
+    app.write("fulcrum.pem", &super::lnnode::self_signed().0);
+    let run = app.satflow(&["trigger", "reserve", "--wait"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("is not the one in tls_cert_file"),
+        "the refusal reaches the run's output: {run:?}"
+    );
 }
 
 fn app_both() -> TestApp {
