@@ -1,5 +1,6 @@
 //! `satflow addresses WALLET`: the wallet's addresses by index with their state, to compare with
-//! what a hardware wallet shows; `--scan` asks the wallet's explorer which are used on chain.
+//! what a hardware wallet shows; `--scan` asks the wallet's chain source (its Esplora explorer
+//! or its own Electrum server) which are used on chain.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,7 +9,7 @@ use serde_json::json;
 
 use super::{Outcome, open_config, runtime};
 use crate::store::Store;
-use crate::wallet::esplora::Esplora;
+use crate::wallet::chain::ChainSource;
 
 #[derive(Debug, clap::Args)]
 pub struct AddressesArgs {
@@ -17,7 +18,7 @@ pub struct AddressesArgs {
     /// How many addresses to show at least (from index 0)
     #[arg(long, default_value_t = 10)]
     pub count: u32,
-    /// Ask the wallet's explorer (esplora_url) which addresses are used on chain
+    /// Ask the wallet's chain source (esplora_url or electrum_url) which addresses are used on chain
     #[arg(long)]
     pub scan: bool,
     /// Print one JSON document instead of text
@@ -42,11 +43,11 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
         );
         return Ok(Outcome::UserError);
     };
-    let explorer = match (&wallet.esplora_url, args.scan) {
-        (Some(url), true) => Some(Esplora::new(url)),
+    let explorer = match (ChainSource::of(wallet), args.scan) {
+        (Some(source), true) => Some(source),
         (None, true) => {
             eprintln!(
-                "error: wallet `{}` has no esplora_url to scan with; add one (e.g. https://mempool.space/api)",
+                "error: wallet `{}` has no chain source to scan with; add esplora_url (e.g. https://mempool.space/api) or your own node's electrum_url (e.g. tcp://umbrel.local:50001)",
                 args.wallet
             );
             return Ok(Outcome::UserError);
@@ -70,7 +71,7 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
             if let Some(explorer) = &explorer {
                 eprint!("\rscanning {}/{count} …", index + 1);
                 let _ = std::io::stderr().flush();
-                if explorer.address_used(&address).await? {
+                if explorer.is_used(&address).await? {
                     if state != "used" {
                         used_by = Some(used_by.map_or("on chain".to_string(), |u| format!("{u}; on chain")));
                     }

@@ -34,7 +34,6 @@ use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::HandlerError;
 use crate::store::{NewItem, NewWithdrawal, RunRow, Store, WithdrawalRow, WithdrawalUpdate};
 use crate::wallet::chain::ChainSource;
-use crate::wallet::esplora::Esplora;
 use crate::wallet::rotation::next_address;
 use crate::workflow::actions::Withdraw;
 use hub::{HubClient, HubError};
@@ -551,14 +550,11 @@ async fn found_at_provider(
             let explorer = config
                 .wallets
                 .get(&row.wallet)
-                .and_then(|w| w.esplora_url.as_ref())
-                .map(|url| Esplora::with_timeouts(url, connect, total));
+                .and_then(|w| ChainSource::with_timeouts(w, connect, total));
             let received = match (dropped, explorer) {
-                (false, Some(explorer)) => {
-                    explorer.address_used(&row.address).await.map_err(|e| {
-                        HandlerError::from_class(e.class(), e.to_string(), e.http_status())
-                    })?
-                }
+                (false, Some(explorer)) => explorer.is_used(&row.address).await.map_err(|e| {
+                    HandlerError::from_class(e.class(), e.to_string(), e.http_status())
+                })?,
                 _ => false,
             };
             (dropped || received).then(|| WithdrawalUpdate {
@@ -646,11 +642,7 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
                 }
             }
             ("sent", _, Some(txid)) => {
-                let explorer = config
-                    .wallets
-                    .get(&row.wallet)
-                    .and_then(|w| w.esplora_url.as_ref())
-                    .map(Esplora::new);
+                let explorer = config.wallets.get(&row.wallet).and_then(ChainSource::of);
                 match explorer {
                     None => WithdrawalUpdate {
                         status: "sent",

@@ -547,3 +547,116 @@ async fn the_daemon_follows_a_payout_through_the_electrum_server() {
     );
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_scan_asks_an_electrum_only_wallets_server() {
+    let server = ElectrumServer::start().await;
+    {
+        let mut chain = server.chain.lock().unwrap();
+        for i in [0, 1, 3] {
+            chain.used.insert(script_hash_of(&derived(i)));
+        }
+    }
+    let node = app(&format!("electrum_url: \"{}\"", server.url));
+    let scan = node.satflow(&["addresses", "vault", "--scan", "--json", "--count", "5"]);
+    assert_eq!(scan.code, 0, "{scan:?}");
+    assert!(scan.stderr.contains("scanned 5 addresses"), "{scan:?}");
+    let doc: Value = serde_json::from_str(&scan.stdout).unwrap();
+    let states: Vec<&str> = doc["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["used", "used", "fresh", "used", "fresh"]);
+    let asked = server
+        .calls()
+        .iter()
+        .filter(|c| *c == "blockchain.scripthash.get_history")
+        .count();
+    assert_eq!(asked, 5, "{:?}", server.calls());
+
+    // A wallet with no chain source at all says what to add.
+    let none = app("network: bitcoin");
+    let scan = none.satflow(&["addresses", "vault", "--scan"]);
+    assert_eq!(scan.code, 1, "{scan:?}");
+    assert!(
+        scan.stderr.contains("esplora_url") && scan.stderr.contains("electrum_url"),
+        "{scan:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_withdrawal_to_an_electrum_only_wallet_is_followed_to_confirmation() {
+    use super::withdrawals::{
+        hub_withdrawals, hub_yaml, vault_address, with_providers, withdrawals,
+    };
+    let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
+    let server = ElectrumServer::start().await;
+    let app = with_providers(
+        "1s",
+        None,
+        "hub",
+        "min_amount_sat: 100000, max_fee_percent: 1",
+        |dir| hub_yaml(dir, addr),
+    );
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
+    let wallet = format!("vault: {{ xpub: {VAULT} }}");
+    assert!(config.contains(&wallet), "{config}");
+    app.write(
+        "satflow.yaml",
+        &config.replace(
+            &wallet,
+            &format!(
+                "vault: {{ xpub: {VAULT}, electrum_url: \"{}\" }}",
+                server.url
+            ),
+        ),
+    );
+    sandbox.hub.lock().unwrap().balance_sat = 250_000;
+    let run = app.satflow(&["trigger", "sweep", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let made = hub_withdrawals(&sandbox);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let (id, _, address, _) = made[0].clone();
+    assert_eq!(address, vault_address(0));
+
+    let mut daemon = app.spawn(&["run"], "daemon.log");
+    let tx = reqwest::Client::new()
+        .post(format!(
+            "http://{addr}/sandbox/hub/withdrawals/{id}/complete"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["sent_tx"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let mut chain = server.chain.lock().unwrap();
+        chain.tip = 800_005;
+        chain.confirmed.insert(tx.clone(), 800_000);
+    }
+    eventually(
+        Duration::from_secs(15),
+        "the withdrawal confirmed through the Electrum server",
+        || {
+            withdrawals(&app)
+                .iter()
+                .any(|w| w["status"] == "confirmed" && w["confirmations"] == 6)
+        },
+    )
+    .await;
+    assert_eq!(super::helpers::terminate(&mut daemon), 0);
+    assert!(
+        server
+            .calls()
+            .iter()
+            .any(|c| c == "blockchain.transaction.get"),
+        "{:?}",
+        server.calls()
+    );
+}
