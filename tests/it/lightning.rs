@@ -357,15 +357,16 @@ async fn core_lightning_and_a_lightning_address_pay_out_too() {
     s.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lightning_address_as_wallets_run_it_pays_out_with_short_uncommitted_invoices() {
-    // As widely used providers: a plain description (no hash of the LNURL metadata) and a
-    // 600 s expiry, shorter than the 10 minutes satflow once asked to be left.
+/// A payout to a Lightning address whose server makes invoices without committing to the
+/// metadata, valid for 600 s, the first `stale_first` of them already stale: the invoices
+/// issued, the one Pocket was given, and the daemon's log.
+async fn short_uncommitted_lnurl_payout(stale_first: usize) -> (Vec<String>, String, String) {
     let (server, address) = lnnode::lnurl_with(
         "stacker",
         lnnode::LnurlStyle {
             commits_to_metadata: false,
             expiry: Duration::from_secs(600),
+            stale_first,
         },
     )
     .await;
@@ -403,17 +404,38 @@ async fn a_lightning_address_as_wallets_run_it_pays_out_with_short_uncommitted_i
     })
     .await;
     let issued = server.state.lock().unwrap().invoices.clone();
-    assert_eq!(issued.len(), 1, "one invoice was enough: {issued:?}");
-    assert_eq!(
-        s.pocket_state(&id).await["payout"]["invoice"].as_str(),
-        Some(issued[0].as_str())
-    );
+    let given = s.pocket_state(&id).await["payout"]["invoice"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let log = std::fs::read_to_string(s.app.path().join("daemon.log")).unwrap_or_default();
+    s.stop();
+    (issued, given, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lightning_address_as_wallets_run_it_pays_out_with_short_uncommitted_invoices() {
+    // As widely used providers: a plain description (no hash of the LNURL metadata) and a
+    // 600 s expiry, shorter than the 10 minutes satflow once asked to be left.
+    let (issued, given, log) = short_uncommitted_lnurl_payout(0).await;
+    assert_eq!(issued.len(), 1, "one invoice was enough: {issued:?}");
+    assert_eq!(given, issued[0]);
     assert!(
         log.contains("description hash does not match"),
         "the mismatch is logged as a warning: {log}"
     );
-    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_with_less_than_half_its_validity_left_is_replaced_by_a_fresh_one() {
+    // The first invoice has 240 s of its 600 left, under the half (300 s) asked for.
+    let (issued, given, log) = short_uncommitted_lnurl_payout(1).await;
+    assert_eq!(issued.len(), 2, "asked again once: {issued:?}");
+    assert_eq!(given, issued[1], "Pocket got the fresh invoice");
+    assert!(
+        log.contains("asking lightning.mynode for a fresh invoice"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
