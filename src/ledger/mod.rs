@@ -172,7 +172,7 @@ fn all_entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<
         }
     }
     for w in withdrawals {
-        if !matches!(w.status.as_str(), "requested" | "sent" | "confirmed") {
+        if !w.status.is_withdrawn() {
             continue;
         }
         out.push(Entry {

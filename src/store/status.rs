@@ -1,0 +1,364 @@
+//! The states a run, a step result, an outbox item, an outbox attempt and a withdrawal can be
+//! in, as enums stored as TEXT through `sqlx::Type`.
+//!
+//! The texts are the ones the schema's CHECK constraints allow and the rows already hold; they
+//! are also what `runs`, `outbox` and `withdrawals` print and what their JSON carries, so a
+//! variant's text must never change. Code decides from the variants, never from the text.
+
+use std::fmt;
+
+/// Implements the text form (`name`, `Display` honouring width and alignment, `FromStr`) of a
+/// status enum from one table of variant ↔ text.
+macro_rules! status_text {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every variant, in the order the schema lists them.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The text stored in the database and printed to the user.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = UnknownStatus;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    _ => Err(UnknownStatus {
+                        kind: stringify!($ty),
+                        value: s.to_string(),
+                        accepted: &[$($text),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A text that is none of a status enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a {kind} (accepted: {})", accepted.join(", "))]
+pub struct UnknownStatus {
+    pub kind: &'static str,
+    pub value: String,
+    pub accepted: &'static [&'static str],
+}
+
+/// Where a run is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
+)]
+#[sqlx(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    /// Held under a lease by one runner.
+    Running,
+    /// One of its steps waits for an outbox item.
+    Waiting,
+    Succeeded,
+    Failed,
+}
+
+status_text!(RunStatus {
+    Queued => "queued",
+    Running => "running",
+    Waiting => "waiting",
+    Succeeded => "succeeded",
+    Failed => "failed",
+});
+
+impl RunStatus {
+    /// Whether the run is over (it will not be taken again unless an item is retried).
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+    }
+}
+
+/// A recorded step's result. The schema also allows `running`, which nothing writes: a step is
+/// recorded once it has an outcome.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
+)]
+#[sqlx(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+    /// Waiting for an outbox item; the run waits with it.
+    Waiting,
+}
+
+status_text!(StepStatus {
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Skipped => "skipped",
+    Waiting => "waiting",
+});
+
+/// An outbox item's state.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
+)]
+#[sqlx(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxStatus {
+    /// Due now or later (retries included).
+    Pending,
+    Done,
+    /// Out of attempts, refused for good, or discarded by the user.
+    Dead,
+}
+
+status_text!(OutboxStatus {
+    Pending => "pending",
+    Done => "done",
+    Dead => "dead",
+});
+
+/// How one outbox attempt ended. An attempt still open has none.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
+)]
+#[sqlx(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Done,
+    Retry,
+    Dead,
+    /// The effect may or may not have happened (a timeout, or the daemon died mid-call).
+    Unknown,
+}
+
+status_text!(AttemptOutcome {
+    Done => "done",
+    Retry => "retry",
+    Dead => "dead",
+    Unknown => "unknown",
+});
+
+/// Where a withdrawal is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
+)]
+#[sqlx(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum WithdrawalStatus {
+    /// Decided by its step, no provider called yet.
+    Planned,
+    /// A provider call may be under way: what it did must be found out before calling again.
+    Requesting,
+    /// The provider accepted it.
+    Requested,
+    /// A transaction exists.
+    Sent,
+    Confirmed,
+    /// Nothing to withdraw; no provider ever saw it.
+    Skipped,
+    Failed,
+}
+
+status_text!(WithdrawalStatus {
+    Planned => "planned",
+    Requesting => "requesting",
+    Requested => "requested",
+    Sent => "sent",
+    Confirmed => "confirmed",
+    Skipped => "skipped",
+    Failed => "failed",
+});
+
+impl WithdrawalStatus {
+    /// Whether a provider took the money out (the withdrawal counts in the ledger).
+    pub fn is_withdrawn(self) -> bool {
+        matches!(
+            self,
+            WithdrawalStatus::Requested | WithdrawalStatus::Sent | WithdrawalStatus::Confirmed
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::Connection;
+    use sqlx::sqlite::SqliteConnection;
+
+    use super::*;
+
+    async fn memory() -> SqliteConnection {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (s TEXT NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
+    /// Binds every variant, reads the stored text and the variant back.
+    async fn round_trip<T>(all: &[T])
+    where
+        T: Copy
+            + PartialEq
+            + fmt::Debug
+            + fmt::Display
+            + for<'q> sqlx::Encode<'q, sqlx::Sqlite>
+            + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>
+            + Send
+            + Unpin,
+    {
+        let mut conn = memory().await;
+        for v in all {
+            sqlx::query("DELETE FROM t")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO t (s) VALUES (?1)")
+                .bind(*v)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let text: String = sqlx::query_scalar("SELECT s FROM t")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(text, v.to_string(), "{v:?} is stored as its name");
+            let back: T = sqlx::query_scalar("SELECT s FROM t")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(back, *v);
+        }
+    }
+
+    /// Reads rows holding the texts the database holds today (written as plain text, the way
+    /// every release before the enums wrote them).
+    async fn reads_today<T>(texts: &[&str], expected: &[T])
+    where
+        T: PartialEq
+            + fmt::Debug
+            + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>
+            + Send
+            + Unpin,
+    {
+        let mut conn = memory().await;
+        for (text, want) in texts.iter().zip(expected) {
+            sqlx::query("DELETE FROM t")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO t (s) VALUES (?1)")
+                .bind(*text)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let got: T = sqlx::query_scalar("SELECT s FROM t")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(&got, want, "{text}");
+        }
+        assert_eq!(texts.len(), expected.len());
+    }
+
+    #[tokio::test]
+    async fn run_status_round_trips_and_reads_todays_texts() {
+        round_trip(RunStatus::ALL).await;
+        use RunStatus::*;
+        reads_today(
+            &["queued", "running", "waiting", "succeeded", "failed"],
+            &[Queued, Running, Waiting, Succeeded, Failed],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn step_status_round_trips_and_reads_todays_texts() {
+        round_trip(StepStatus::ALL).await;
+        use StepStatus::*;
+        reads_today(
+            &["succeeded", "failed", "skipped", "waiting"],
+            &[Succeeded, Failed, Skipped, Waiting],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn outbox_status_round_trips_and_reads_todays_texts() {
+        round_trip(OutboxStatus::ALL).await;
+        use OutboxStatus::*;
+        reads_today(&["pending", "done", "dead"], &[Pending, Done, Dead]).await;
+    }
+
+    #[tokio::test]
+    async fn attempt_outcome_round_trips_and_reads_todays_texts() {
+        round_trip(AttemptOutcome::ALL).await;
+        use AttemptOutcome::*;
+        reads_today(
+            &["done", "retry", "dead", "unknown"],
+            &[Done, Retry, Dead, Unknown],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn withdrawal_status_round_trips_and_reads_todays_texts() {
+        round_trip(WithdrawalStatus::ALL).await;
+        use WithdrawalStatus::*;
+        reads_today(
+            &[
+                "planned",
+                "requesting",
+                "requested",
+                "sent",
+                "confirmed",
+                "skipped",
+                "failed",
+            ],
+            &[
+                Planned, Requesting, Requested, Sent, Confirmed, Skipped, Failed,
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unknown_text_is_refused_not_guessed() {
+        let mut conn = memory().await;
+        sqlx::query("INSERT INTO t (s) VALUES ('Succeeded')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let read: Result<RunStatus, _> = sqlx::query_scalar("SELECT s FROM t")
+            .fetch_one(&mut conn)
+            .await;
+        assert!(read.is_err(), "{read:?}");
+        let e = RunStatus::from_str("Succeeded").unwrap_err();
+        assert_eq!(e.value, "Succeeded");
+        assert!(e.accepted.contains(&"succeeded"));
+    }
+
+    #[test]
+    fn the_text_is_the_serde_form_and_pads() {
+        for v in WithdrawalStatus::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name());
+            assert_eq!(WithdrawalStatus::from_str(v.name()), Ok(*v));
+        }
+        assert_eq!(format!("[{:<9}]", RunStatus::Failed), "[failed   ]");
+    }
+}
