@@ -727,11 +727,13 @@ async fn buy_and_settle(
         ExchangeState::Settled,
     )
     .await?;
-    let payout = row.exchange.payout.clone().unwrap_or_default();
+    let payout = row.exchange.payout.as_ref();
     say(format!(
         "   settled: paid out to {} (txid {}) — checked: a fresh address of wallet `cold`",
-        payout["bitcoin_address"].as_str().unwrap_or("?"),
-        payout["txid"].as_str().unwrap_or("?")
+        payout
+            .and_then(|p| p.bitcoin_address.as_deref())
+            .unwrap_or("?"),
+        payout.and_then(|p| p.txid.as_deref()).unwrap_or("?")
     ));
     Ok(())
 }
@@ -838,10 +840,12 @@ async fn weeks(
                     ExchangeState::Settled,
                 )
                 .await?;
-                let payout = row.exchange.payout.clone().unwrap_or_default();
+                let payout = row.exchange.payout.as_ref();
                 say(format!(
                     "   the once interrupted exchange settled: paid out to {} — the whole lifecycle, interrupted → executed → settled",
-                    payout["bitcoin_address"].as_str().unwrap_or("?")
+                    payout
+                        .and_then(|p| p.bitcoin_address.as_deref())
+                        .unwrap_or("?")
                 ));
                 new_emails(dir, seen);
             }
