@@ -46,9 +46,9 @@ pub use inbox::{
 };
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
-pub use runs::{Recorded, RunRow, StepRecord, StepRow, Trigger};
+pub use runs::{Recorded, RunRow, StepRecord, StepRow};
 pub use status::{
-    AttemptOutcome, OutboxStatus, RunStatus, StepStatus, UnknownStatus, WithdrawalStatus,
+    AttemptOutcome, OutboxStatus, RunStatus, StepStatus, Trigger, UnknownStatus, WithdrawalStatus,
 };
 pub use wallets::{AddressRow, Reservation};
 pub use withdrawals::{NewWithdrawal, WithdrawalRow, WithdrawalUpdate};

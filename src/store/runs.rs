@@ -6,33 +6,16 @@ use serde_json::Value;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::outbox::{NewItem, insert_items};
-use super::status::{RunStatus, StepStatus};
+use super::status::{RunStatus, StepStatus, Trigger};
 use super::wallets::Reservation;
 use super::withdrawals::NewWithdrawal;
 use super::{Store, StoreError, from_millis};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Schedule,
-    Event,
-    Manual,
-}
-
-impl Trigger {
-    pub fn name(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Event => "event",
-            Trigger::Manual => "manual",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct RunRow {
     pub id: i64,
     pub workflow: String,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub trigger_key: String,
     pub event: Option<Value>,
     pub status: RunStatus,
@@ -118,7 +101,7 @@ impl Store {
              ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING RETURNING id",
         )
         .bind(workflow)
-        .bind(trigger.name())
+        .bind(trigger)
         .bind(key)
         .bind(event.map(Value::to_string))
         .bind(now.timestamp_millis())

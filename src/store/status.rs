@@ -1,4 +1,4 @@
-//! The states a run, a step result, an outbox item, an outbox attempt and a withdrawal can be
+//! What started a run, and the states a run, a step result, an outbox item, an outbox attempt and a withdrawal can be
 //! in, as enums stored as TEXT through `sqlx::Type`.
 //!
 //! The texts are the ones the schema's CHECK constraints allow and the rows already hold; they
@@ -54,6 +54,24 @@ pub struct UnknownStatus {
     pub value: String,
     pub accepted: &'static [&'static str],
 }
+
+/// What started a run.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
+)]
+#[sqlx(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Schedule,
+    Event,
+    Manual,
+}
+
+status_text!(Trigger {
+    Schedule => "schedule",
+    Event => "event",
+    Manual => "manual",
+});
 
 /// Where a run is.
 #[derive(
@@ -274,6 +292,13 @@ mod tests {
             assert_eq!(&got, want, "{text}");
         }
         assert_eq!(texts.len(), expected.len());
+    }
+
+    #[tokio::test]
+    async fn trigger_round_trips_and_reads_todays_texts() {
+        round_trip(Trigger::ALL).await;
+        use Trigger::*;
+        reads_today(&["schedule", "event", "manual"], &[Schedule, Event, Manual]).await;
     }
 
     #[tokio::test]
