@@ -103,6 +103,17 @@ impl ExchangeEvent {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// Pocket's fee for paying the exchange out, in BTC, when the exchange names one
+    /// (`payout_fee`, which satflow only keeps among the exchange's other fields).
+    pub fn payout_fee(&self) -> Result<Option<Decimal>, String> {
+        match self.exchange.extra.get("payout_fee") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => crate::pocket::types::parse_decimal(v.to_string().trim_matches('"'))
+                .map(Some)
+                .map_err(|e| format!("payout_fee: {e}")),
+        }
+    }
+
     /// Reads back the event a run was started with (its stored `event`).
     pub fn from_json(event: &Value) -> Result<Self, serde_json::Error> {
         ExchangeEvent::deserialize(event)
@@ -261,6 +272,29 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn the_payout_fee_is_read_with_its_digits_or_refused_by_name() {
+        let mut e = exchange_of(FIXTURES[0].1);
+        let event =
+            |e: &Exchange| ExchangeEvent::new("exchange.executed", e.state(), e.state(), e, None);
+        assert_eq!(event(&e).payout_fee(), Ok(None));
+        e.extra.insert(
+            "payout_fee".into(),
+            serde_json::from_str("0.00000100").unwrap(),
+        );
+        assert_eq!(
+            event(&e).payout_fee().unwrap().unwrap().to_string(),
+            "0.00000100"
+        );
+        e.extra.insert("payout_fee".into(), "lots".into());
+        assert!(
+            event(&e)
+                .payout_fee()
+                .unwrap_err()
+                .starts_with("payout_fee: ")
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct EventRow {
 pub struct NewRun {
     pub workflow: String,
     pub event: String,
+    /// The run's `event`, stored as given: the serialized `exchanges::ExchangeEvent` (the store
+    /// sits below the exchanges and takes it as plain JSON).
     pub context: Value,
 }
 
