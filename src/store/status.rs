@@ -386,4 +386,161 @@ mod tests {
         }
         assert_eq!(format!("[{:<9}]", RunStatus::Failed), "[failed   ]");
     }
+
+    /// Rows written as every release before the enums wrote them (plain text in SQL) read back
+    /// through the store's own queries, each status as its variant.
+    #[tokio::test]
+    async fn rows_of_today_read_back_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open_sqlite(&dir.path().join("db"))
+            .await
+            .unwrap();
+        let pool = store.pool();
+        for (id, (trigger, status)) in [
+            ("schedule", "queued"),
+            ("event", "running"),
+            ("manual", "waiting"),
+            ("manual", "succeeded"),
+            ("event", "failed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sqlx::query(
+                "INSERT INTO runs (id, workflow, trigger, trigger_key, status, created_at)
+                 VALUES (?1, 'w', ?2, ?3, ?4, 0)",
+            )
+            .bind(id as i64 + 1)
+            .bind(trigger)
+            .bind(format!("k{id}"))
+            .bind(status)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        for (position, status) in ["succeeded", "failed", "skipped", "waiting"]
+            .iter()
+            .enumerate()
+        {
+            sqlx::query(
+                "INSERT INTO step_results (run_id, step_id, position, status, started_at)
+                 VALUES (1, ?1, ?2, ?3, 0)",
+            )
+            .bind(format!("s{position}"))
+            .bind(position as i64)
+            .bind(*status)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        for (id, status) in ["pending", "done", "dead"].iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO outbox (id, kind, idempotency_key, payload_json, status, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, 'http', ?2, '{}', ?3, 0, 0, 0)",
+            )
+            .bind(id as i64 + 1)
+            .bind(format!("key{id}"))
+            .bind(*status)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        for (attempt, outcome) in [
+            Some("done"),
+            Some("retry"),
+            Some("dead"),
+            Some("unknown"),
+            None,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sqlx::query(
+                "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, outcome) VALUES (1, ?1, 0, ?2)",
+            )
+            .bind(attempt as i64 + 1)
+            .bind(outcome)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        let withdrawals = [
+            "planned",
+            "requesting",
+            "requested",
+            "sent",
+            "confirmed",
+            "skipped",
+            "failed",
+        ];
+        for (i, status) in withdrawals.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO withdrawals (key, workflow, provider, wallet, address, address_index, status, created_at, updated_at)
+                 VALUES (?1, 'w', 'hub', 'vault', ?2, ?3, ?4, ?3, ?3)",
+            )
+            .bind(format!("w{i}"))
+            .bind(format!("bc1q{i}"))
+            .bind(i as i64)
+            .bind(*status)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+
+        let mut runs = store.recent_runs(10).await.unwrap();
+        runs.reverse();
+        use RunStatus as R;
+        assert_eq!(
+            runs.iter()
+                .map(|r| (r.trigger, r.status))
+                .collect::<Vec<_>>(),
+            [
+                (Trigger::Schedule, R::Queued),
+                (Trigger::Event, R::Running),
+                (Trigger::Manual, R::Waiting),
+                (Trigger::Manual, R::Succeeded),
+                (Trigger::Event, R::Failed),
+            ]
+        );
+        use StepStatus as S;
+        assert_eq!(
+            store
+                .steps(1)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.status)
+                .collect::<Vec<_>>(),
+            [S::Succeeded, S::Failed, S::Skipped, S::Waiting]
+        );
+        let mut items = store.outbox_items(10).await.unwrap();
+        items.reverse();
+        use OutboxStatus as O;
+        assert_eq!(
+            items.iter().map(|i| i.status).collect::<Vec<_>>(),
+            [O::Pending, O::Done, O::Dead]
+        );
+        use AttemptOutcome as A;
+        assert_eq!(
+            store
+                .outbox_attempts(1)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.outcome)
+                .collect::<Vec<_>>(),
+            [
+                Some(A::Done),
+                Some(A::Retry),
+                Some(A::Dead),
+                Some(A::Unknown),
+                None
+            ]
+        );
+        for (i, text) in withdrawals.iter().enumerate() {
+            let row = store.withdrawal(&format!("w{i}")).await.unwrap().unwrap();
+            assert_eq!(row.status.name(), *text);
+        }
+        assert_eq!(store.run_counts().await.unwrap().len(), 5);
+    }
 }
