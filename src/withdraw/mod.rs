@@ -684,28 +684,28 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
             },
         };
         // What happens after the step is reported by email too: the hub sending, or cancelling.
-        let notify = (row.status == WithdrawalStatus::Requested
-            && matches!(
-                update.status,
-                WithdrawalStatus::Sent | WithdrawalStatus::Failed
-            ))
-        .then(|| {
-            let mut event = output(row);
-            event["key"] = json!(row.key);
-            event["provider"] = json!(row.provider);
-            event["wallet"] = json!(row.wallet);
-            event["status"] = json!(update.status);
-            event["txid"] = json!(update.txid);
-            event["reason"] = json!(update.reason);
-            let ctx = json!({ "event": event });
-            alerts.item(
-                &env,
-                Alert::WithdrawalUpdate,
-                &format!("{}/{}", row.key, update.status),
-                &ctx,
-            )
-        })
-        .flatten();
+        let reported = matches!(
+            update.status,
+            WithdrawalStatus::Sent | WithdrawalStatus::Failed
+        );
+        let notify = (row.status == WithdrawalStatus::Requested && reported)
+            .then(|| {
+                let mut event = output(row);
+                event["key"] = json!(row.key);
+                event["provider"] = json!(row.provider);
+                event["wallet"] = json!(row.wallet);
+                event["status"] = json!(update.status);
+                event["txid"] = json!(update.txid);
+                event["reason"] = json!(update.reason);
+                let ctx = json!({ "event": event });
+                alerts.item(
+                    &env,
+                    Alert::WithdrawalUpdate,
+                    &format!("{}/{}", row.key, update.status),
+                    &ctx,
+                )
+            })
+            .flatten();
         store
             .update_withdrawal(&row.key, &update, notify, now)
             .await?;
