@@ -123,7 +123,7 @@ fn main() {
             let id = item.payload["exchange_id"].as_str().unwrap();
             let arrived = store.webhook_received_at(id, "exchange.executed").await.unwrap().unwrap();
             let attempts = store.outbox_attempts(item.id).await.unwrap();
-            let answered = attempts.iter().find(|a| a.outcome.as_deref() == Some("done")).and_then(|a| a.finished_at).unwrap();
+            let answered = attempts.iter().find(|a| a.outcome == Some(satflow::store::AttemptOutcome::Done)).and_then(|a| a.finished_at).unwrap();
             latencies.push((answered - arrived).num_milliseconds());
         }
         latencies.sort();

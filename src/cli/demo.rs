@@ -33,7 +33,7 @@ use crate::engine::daemon;
 use crate::pocket::types::ExchangeState;
 use crate::sandbox::lightning as standin;
 use crate::sandbox::{self, SandboxOptions};
-use crate::store::Store;
+use crate::store::{Store, WithdrawalStatus};
 use crate::wallet::proof::sign_message;
 
 #[derive(Debug, clap::Args)]
@@ -611,9 +611,10 @@ async fn runs_done(
     let runs = store.recent_runs(100).await?;
     let mut done = Vec::new();
     for w in workflows {
-        match runs.iter().find(|r| {
-            r.id > since && r.workflow == *w && matches!(r.status.as_str(), "succeeded" | "failed")
-        }) {
+        match runs
+            .iter()
+            .find(|r| r.id > since && r.workflow == *w && r.status.is_finished())
+        {
             Some(r) => done.push(r.clone()),
             None => return Ok(None),
         }
@@ -726,11 +727,13 @@ async fn buy_and_settle(
         ExchangeState::Settled,
     )
     .await?;
-    let payout = row.exchange.payout.clone().unwrap_or_default();
+    let payout = row.exchange.payout.as_ref();
     say(format!(
         "   settled: paid out to {} (txid {}) — checked: a fresh address of wallet `cold`",
-        payout["bitcoin_address"].as_str().unwrap_or("?"),
-        payout["txid"].as_str().unwrap_or("?")
+        payout
+            .and_then(|p| p.bitcoin_address.as_deref())
+            .unwrap_or("?"),
+        payout.and_then(|p| p.txid.as_deref()).unwrap_or("?")
     ));
     Ok(())
 }
@@ -837,10 +840,12 @@ async fn weeks(
                     ExchangeState::Settled,
                 )
                 .await?;
-                let payout = row.exchange.payout.clone().unwrap_or_default();
+                let payout = row.exchange.payout.as_ref();
                 say(format!(
                     "   the once interrupted exchange settled: paid out to {} — the whole lifecycle, interrupted → executed → settled",
-                    payout["bitcoin_address"].as_str().unwrap_or("?")
+                    payout
+                        .and_then(|p| p.bitcoin_address.as_deref())
+                        .unwrap_or("?")
                 ));
                 new_emails(dir, seen);
             }
@@ -887,8 +892,8 @@ async fn weeks(
             .into_iter()
             .next()
             .context("a withdrawal")?;
-        match withdrawal.status.as_str() {
-            "requested" => {
+        match withdrawal.status {
+            WithdrawalStatus::Requested => {
                 say(format!(
                     "   the hub's {} sat go to {} (a fresh address of wallet `vault`), withdrawal {}",
                     withdrawal.amount_sat.unwrap_or_default(),
@@ -901,7 +906,10 @@ async fn weeks(
                     .await?;
                 let key = withdrawal.key.clone();
                 let sent = until("the withdrawal to be sent", || async {
-                    Ok(store.withdrawal(&key).await?.filter(|w| w.status == "sent"))
+                    Ok(store
+                        .withdrawal(&key)
+                        .await?
+                        .filter(|w| w.status == WithdrawalStatus::Sent))
                 })
                 .await?;
                 say(format!(
@@ -915,7 +923,7 @@ async fn weeks(
                 withdrawal
                     .reason
                     .as_deref()
-                    .unwrap_or(withdrawal.status.as_str())
+                    .unwrap_or(withdrawal.status.name())
             )),
         }
         new_emails(dir, seen);

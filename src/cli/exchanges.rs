@@ -40,9 +40,9 @@ fn exchange_json(row: &ExchangeRow) -> Value {
         "amount": text(e.amount),
         "rate": text(e.rate),
         "fee": text(e.fee),
-        "payout": e.payout.clone().filter(|v| !v.is_null()),
-        "reason": e.reason.clone().filter(|v| !v.is_null()),
-        "action": e.action.clone().filter(|v| !v.is_null()),
+        "payout": e.payout.as_ref().map(|p| p.as_json()),
+        "reason": e.reason.as_ref().map(|r| r.as_json()),
+        "action": e.action.as_ref().map(|a| a.as_json()),
         "first_seen_at": row.first_seen_at.to_rfc3339(),
         "updated_at": row.updated_at.to_rfc3339(),
         "next_check_at": row.next_check_at.map(|t| t.to_rfc3339()),
@@ -77,8 +77,8 @@ pub fn run(config_path: &Path, args: &ExchangesArgs) -> anyhow::Result<Outcome> 
                     if let Some(n) = row.confirmations {
                         println!("  payout confirmations: {n}");
                     }
-                    for (label, v) in [("payout", &e.payout), ("reason", &e.reason), ("action", &e.action)] {
-                        if let Some(v) = v.as_ref().filter(|v| !v.is_null()) {
+                    for (label, v) in [("payout", e.payout.as_ref().map(|p| p.as_json())), ("reason", e.reason.as_ref().map(|r| r.as_json())), ("action", e.action.as_ref().map(|a| a.as_json()))] {
+                        if let Some(v) = v {
                             println!("  {label}: {v}");
                         }
                     }

@@ -74,7 +74,7 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
                     "idempotency_key": item.key,
                     "status": item.status,
                     "attempts": item.attempts,
-                    "next_attempt_at": (item.status == "pending").then(|| item.next_attempt_at.to_rfc3339()),
+                    "next_attempt_at": (item.status == crate::store::OutboxStatus::Pending).then(|| item.next_attempt_at.to_rfc3339()),
                     "last_error": item.last_error,
                     "run_id": item.run_id,
                     "step_id": item.step_id,

@@ -45,7 +45,7 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             .outbox_items(200)
             .await?
             .into_iter()
-            .filter(|i| i.status == "dead")
+            .filter(|i| i.status == crate::store::OutboxStatus::Dead)
             .collect();
         if args.json {
             let mut run_docs = Vec::new();

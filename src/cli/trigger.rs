@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
 use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::daemon::{Workers, workers};
-use crate::store::{Store, Trigger};
+use crate::store::{RunStatus, Store, Trigger};
 
 #[derive(Debug, clap::Args)]
 pub struct TriggerArgs {
@@ -69,7 +69,7 @@ pub fn run(config_path: &Path, args: &TriggerArgs) -> anyhow::Result<Outcome> {
         let r = tokio::spawn(runner.run(stopped));
         let status = loop {
             let run = store.run(id).await?.expect("the run just queued exists");
-            if matches!(run.status.as_str(), "succeeded" | "failed") {
+            if run.status.is_finished() {
                 break run;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -78,7 +78,7 @@ pub fn run(config_path: &Path, args: &TriggerArgs) -> anyhow::Result<Outcome> {
         let _ = tokio::join!(d, r);
         super::runs::print_run(&store, &status).await?;
         store.close().await;
-        Ok(if status.status == "succeeded" {
+        Ok(if status.status == RunStatus::Succeeded {
             Outcome::Success
         } else {
             Outcome::Failure

@@ -280,16 +280,16 @@ impl Runner {
         let mut outputs = Map::new();
         for (position, step) in workflow.steps.iter().enumerate() {
             if let Some(done) = recorded.get(&step.id) {
-                match done.status.as_str() {
-                    "succeeded" => {
+                match done.status {
+                    StepStatus::Succeeded => {
                         outputs.insert(step.id.clone(), done.output.clone().unwrap_or(json!({})));
                         continue;
                     }
-                    "skipped" => {
+                    StepStatus::Skipped => {
                         outputs.insert(step.id.clone(), skipped_output(step));
                         continue;
                     }
-                    "failed" => {
+                    StepStatus::Failed => {
                         let error = done.error.clone().unwrap_or_default();
                         return self
                             .fail(
@@ -301,7 +301,7 @@ impl Runner {
                     }
                     // Its outbox item hands the run back when it is done; until then the run
                     // waits rather than holding a lease.
-                    _ => {
+                    StepStatus::Waiting => {
                         self.store.release_to_waiting(run.id, &self.owner).await?;
                         return Ok(());
                     }
@@ -773,7 +773,7 @@ mod tests {
     use super::*;
     use crate::config::{Database, EngineConfig, OutboxConfig, PriceSource, PricesConfig};
     use crate::engine::clock::SystemClock;
-    use crate::store::Trigger;
+    use crate::store::{RunStatus, Trigger};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// The system's time, except that the first reading after `arm` panics: a fault injected
@@ -850,7 +850,7 @@ mod tests {
         clock.0.store(true, Ordering::SeqCst);
         assert_eq!(Arc::clone(&runner).guarded(poison).await, 1);
         let failed = store.run(1).await.unwrap().unwrap();
-        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.status, RunStatus::Failed);
         assert_eq!(
             failed.error.as_deref(),
             Some("satflow hit an internal error: Multiplication overflowed")
@@ -860,7 +860,7 @@ mod tests {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(Arc::clone(&runner).run(stopped));
         let mut waited = 0;
-        while store.run(2).await.unwrap().unwrap().status != "succeeded" {
+        while store.run(2).await.unwrap().unwrap().status != RunStatus::Succeeded {
             assert!(waited < 100, "the next run did not succeed");
             waited += 1;
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -871,7 +871,10 @@ mod tests {
             runner.heartbeat.last().is_some(),
             "the runner's passes are marked"
         );
-        assert_eq!(store.run(1).await.unwrap().unwrap().status, "failed");
+        assert_eq!(
+            store.run(1).await.unwrap().unwrap().status,
+            RunStatus::Failed
+        );
     }
 
     #[tokio::test]

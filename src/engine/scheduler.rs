@@ -11,6 +11,7 @@ use std::collections::BinaryHeap;
 
 use chrono::{DateTime, Duration, Utc};
 
+pub use crate::store::{Fire, FireAction, WorkflowFires};
 use crate::store::{Store, StoreError};
 use crate::workflow::{CatchUp, Schedule, Workflow};
 
@@ -22,19 +23,6 @@ pub const CATCH_UP_CAP: usize = 100;
 
 /// How many past fire times are looked at, at most, after a long outage.
 const SCAN_LIMIT: usize = 100_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FireAction {
-    Run,
-    /// Recorded so it is never considered again, but not run (missed, and the policy says so).
-    Skip,
-}
-
-/// A fire time and what to do about it.
-pub type Fire = (DateTime<Utc>, FireAction);
-
-/// The fires decided for one workflow.
-pub type WorkflowFires<'a> = (&'a str, &'a [Fire]);
 
 /// What to do about every fire of `schedule` after `after` up to `now` inclusive.
 pub fn decide(

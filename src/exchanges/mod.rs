@@ -26,6 +26,10 @@ use crate::wallet::address_at_path;
 use crate::wallet::chain::ChainSource;
 use crate::workflow::{EventKind, Workflow};
 
+mod event;
+
+pub use event::{ExchangeEvent, action_key, action_text, reason_text};
+
 /// The longest wait between two read-backs of an exchange.
 const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
@@ -234,11 +238,7 @@ impl Processor {
                     .and_then(|o| self.explorers.get(&o.workflow)),
                 None => None,
             };
-            let txid = row
-                .exchange
-                .payout
-                .as_ref()
-                .and_then(|p| p["txid"].as_str());
+            let txid = row.exchange.payout.as_ref().and_then(|p| p.txid.as_deref());
             let (Some(explorer), Some(txid)) = (explorer, txid) else {
                 // No explorer for this wallet: nothing to follow.
                 self.store.set_confirmations(&row.id, None, None).await?;
@@ -393,7 +393,7 @@ impl Processor {
                     exchange
                         .payout
                         .as_ref()
-                        .and_then(|p| p["bitcoin_address"].as_str()),
+                        .and_then(|p| p.bitcoin_address.as_deref()),
                 )
                 .map(|(wallet, address)| UsedAddress {
                     wallet: wallet.clone(),
@@ -423,7 +423,8 @@ impl Processor {
                 effects.used_address = used_address.clone();
                 for stage in &stages {
                     let context =
-                        event_context(stage.event(), *stage, seen.state, exchange, workflow);
+                        ExchangeEvent::new(stage.event(), *stage, seen.state, exchange, workflow)
+                            .to_json();
                     if let Some(kind) = EventKind::ALL
                         .into_iter()
                         .find(|k| k.name() == stage.event())
@@ -451,7 +452,8 @@ impl Processor {
                         alert.and_then(|(a, key)| self.alerts.item(&self.env, a, &key, &ctx)),
                     );
                 }
-                let context = event_context(event, state, seen.state, exchange, workflow);
+                let context =
+                    ExchangeEvent::new(event, state, seen.state, exchange, workflow).to_json();
                 if let Some(details) = &off_market {
                     let mut ctx = json!({ "event": context });
                     if let (Some(event), Some(details)) =
@@ -506,7 +508,7 @@ impl Processor {
         let (Some(order), Some(payout)) = (order, &exchange.payout) else {
             return Ok((None, None));
         };
-        let Some(address) = payout["bitcoin_address"].as_str() else {
+        let Some(address) = payout.bitcoin_address.as_deref() else {
             return Ok((None, None)); // a Lightning payout
         };
         let method = &order.order.payout_method;
@@ -567,58 +569,6 @@ struct Mismatch {
     expected: String,
 }
 
-/// What workflows and alert emails see as `event`: the exchange as `stage` (the event's own
-/// state), with `current` the state the exchange is in now (a late `interrupted` is `late`).
-pub fn event_context(
-    event: &str,
-    stage: ExchangeState,
-    current: ExchangeState,
-    exchange: &Exchange,
-    workflow: Option<&str>,
-) -> Value {
-    let reason_code = exchange.reason.as_ref().and_then(|r| r["code"].as_str());
-    let action_code = exchange.action.as_ref().and_then(|a| a["code"].as_str());
-    let currency = exchange
-        .pair
-        .as_deref()
-        .and_then(|p| p.split('/').nth(1))
-        .unwrap_or("");
-    json!({
-        "name": event,
-        "exchange_id": exchange.id,
-        "order_id": exchange.order_id,
-        "state": stage.name(),
-        "current_state": current.name(),
-        "late": current.rank() > stage.rank(),
-        "workflow": workflow,
-        "pair": exchange.pair,
-        "currency": currency.to_uppercase(),
-        "cost": exchange.cost.map(|d| d.to_string()),
-        "amount": exchange.amount.map(|d| d.to_string()),
-        "rate": exchange.rate.map(|d| d.to_string()),
-        "fee": exchange.fee.map(|d| d.to_string()),
-        "action": exchange.action,
-        "action_text": action_code.map(action_text),
-        "reason": exchange.reason,
-        "reason_text": reason_code.map(reason_text),
-        "payout": exchange.payout,
-        "txid": exchange.payout.as_ref().and_then(|p| p["txid"].as_str()),
-        "exchange": serde_json::to_value(exchange).unwrap_or(Value::Null),
-    })
-}
-
-/// What tells two interrupted observations apart: their action (a new action is a new thing
-/// to do), as a short digest of its canonical JSON (keys sorted).
-pub fn action_key(exchange: &Exchange) -> String {
-    let action = exchange
-        .action
-        .as_ref()
-        .filter(|a| !a.is_null())
-        .map(Value::to_string)
-        .unwrap_or_default();
-    crate::pocket::webhook::body_hash(action.as_bytes())[..16].to_string()
-}
-
 /// The network an address is for, when no wallet says it.
 fn network_of(address: &str) -> bitcoin::Network {
     match address.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>() {
@@ -626,38 +576,6 @@ fn network_of(address: &str) -> bitcoin::Network {
         Ok(a) if a.is_valid_for_network(bitcoin::Network::Regtest) => bitcoin::Network::Regtest,
         Ok(a) if a.is_valid_for_network(bitcoin::Network::Signet) => bitcoin::Network::Signet,
         _ => bitcoin::Network::Bitcoin,
-    }
-}
-
-/// A refund or failure reason in plain words; unknown codes are shown as received.
-pub fn reason_text(code: &str) -> String {
-    match code {
-        "threshold_exceeded" => {
-            "the payment is above the amount Pocket accepts without further identification".into()
-        }
-        "order_inactive" => "the order was paused (inactive) when the payment arrived".into(),
-        "companies_unsupported" => {
-            "the payment came from a company account; Pocket only serves private persons".into()
-        }
-        "country_unsupported" => "the payment came from a country Pocket does not serve".into(),
-        "other_risk_detected" => "Pocket's risk checks stopped the payment".into(),
-        "customer_requested" => "you asked Pocket for the refund".into(),
-        "account_not_matching" => "the paying bank account is not the order's debitor IBAN".into(),
-        "payout_expired" => {
-            "the bitcoin could not be paid out in time (for Lightning: no usable invoice)".into()
-        }
-        "no_route" => "no Lightning route to your node was found".into(),
-        "invoice_expired" => "the Lightning invoice expired before it was paid".into(),
-        "error" => "the Lightning payout failed".into(),
-        other => format!("Pocket gave the reason \"{other}\", which satflow does not know"),
-    }
-}
-
-/// What Pocket asks for when it interrupts an exchange.
-pub fn action_text(code: &str) -> String {
-    match code {
-        "identify" | "identification_required" => "identify yourself to Pocket".into(),
-        other => format!("Pocket asks for \"{other}\""),
     }
 }
 
@@ -696,7 +614,7 @@ mod tests {
                 "Identification: 7bf967b5",
             ),
         ] {
-            let ctx = json!({ "event": event_context("exchange.interrupted", ExchangeState::Interrupted, ExchangeState::Interrupted, &exchange(payload), None) });
+            let ctx = json!({ "event": ExchangeEvent::new("exchange.interrupted", ExchangeState::Interrupted, ExchangeState::Interrupted, &exchange(payload), None) });
             let item = alerts()
                 .item(&env, Alert::Interrupted, "x1", &ctx)
                 .expect("rendered");
@@ -724,7 +642,7 @@ mod tests {
             let e = exchange(&format!(
                 r#"{{"id":"x2","order_id":"o","pair":"btc/eur","cost":50,"reason":{{"code":"{code}"}}}}"#
             ));
-            let ctx = json!({ "event": event_context("exchange.refunded", ExchangeState::Refunded, ExchangeState::Refunded, &e, None) });
+            let ctx = json!({ "event": ExchangeEvent::new("exchange.refunded", ExchangeState::Refunded, ExchangeState::Refunded, &e, None) });
             let body = alerts()
                 .item(&env, Alert::Refunded, "x2", &ctx)
                 .unwrap()
@@ -732,10 +650,10 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .to_string();
-            assert!(body.contains(&reason_text(code)), "{code}: {body}");
+            assert!(body.contains(&reason_text(&code.into())), "{code}: {body}");
             assert!(body.contains(code), "{code}: {body}");
         }
-        assert!(reason_text("brand_new_code").contains("\"brand_new_code\""));
+        assert!(reason_text(&"brand_new_code".into()).contains("\"brand_new_code\""));
     }
 
     /// The exchange state machine as a property: a realistic history of one exchange (a path

@@ -184,7 +184,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     }
     if let Ok(counts) = state.store.run_counts().await {
         for (status, n) in counts {
-            metrics::gauge!("satflow_runs", "status" => status).set(n as f64);
+            metrics::gauge!("satflow_runs", "status" => status.name()).set(n as f64);
         }
     }
     (

@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use crate::domain::Btc;
-use crate::pocket::types::{ExchangeState, parse_decimal};
+use crate::pocket::types::ExchangeState;
 use crate::store::{ExchangeRow, WithdrawalRow};
 
 /// One line of the ledger.
@@ -85,14 +85,6 @@ impl Entry {
     }
 }
 
-fn decimal(v: &Value) -> Option<Decimal> {
-    match v {
-        Value::Number(n) => parse_decimal(&n.to_string()).ok(),
-        Value::String(s) => parse_decimal(s).ok(),
-        _ => None,
-    }
-}
-
 /// The ledger's entries, oldest first; an entry with an absurd amount is left out and logged.
 pub fn entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<Entry> {
     let (entries, skipped) = checked_entries(exchanges, withdrawals);
@@ -153,7 +145,7 @@ fn all_entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<
             ExchangeState::Interrupted => {}
             ExchangeState::Executed => out.push(base),
             ExchangeState::Settled => {
-                let payout = e.payout.clone().unwrap_or(Value::Null);
+                let payout = e.payout.as_ref();
                 out.push(base.clone());
                 out.push(Entry {
                     date: row.updated_at,
@@ -161,10 +153,10 @@ fn all_entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<
                     fiat: None,
                     fiat_fee: None,
                     rate: None,
-                    btc: decimal(&payout["amount"]),
-                    btc_fee: decimal(&payout["fee"]),
-                    address: payout["bitcoin_address"].as_str().map(str::to_string),
-                    txid: payout["txid"].as_str().map(str::to_string),
+                    btc: payout.and_then(|p| p.amount),
+                    btc_fee: payout.and_then(|p| p.fee),
+                    address: payout.and_then(|p| p.bitcoin_address.clone()),
+                    txid: payout.and_then(|p| p.txid.clone()),
                     currency: None,
                     ..base
                 });
@@ -172,7 +164,7 @@ fn all_entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<
         }
     }
     for w in withdrawals {
-        if !matches!(w.status.as_str(), "requested" | "sent" | "confirmed") {
+        if !w.status.is_withdrawn() {
             continue;
         }
         out.push(Entry {

@@ -334,7 +334,11 @@ mod tests {
         });
         assert_eq!(dispatcher.run_once().await.unwrap(), 1);
         let items = store.outbox_items(10).await.unwrap();
-        assert_eq!(items[0].status, "dead", "{items:?}");
+        assert_eq!(
+            items[0].status,
+            crate::store::OutboxStatus::Dead,
+            "{items:?}"
+        );
         assert_eq!(
             items[0].last_error.as_deref(),
             Some("satflow hit an internal error: index out of bounds")

@@ -282,8 +282,8 @@ pub async fn reconcile(
     let id = payload["exchange_id"].as_str()?;
     match client.get_exchange(id).await {
         Ok(e) if e.state() == ExchangeState::Settled => Some(Ok(json!({
-            "method": e.payout.as_ref().and_then(|p| p["type"].as_str()).unwrap_or("invoice"),
-            "invoice": e.payout.as_ref().and_then(|p| p["invoice"].as_str()),
+            "method": e.payout.as_ref().and_then(|p| p.kind.as_deref()).unwrap_or("invoice"),
+            "invoice": e.payout.as_ref().and_then(|p| p.invoice.as_deref()),
             "amount_msat": payload["amount_msat"],
             "patched": true,
         }))),

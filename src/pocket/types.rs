@@ -306,9 +306,9 @@ pub struct Exchange {
     pub rate: Option<Decimal>,
     #[serde(default, deserialize_with = "money")]
     pub fee: Option<Decimal>,
-    pub action: Option<Value>,
-    pub reason: Option<Value>,
-    pub payout: Option<Value>,
+    pub action: Option<Action>,
+    pub reason: Option<Reason>,
+    pub payout: Option<Payout>,
     #[serde(rename = "welcomeReward")]
     pub welcome_reward: Option<Value>,
     #[serde(flatten)]
@@ -322,12 +322,12 @@ impl Exchange {
     /// carries both); an `action` means interrupted; none of them: executed. A webhook's event
     /// name is authoritative instead (see [`ExchangeState::of_event`]).
     pub fn state(&self) -> ExchangeState {
-        let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
-        if set(&self.payout) {
+        // A JSON null reads as `None`: only a field with a value counts.
+        if self.payout.is_some() {
             ExchangeState::Settled
-        } else if set(&self.action) {
+        } else if self.action.is_some() {
             ExchangeState::Interrupted
-        } else if set(&self.reason) {
+        } else if self.reason.is_some() {
             ExchangeState::Refunded
         } else {
             ExchangeState::Executed
@@ -369,8 +369,8 @@ impl Exchange {
             ));
         }
         for (name, object) in [
-            ("payout", &self.payout),
-            ("welcomeReward", &self.welcome_reward),
+            ("payout", self.payout.as_ref().map(Payout::as_json)),
+            ("welcomeReward", self.welcome_reward.as_ref()),
         ] {
             let Some(Value::Object(fields)) = object else {
                 continue;
@@ -400,6 +400,233 @@ impl Exchange {
             }
         }
         Ok(())
+    }
+}
+
+/// How Pocket paid a settled exchange out (its `payout`): on chain (`txid`, `bitcoin_address`,
+/// `outpoint`, …) or over Lightning. Kept exactly as received, unknown fields and all, and
+/// written back byte for byte: the typed fields are read from it, never the other way round.
+/// Reading never fails; amounts that are not amounts are refused by [`Exchange::check`], which
+/// names the field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Value", into = "Value")]
+pub struct Payout {
+    /// Pocket's name of the payout method (`type`), when it gives one (Lightning payouts).
+    pub kind: Option<String>,
+    /// The Lightning invoice Pocket paid, when it gives it.
+    pub invoice: Option<String>,
+    pub txid: Option<String>,
+    pub bitcoin_address: Option<String>,
+    /// In BTC, with every digit Pocket sent.
+    pub amount: Option<Decimal>,
+    /// In BTC, with every digit Pocket sent.
+    pub fee: Option<Decimal>,
+    raw: Value,
+}
+
+impl Payout {
+    /// The payout as Pocket sent it.
+    pub fn as_json(&self) -> &Value {
+        &self.raw
+    }
+
+    /// Whether this is an on-chain payout (it names the address it paid).
+    pub fn is_on_chain(&self) -> bool {
+        self.bitcoin_address.is_some()
+    }
+}
+
+impl From<Value> for Payout {
+    fn from(raw: Value) -> Self {
+        Payout {
+            kind: text_field(&raw, "type"),
+            invoice: text_field(&raw, "invoice"),
+            txid: text_field(&raw, "txid"),
+            bitcoin_address: text_field(&raw, "bitcoin_address"),
+            amount: decimal_field(&raw, "amount"),
+            fee: decimal_field(&raw, "fee"),
+            raw,
+        }
+    }
+}
+
+impl From<Payout> for Value {
+    fn from(p: Payout) -> Self {
+        p.raw
+    }
+}
+
+/// What Pocket asks of the user before an interrupted exchange can go on (its `action`). Both
+/// shapes known are read: `{"code": "identify", "url": …}` (Pocket's Postman collection) and
+/// `{"code": "identification_required", "identification_id": …}` (the API walkthrough). Kept
+/// exactly as received; an action with a code satflow does not know keeps it in
+/// [`ActionCode::Other`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Value", into = "Value")]
+pub struct Action {
+    pub code: Option<ActionCode>,
+    pub url: Option<String>,
+    pub identification_id: Option<String>,
+    raw: Value,
+}
+
+impl Action {
+    /// The action as Pocket sent it.
+    pub fn as_json(&self) -> &Value {
+        &self.raw
+    }
+}
+
+impl From<Value> for Action {
+    fn from(raw: Value) -> Self {
+        Action {
+            code: text_field(&raw, "code").map(|c| ActionCode::from(c.as_str())),
+            url: text_field(&raw, "url"),
+            identification_id: text_field(&raw, "identification_id"),
+            raw,
+        }
+    }
+}
+
+impl From<Action> for Value {
+    fn from(a: Action) -> Self {
+        a.raw
+    }
+}
+
+/// An action's `code`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ActionCode {
+    /// The Postman collection's code: identify at `url`.
+    Identify,
+    /// The walkthrough's code, with an `identification_id`.
+    IdentificationRequired,
+    /// A code satflow does not know, verbatim.
+    Other(String),
+}
+
+impl ActionCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ActionCode::Identify => "identify",
+            ActionCode::IdentificationRequired => "identification_required",
+            ActionCode::Other(code) => code,
+        }
+    }
+}
+
+impl From<&str> for ActionCode {
+    fn from(code: &str) -> Self {
+        match code {
+            "identify" => ActionCode::Identify,
+            "identification_required" => ActionCode::IdentificationRequired,
+            other => ActionCode::Other(other.to_string()),
+        }
+    }
+}
+
+/// Why Pocket refunded an exchange, failed its payout, or interrupted it (its `reason`). Kept
+/// exactly as received; a code satflow does not know keeps it in [`ReasonCode::Other`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Value", into = "Value")]
+pub struct Reason {
+    pub code: Option<ReasonCode>,
+    raw: Value,
+}
+
+impl Reason {
+    /// The reason as Pocket sent it.
+    pub fn as_json(&self) -> &Value {
+        &self.raw
+    }
+}
+
+impl From<Value> for Reason {
+    fn from(raw: Value) -> Self {
+        Reason {
+            code: text_field(&raw, "code").map(|c| ReasonCode::from(c.as_str())),
+            raw,
+        }
+    }
+}
+
+impl From<Reason> for Value {
+    fn from(r: Reason) -> Self {
+        r.raw
+    }
+}
+
+/// A reason's `code`: the refund and failure codes API-NOTES.md lists, the interruption code of
+/// the Postman collection, and anything else verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    ThresholdExceeded,
+    OrderInactive,
+    CompaniesUnsupported,
+    CountryUnsupported,
+    OtherRiskDetected,
+    CustomerRequested,
+    AccountNotMatching,
+    PayoutExpired,
+    /// Lightning payout failures, worth retrying.
+    NoRoute,
+    InvoiceExpired,
+    Error,
+    IdentificationRequired,
+    /// A code satflow does not know, verbatim.
+    Other(String),
+}
+
+impl ReasonCode {
+    const KNOWN: [(ReasonCode, &'static str); 12] = [
+        (ReasonCode::ThresholdExceeded, "threshold_exceeded"),
+        (ReasonCode::OrderInactive, "order_inactive"),
+        (ReasonCode::CompaniesUnsupported, "companies_unsupported"),
+        (ReasonCode::CountryUnsupported, "country_unsupported"),
+        (ReasonCode::OtherRiskDetected, "other_risk_detected"),
+        (ReasonCode::CustomerRequested, "customer_requested"),
+        (ReasonCode::AccountNotMatching, "account_not_matching"),
+        (ReasonCode::PayoutExpired, "payout_expired"),
+        (ReasonCode::NoRoute, "no_route"),
+        (ReasonCode::InvoiceExpired, "invoice_expired"),
+        (ReasonCode::Error, "error"),
+        (
+            ReasonCode::IdentificationRequired,
+            "identification_required",
+        ),
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReasonCode::Other(code) => code,
+            known => ReasonCode::KNOWN
+                .iter()
+                .find(|(c, _)| c == known)
+                .map_or("", |(_, text)| text),
+        }
+    }
+}
+
+impl From<&str> for ReasonCode {
+    fn from(code: &str) -> Self {
+        ReasonCode::KNOWN
+            .into_iter()
+            .find(|(_, text)| *text == code)
+            .map_or_else(|| ReasonCode::Other(code.to_string()), |(c, _)| c)
+    }
+}
+
+/// `object[key]` when it is a string.
+fn text_field(object: &Value, key: &str) -> Option<String> {
+    object.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// `object[key]` when it is an amount (a JSON number or a decimal string), with its digits.
+fn decimal_field(object: &Value, key: &str) -> Option<Decimal> {
+    match object.get(key)? {
+        Value::Number(n) => parse_decimal(&n.to_string()).ok(),
+        Value::String(s) => parse_decimal(s).ok(),
+        _ => None,
     }
 }
 
@@ -695,8 +922,18 @@ mod tests {
             }
             if state == ExchangeState::Settled {
                 let payout = e.payout.as_ref().unwrap();
-                assert_eq!(payout["fee"].to_string(), "0.00000190");
-                assert_eq!(payout["amount"].to_string(), "0.00049381");
+                assert_eq!(payout.as_json()["fee"].to_string(), "0.00000190");
+                assert_eq!(payout.as_json()["amount"].to_string(), "0.00049381");
+                assert_eq!(payout.fee.unwrap().to_string(), "0.00000190");
+                assert_eq!(payout.amount.unwrap().to_string(), "0.00049381");
+                assert_eq!(
+                    payout.txid.as_deref(),
+                    Some("c01c7a0fd270aa3876119098c0e2d51687a795efab99787e214d8a93ab9f8342")
+                );
+                assert_eq!(
+                    payout.bitcoin_address.as_deref(),
+                    Some("bc1q5a7uxjq6z5l2wguzu77rzmzk6tyx24yvq5r4fj")
+                );
             }
             // Written back, every kept field is still there with its digits.
             let again = serde_json::to_string(&e).unwrap();

@@ -59,6 +59,8 @@ pub struct EventRow {
 pub struct NewRun {
     pub workflow: String,
     pub event: String,
+    /// The run's `event`, stored as given: the serialized `exchanges::ExchangeEvent` (the store
+    /// sits below the exchanges and takes it as plain JSON).
     pub context: Value,
 }
 
@@ -224,27 +226,16 @@ impl Store {
         } else {
             previous.unwrap_or(o.state)
         };
-        let payout = exchange
-            .payout
-            .as_ref()
-            .filter(|v| !v.is_null())
-            .map(Value::to_string);
-        let reason = exchange
-            .reason
-            .as_ref()
-            .filter(|v| !v.is_null())
-            .map(Value::to_string);
-        let action = exchange
-            .action
-            .as_ref()
-            .filter(|v| !v.is_null())
-            .map(Value::to_string);
+        // As received (a JSON null reads as none of them).
+        let payout = exchange.payout.as_ref().map(|p| p.as_json().to_string());
+        let reason = exchange.reason.as_ref().map(|r| r.as_json().to_string());
+        let action = exchange.action.as_ref().map(|a| a.as_json().to_string());
         // An on-chain payout is followed to its confirmations, where an explorer is configured.
         let confirm_next = (o.state == ExchangeState::Settled
             && exchange
                 .payout
                 .as_ref()
-                .is_some_and(|p| p["txid"].is_string() && p["bitcoin_address"].is_string()))
+                .is_some_and(|p| p.txid.is_some() && p.bitcoin_address.is_some()))
         .then_some(now_ms);
         if transitioned {
             let next = if o.state.is_final() {

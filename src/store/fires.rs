@@ -6,7 +6,20 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, from_millis};
-use crate::engine::scheduler::{FireAction, WorkflowFires};
+
+/// What to do about one fire time; the scheduler decides it, the store records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireAction {
+    Run,
+    /// Recorded so it is never considered again, but not run (missed, and the policy says so).
+    Skip,
+}
+
+/// A fire time and what to do about it.
+pub type Fire = (DateTime<Utc>, FireAction);
+
+/// The fires decided for one workflow.
+pub type WorkflowFires<'a> = (&'a str, &'a [Fire]);
 
 impl Store {
     /// When the scheduler first saw each of `workflows`; set to `now` for those it never saw.

@@ -19,6 +19,7 @@ mod orders;
 mod outbox;
 mod prices;
 mod runs;
+mod status;
 mod wallets;
 mod withdrawals;
 
@@ -38,13 +39,17 @@ pub use alerts::AlertWindow;
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
+pub use fires::{Fire, FireAction, WorkflowFires};
 pub use health::{WriteFailure, WriteHealth};
 pub use inbox::{
     ALERT_WINDOW, InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored,
 };
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
-pub use runs::{Recorded, RunRow, StepRecord, StepRow, StepStatus, Trigger};
+pub use runs::{Recorded, RunRow, StepRecord, StepRow};
+pub use status::{
+    AttemptOutcome, OutboxStatus, RunStatus, StepStatus, Trigger, UnknownStatus, WithdrawalStatus,
+};
 pub use wallets::{AddressRow, Reservation};
 pub use withdrawals::{NewWithdrawal, WithdrawalRow, WithdrawalUpdate};
 

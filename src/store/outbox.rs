@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::status::{AttemptOutcome, OutboxStatus, StepStatus};
 use super::{Store, StoreError, from_millis};
 
 /// An effect to queue. `key` is derived from what the effect is, never random: queueing the
@@ -25,7 +26,7 @@ pub struct ItemRow {
     pub kind: String,
     pub key: String,
     pub payload: Value,
-    pub status: String,
+    pub status: OutboxStatus,
     pub attempts: i64,
     /// Attempts made since the item's budget was last reset by `outbox retry`.
     pub budget_used: i64,
@@ -43,7 +44,7 @@ pub struct AttemptRow {
     pub attempt: i64,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub outcome: Option<String>,
+    pub outcome: Option<AttemptOutcome>,
     pub http_status: Option<i64>,
     pub error: Option<String>,
 }
@@ -159,7 +160,7 @@ impl Store {
         for row in &rows {
             let item = item_row(row)?;
             let attempt = item.attempts;
-            let previous: Option<Option<String>> = sqlx::query_scalar(
+            let previous: Option<Option<AttemptOutcome>> = sqlx::query_scalar(
                 "SELECT outcome FROM outbox_attempts WHERE outbox_id = ?1 AND attempt = ?2",
             )
             .bind(item.id)
@@ -186,10 +187,7 @@ impl Store {
             claimed.push(Claimed {
                 item,
                 attempt,
-                previous_unknown: matches!(
-                    previous.as_ref().map(Option::as_deref),
-                    Some(None | Some("unknown"))
-                ),
+                previous_unknown: matches!(previous, Some(None | Some(AttemptOutcome::Unknown))),
             });
         }
         tx.commit().await?;
@@ -210,29 +208,38 @@ impl Store {
         let now_ms = now.timestamp_millis();
         let mut tx = self.begin_write().await?;
         let (status, next, error, result, http_status, outcome) = match completion {
-            Completion::Done(result) => {
-                ("done", None, None, Some(result.to_string()), None, "done")
-            }
+            Completion::Done(result) => (
+                OutboxStatus::Done,
+                None,
+                None,
+                Some(result.to_string()),
+                None,
+                AttemptOutcome::Done,
+            ),
             Completion::Retry {
                 at,
                 error,
                 http_status,
                 unknown,
             } => (
-                "pending",
+                OutboxStatus::Pending,
                 Some(at.timestamp_millis()),
                 Some(error.as_str()),
                 None,
                 *http_status,
-                if *unknown { "unknown" } else { "retry" },
+                if *unknown {
+                    AttemptOutcome::Unknown
+                } else {
+                    AttemptOutcome::Retry
+                },
             ),
             Completion::Dead { error, http_status } => (
-                "dead",
+                OutboxStatus::Dead,
                 None,
                 Some(error.as_str()),
                 None,
                 *http_status,
-                "dead",
+                AttemptOutcome::Dead,
             ),
         };
         let updated = sqlx::query(
@@ -267,14 +274,14 @@ impl Store {
         .bind(claimed.attempt)
         .execute(&mut *tx)
         .await?;
-        if status != "pending"
+        if status != OutboxStatus::Pending
             && let (Some(run_id), Some(step_id)) = (claimed.item.run_id, &claimed.item.step_id)
         {
             resume_waiting_step(
                 &mut tx,
                 run_id,
                 step_id,
-                status == "done",
+                status == OutboxStatus::Done,
                 result.as_deref(),
                 error,
                 now_ms,
@@ -283,7 +290,7 @@ impl Store {
         }
         // A provider that refuses everything kills many items at once: their alerts are
         // coalesced, one email an hour with a count.
-        if status == "dead"
+        if status == OutboxStatus::Dead
             && let Some(alert) = &dead_alert
             && super::alerts::admit(&mut tx, "dead_letter", now, super::inbox::ALERT_WINDOW).await?
         {
@@ -439,7 +446,11 @@ async fn resume_waiting_step(
         "UPDATE step_results SET status = ?1, output_json = COALESCE(?2, output_json), error = ?3, finished_at = ?4
          WHERE run_id = ?5 AND step_id = ?6 AND status = 'waiting'",
     )
-    .bind(if succeeded { "succeeded" } else { "failed" })
+    .bind(if succeeded {
+        StepStatus::Succeeded
+    } else {
+        StepStatus::Failed
+    })
     .bind(output)
     .bind(if succeeded { None } else { error })
     .bind(now_ms)

@@ -6,55 +6,19 @@ use serde_json::Value;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::outbox::{NewItem, insert_items};
+use super::status::{RunStatus, StepStatus, Trigger};
 use super::wallets::Reservation;
 use super::withdrawals::NewWithdrawal;
 use super::{Store, StoreError, from_millis};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Schedule,
-    Event,
-    Manual,
-}
-
-impl Trigger {
-    pub fn name(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Event => "event",
-            Trigger::Manual => "manual",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepStatus {
-    Succeeded,
-    Failed,
-    Skipped,
-    /// Waiting for an outbox item; the run waits with it.
-    Waiting,
-}
-
-impl StepStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Waiting => "waiting",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct RunRow {
     pub id: i64,
     pub workflow: String,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub trigger_key: String,
     pub event: Option<Value>,
-    pub status: String,
+    pub status: RunStatus,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -65,7 +29,7 @@ pub struct RunRow {
 pub struct StepRow {
     pub step_id: String,
     pub position: i64,
-    pub status: String,
+    pub status: StepStatus,
     pub output: Option<Value>,
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -137,7 +101,7 @@ impl Store {
              ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING RETURNING id",
         )
         .bind(workflow)
-        .bind(trigger.name())
+        .bind(trigger)
         .bind(key)
         .bind(event.map(Value::to_string))
         .bind(now.timestamp_millis())
@@ -282,7 +246,7 @@ impl Store {
         .bind(run_id)
         .bind(step.step_id)
         .bind(step.position as i64)
-        .bind(step.status.name())
+        .bind(step.status)
         .bind(step.output.as_ref().map(Value::to_string))
         .bind(&step.error)
         .bind(step.started_at.timestamp_millis())
@@ -320,7 +284,11 @@ impl Store {
             "UPDATE runs SET status = ?1, error = ?2, finished_at = ?3, lease_owner = NULL, lease_until = NULL
              WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
         )
-        .bind(if succeeded { "succeeded" } else { "failed" })
+        .bind(if succeeded {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        })
         .bind(error)
         .bind(now.timestamp_millis())
         .bind(run_id)
@@ -359,7 +327,7 @@ impl Store {
     }
 
     /// Counts of runs by status, for `status` and the metrics.
-    pub async fn run_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>, StoreError> {
         let rows =
             sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status ORDER BY status")
                 .fetch_all(self.pool())

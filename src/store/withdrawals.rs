@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::status::WithdrawalStatus;
 use super::{NewItem, Store, StoreError, from_millis};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub struct WithdrawalRow {
     pub provider: String,
     pub wallet: String,
     pub address: String,
-    pub status: String,
+    pub status: WithdrawalStatus,
     pub balance_sat: Option<u64>,
     pub amount_sat: Option<u64>,
     pub fee_sat: Option<u64>,
@@ -37,9 +38,9 @@ pub struct WithdrawalRow {
 }
 
 /// A change of a withdrawal's state; fields left `None` keep their value.
-#[derive(Debug, Clone, Default)]
-pub struct WithdrawalUpdate<'a> {
-    pub status: &'a str,
+#[derive(Debug, Clone)]
+pub struct WithdrawalUpdate {
+    pub status: WithdrawalStatus,
     pub balance_sat: Option<u64>,
     pub amount_sat: Option<u64>,
     pub fee_sat: Option<u64>,
@@ -50,6 +51,25 @@ pub struct WithdrawalUpdate<'a> {
     pub confirmations: Option<i64>,
     /// When to look at it again (`None`: not any more).
     pub next_check_at: Option<DateTime<Utc>>,
+}
+
+/// Only so that an update can name its status and leave the rest with `..Default::default()`:
+/// every update names its status.
+impl Default for WithdrawalUpdate {
+    fn default() -> Self {
+        WithdrawalUpdate {
+            status: WithdrawalStatus::Planned,
+            balance_sat: None,
+            amount_sat: None,
+            fee_sat: None,
+            fee_rate: None,
+            provider_ref: None,
+            txid: None,
+            reason: None,
+            confirmations: None,
+            next_check_at: None,
+        }
+    }
 }
 
 const COLUMNS: &str =
@@ -151,9 +171,9 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         let Some(r) = r else { return Ok(None) };
-        let status: String = r.try_get("status")?;
+        let status: WithdrawalStatus = r.try_get("status")?;
         let index: i64 = r.try_get("address_index")?;
-        Ok((status == "skipped")
+        Ok((status == WithdrawalStatus::Skipped)
             .then(|| r.try_get("address"))
             .transpose()?
             .map(|a| (a, index as u32)))
@@ -177,7 +197,7 @@ impl Store {
     pub async fn update_withdrawal(
         &self,
         key: &str,
-        u: &WithdrawalUpdate<'_>,
+        u: &WithdrawalUpdate,
         notify: Option<NewItem>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {

@@ -32,7 +32,9 @@ use crate::engine::runner::StepOutcome;
 use crate::lightning::node::{Node, NodeError};
 use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::HandlerError;
-use crate::store::{NewItem, NewWithdrawal, RunRow, Store, WithdrawalRow, WithdrawalUpdate};
+use crate::store::{
+    NewItem, NewWithdrawal, RunRow, Store, WithdrawalRow, WithdrawalStatus, WithdrawalUpdate,
+};
 use crate::wallet::chain::ChainSource;
 use crate::wallet::rotation::next_address;
 use crate::workflow::actions::Withdraw;
@@ -179,10 +181,10 @@ pub async fn prepare(
 
 /// What `steps.<id>` holds after a `withdraw` step.
 pub fn output(row: &WithdrawalRow) -> Value {
-    let withdrawn = matches!(row.status.as_str(), "requested" | "sent" | "confirmed");
+    let withdrawn = row.status.is_withdrawn();
     json!({
         "withdrawn": withdrawn,
-        "skipped": row.status == "skipped",
+        "skipped": row.status == WithdrawalStatus::Skipped,
         "reason": row.reason,
         "amount_sat": row.amount_sat,
         "fee_sat": row.fee_sat,
@@ -309,7 +311,7 @@ async fn recorded(store: &Store, key: &str) -> Result<Value, HandlerError> {
 
 async fn fail(store: &Store, key: &str, e: HandlerError) -> HandlerError {
     let failed = WithdrawalUpdate {
-        status: "failed",
+        status: WithdrawalStatus::Failed,
         reason: Some(e.to_string()),
         ..Default::default()
     };
@@ -335,7 +337,7 @@ pub async fn execute(
             // The row says why, unless an earlier attempt may have reached the provider.
             if let Some(key) = payload["withdrawal"].as_str()
                 && let Ok(Some(row)) = store.withdrawal(key).await
-                && row.status == "planned"
+                && row.status == WithdrawalStatus::Planned
             {
                 return Err(fail(store, key, e).await);
             }
@@ -350,13 +352,13 @@ pub async fn execute(
         .ok_or_else(|| {
             HandlerError::permanent(format!("withdrawal {key} is not in the database"))
         })?;
-    if row.status != "planned" && row.status != "requesting" {
+    if row.status != WithdrawalStatus::Planned && row.status != WithdrawalStatus::Requesting {
         return Ok(output(&row));
     }
     match attempt(store, config, &item, &row).await {
         // A refusal before the provider was called is final: the row says why, so
         // `satflow withdrawals` does not show it as still in progress.
-        Err(e @ HandlerError::Permanent { .. }) if row.status == "planned" => {
+        Err(e @ HandlerError::Permanent { .. }) if row.status == WithdrawalStatus::Planned => {
             Err(fail(store, key, e).await)
         }
         other => other,
@@ -374,7 +376,7 @@ async fn attempt(
     let now = chrono::Utc::now;
     // An earlier attempt reached the point of calling the provider: whatever it was told, look
     // there first, so that a lost answer never becomes a second withdrawal.
-    if row.status == "requesting"
+    if row.status == WithdrawalStatus::Requesting
         && let Some(update) = found_at_provider(config, row, item.keep_sat, &provider).await?
     {
         store
@@ -390,7 +392,7 @@ async fn attempt(
     };
     if let Some(reason) = policy_skip(item, balance, fee_rate) {
         let update = WithdrawalUpdate {
-            status: "skipped",
+            status: WithdrawalStatus::Skipped,
             balance_sat: Some(balance),
             fee_rate: Some(fee_rate.to_string()),
             reason: Some(reason),
@@ -405,7 +407,7 @@ async fn attempt(
     let keep = item.keep_sat;
     // The row says the provider is being called, and with what balance, before it is.
     let requesting = WithdrawalUpdate {
-        status: "requesting",
+        status: WithdrawalStatus::Requesting,
         balance_sat: Some(balance),
         fee_rate: Some(fee_rate.to_string()),
         ..Default::default()
@@ -421,7 +423,7 @@ async fn attempt(
                 hub.set_address(&row.address).await.map_err(hub_error)?;
                 let (id, amount) = hub.withdraw().await.map_err(hub_error)?;
                 WithdrawalUpdate {
-                    status: "requested",
+                    status: WithdrawalStatus::Requested,
                     amount_sat: Some(amount),
                     provider_ref: Some(id),
                     next_check_at: follow,
@@ -450,7 +452,7 @@ async fn attempt(
                     .flatten()
                     .and_then(|(_, fee)| fee);
                 WithdrawalUpdate {
-                    status: "sent",
+                    status: WithdrawalStatus::Sent,
                     // Sending everything pays the fee out of the balance.
                     amount_sat: Some(amount.unwrap_or(balance.saturating_sub(fee.unwrap_or(0)))),
                     fee_sat: fee,
@@ -491,9 +493,9 @@ pub async fn reconcile(
     let item = Item::parse(payload).ok()?;
     let key = item.withdrawal.as_str();
     let row = store.withdrawal(key).await.ok()??;
-    if row.status != "requesting" {
+    if row.status != WithdrawalStatus::Requesting {
         // Nothing was sent (`planned`), or the outcome is recorded.
-        return (row.status != "planned").then(|| Ok(output(&row)));
+        return (row.status != WithdrawalStatus::Planned).then(|| Ok(output(&row)));
     }
     let provider = match provider(config, &row.provider) {
         Ok(p) => p,
@@ -519,7 +521,7 @@ async fn found_at_provider(
     row: &WithdrawalRow,
     keep: u64,
     provider: &Provider,
-) -> Result<Option<WithdrawalUpdate<'static>>, HandlerError> {
+) -> Result<Option<WithdrawalUpdate>, HandlerError> {
     let follow = Some(next_look(config, chrono::Utc::now()));
     let found = match provider {
         // LND's wallet keeps the label: the transaction is found exactly.
@@ -528,7 +530,7 @@ async fn found_at_provider(
             .await
             .map_err(node_error)?
             .map(|(txid, fee)| WithdrawalUpdate {
-                status: "sent",
+                status: WithdrawalStatus::Sent,
                 // As the send asked: all but `keep`, or everything less the fee.
                 amount_sat: row.balance_sat.map(|b| match keep {
                     0 => b.saturating_sub(fee.unwrap_or(0)),
@@ -558,7 +560,7 @@ async fn found_at_provider(
                 _ => false,
             };
             (dropped || received).then(|| WithdrawalUpdate {
-                status: "requested",
+                status: WithdrawalStatus::Requested,
                 amount_sat: row.balance_sat,
                 reason: Some(format!(
                     "the answer to the withdrawal was lost; {} shows it was made",
@@ -599,8 +601,8 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
     // One client (one sign-in) per hub for the whole pass.
     let mut hubs: std::collections::HashMap<&str, Option<HubClient>> = Default::default();
     for row in &due {
-        let update = match (row.status.as_str(), &row.provider_ref, &row.txid) {
-            ("requested", Some(id), None) => {
+        let update = match (row.status, &row.provider_ref, &row.txid) {
+            (WithdrawalStatus::Requested, Some(id), None) => {
                 let hub = hubs.entry(row.provider.as_str()).or_insert_with(|| {
                     match provider(config, &row.provider) {
                         Ok(Provider::Hub(hub)) => Some(hub),
@@ -610,7 +612,7 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
                 let Some(hub) = hub else {
                     // The provider left satflow.yaml: look again later, in case it comes back.
                     let update = WithdrawalUpdate {
-                        status: "requested",
+                        status: WithdrawalStatus::Requested,
                         next_check_at: later,
                         ..Default::default()
                     };
@@ -621,13 +623,13 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
                 };
                 match hub.withdrawal(id).await {
                     Ok((status, tx)) if status == "Withdrawn" => WithdrawalUpdate {
-                        status: "sent",
+                        status: WithdrawalStatus::Sent,
                         txid: tx,
                         next_check_at: later,
                         ..Default::default()
                     },
                     Ok((status, _)) if status == "Canceled" => WithdrawalUpdate {
-                        status: "failed",
+                        status: WithdrawalStatus::Failed,
                         reason: Some(
                             "the hub canceled the withdrawal; the funds are back in its balance"
                                 .into(),
@@ -635,33 +637,33 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
                         ..Default::default()
                     },
                     _ => WithdrawalUpdate {
-                        status: "requested",
+                        status: WithdrawalStatus::Requested,
                         next_check_at: later,
                         ..Default::default()
                     },
                 }
             }
-            ("sent", _, Some(txid)) => {
+            (WithdrawalStatus::Sent, _, Some(txid)) => {
                 let explorer = config.wallets.get(&row.wallet).and_then(ChainSource::of);
                 match explorer {
                     None => WithdrawalUpdate {
-                        status: "sent",
+                        status: WithdrawalStatus::Sent,
                         ..Default::default()
                     },
                     Some(explorer) => match explorer.confirmations(txid).await {
                         Ok(n) if n >= 6 => WithdrawalUpdate {
-                            status: "confirmed",
+                            status: WithdrawalStatus::Confirmed,
                             confirmations: Some(n as i64),
                             ..Default::default()
                         },
                         Ok(n) => WithdrawalUpdate {
-                            status: "sent",
+                            status: WithdrawalStatus::Sent,
                             confirmations: Some(n as i64),
                             next_check_at: later,
                             ..Default::default()
                         },
                         Err(_) => WithdrawalUpdate {
-                            status: "sent",
+                            status: WithdrawalStatus::Sent,
                             next_check_at: later,
                             ..Default::default()
                         },
@@ -674,7 +676,11 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
             },
         };
         // What happens after the step is reported by email too: the hub sending, or cancelling.
-        let notify = (row.status == "requested" && matches!(update.status, "sent" | "failed"))
+        let reported = matches!(
+            update.status,
+            WithdrawalStatus::Sent | WithdrawalStatus::Failed
+        );
+        let notify = (row.status == WithdrawalStatus::Requested && reported)
             .then(|| {
                 let mut event = output(row);
                 event["key"] = json!(row.key);

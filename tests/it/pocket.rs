@@ -221,7 +221,7 @@ async fn every_endpoint_works_against_the_sandbox() {
         let settled = client.get_exchange(id).await.unwrap();
         assert_eq!(settled.state(), ExchangeState::Settled);
         assert_eq!(
-            settled.payout.unwrap()["bitcoin_address"],
+            settled.payout.unwrap().as_json()["bitcoin_address"],
             wallet.address(expected)
         );
     }
@@ -247,7 +247,7 @@ async fn every_endpoint_works_against_the_sandbox() {
         "action wins over reason"
     );
     assert_eq!(
-        interrupted.action.unwrap()["url"],
+        interrupted.action.unwrap().as_json()["url"],
         "https://app.pocketbitcoin.com/onboarding"
     );
     control(
@@ -258,7 +258,10 @@ async fn every_endpoint_works_against_the_sandbox() {
     .await;
     let refunded = client.get_exchange(id).await.unwrap();
     assert_eq!(refunded.state(), ExchangeState::Refunded);
-    assert_eq!(refunded.reason.unwrap()["code"], "customer_requested");
+    assert_eq!(
+        refunded.reason.unwrap().as_json()["code"],
+        "customer_requested"
+    );
 }
 
 #[tokio::test]
@@ -508,7 +511,7 @@ async fn lightning_patches_get_the_documented_answers() {
     control(&base, &format!("sandbox/exchanges/{id}/settle"), json!({})).await;
     let settled = client.get_exchange(id).await.unwrap();
     assert_eq!(settled.state(), ExchangeState::Settled);
-    assert_eq!(settled.payout.unwrap()["invoice"], good.as_str());
+    assert_eq!(settled.payout.unwrap().as_json()["invoice"], good.as_str());
     let again = client
         .patch_exchange(id, &ExchangePayout::Invoice(good))
         .await
