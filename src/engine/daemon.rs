@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::clock::Clock;
 use super::health::{Heartbeat, Heartbeats, Limits};
 use super::logs;
 use super::runner::Runner;
 use super::scheduler::Scheduler;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchanges::Processor;
 use crate::http::webhook::WebhookState;

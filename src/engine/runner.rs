@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::clock::Clock;
 use super::health::Heartbeat;
 use super::logs;
+use crate::clock::Clock;
 use crate::config::{Alert, Config};
 use crate::notify::email::{Alerts, Content, Mailer};
 use crate::outbox::handlers::http;
@@ -771,8 +771,8 @@ fn render_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
     use crate::config::{Database, EngineConfig, OutboxConfig, PriceSource, PricesConfig};
-    use crate::engine::clock::SystemClock;
     use crate::store::Trigger;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -835,7 +835,7 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
         let clock = Arc::new(Tripwire(AtomicBool::new(false)));
         let runner = runner(&store, Arc::clone(&clock));
-        let now = chrono::Utc::now();
+        let now = crate::clock::system_now();
         for key in ["poison", "normal"] {
             store
                 .queue_run("w", Trigger::Manual, key, None, now)
@@ -878,7 +878,7 @@ mod tests {
     async fn runs_in_flight_are_not_taken_twice_and_keep_their_lease() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
-        let t0 = chrono::Utc::now();
+        let t0 = crate::clock::system_now();
         for key in ["a", "b"] {
             store
                 .queue_run("w", Trigger::Manual, key, None, t0)

@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+use crate::clock::Clock;
 use crate::config::{Alert, Config};
-use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
@@ -748,7 +748,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::engine::clock::{Clock, ManualClock};
+        use crate::clock::{Clock, ManualClock};
 
         /// The stages of a history, as Pocket produces them.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::clock::Clock;
 use crate::config::Alert;
-use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::types::Exchange;
 use crate::pocket::webhook;

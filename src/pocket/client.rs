@@ -411,7 +411,8 @@ impl PocketClient {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let retry_after = crate::outcome::retry_after(response.headers(), chrono::Utc::now());
+        let retry_after =
+            crate::outcome::retry_after(response.headers(), crate::clock::system_now());
         let text = match response.text().await {
             Ok(text) => text,
             // An error status decides by itself; a success whose body broke off may or may

@@ -208,9 +208,7 @@ pub async fn pay_out(
         )
         .await
         .map_err(node_error)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::clock::system_since_epoch();
     let expected = Expected {
         amount_msat,
         network: Network::Bitcoin,

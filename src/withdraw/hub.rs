@@ -236,7 +236,7 @@ impl HubClient {
         }
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
-        let retry_after = outcome::retry_after(response.headers(), chrono::Utc::now());
+        let retry_after = outcome::retry_after(response.headers(), crate::clock::system_now());
         let text = if (200..300).contains(&status) {
             response.text().await.map_err(unreachable)?
         } else {
