@@ -17,6 +17,9 @@ pub mod outbox;
 pub mod outcome;
 pub mod pocket;
 pub mod prices;
+/// The simulator beside the product (Pocket, the hub, a Lightning node, prices and fees), for
+/// the demo, `satflow sandbox` and the tests; left out of a build without the `sandbox` feature.
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod source;
 pub mod store;
