@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::health::{Heartbeat, Heartbeats, Limits};
-use super::logs;
 use super::runner::Runner;
 use super::scheduler::Scheduler;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchanges::Processor;
+use crate::health::{Heartbeat, Heartbeats, Limits};
 use crate::http::webhook::WebhookState;
 use crate::http::{AppState, metrics_handle, router};
+use crate::logs;
 use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::handlers::email::EmailSender;
 use crate::outbox::{Dispatcher, Handlers};

@@ -77,14 +77,14 @@ impl Processor {
             match self.process_inbox().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
-                Err(err) => crate::engine::logs::store_error(&self.store, "webhook inbox", &err),
+                Err(err) => crate::logs::store_error(&self.store, "webhook inbox", &err),
             }
             if tokio::time::Instant::now() >= next_reconcile {
                 if let Err(err) = self.reconcile_once().await {
-                    crate::engine::logs::store_error(&self.store, "reconciliation", &err);
+                    crate::logs::store_error(&self.store, "reconciliation", &err);
                 }
                 if let Err(err) = self.follow_payouts().await {
-                    crate::engine::logs::store_error(&self.store, "payout confirmations", &err);
+                    crate::logs::store_error(&self.store, "payout confirmations", &err);
                 }
                 next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
             }

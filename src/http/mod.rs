@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
-use crate::engine::health::{self, Heartbeats, Limits, Observed};
+use crate::health::{self, Heartbeats, Limits, Observed};
 use crate::store::Store;
 
 /// `/healthz` writes its probe at most this often; requests in between reuse its outcome.

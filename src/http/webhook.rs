@@ -88,7 +88,7 @@ async fn write_batches(
                 stored.notify_one();
             }
             Err(err) => {
-                crate::engine::logs::store_error(
+                crate::logs::store_error(
                     &store,
                     "cannot store webhooks; Pocket is answered 503 and will retry",
                     &err,

@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use super::{HandlerError, Handlers, backoff};
 use crate::clock::Clock;
 use crate::config::{Alert, OutboxConfig};
-use crate::engine::health::Heartbeat;
-use crate::engine::logs;
+use crate::health::Heartbeat;
+use crate::logs;
 use crate::notify::email::{Alerts, KIND as EMAIL};
 use crate::store::{Claimed, Completion, Store, StoreError};
 
