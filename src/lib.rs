@@ -4,6 +4,7 @@
 //! into `cli`. See DESIGN.md for the architecture and the contracts users rely on.
 
 pub mod cli;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod domain;

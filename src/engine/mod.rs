@@ -8,6 +8,7 @@
 // `crate::health`, `crate::logs`), so that the outbox, the HTTP server and the exchanges no
 // longer import the engine; these paths stay for code written against the old ones.
 pub use crate::{clock, health, logs};
+pub mod context;
 pub mod daemon;
 pub mod runner;
 pub mod scheduler;

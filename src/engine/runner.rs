@@ -256,6 +256,7 @@ impl Runner {
         id
     }
 
+    #[tracing::instrument(name = "run", skip_all, fields(run_id = run.id, workflow = %run.workflow))]
     async fn execute(&self, run: RunRow) -> Result<(), StoreError> {
         let Some(workflow) = self.workflows.get(&run.workflow) else {
             let error = format!(
@@ -462,6 +463,7 @@ impl Runner {
     }
 
     /// Decides what a step does. Effects are returned, not performed.
+    #[tracing::instrument(name = "step", skip_all, fields(run_id = run.id, step_id = %step.id, uses = step.uses))]
     async fn perform(&self, run: &RunRow, step: &Step, ctx: &Value) -> StepOutcome {
         let key = format!("run/{}/step/{}", run.id, step.id);
         match &step.action {
@@ -669,8 +671,8 @@ impl Runner {
             .cloned()
             .collect();
         let all: Vec<Workflow> = self.workflows.values().cloned().collect();
-        let payout_wallets = super::daemon::payout_wallets(&all);
-        let explorers = super::daemon::explorers(&self.config, &payout_wallets);
+        let payout_wallets = super::context::payout_wallets(&all);
+        let explorers = super::context::explorers(&self.config, &payout_wallets);
         // The processor's state machine, for this one read-back.
         let processor = crate::exchanges::Processor {
             store: self.store.clone(),

@@ -48,8 +48,11 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
-    /// Starts the writer that stores webhooks in batches; `stored` is notified after each.
+    /// Starts the writer that stores webhooks in batches, as one of `tasks` (it ends once every
+    /// copy of the state is dropped and what they handed it is written); `stored` is notified
+    /// after each batch.
     pub fn start(
+        tasks: &mut tokio::task::JoinSet<()>,
         store: Store,
         secret: Option<SecretString>,
         alerts: Alerts,
@@ -58,7 +61,7 @@ impl WebhookState {
         stored: Arc<Notify>,
     ) -> WebhookState {
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_batches(store, jobs, Arc::clone(&clock), stored));
+        tasks.spawn(write_batches(store, jobs, Arc::clone(&clock), stored));
         WebhookState {
             secret,
             writer,

@@ -20,6 +20,7 @@ use crate::health::Heartbeat;
 use crate::logs;
 use crate::notify::email::{Alerts, KIND as EMAIL};
 use crate::store::{Claimed, Completion, Store, StoreError};
+use tracing::Instrument;
 
 /// How many items one pass claims at most; they are handled concurrently.
 const BATCH: i64 = 16;
@@ -156,6 +157,11 @@ impl Dispatcher {
         }
     }
 
+    #[tracing::instrument(
+        name = "outbox_item",
+        skip_all,
+        fields(item_id = claimed.item.id, kind = %claimed.item.kind, run_id = claimed.item.run_id, step_id = claimed.item.step_id.as_deref(), attempt = claimed.attempt)
+    )]
     async fn attempt(self: Arc<Self>, claimed: Claimed) -> Result<(), StoreError> {
         let item = &claimed.item;
         let started = Instant::now();
@@ -163,15 +169,18 @@ impl Dispatcher {
         // becomes this item's permanent failure instead of taking the dispatcher down.
         let me = Arc::clone(&self);
         let job = claimed.clone();
-        let result = match tokio::spawn(async move {
-            match job.previous_unknown {
-                true => match me.handlers.reconcile(&job.item).await {
-                    Some(result) => result,
-                    None => me.call(&job).await,
-                },
-                false => me.call(&job).await,
+        let result = match tokio::spawn(
+            async move {
+                match job.previous_unknown {
+                    true => match me.handlers.reconcile(&job.item).await {
+                        Some(result) => result,
+                        None => me.call(&job).await,
+                    },
+                    false => me.call(&job).await,
+                }
             }
-        })
+            .in_current_span(),
+        )
         .await
         {
             Ok(result) => result,

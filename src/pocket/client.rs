@@ -184,6 +184,8 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Cheap to clone: the clones share one connection pool.
+#[derive(Clone)]
 pub struct PocketClient {
     http: reqwest::Client,
     base: Url,
