@@ -18,8 +18,10 @@ pub mod logs;
 pub mod notify;
 pub mod outbox;
 pub mod outcome;
+pub mod payment;
 pub mod pocket;
 pub mod prices;
+pub mod qr;
 /// The simulator beside the product (Pocket, the hub, a Lightning node, prices and fees), for
 /// the demo, `satflow sandbox` and the tests; left out of a build without the `sandbox` feature.
 #[cfg(feature = "sandbox")]
