@@ -20,7 +20,6 @@ use crate::health::Heartbeat;
 use crate::logs;
 use crate::notify::email::{Alerts, KIND as EMAIL};
 use crate::store::{Claimed, Completion, Store, StoreError};
-use tracing::Instrument;
 
 /// How many items one pass claims at most; they are handled concurrently.
 const BATCH: i64 = 16;
@@ -169,18 +168,15 @@ impl Dispatcher {
         // becomes this item's permanent failure instead of taking the dispatcher down.
         let me = Arc::clone(&self);
         let job = claimed.clone();
-        let result = match tokio::spawn(
-            async move {
-                match job.previous_unknown {
-                    true => match me.handlers.reconcile(&job.item).await {
-                        Some(result) => result,
-                        None => me.call(&job).await,
-                    },
-                    false => me.call(&job).await,
-                }
+        let result = match tokio::spawn(async move {
+            match job.previous_unknown {
+                true => match me.handlers.reconcile(&job.item).await {
+                    Some(result) => result,
+                    None => me.call(&job).await,
+                },
+                false => me.call(&job).await,
             }
-            .in_current_span(),
-        )
+        })
         .await
         {
             Ok(result) => result,
@@ -275,6 +271,12 @@ impl Dispatcher {
     }
 
     /// The handler, bounded well inside the lease so a slow call cannot outlive its claim.
+    // The handler runs in a task of its own: the span is entered again there.
+    #[tracing::instrument(
+        name = "outbox_item",
+        skip_all,
+        fields(item_id = claimed.item.id, kind = %claimed.item.kind, run_id = claimed.item.run_id, step_id = claimed.item.step_id.as_deref(), attempt = claimed.attempt)
+    )]
     async fn call(&self, claimed: &Claimed) -> Result<serde_json::Value, HandlerError> {
         let limit = (self.lease * 3 / 4).to_std().unwrap_or_default();
         match tokio::time::timeout(limit, self.handlers.handle(&claimed.item)).await {

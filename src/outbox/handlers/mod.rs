@@ -98,6 +98,7 @@ impl Handlers {
     /// Reads back whether an item whose last attempt has an unknown outcome took effect.
     /// `None`: sending again is safe — HTTP deliveries carry the same idempotency key, emails
     /// the same Message-ID and file name, order patches set the same values.
+    #[tracing::instrument(name = "outbox_reconcile", skip_all, fields(item_id = item.id, kind = %item.kind, run_id = item.run_id, step_id = item.step_id.as_deref()))]
     pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
         match item.kind.as_str() {
             payout::KIND => payout::reconcile(self.pocket.as_ref()?, &item.payload).await,
