@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use satflow::clock::SystemClock;
 use satflow::config::OutboxConfig;
-use satflow::engine::clock::SystemClock;
 use satflow::notify::email::Alerts;
 use satflow::outbox::handlers::http;
 use satflow::outbox::{Dispatcher, Handlers};
@@ -45,7 +45,7 @@ fn main() {
         let items: Vec<_> = (0..n)
             .map(|i| http::item(format!("bench/{i}"), None, &url, &[], json!({ "i": i }), &[], Duration::from_secs(10)))
             .collect();
-        store.enqueue(&items, chrono::Utc::now()).await.unwrap();
+        store.enqueue(&items, satflow::clock::system_now()).await.unwrap();
 
         let dispatcher = Arc::new(Dispatcher {
             store: store.clone(),

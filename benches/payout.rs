@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::secp256k1::SecretKey;
-use satflow::engine::clock::SystemClock;
+use satflow::clock::SystemClock;
 use satflow::lightning::signmessage::sign_node_message;
 use satflow::pocket::PocketClient;
 use satflow::pocket::types::{NewBuyOrder, NewPayout};
@@ -84,7 +84,7 @@ fn main() {
             .await
             .unwrap();
         let store = Store::open_sqlite(&dir.path().join("bench.db")).await.unwrap();
-        store.save_order("zap", "lightning", &order, chrono::Utc::now()).await.unwrap();
+        store.save_order("zap", "lightning", &order, satflow::clock::system_now()).await.unwrap();
 
         let (stop, stopped) = watch::channel(false);
         let daemon = tokio::spawn(satflow::engine::daemon::serve(setup.config, setup.workflows, Arc::new(SystemClock), stopped, None));

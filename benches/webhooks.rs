@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use satflow::engine::clock::SystemClock;
+use satflow::clock::SystemClock;
 use satflow::pocket::webhook;
 use satflow::source::{Diagnostics, ProcessEnv};
 use tokio::sync::watch;

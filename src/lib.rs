@@ -4,18 +4,27 @@
 //! into `cli`. See DESIGN.md for the architecture and the contracts users rely on.
 
 pub mod cli;
+pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod exchanges;
+pub mod health;
 pub mod http;
 pub mod ledger;
 pub mod lightning;
+pub mod logs;
 pub mod notify;
 pub mod outbox;
 pub mod outcome;
+pub mod payment;
 pub mod pocket;
 pub mod prices;
+pub mod qr;
+/// The simulator beside the product (Pocket, the hub, a Lightning node, prices and fees), for
+/// the demo, `satflow sandbox` and the tests; left out of a build without the `sandbox` feature.
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod source;
 pub mod store;

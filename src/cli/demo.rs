@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::order::{SetupArgs, setup};
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
-use crate::engine::clock::{Clock, JumpClock};
+use crate::clock::{Clock, JumpClock};
 use crate::engine::daemon;
 use crate::pocket::types::ExchangeState;
 use crate::sandbox::lightning as standin;
@@ -464,7 +464,7 @@ async fn play(dir: &Path) -> anyhow::Result<Outcome> {
 
     // The clock starts next Monday at midnight and jumps to each event; the sandbox executes
     // exchanges on it too, so the report's dates are the demo's.
-    let start = first_monday_after(Utc::now());
+    let start = first_monday_after(crate::clock::system_now());
     let clock = Arc::new(JumpClock::new(start));
     let node = standin::spawn(SecretKey::from_slice(&NODE_KEY)?, RUNE).await?;
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?

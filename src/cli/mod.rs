@@ -10,6 +10,7 @@
 
 mod addresses;
 mod check;
+#[cfg(feature = "sandbox")]
 mod demo;
 mod exchanges;
 mod logging;
@@ -19,10 +20,15 @@ mod plan;
 pub mod report;
 mod run;
 mod runs;
+#[cfg(feature = "sandbox")]
 mod sandbox;
 mod status;
 mod trigger;
 mod withdrawals;
+#[cfg(not(feature = "sandbox"))]
+mod without_sandbox;
+#[cfg(not(feature = "sandbox"))]
+use without_sandbox::{demo, sandbox};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +72,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Play three weeks of stacking on this machine: sandbox, node stand-in, emails, report
+    #[cfg_attr(not(feature = "sandbox"), command(hide = true))]
     Demo(demo::DemoArgs),
     /// Validate satflow.yaml and every workflow; print each problem as path:line:col: message
     Check,
@@ -92,6 +99,7 @@ pub enum Command {
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
     Order(order::OrderArgs),
     /// The Pocket simulator (and its control API), to rehearse workflows without money
+    #[cfg_attr(not(feature = "sandbox"), command(hide = true))]
     Sandbox(sandbox::SandboxArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {

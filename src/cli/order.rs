@@ -9,7 +9,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use bitcoin::Address;
-use chrono::Utc;
 
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
 use crate::config::{Config, InvoiceSource};
@@ -170,7 +169,7 @@ pub(crate) async fn setup(
     let target = target(config, declared).await?;
 
     // A challenge kept by an earlier --message-only, if it is still usable; else a new one.
-    let now = Utc::now();
+    let now = crate::clock::system_now();
     let challenge = match store.pending_challenge(&workflow.name).await? {
         Some(c) if c.expires_on > now + chrono::Duration::minutes(5) => {
             match client.get_challenge(&c.id).await {
@@ -265,7 +264,7 @@ pub(crate) async fn setup(
         Target::Lightning { .. } => "lightning",
     };
     store
-        .save_order(&workflow.name, kind, &order, Utc::now())
+        .save_order(&workflow.name, kind, &order, crate::clock::system_now())
         .await?;
     store.close().await;
 

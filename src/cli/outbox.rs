@@ -31,7 +31,7 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
         let Some(store) = open_store(config_path).await? else {
             return Ok(Outcome::UserError);
         };
-        let now = chrono::Utc::now();
+        let now = crate::clock::system_now();
         match &args.action {
             Some(OutboxCommand::Retry { id }) => {
                 return Ok(if store.retry_item(*id, now).await? {

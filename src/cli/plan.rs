@@ -56,7 +56,7 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
         }
     };
     let orders = super::runtime()?.block_on(declared_orders(&config, &workflows));
-    let from = args.from.unwrap_or_else(Utc::now);
+    let from = args.from.unwrap_or_else(crate::clock::system_now);
     let utc = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut scheduled = Vec::new();
     let mut unscheduled = Vec::new();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::{Outcome, Setup, load_setup, print_problems, runtime, shutdown_signal};
-use crate::engine::clock::SystemClock;
+use crate::clock::SystemClock;
 use crate::engine::daemon;
 
 pub fn run(config_path: &Path) -> anyhow::Result<Outcome> {

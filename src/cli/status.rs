@@ -25,7 +25,7 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
     };
     runtime()?.block_on(async move {
         let store = Store::open(&config.database).await?;
-        let now = chrono::Utc::now();
+        let now = crate::clock::system_now();
         let mut next: Vec<(String, chrono::DateTime<chrono::Utc>)> = workflows
             .iter()
             .filter_map(|w| Some((w.name.clone(), w.schedule.as_ref()?.next_after(now)?.to_utc())))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
-use crate::engine::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::engine::daemon::{Workers, workers};
 use crate::store::{RunStatus, Store, Trigger};
 

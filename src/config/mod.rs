@@ -128,7 +128,8 @@ pub enum WithdrawProvider {
         base_url: Url,
         email: String,
         password: SecretString,
-        key_file: PathBuf,
+        /// Read from `key_file` and parsed once, when the configuration is read.
+        key: crate::domain::MerchantKey,
     },
     /// The on-chain wallet of a configured LND node.
     Lnd { node: String },

@@ -686,7 +686,7 @@ impl Reader<'_> {
                 ctx,
             )
             .and_then(|n| secret(n, &format!("{what}.password"), ctx));
-        let key_file = m
+        let key = m
             .required(
                 "key_file",
                 "write the path of the merchant's signing key file",
@@ -695,8 +695,8 @@ impl Reader<'_> {
             .and_then(|n| {
                 let field = format!("{what}.key_file");
                 let path = self.existing_file(n, &field, ctx)?;
-                match crate::withdraw::hub::read_merchant_key(&path) {
-                    Ok(_) => Some(path),
+                match read_merchant_key(&path) {
+                    Ok(key) => Some(key),
                     Err(e) => {
                         ctx.error(n.pos, format!("{field}: {e}"));
                         None
@@ -708,7 +708,7 @@ impl Reader<'_> {
             base_url: base_url?,
             email: email?,
             password: password?,
-            key_file: key_file?,
+            key: key?,
         })
     }
 
@@ -1424,4 +1424,12 @@ fn is_lightning_address(text: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// The merchant's signing key from `path`. The refusal never shows the file's content.
+fn read_merchant_key(path: &std::path::Path) -> Result<crate::domain::MerchantKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.parse()
+        .map_err(|e: crate::domain::MerchantKeyError| format!("{} {e}", path.display()))
 }

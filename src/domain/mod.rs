@@ -9,9 +9,11 @@ mod currency;
 mod duration;
 mod fee_rate;
 mod iban;
+mod merchant_key;
 
 pub use btc::{Btc, BtcError};
 pub use currency::{Currency, CurrencyError};
 pub use duration::{DurationError, HumanDuration};
 pub use fee_rate::{FeeRate, FeeRateError};
 pub use iban::{Iban, IbanError};
+pub use merchant_key::{MerchantKey, MerchantKeyError};

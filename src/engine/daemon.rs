@@ -11,21 +11,19 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::clock::Clock;
-use super::health::{Heartbeat, Heartbeats, Limits};
-use super::logs;
+use super::context::Context;
 use super::runner::Runner;
 use super::scheduler::Scheduler;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchanges::Processor;
+use crate::health::{Heartbeat, Heartbeats, Limits};
 use crate::http::webhook::WebhookState;
 use crate::http::{AppState, metrics_handle, router};
-use crate::notify::email::{Alerts, Mailer};
+use crate::logs;
 use crate::outbox::handlers::email::EmailSender;
 use crate::outbox::{Dispatcher, Handlers};
-use crate::pocket::PocketClient;
 use crate::store::{Store, StoreError};
-use crate::wallet::chain::ChainSource;
 use crate::workflow::Workflow;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,17 +66,18 @@ pub async fn serve(
     })?;
     let owner = format!("{}-{}", std::process::id(), clock.now().timestamp_millis());
     let metrics = metrics_handle();
+    // Built once: every client, file and setting the parts share.
+    let context = Context::build(
+        Arc::clone(&config),
+        &workflows,
+        store.clone(),
+        Arc::clone(&clock),
+    );
     let Workers {
         dispatcher,
         runner,
         wake_runner,
-    } = workers(
-        &config,
-        workflows.clone(),
-        &store,
-        Arc::clone(&clock),
-        owner.clone(),
-    )?;
+    } = workers_in(&context, workflows.clone(), owner.clone())?;
 
     let heartbeats = Heartbeats {
         scheduler: Heartbeat::default(),
@@ -88,8 +87,6 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
-    let payout_wallets = payout_wallets(&workflows);
-    let explorers = explorers(&config, &payout_wallets);
     if !config.withdraw.is_empty() {
         tasks.spawn(withdrawal_follower(
             store.clone(),
@@ -118,18 +115,19 @@ pub async fn serve(
             store: store.clone(),
             config: Arc::clone(&config),
             workflows: event_workflows,
-            client: Some(PocketClient::new(pocket)),
-            alerts: runner.alerts.clone(),
-            env: runner.env.clone(),
+            client: context.clients.pocket.clone(),
+            alerts: context.alerts.clone(),
+            env: context.env.clone(),
             clock: Arc::clone(&clock),
             wake: Arc::clone(&stored),
             wake_runner: Arc::clone(&wake_runner),
             wake_outbox: Arc::clone(&runner.wake_outbox),
-            explorers,
-            payout_wallets,
+            explorers: context.explorers.clone(),
+            payout_wallets: context.payout_wallets.clone(),
         });
         tasks.spawn(processor.run(shutdown.clone()));
         WebhookState::start(
+            &mut tasks,
             store.clone(),
             pocket.webhook_secret.clone(),
             runner.alerts.clone(),
@@ -178,37 +176,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// The wallet each workflow's `pocket.order` pays out to.
-/// The chain source of each workflow whose order pays out to a wallet with an `esplora_url`
-/// or an `electrum_url`.
-pub fn explorers(
-    config: &Config,
-    payout_wallets: &std::collections::HashMap<String, String>,
-) -> std::collections::HashMap<String, ChainSource> {
-    payout_wallets
-        .iter()
-        .filter_map(|(workflow, wallet)| {
-            let source = ChainSource::of(config.wallets.get(wallet)?)?;
-            Some((workflow.clone(), source))
-        })
-        .collect()
-}
-
-pub fn payout_wallets(workflows: &[Workflow]) -> std::collections::HashMap<String, String> {
-    workflows
-        .iter()
-        .filter_map(|w| {
-            let wallet = w.steps.iter().find_map(|s| match &s.action {
-                crate::workflow::Action::PocketOrder(o) => match &o.payout {
-                    crate::workflow::actions::Payout::Wallet { wallet, .. } => Some(wallet.clone()),
-                    _ => None,
-                },
-                _ => None,
-            })?;
-            Some((w.name.clone(), wallet))
-        })
-        .collect()
-}
+// Moved to the context; these paths stay for code written against the old ones.
+pub use super::context::{explorers, payout_wallets};
 
 /// The runner and the dispatcher, wired to wake each other.
 pub struct Workers {
@@ -218,7 +187,8 @@ pub struct Workers {
     pub wake_runner: Arc<Notify>,
 }
 
-/// Builds the runner and dispatcher for `owner` (the daemon, or `trigger --wait`).
+/// Builds the runner and dispatcher for `owner` (the daemon, or `trigger --wait`), with a
+/// context of their own.
 pub fn workers(
     config: &Arc<Config>,
     workflows: Vec<Workflow>,
@@ -226,14 +196,17 @@ pub fn workers(
     clock: Arc<dyn Clock>,
     owner: String,
 ) -> Result<Workers, DaemonError> {
-    let lease =
-        chrono::Duration::from_std(config.engine.lease).unwrap_or(chrono::Duration::seconds(30));
-    let env = crate::workflow::expr::environment();
-    let mailer = config
-        .email
-        .as_ref()
-        .map(|e| Mailer::new(e, config.templates.clone()));
-    let alerts = Alerts::new(mailer.clone(), config.alerts.clone());
+    let context = Context::build(Arc::clone(config), &workflows, store.clone(), clock);
+    workers_in(&context, workflows, owner)
+}
+
+/// The runner and dispatcher for `owner`, sharing `context`'s clients.
+pub fn workers_in(
+    context: &Context,
+    workflows: Vec<Workflow>,
+    owner: String,
+) -> Result<Workers, DaemonError> {
+    let config = &context.config;
     let sender = config
         .email
         .as_ref()
@@ -243,37 +216,38 @@ pub fn workers(
     let wake_outbox = Arc::new(Notify::new());
     let wake_runner = Arc::new(Notify::new());
     let dispatcher = Arc::new(Dispatcher {
-        store: store.clone(),
+        store: context.store.clone(),
         handlers: Handlers::new(
             sender,
-            config.pocket.as_ref().map(PocketClient::new),
+            context.clients.pocket.clone(),
             Some(Arc::clone(config)),
-            Some(store.clone()),
-        ),
-        clock: Arc::clone(&clock),
+            Some(context.store.clone()),
+        )
+        .with_clients(Arc::clone(&context.clients)),
+        clock: Arc::clone(&context.clock),
         config: config.outbox,
-        lease,
+        lease: context.lease,
         owner: owner.clone(),
-        alerts: alerts.clone(),
-        env: env.clone(),
+        alerts: context.alerts.clone(),
+        env: context.env.clone(),
         wake: Arc::clone(&wake_outbox),
         wake_runner: Arc::clone(&wake_runner),
         heartbeat: Heartbeat::default(),
     });
     let runner = Arc::new(Runner {
-        store: store.clone(),
+        store: context.store.clone(),
         config: Arc::clone(config),
-        pocket: config.pocket.as_ref().map(PocketClient::new),
-        clock,
+        pocket: context.clients.pocket.clone(),
+        clock: Arc::clone(&context.clock),
         workflows: workflows
             .into_iter()
             .map(|w| (w.name.clone(), w))
             .collect::<BTreeMap<_, _>>(),
-        mailer,
-        alerts,
+        mailer: context.mailer.clone(),
+        alerts: context.alerts.clone(),
         owner,
-        lease,
-        env,
+        lease: context.lease,
+        env: context.env.clone(),
         wake_outbox,
         wake: Arc::clone(&wake_runner),
         heartbeat: Heartbeat::default(),

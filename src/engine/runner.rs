@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::clock::Clock;
 use super::health::Heartbeat;
 use super::logs;
+use crate::clock::Clock;
 use crate::config::{Alert, Config};
 use crate::notify::email::{Alerts, Content, Mailer};
 use crate::outbox::handlers::http;
@@ -256,6 +256,7 @@ impl Runner {
         id
     }
 
+    #[tracing::instrument(name = "run", skip_all, fields(run_id = run.id, workflow = %run.workflow))]
     async fn execute(&self, run: RunRow) -> Result<(), StoreError> {
         let Some(workflow) = self.workflows.get(&run.workflow) else {
             let error = format!(
@@ -462,6 +463,7 @@ impl Runner {
     }
 
     /// Decides what a step does. Effects are returned, not performed.
+    #[tracing::instrument(name = "step", skip_all, fields(run_id = run.id, step_id = %step.id, uses = step.uses))]
     async fn perform(&self, run: &RunRow, step: &Step, ctx: &Value) -> StepOutcome {
         let key = format!("run/{}/step/{}", run.id, step.id);
         match &step.action {
@@ -669,8 +671,8 @@ impl Runner {
             .cloned()
             .collect();
         let all: Vec<Workflow> = self.workflows.values().cloned().collect();
-        let payout_wallets = super::daemon::payout_wallets(&all);
-        let explorers = super::daemon::explorers(&self.config, &payout_wallets);
+        let payout_wallets = super::context::payout_wallets(&all);
+        let explorers = super::context::explorers(&self.config, &payout_wallets);
         // The processor's state machine, for this one read-back.
         let processor = crate::exchanges::Processor {
             store: self.store.clone(),
@@ -771,8 +773,8 @@ fn render_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
     use crate::config::{Database, EngineConfig, OutboxConfig, PriceSource, PricesConfig};
-    use crate::engine::clock::SystemClock;
     use crate::store::{RunStatus, Trigger};
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -835,7 +837,7 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
         let clock = Arc::new(Tripwire(AtomicBool::new(false)));
         let runner = runner(&store, Arc::clone(&clock));
-        let now = chrono::Utc::now();
+        let now = crate::clock::system_now();
         for key in ["poison", "normal"] {
             store
                 .queue_run("w", Trigger::Manual, key, None, now)
@@ -881,7 +883,7 @@ mod tests {
     async fn runs_in_flight_are_not_taken_twice_and_keep_their_lease() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
-        let t0 = chrono::Utc::now();
+        let t0 = crate::clock::system_now();
         for key in ["a", "b"] {
             store
                 .queue_run("w", Trigger::Manual, key, None, t0)

@@ -234,7 +234,7 @@ mod tests {
 
     mod with_store {
         use super::*;
-        use crate::engine::clock::{Clock, ManualClock};
+        use crate::clock::{Clock, ManualClock};
         use std::path::PathBuf;
 
         fn workflow(name: &str, schedule: Schedule) -> Workflow {

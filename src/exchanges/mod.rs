@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+use crate::clock::Clock;
 use crate::config::{Alert, Config};
-use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
@@ -81,14 +81,14 @@ impl Processor {
             match self.process_inbox().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
-                Err(err) => crate::engine::logs::store_error(&self.store, "webhook inbox", &err),
+                Err(err) => crate::logs::store_error(&self.store, "webhook inbox", &err),
             }
             if tokio::time::Instant::now() >= next_reconcile {
                 if let Err(err) = self.reconcile_once().await {
-                    crate::engine::logs::store_error(&self.store, "reconciliation", &err);
+                    crate::logs::store_error(&self.store, "reconciliation", &err);
                 }
                 if let Err(err) = self.follow_payouts().await {
-                    crate::engine::logs::store_error(&self.store, "payout confirmations", &err);
+                    crate::logs::store_error(&self.store, "payout confirmations", &err);
                 }
                 next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
             }
@@ -666,7 +666,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::engine::clock::{Clock, ManualClock};
+        use crate::clock::{Clock, ManualClock};
 
         /// The stages of a history, as Pocket produces them.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]

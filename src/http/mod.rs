@@ -19,8 +19,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::engine::clock::Clock;
-use crate::engine::health::{self, Heartbeats, Limits, Observed};
+use crate::clock::Clock;
+use crate::health::{self, Heartbeats, Limits, Observed};
 use crate::store::Store;
 
 /// `/healthz` writes its probe at most this often; requests in between reuse its outcome.
@@ -149,7 +149,7 @@ async fn check_health(state: &AppState) -> (StatusCode, Value) {
         last_write_failure: store
             .write_health()
             .last_failure()
-            .map(|f| (now - (chrono::Utc::now() - f.at), f.reason)),
+            .map(|f| (now - (crate::clock::system_now() - f.at), f.reason)),
         scheduler: state.heartbeats.scheduler.last(),
         runner: state.heartbeats.runner.last(),
         dispatcher: state.heartbeats.dispatcher.last(),

@@ -24,8 +24,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::clock::Clock;
 use crate::config::Alert;
-use crate::engine::clock::Clock;
 use crate::notify::email::Alerts;
 use crate::pocket::types::Exchange;
 use crate::pocket::webhook;
@@ -48,8 +48,11 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
-    /// Starts the writer that stores webhooks in batches; `stored` is notified after each.
+    /// Starts the writer that stores webhooks in batches, as one of `tasks` (it ends once every
+    /// copy of the state is dropped and what they handed it is written); `stored` is notified
+    /// after each batch.
     pub fn start(
+        tasks: &mut tokio::task::JoinSet<()>,
         store: Store,
         secret: Option<SecretString>,
         alerts: Alerts,
@@ -58,7 +61,7 @@ impl WebhookState {
         stored: Arc<Notify>,
     ) -> WebhookState {
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_batches(store, jobs, Arc::clone(&clock), stored));
+        tasks.spawn(write_batches(store, jobs, Arc::clone(&clock), stored));
         WebhookState {
             secret,
             writer,
@@ -88,7 +91,7 @@ async fn write_batches(
                 stored.notify_one();
             }
             Err(err) => {
-                crate::engine::logs::store_error(
+                crate::logs::store_error(
                     &store,
                     "cannot store webhooks; Pocket is answered 503 and will retry",
                     &err,

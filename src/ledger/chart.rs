@@ -184,7 +184,7 @@ mod tests {
 
     fn buy(days_ago: i64, fiat: i64, btc: &str, rate: i64) -> Entry {
         Entry {
-            date: Utc::now() - chrono::Duration::days(days_ago),
+            date: crate::clock::system_now() - chrono::Duration::days(days_ago),
             kind: "buy",
             reference: format!("x{days_ago}"),
             order_id: None,
@@ -206,7 +206,7 @@ mod tests {
             buy(14, 100, "0.0016", 62_500),
             buy(7, 100, "0.0025", 40_000),
         ];
-        let (png, scales) = draw(&entries, "eur", Utc::now()).unwrap();
+        let (png, scales) = draw(&entries, "eur", crate::clock::system_now()).unwrap();
         let decoder = png::Decoder::new(std::io::Cursor::new(&png));
         let mut reader = decoder.read_info().unwrap();
         let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(scales.price_min.to_string(), "40000");
         assert_eq!(scales.price_max.to_string(), "62500");
         assert!(
-            draw(&entries, "chf", Utc::now()).is_none(),
+            draw(&entries, "chf", crate::clock::system_now()).is_none(),
             "no buys in chf"
         );
     }

@@ -411,7 +411,7 @@ mod tests {
 
     fn buy(cost: &str, fee: &str, btc: &str) -> Entry {
         Entry {
-            date: Utc::now(),
+            date: crate::clock::system_now(),
             kind: "buy",
             reference: "x".into(),
             order_id: None,

@@ -358,7 +358,7 @@ impl Node {
         }
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let retry_after = outcome::retry_after(response.headers(), chrono::Utc::now());
+        let retry_after = outcome::retry_after(response.headers(), crate::clock::system_now());
         if !status.is_success() {
             // The status decides; the body is only shown (it may be a proxy's HTML page).
             let text = response.text().await.unwrap_or_default();
@@ -412,7 +412,9 @@ impl Node {
                 // Labels must be unique on the node; the memo names the exchange, the time the attempt.
                 let label = format!(
                     "{memo} {}",
-                    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                    crate::clock::system_now()
+                        .timestamp_nanos_opt()
+                        .unwrap_or_default()
                 );
                 let body = json!({ "amount_msat": amount_msat, "label": label, "description": memo, "expiry": expiry.as_secs() });
                 let v = self

@@ -14,10 +14,10 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::{HandlerError, Handlers, backoff};
+use crate::clock::Clock;
 use crate::config::{Alert, OutboxConfig};
-use crate::engine::clock::Clock;
-use crate::engine::health::Heartbeat;
-use crate::engine::logs;
+use crate::health::Heartbeat;
+use crate::logs;
 use crate::notify::email::{Alerts, KIND as EMAIL};
 use crate::store::{Claimed, Completion, Store, StoreError};
 
@@ -156,6 +156,11 @@ impl Dispatcher {
         }
     }
 
+    #[tracing::instrument(
+        name = "outbox_item",
+        skip_all,
+        fields(item_id = claimed.item.id, kind = %claimed.item.kind, run_id = claimed.item.run_id, step_id = claimed.item.step_id.as_deref(), attempt = claimed.attempt)
+    )]
     async fn attempt(self: Arc<Self>, claimed: Claimed) -> Result<(), StoreError> {
         let item = &claimed.item;
         let started = Instant::now();
@@ -266,6 +271,12 @@ impl Dispatcher {
     }
 
     /// The handler, bounded well inside the lease so a slow call cannot outlive its claim.
+    // The handler runs in a task of its own: the span is entered again there.
+    #[tracing::instrument(
+        name = "outbox_item",
+        skip_all,
+        fields(item_id = claimed.item.id, kind = %claimed.item.kind, run_id = claimed.item.run_id, step_id = claimed.item.step_id.as_deref(), attempt = claimed.attempt)
+    )]
     async fn call(&self, claimed: &Claimed) -> Result<serde_json::Value, HandlerError> {
         let limit = (self.lease * 3 / 4).to_std().unwrap_or_default();
         match tokio::time::timeout(limit, self.handlers.handle(&claimed.item)).await {
@@ -281,7 +292,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::clock::SystemClock;
+    use crate::clock::SystemClock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The system's time, except that reading number `trip` panics: a fault injected into an
@@ -313,7 +324,10 @@ mod tests {
             &[],
             std::time::Duration::from_secs(2),
         );
-        store.enqueue(&[item], chrono::Utc::now()).await.unwrap();
+        store
+            .enqueue(&[item], crate::clock::system_now())
+            .await
+            .unwrap();
         // Reading 1 claims the item; reading 2 comes after the handler answered.
         let clock = Arc::new(Tripwire {
             calls: AtomicUsize::new(0),
@@ -349,13 +363,13 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letters_dying_together_send_one_alert_and_then_one_summary_with_the_count() {
+        use crate::clock::ManualClock;
         use crate::config::{EmailConfig, EmailTransport};
-        use crate::engine::clock::ManualClock;
         use crate::notify::email::Mailer;
         use crate::store::NewItem;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
-        let start = chrono::Utc::now();
+        let start = crate::clock::system_now();
         let clock = Arc::new(ManualClock::new(start));
         // A kind no handler knows dies at its first attempt.
         let doomed: Vec<NewItem> = (0..5)

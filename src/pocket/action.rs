@@ -99,7 +99,11 @@ impl OrderKeeper<'_> {
             active: (remote.active != active).then_some(active),
             fee_rate: (remote.fee_rate != Some(fee_rate.value())).then_some(fee_rate),
         };
-        let created = match self.store.order_checked(&remote, chrono::Utc::now()).await {
+        let created = match self
+            .store
+            .order_checked(&remote, crate::clock::system_now())
+            .await
+        {
             Ok(first) => first,
             Err(e) => return StepOutcome::failed(e.to_string()),
         };

@@ -184,6 +184,8 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Cheap to clone: the clones share one connection pool.
+#[derive(Clone)]
 pub struct PocketClient {
     http: reqwest::Client,
     base: Url,
@@ -411,7 +413,8 @@ impl PocketClient {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let retry_after = crate::outcome::retry_after(response.headers(), chrono::Utc::now());
+        let retry_after =
+            crate::outcome::retry_after(response.headers(), crate::clock::system_now());
         let text = match response.text().await {
             Ok(text) => text,
             // An error status decides by itself; a success whose body broke off may or may

@@ -145,6 +145,7 @@ pub fn payout_amount(event: &Value) -> Result<u64, String> {
 pub async fn pay_out(
     client: &PocketClient,
     config: &Config,
+    clients: &crate::clients::Clients,
     payload: &Value,
 ) -> Result<Value, HandlerError> {
     let field = |name: &str| {
@@ -165,7 +166,17 @@ pub async fn pay_out(
             "lightning.{node_name} is no longer in satflow.yaml"
         ))
     })?;
-    let node = Node::from_config(settings).map_err(|e| HandlerError::permanent(e.to_string()))?;
+    // Built at start (no file is read here); built now only without the daemon's clients.
+    let built;
+    let node: &Node = match clients.node(&node_name) {
+        Some(Ok(node)) => node,
+        Some(Err(e)) => return Err(HandlerError::permanent(e)),
+        None => {
+            built =
+                Node::from_config(settings).map_err(|e| HandlerError::permanent(e.to_string()))?;
+            &built
+        }
+    };
 
     if payload["channel_fallback"] == true
         && let Some(inbound) = node.inbound_msat().await.map_err(node_error)?
@@ -215,9 +226,7 @@ pub async fn pay_out(
             )
             .await
             .map_err(node_error)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = crate::clock::system_since_epoch();
         let expected = Expected {
             amount_msat,
             network: Network::Bitcoin,

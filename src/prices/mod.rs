@@ -122,7 +122,7 @@ async fn get_json(url: &url::Url, timeouts: (Duration, Duration)) -> Result<Valu
         .map_err(unreachable)?;
     let status = response.status().as_u16();
     if !(200..300).contains(&status) {
-        let retry_after = outcome::retry_after(response.headers(), Utc::now());
+        let retry_after = outcome::retry_after(response.headers(), crate::clock::system_now());
         let body = response.text().await.unwrap_or_default();
         return Err(PriceError::Status {
             url: url.to_string(),
@@ -226,7 +226,7 @@ pub async fn fetch_with(
     // Peach dates its price: one older than allowed is as good as none.
     if let Some(date) = v["date"].as_str()
         && let Ok(at) = DateTime::parse_from_rfc3339(date)
-        && (Utc::now() - at.with_timezone(&Utc))
+        && (crate::clock::system_now() - at.with_timezone(&Utc))
             .to_std()
             .is_ok_and(|age| age > max_age)
     {

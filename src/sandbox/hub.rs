@@ -79,7 +79,7 @@ impl Hub {
         let refresh = random_uuid().replace('-', "");
         self.access.insert(access.clone(), true);
         self.refresh.insert(refresh.clone(), false);
-        let expires = chrono::Utc::now().timestamp() + 3600;
+        let expires = crate::clock::system_now().timestamp() + 3600;
         json!({
             "merchant_id": self.merchant_id,
             "token_type": "Bearer",
@@ -241,7 +241,7 @@ async fn merchant_setup(
     }
     hub.merchant_pubkey = Some(key);
     hub.bitcoin_address = Some(address);
-    Json(json!({ "id": hub.merchant_id, "timestamp": chrono::Utc::now().timestamp().to_string() }))
+    Json(json!({ "id": hub.merchant_id, "timestamp": crate::clock::system_now().timestamp().to_string() }))
         .into_response()
 }
 
@@ -279,7 +279,7 @@ async fn withdraw(State(shared): State<Shared>, headers: HeaderMap) -> Response 
             address,
             status: "Pending",
             tx: String::new(),
-            created_at: chrono::Utc::now().to_rfc3339(),
+            created_at: crate::clock::system_now().to_rfc3339(),
             withdrawn_at: None,
         };
         hub.balance_sat = 0;
@@ -334,7 +334,7 @@ async fn complete(State(hub): State<Shared>, Path(id): Path<String>) -> Response
         Some(w) => {
             w.status = "Withdrawn";
             w.tx = tx;
-            w.withdrawn_at = Some(chrono::Utc::now().to_rfc3339());
+            w.withdrawn_at = Some(crate::clock::system_now().to_rfc3339());
             let w = w.clone();
             Json(withdrawal_json(&hub, &w)).into_response()
         }

@@ -5,7 +5,7 @@
 //! It must never be configured as a real node: it holds its key in memory and pays nothing.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -30,7 +30,11 @@ pub fn sign_invoice(
     let secp = Secp256k1::new();
     // A payment hash unique to the invoice; nothing is ever paid to it.
     let preimage: [u8; 32] = bitcoin::hashes::sha256::Hash::hash(
-        format!("{description}{msat}{:?}", SystemTime::now()).as_bytes(),
+        format!(
+            "{description}{msat}{:?}",
+            crate::clock::system_since_epoch()
+        )
+        .as_bytes(),
     )
     .to_byte_array();
     InvoiceBuilder::new(currency)

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bitcoin::Network;
-use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -47,7 +46,7 @@ pub struct SandboxOptions {
     pub hub_email: String,
     pub hub_password: String,
     /// The time exchanges execute at (the demo's clock jumps ahead; real time otherwise).
-    pub clock: Arc<dyn crate::engine::clock::Clock>,
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Default for SandboxOptions {
@@ -61,7 +60,7 @@ impl Default for SandboxOptions {
             max_attempts: 8,
             hub_email: "stacker@example.com".into(),
             hub_password: "demo-password".into(),
-            clock: Arc::new(crate::engine::clock::SystemClock),
+            clock: Arc::new(crate::clock::SystemClock),
         }
     }
 }
@@ -272,7 +271,7 @@ async fn create_challenge(AxumState(s): Shared, headers: HeaderMap) -> Response 
         .state
         .lock()
         .expect("state lock")
-        .create_challenge(Utc::now());
+        .create_challenge(crate::clock::system_now());
     (StatusCode::CREATED, Json(challenge)).into_response()
 }
 
@@ -299,7 +298,7 @@ async fn create_order(AxumState(s): Shared, headers: HeaderMap, body: String) ->
         .state
         .lock()
         .expect("state lock")
-        .create_order(&body, Utc::now())
+        .create_order(&body, crate::clock::system_now())
     {
         Ok(order) => (StatusCode::CREATED, Json(order)).into_response(),
         Err(r) => refuse(r),
@@ -444,9 +443,7 @@ fn lightning_payout(
                 format!("Invoice contains no or wrong amount: expected {amount_msat} msat"),
             ));
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = crate::clock::system_since_epoch();
         if parsed.would_expire(now) {
             return Err(bad("invoice_expired", "The invoice is expired.".into()));
         }
@@ -632,7 +629,7 @@ async fn expire_challenge(AxumState(s): Shared, Path(id): Path<String>) -> Respo
     let mut state = s.state.lock().expect("state lock");
     match state.challenges.get_mut(&id) {
         Some(c) => {
-            c.expires_on = Utc::now() - chrono::Duration::seconds(1);
+            c.expires_on = crate::clock::system_now() - chrono::Duration::seconds(1);
             Json(c.clone()).into_response()
         }
         None => refuse(Refusal::not_found("challenge", &id)),
@@ -710,7 +707,7 @@ async fn market_price(AxumState(s): Shared, Path(pair): Path<String>) -> Respons
             .into_response();
     };
     let price = s.state.lock().expect("state lock").prices[&currency];
-    Json(json!({ "pair": pair, "price": crate::pocket::types::number(price), "date": Utc::now().to_rfc3339() })).into_response()
+    Json(json!({ "pair": pair, "price": crate::pocket::types::number(price), "date": crate::clock::system_now().to_rfc3339() })).into_response()
 }
 
 /// BitPay's public rate of bitcoin in a currency, at the same sandbox price.

@@ -641,12 +641,7 @@ pub fn creditor_reference() -> String {
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    h.write_u128(crate::clock::system_since_epoch().as_nanos());
     h.finish()
 }
 
@@ -719,7 +714,12 @@ mod tests {
             },
         );
         let e = state
-            .pay("o", Decimal::new(10000, 2), Utc::now(), None)
+            .pay(
+                "o",
+                Decimal::new(10000, 2),
+                crate::clock::system_now(),
+                None,
+            )
             .unwrap();
         assert_eq!(e["fee"].to_string(), "1.20");
         assert_eq!(e["amount"].to_string(), "0.00494000");

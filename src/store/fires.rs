@@ -116,7 +116,7 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2027-03-29T07:00:00Z")
             .unwrap()
             .to_utc();
-        let now = Utc::now();
+        let now = crate::clock::system_now();
         let mut tasks = Vec::new();
         for i in 0..20 {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };

@@ -29,8 +29,10 @@ impl WriteHealth {
         if let Ok(mut r) = self.reason.lock() {
             *r = reason.to_string();
         }
-        self.at
-            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.at.store(
+            crate::clock::system_now().timestamp_millis(),
+            Ordering::Relaxed,
+        );
     }
 
     /// The last failure, if any.

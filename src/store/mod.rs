@@ -340,7 +340,7 @@ mod tests {
     async fn writes_work_again_after_failures_every(steps: i32) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
-        let now = chrono::Utc::now();
+        let now = crate::clock::system_now();
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         fail_writes_while(&store.pool, &fail, steps).await;
         fail_writes_while(&store.durable, &fail, steps).await;
@@ -390,7 +390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let store = Store::open_sqlite(&path).await.unwrap();
-        store.probe_write(chrono::Utc::now()).await.unwrap();
+        store.probe_write(crate::clock::system_now()).await.unwrap();
         let mut other = SqliteConnectOptions::new()
             .filename(&path)
             .connect()
@@ -401,7 +401,7 @@ mod tests {
             .await
             .unwrap();
         let started = std::time::Instant::now();
-        let locked = store.probe_write(chrono::Utc::now()).await;
+        let locked = store.probe_write(crate::clock::system_now()).await;
         assert!(locked.is_err(), "a locked database must fail the probe");
         // Not a speed target: only that the probe does not wait the writers' 10 s timeout.
         assert!(
@@ -410,7 +410,7 @@ mod tests {
             started.elapsed()
         );
         sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
-        store.probe_write(chrono::Utc::now()).await.unwrap();
+        store.probe_write(crate::clock::system_now()).await.unwrap();
     }
 
     #[tokio::test]

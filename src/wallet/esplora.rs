@@ -116,7 +116,7 @@ impl Esplora {
             .map_err(unreachable)?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = outcome::retry_after(response.headers(), chrono::Utc::now());
+            let retry_after = outcome::retry_after(response.headers(), crate::clock::system_now());
             let body = response.text().await.unwrap_or_default();
             return Err(EsploraError::Status {
                 url: url.to_string(),

@@ -21,10 +21,8 @@
 
 use std::time::Duration;
 
-use std::str::FromStr;
-
 use bitcoin::hex::DisplayHex;
-use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{Message, Secp256k1};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -32,6 +30,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::config::WithdrawProvider;
+use crate::domain::MerchantKey;
 use crate::lightning::node::{describe, transport_message, with_segments};
 use crate::outcome::{self, Call, Class};
 
@@ -141,26 +140,13 @@ struct Session {
     merchant_id: String,
 }
 
-/// The merchant's signing key from `path`: 64 hex digits, a secp256k1 private key. The refusal
-/// never shows the file's content.
-pub fn read_merchant_key(path: &std::path::Path) -> Result<SecretKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    SecretKey::from_str(text.trim()).ok().ok_or_else(|| {
-        format!(
-            "{} does not hold a merchant key: write the secp256k1 private key as 64 hex digits",
-            path.display()
-        )
-    })
-}
-
 pub struct HubClient {
     http: reqwest::Client,
     base: Url,
     timeout: Duration,
     email: String,
     password: SecretString,
-    key: SecretKey,
+    key: MerchantKey,
     session: Mutex<Option<Session>>,
 }
 
@@ -179,12 +165,11 @@ impl HubClient {
             base_url,
             email,
             password,
-            key_file,
+            key,
         } = provider
         else {
             return Err(HubError::Config("not a lightningpeach provider".into()));
         };
-        let key = read_merchant_key(key_file).map_err(HubError::Config)?;
         let base = base_url.clone();
         if base.cannot_be_a_base() {
             return Err(HubError::Config(format!("{base} cannot be a base URL")));
@@ -200,7 +185,7 @@ impl HubClient {
             timeout: total,
             email: email.clone(),
             password: password.clone(),
-            key,
+            key: key.clone(),
             session: Mutex::new(None),
         })
     }
@@ -236,7 +221,7 @@ impl HubClient {
         }
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
-        let retry_after = outcome::retry_after(response.headers(), chrono::Utc::now());
+        let retry_after = outcome::retry_after(response.headers(), crate::clock::system_now());
         let text = if (200..300).contains(&status) {
             response.text().await.map_err(unreachable)?
         } else {
@@ -375,10 +360,10 @@ impl HubClient {
     pub async fn set_address(&self, address: &str) -> Result<(), HubError> {
         let merchant_id = self.merchant_id().await?;
         let secp = Secp256k1::new();
-        let pubkey = PublicKey::from_secret_key(&secp, &self.key);
+        let pubkey = self.key.public();
         let digest: [u8; 32] = Sha256::digest(format!("{merchant_id}{address}").as_bytes()).into();
         let signature = secp
-            .sign_ecdsa(&Message::from_digest(digest), &self.key)
+            .sign_ecdsa(&Message::from_digest(digest), self.key.secret())
             .serialize_der();
         let hex = signature.to_lower_hex_string();
         self.authed(

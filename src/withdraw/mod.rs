@@ -316,7 +316,7 @@ async fn fail(store: &Store, key: &str, e: HandlerError) -> HandlerError {
         ..Default::default()
     };
     match store
-        .update_withdrawal(key, &failed, None, chrono::Utc::now())
+        .update_withdrawal(key, &failed, None, crate::clock::system_now())
         .await
     {
         Ok(()) => e,
@@ -373,7 +373,7 @@ async fn attempt(
 ) -> Result<Value, HandlerError> {
     let key = item.withdrawal.as_str();
     let provider = provider(config, &item.from)?;
-    let now = chrono::Utc::now;
+    let now = crate::clock::system_now;
     // An earlier attempt reached the point of calling the provider: whatever it was told, look
     // there first, so that a lost answer never becomes a second withdrawal.
     if row.status == WithdrawalStatus::Requesting
@@ -506,7 +506,7 @@ pub async fn reconcile(
         Err(e) => return Some(Err(e)),
     };
     if let Err(e) = store
-        .update_withdrawal(key, &update, None, chrono::Utc::now())
+        .update_withdrawal(key, &update, None, crate::clock::system_now())
         .await
     {
         return Some(Err(store_error(e)));
@@ -522,7 +522,7 @@ async fn found_at_provider(
     keep: u64,
     provider: &Provider,
 ) -> Result<Option<WithdrawalUpdate>, HandlerError> {
-    let follow = Some(next_look(config, chrono::Utc::now()));
+    let follow = Some(next_look(config, crate::clock::system_now()));
     let found = match provider {
         // LND's wallet keeps the label: the transaction is found exactly.
         Provider::Lnd(node) => node
@@ -586,7 +586,7 @@ async fn found_at_provider(
 /// Follows requested and sent withdrawals: the hub's status until a transaction is sent, then
 /// the transaction's confirmations through the wallet's explorer. Returns how many were looked at.
 pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::store::StoreError> {
-    let now = chrono::Utc::now();
+    let now = crate::clock::system_now();
     let later = Some(next_look(config, now));
     let due = store.withdrawals_to_follow(now).await?;
     if due.is_empty() {

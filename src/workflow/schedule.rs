@@ -69,7 +69,7 @@ impl Schedule {
             timezone,
             catch_up,
         };
-        if schedule.next_after(Utc::now()).is_none() {
+        if schedule.next_after(crate::clock::system_now()).is_none() {
             return Err(format!(
                 "\"{}\" never fires (no date matches it); check the day-of-month and month fields",
                 schedule.cron_text

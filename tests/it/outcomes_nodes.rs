@@ -397,7 +397,7 @@ fn hub_provider(addr: &str, dir: &std::path::Path) -> WithdrawProvider {
         base_url: url::Url::parse(&format!("http://{addr}/hub")).unwrap(),
         email: "stacker@example.com".into(),
         password: "pw".to_string().into(),
-        key_file: dir.join("hub.key"),
+        key: super::withdrawals::MERCHANT_KEY.parse().unwrap(),
     }
 }
 

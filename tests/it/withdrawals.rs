@@ -423,15 +423,13 @@ async fn a_crash_after_lnd_sent_finds_the_labelled_transaction_on_restart() {
 #[tokio::test]
 async fn the_hub_client_refreshes_expired_tokens_and_the_simulator_checks_signatures() {
     let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hub.key"), MERCHANT_KEY).unwrap();
-    let provider = |password: &str| WithdrawProvider::LightningPeach {
+    let provider = |password: &str, key: &str| WithdrawProvider::LightningPeach {
         base_url: url::Url::parse(&format!("http://{addr}/hub")).unwrap(),
         email: "stacker@example.com".into(),
         password: password.to_string().into(),
-        key_file: dir.path().join("hub.key"),
+        key: key.parse().unwrap(),
     };
-    let hub = HubClient::from_config(&provider("demo-password")).unwrap();
+    let hub = HubClient::from_config(&provider("demo-password", MERCHANT_KEY)).unwrap();
     sandbox.hub.lock().unwrap().balance_sat = 5_000;
     assert_eq!(hub.balance().await.unwrap(), 5_000);
     reqwest::Client::new()
@@ -454,8 +452,7 @@ async fn the_hub_client_refreshes_expired_tokens_and_the_simulator_checks_signat
     );
 
     // Another key cannot approve an address for this merchant.
-    std::fs::write(dir.path().join("hub.key"), "02".repeat(32)).unwrap();
-    let intruder = HubClient::from_config(&provider("demo-password")).unwrap();
+    let intruder = HubClient::from_config(&provider("demo-password", &"02".repeat(32))).unwrap();
     let refused = intruder.set_address(&vault_address(4)).await.unwrap_err();
     assert!(
         refused.to_string().contains("invalid signature"),
@@ -465,7 +462,7 @@ async fn the_hub_client_refreshes_expired_tokens_and_the_simulator_checks_signat
         sandbox.hub.lock().unwrap().bitcoin_address.as_deref(),
         Some(vault_address(3).as_str())
     );
-    let wrong = HubClient::from_config(&provider("not-the-password")).unwrap();
+    let wrong = HubClient::from_config(&provider("not-the-password", MERCHANT_KEY)).unwrap();
     let refused = wrong.balance().await.unwrap_err().to_string();
     assert!(refused.contains("invalid email or password"), "{refused}");
 }

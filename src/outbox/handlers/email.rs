@@ -125,12 +125,13 @@ impl EmailSender {
                     .collect();
                 let path = dir.join(format!("{name}.eml"));
                 let tmp = dir.join(format!(".{name}.eml.tmp"));
-                let write = || -> std::io::Result<()> {
-                    std::fs::create_dir_all(dir)?;
-                    std::fs::write(&tmp, message.formatted())?;
-                    std::fs::rename(&tmp, &path)
+                // tokio::fs: a slow disk must not stall the runtime's worker.
+                let write = async {
+                    tokio::fs::create_dir_all(dir).await?;
+                    tokio::fs::write(&tmp, message.formatted()).await?;
+                    tokio::fs::rename(&tmp, &path).await
                 };
-                write().map_err(|e| {
+                write.await.map_err(|e: std::io::Error| {
                     HandlerError::transient(format!("cannot write {}: {e}", path.display()))
                 })?;
                 Ok(json!({ "message_id": message_id, "file": path.display().to_string() }))

@@ -112,7 +112,7 @@ pub async fn post(client: &reqwest::Client, item: &ItemRow) -> Result<Value, Han
         }
     };
     let status = response.status();
-    let retry_after = crate::outcome::retry_after(response.headers(), chrono::Utc::now());
+    let retry_after = crate::outcome::retry_after(response.headers(), crate::clock::system_now());
     let text = response.text().await.unwrap_or_default();
     // A receiver may echo the request line back: its answer is shown with the URL hidden too.
     let snippet =

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::HandlerError;
+use crate::clients::Clients;
 use crate::config::Config;
 use crate::pocket::{PocketClient, action, payout};
 use crate::store::{ItemRow, Store};
@@ -21,6 +22,8 @@ pub struct Handlers {
     pub config: Option<Arc<Config>>,
     /// For handlers whose progress is recorded beside the item (withdrawals).
     pub store: Option<Store>,
+    /// The clients the daemon built at start (the Lightning nodes, read once).
+    pub clients: Arc<Clients>,
 }
 
 impl Handlers {
@@ -30,18 +33,26 @@ impl Handlers {
         config: Option<Arc<Config>>,
         store: Option<Store>,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("satflow/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .expect("the HTTP client's settings are valid");
+        let clients = Arc::new(Clients::none());
         Handlers {
-            http,
+            http: clients.http.clone(),
             email,
             pocket,
             config,
             store,
+            clients,
         }
+    }
+
+    /// With the clients the daemon built at start: their shared HTTP client, their Pocket
+    /// client and their nodes.
+    pub fn with_clients(mut self, clients: Arc<Clients>) -> Self {
+        self.http = clients.http.clone();
+        if let Some(pocket) = &clients.pocket {
+            self.pocket = Some(pocket.clone());
+        }
+        self.clients = clients;
+        self
     }
 
     fn config(&self) -> Result<&Config, HandlerError> {
@@ -69,7 +80,9 @@ impl Handlers {
                 )),
             },
             action::PATCH_KIND => action::patch(self.pocket()?, &item.payload).await,
-            payout::KIND => payout::pay_out(self.pocket()?, self.config()?, &item.payload).await,
+            payout::KIND => {
+                payout::pay_out(self.pocket()?, self.config()?, &self.clients, &item.payload).await
+            }
             withdraw::KIND => {
                 let store = self.store.as_ref().ok_or_else(|| {
                     HandlerError::permanent("no database to record the withdrawal in")
@@ -85,6 +98,7 @@ impl Handlers {
     /// Reads back whether an item whose last attempt has an unknown outcome took effect.
     /// `None`: sending again is safe — HTTP deliveries carry the same idempotency key, emails
     /// the same Message-ID and file name, order patches set the same values.
+    #[tracing::instrument(name = "outbox_reconcile", skip_all, fields(item_id = item.id, kind = %item.kind, run_id = item.run_id, step_id = item.step_id.as_deref()))]
     pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
         match item.kind.as_str() {
             payout::KIND => payout::reconcile(self.pocket.as_ref()?, &item.payload).await,

@@ -1,6 +1,10 @@
-//! Where the engine gets the time from. Everything that schedules or times out asks a `Clock`,
-//! never the system directly, so tests can move time (a three-week outage, a DST change, a
-//! clock stepping back) without waiting.
+//! Where the program gets the time from. Everything that schedules, times out or stamps a row
+//! asks a `Clock`, never the system directly, so tests can move time (a three-week outage, a
+//! DST change, a clock stepping back) without waiting.
+//!
+//! This module sits at the bottom: it must never import anything else of satflow, and it is the
+//! only place that may read the system's wall clock (`Utc::now`, `SystemTime::now`). Code with
+//! no `Clock` at hand calls [`system_now`], which says so in one greppable name.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +22,27 @@ pub trait Clock: Send + Sync {
     }
 }
 
+/// The machine's wall clock, for code that has no `Clock` handed to it (a CLI command, an HTTP
+/// client stamping a `Retry-After`, the sandbox). Code that a test drives with a fake clock must
+/// take a `Clock` instead.
+pub fn system_now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// The time since the Unix epoch on the machine's wall clock (zero if the clock is before 1970),
+/// the form `lightning-invoice` checks expiry against.
+pub fn system_since_epoch() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// The machine's clock.
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        system_now()
     }
 }
 
@@ -61,7 +80,7 @@ pub struct JumpClock {
 impl JumpClock {
     pub fn new(start: DateTime<Utc>) -> Self {
         JumpClock {
-            offset: Mutex::new(start - Utc::now()),
+            offset: Mutex::new(start - system_now()),
             jumped: Arc::new(Notify::new()),
         }
     }
@@ -69,7 +88,7 @@ impl JumpClock {
     /// Moves the clock to `at`, if that is ahead of it.
     pub fn jump_to(&self, at: DateTime<Utc>) {
         let mut offset = self.offset.lock().expect("clock lock");
-        let now = Utc::now() + *offset;
+        let now = system_now() + *offset;
         if at > now {
             *offset += at - now;
             self.jumped.notify_one();
@@ -79,7 +98,7 @@ impl JumpClock {
 
 impl Clock for JumpClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *self.offset.lock().expect("clock lock")
+        system_now() + *self.offset.lock().expect("clock lock")
     }
 
     fn jumped(&self) -> Option<Arc<Notify>> {

@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn every_part_alive_is_healthy() {
-        let now = Utc::now();
+        let now = crate::clock::system_now();
         let v = assess(&healthy_at(now), &Limits::for_lease(Duration::seconds(30)));
         assert!(v.healthy(), "{:?}", v.failing);
         assert_eq!(v.checks["runner"]["ok"], true);
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_stopped_runner_is_named_and_nothing_else_is() {
-        let now = Utc::now();
+        let now = crate::clock::system_now();
         let mut o = healthy_at(now);
         o.runner = Some(now - Duration::seconds(31));
         let v = assess(&o, &Limits::for_lease(Duration::seconds(30)));
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_or_a_recent_failed_write_fails_the_database() {
-        let now = Utc::now();
+        let now = crate::clock::system_now();
         let limits = Limits::for_lease(Duration::seconds(30));
         let mut o = healthy_at(now);
         o.probe = Err("database is locked".into());
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn an_old_pending_webhook_fails_the_inbox() {
-        let now = Utc::now();
+        let now = crate::clock::system_now();
         let limits = Limits::for_lease(Duration::seconds(30));
         let mut o = healthy_at(now);
         o.oldest_pending_webhook = Ok(Some(now - Duration::minutes(3)));
