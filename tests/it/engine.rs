@@ -20,7 +20,7 @@ fn chain(app: &TestApp, name: &str, sink: &Sink, n: usize, on: &str) {
 }
 
 async fn healthy(app: &TestApp) {
-    let url = format!("http://{}/healthz", app.listen());
+    let url = format!("http://{}/healthz", app.started().await);
     let start = std::time::Instant::now();
     loop {
         if let Ok(r) = reqwest::get(&url).await
@@ -210,12 +210,8 @@ async fn two_daemons_on_one_database_run_each_fire_once() {
         1,
         "on:\n  schedule: { cron: \"* * * * * *\", catch_up: skip }\n",
     );
-    let second = std::fs::read_to_string(app.path().join("satflow.yaml"))
-        .unwrap()
-        .replace(
-            &app.listen(),
-            &format!("127.0.0.1:{}", super::helpers::free_port()),
-        );
+    // Both bind port 0, so each gets a port of its own.
+    let second = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
     app.write("second.yaml", &second);
     let mut a = app.spawn(&["run", "-c", "satflow.yaml"], "a.log");
     let mut b = app.spawn(&["run", "-c", "second.yaml"], "b.log");
@@ -332,7 +328,7 @@ async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
     let smtp = super::smtp::SmtpSink::start().await;
     let app = TestApp::engine();
     let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
-    let closed = super::helpers::free_port();
+    let closed = super::helpers::closed_port();
     app.write(
         "satflow.yaml",
         &config.replace(
