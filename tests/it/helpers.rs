@@ -66,12 +66,10 @@ impl TestApp {
         let app = TestApp::empty();
         app.write(
             "satflow.yaml",
-            &format!(
-                "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
-                 email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
-                 engine: {{ lease: 1s, shutdown_grace: 5s }}\n\
-                 outbox: {{ base_delay: 100ms, max_delay: 2s, max_attempts: 4 }}\n"
-            ),
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
+             email: { dir: mail, from: satflow@example.com, to: me@example.com }\n\
+             engine: { lease: 1s, shutdown_grace: 5s }\n\
+             outbox: { base_delay: 100ms, max_delay: 2s, max_attempts: 4 }\n",
         );
         std::fs::create_dir_all(app.path().join("workflows")).unwrap();
         app

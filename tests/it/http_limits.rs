@@ -29,10 +29,8 @@ impl Daemon {
         let app = TestApp::empty();
         app.write(
             "satflow.yaml",
-            &format!(
-                "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
-                 pocket: {{ base_url: \"http://127.0.0.1:9\", client_id: limits, webhook_secret: s3cret }}\nalerts: []\n"
-            ),
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
+             pocket: { base_url: \"http://127.0.0.1:9\", client_id: limits, webhook_secret: s3cret }\nalerts: []\n",
         );
         std::fs::create_dir_all(app.path().join("workflows")).unwrap();
         let log = std::fs::File::create(app.path().join("daemon.log")).unwrap();
