@@ -321,6 +321,35 @@ pub async fn eventually(limit: std::time::Duration, what: &str, mut done: impl F
     }
 }
 
+/// Waits (up to 20 s) until the daemon at `base` (`http://ADDR`) of `app` has nothing left that
+/// could still send something: every webhook applied, no outbox item pending, every run
+/// finished. The positive marker after which "nothing more arrived" can be asserted.
+pub async fn nothing_in_flight(app: &TestApp, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let health: Option<serde_json::Value> = match reqwest::get(format!("{base}/healthz")).await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let idle = health
+            .as_ref()
+            .is_some_and(|h| h["webhooks"]["pending"] == 0 && h["outbox"]["pending"] == 0)
+            && app
+                .runs()
+                .iter()
+                .all(|r| r["status"] == "succeeded" || r["status"] == "failed");
+        if idle {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not settle: {health:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends SIGTERM (a graceful stop) and returns the exit code.
 pub fn terminate(child: &mut std::process::Child) -> i32 {
     let pid = child.id().to_string();

@@ -10,7 +10,7 @@ use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 
-use super::helpers::{Relay, eventually};
+use super::helpers::{Relay, eventually, nothing_in_flight};
 use super::pocket::TestWallet;
 use super::sink::Sink;
 use super::webhooks::{Daemon, SECRET, UNKNOWN_ORDER, payload};
@@ -247,7 +247,7 @@ async fn an_interrupted_exchange_is_identified_then_executed_once_and_settled() 
         })
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&s.d.app, &s.d.url).await;
     assert_eq!(s.state(&id).as_deref(), Some("settled"));
     assert_eq!(
         s.posted(&id),
@@ -401,7 +401,7 @@ async fn pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_aler
         sink.received().len() >= 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mut posted: Vec<String> = sink
         .received()
         .iter()
@@ -463,7 +463,7 @@ async fn a_storm_of_refused_webhooks_is_kept_bounded_and_alerted_once_with_a_cou
         !d.smtp.messages().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mail = d.smtp.messages();
     assert_eq!(mail.len(), 1, "one alert email for the storm");
     assert!(

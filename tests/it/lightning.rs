@@ -11,7 +11,7 @@ use satflow::lightning::signmessage::sign_node_message;
 use satflow::sandbox::{self, SandboxOptions};
 use serde_json::{Value, json};
 
-use super::helpers::{Relay, TestApp, closed_port, eventually, terminate};
+use super::helpers::{Relay, TestApp, closed_port, eventually, nothing_in_flight, terminate};
 use super::lnnode::{self, Mode, StandIn};
 
 const SECRET: &str = "lightning-webhook-secret";
@@ -234,7 +234,7 @@ async fn an_lnd_node_behind_a_pinned_certificate_gets_the_exchange_paid_out() {
         alerts() >= 1
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&s.app, &format!("http://{}", s.app.listen())).await;
     assert_eq!(
         alerts(),
         1,

@@ -9,7 +9,7 @@ use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 
-use super::helpers::{Relay, TestApp, eventually, terminate};
+use super::helpers::{Relay, TestApp, eventually, nothing_in_flight, terminate};
 use super::pocket::TestWallet;
 use super::sink::Sink;
 use super::smtp::SmtpSink;
@@ -259,7 +259,8 @@ async fn webhooks_are_verified_before_anything_else_and_stored_once() {
         health["webhooks"]["unrecognized"], 2,
         "both deliveries kept: {health}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything applied and sent: a second alert would be in the sink by now.
+    nothing_in_flight(&d.app, &d.url).await;
     assert_eq!(d.smtp.messages().len(), 1);
     d.stop();
 }
@@ -325,7 +326,7 @@ async fn interrupted_and_refunded_exchanges_email_once_and_start_event_workflows
         d.smtp.messages().len() >= 2
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mail = d.smtp.messages();
     assert_eq!(
         mail.len(),
@@ -558,7 +559,7 @@ async fn an_exchange_far_from_the_market_price_raises_one_alert() {
         !d.smtp.messages().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mail = d.smtp.messages();
     assert_eq!(
         mail.len(),
