@@ -381,7 +381,7 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
 
     // Once the quote is older than max_age, the new price is fetched.
     set_price("58000").await;
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let run = app.satflow(&["trigger", "dca", "--wait"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
@@ -425,7 +425,7 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
             &format!("peach_url: \"{closed}\""),
         );
     app.write("satflow.yaml", &config);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     set_price("70000").await;
     let run = app.satflow(&["trigger", "dca", "--wait"]);
     assert_eq!(run.code, 2, "{run:?}");
