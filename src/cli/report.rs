@@ -35,7 +35,7 @@ pub fn run(config_path: &Path, args: &ReportArgs) -> anyhow::Result<Outcome> {
             eprintln!("warning: {reason}");
         }
         if args.csv {
-            print!("{}", ledger::csv(&entries));
+            print!("{}", ledger::csv(&entries)?);
             return Ok(Outcome::Success);
         }
         if args.json {

@@ -74,6 +74,8 @@ pub fn run(config_path: &Path, args: &SandboxArgs) -> anyhow::Result<Outcome> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        // The port it got, when asked for port 0.
+        let listen = listener.local_addr().unwrap_or(listen);
         println!("Pocket sandbox on http://{listen} (client id and webhook secret from {})", config_path.display());
         println!("webhooks go to {webhook_url}");
         println!();

@@ -337,32 +337,26 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "txid",
 ];
 
-/// One row per entry: ISO 8601 dates in UTC, a decimal point, no thousands separators; a field
-/// is quoted only when it holds a comma, a quote or a line break (RFC 4180).
-pub fn csv(entries: &[Entry]) -> String {
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let mut out = CSV_COLUMNS.join(",");
-    out.push_str("\r\n");
+/// One row per entry: ISO 8601 dates in UTC, a decimal point, no thousands separators, CRLF
+/// line ends; a field is quoted only when it holds a comma, a quote or a line break (RFC 4180,
+/// as the `csv` crate writes it). Fails only if the writer does, which a `Vec` never does.
+pub fn csv(entries: &[Entry]) -> Result<String, ::csv::Error> {
+    let mut out = ::csv::WriterBuilder::new()
+        .terminator(::csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    out.write_record(CSV_COLUMNS)?;
     for e in entries {
         let v = entry_json(e);
-        let row: Vec<String> = CSV_COLUMNS
-            .iter()
-            .map(|c| match &v[*c] {
-                Value::String(s) => field(s),
-                Value::Null => String::new(),
-                other => field(&other.to_string()),
-            })
-            .collect();
-        out.push_str(&row.join(","));
-        out.push_str("\r\n");
+        out.write_record(CSV_COLUMNS.iter().map(|c| match &v[*c] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }))?;
     }
-    out
+    let bytes = out.into_inner().map_err(|e| e.into_error())?;
+    // Every field came from a `String`, so the bytes are UTF-8.
+    String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
 }
 
 /// The name of the built-in template that gets the digest context and the chart.
@@ -478,11 +472,35 @@ mod tests {
     fn csv_quotes_only_what_needs_it() {
         let mut e = buy("100", "1", "0.001");
         e.reference = "a,\"b\"".into();
-        let text = csv(&[e]);
+        let text = csv(&[e]).unwrap();
         let line = text.lines().nth(1).unwrap();
         assert!(
             line.contains(",buy,\"a,\"\"b\"\"\",,eur,100,1,0.001,,,"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn csv_bytes_are_the_documented_ones() {
+        let e = Entry {
+            date: "2026-01-02T03:04:05Z".parse().unwrap(),
+            kind: "payout",
+            reference: "a b".into(),
+            order_id: Some("o\r\n1".into()),
+            currency: None,
+            fiat: None,
+            fiat_fee: None,
+            btc: Some("0.00100".parse().unwrap()),
+            btc_fee: Some("0.0000019".parse().unwrap()),
+            rate: None,
+            address: Some(" bc1q, x".into()),
+            txid: Some("t\"x".into()),
+        };
+        assert_eq!(
+            csv(&[e]).unwrap(),
+            "date,kind,reference,order_id,currency,fiat_amount,fiat_fee,btc_amount,btc_fee,rate,address,txid\r\n\
+             2026-01-02T03:04:05+00:00,payout,a b,\"o\r\n1\",,,,0.001,0.0000019,,\" bc1q, x\",\"t\"\"x\"\r\n"
+        );
+        assert_eq!(csv(&[]).unwrap(), format!("{}\r\n", CSV_COLUMNS.join(",")));
     }
 }

@@ -1,13 +1,13 @@
 //! Pocket's webhook signature: `X-Signature-256: sha256=<hex(HMAC-SHA256(secret, raw body))>`,
 //! computed over the raw bytes as received (never re-serialised JSON).
 //!
-//! Verification compares in constant time and accepts the header with or without the `sha256=`
-//! prefix (Pocket's own example omits it).
+//! Verification decodes the hex and lets `hmac` compare the tags in constant time; it accepts
+//! the header with or without the `sha256=` prefix (Pocket's own example omits it). A header
+//! that is not lowercase hex is refused like a wrong signature.
 
-use bitcoin::hex::DisplayHex;
+use bitcoin::hex::{DisplayHex, FromHex};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 /// The header value Pocket sends for `body`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
@@ -28,10 +28,20 @@ pub fn body_hash(body: &[u8]) -> String {
 pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
     let given = header.trim();
     let given = given.strip_prefix("sha256=").unwrap_or(given);
-    let expected = sign(secret, body);
-    let expected = &expected["sha256=".len()..];
-    // Lowercase hex only: an uppercase signature is compared as written and fails.
-    given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+    // Lowercase hex only, as Pocket writes it: an uppercase signature fails, as it always has.
+    if !given
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return false;
+    }
+    let Ok(tag) = Vec::<u8>::from_hex(given) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    // A tag of the wrong length is refused here too.
+    mac.verify_slice(&tag).is_ok()
 }
 
 #[cfg(test)]
@@ -56,5 +66,22 @@ mod tests {
         assert!(!verify(b"another secret", BODY, SIGNATURE));
         assert!(!verify(SECRET, br#"{"val":124,"val1":123456}"#, SIGNATURE));
         assert!(!verify(SECRET, BODY, ""));
+        assert!(!verify(SECRET, BODY, "sha256="));
+    }
+
+    #[test]
+    fn malformed_hex_is_refused_like_a_wrong_signature() {
+        let hex = &SIGNATURE["sha256=".len()..];
+        // Odd length, a non-hex digit, uppercase, extra bytes, one byte short.
+        assert!(!verify(SECRET, BODY, &hex[..hex.len() - 1]));
+        assert!(!verify(
+            SECRET,
+            BODY,
+            &format!("{}g", &hex[..hex.len() - 1])
+        ));
+        assert!(!verify(SECRET, BODY, &hex.to_uppercase()));
+        assert!(!verify(SECRET, BODY, &format!("{hex}00")));
+        assert!(!verify(SECRET, BODY, &hex[..hex.len() - 2]));
+        assert!(!verify(SECRET, BODY, &format!("sha256= {hex}")));
     }
 }

@@ -63,8 +63,8 @@ async fn a_geo_blocked_peach_falls_back_to_bitpay_and_all_failing_lists_each_fai
     assert!(all.contains("451"), "{run:?}");
 
     // Both failing: the error names each source and its failure.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let closed = format!("http://127.0.0.1:{}", super::helpers::free_port());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let closed = format!("http://127.0.0.1:{}", super::helpers::closed_port());
     app.write("satflow.yaml", &config(&closed));
     let run = app.satflow(&["trigger", "quote", "--wait"]);
     assert_ne!(run.code, 0, "{run:?}");

@@ -18,7 +18,7 @@ use satflow::wallet::electrum::{Electrum, ElectrumError, ElectrumUrl};
 use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 
-use super::helpers::{TestApp, eventually, free_port};
+use super::helpers::{Relay, TestApp, closed_port, eventually};
 use super::pocket::TestWallet;
 use super::webhooks::Daemon;
 
@@ -238,7 +238,7 @@ async fn the_gap_check_asks_the_electrum_server_and_skips_used_addresses() {
     );
 
     // The server is gone: no address rather than one that might be used.
-    let closed = format!("tcp://127.0.0.1:{}", free_port());
+    let closed = format!("tcp://127.0.0.1:{}", closed_port());
     let config = std::fs::read_to_string(app.path().join("satflow.yaml"))
         .unwrap()
         .replace(&server.url, &closed);
@@ -450,7 +450,7 @@ async fn confirmations_and_the_fee_rate_come_from_the_electrum_server() {
     assert!(source.is_used(&derived(0)).await.unwrap());
 
     // A closed port is transient: the follow-up tries again later.
-    let closed = ElectrumUrl::parse(&format!("tcp://127.0.0.1:{}", free_port())).unwrap();
+    let closed = ElectrumUrl::parse(&format!("tcp://127.0.0.1:{}", closed_port())).unwrap();
     let err = Electrum::new(&closed, bitcoin::Network::Bitcoin)
         .confirmations(&mined)
         .await
@@ -461,9 +461,10 @@ async fn confirmations_and_the_fee_rate_come_from_the_electrum_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_follows_a_payout_through_the_electrum_server() {
-    let listen = free_port();
+    // The daemon binds port 0: the sandbox's webhooks wait in the relay until it is up.
+    let relay = Relay::start().await;
     let (addr, _sb) = sandbox::spawn(SandboxOptions {
-        webhook_url: Some(format!("http://127.0.0.1:{listen}/webhooks/pocket")),
+        webhook_url: Some(format!("{}/webhooks/pocket", relay.url)),
         webhook_secret: Some(super::webhooks::SECRET.into()),
         retry_base: Duration::from_millis(200),
         ..SandboxOptions::default()
@@ -479,7 +480,7 @@ async fn the_daemon_follows_a_payout_through_the_electrum_server() {
     let pocket = format!("http://{addr}");
     let d = Daemon::start(
         &pocket,
-        listen,
+        0,
         &format!(
             "wallets:\n  cold: {{ xpub: {}, electrum_url: \"{}\" }}\n",
             wallet.zpub, server.url
@@ -490,6 +491,7 @@ async fn the_daemon_follows_a_payout_through_the_electrum_server() {
         )],
     )
     .await;
+    relay.point_to(&d.url);
     let message = d
         .app
         .satflow(&["order", "setup", "dca", "--message-only"])

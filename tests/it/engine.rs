@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::helpers::{TestApp, eventually, terminate};
+use super::helpers::{TestApp, eventually, listening, terminate};
 use super::sink::{Reply, Sink};
 
 /// A manual workflow of `n` http.post steps to `/1` … `/n` of the sink.
@@ -20,7 +20,7 @@ fn chain(app: &TestApp, name: &str, sink: &Sink, n: usize, on: &str) {
 }
 
 async fn healthy(app: &TestApp) {
-    let url = format!("http://{}/healthz", app.listen());
+    let url = format!("http://{}/healthz", app.started().await);
     let start = std::time::Instant::now();
     loop {
         if let Ok(r) = reqwest::get(&url).await
@@ -210,16 +210,18 @@ async fn two_daemons_on_one_database_run_each_fire_once() {
         1,
         "on:\n  schedule: { cron: \"* * * * * *\", catch_up: skip }\n",
     );
-    let second = std::fs::read_to_string(app.path().join("satflow.yaml"))
-        .unwrap()
-        .replace(
-            &app.listen(),
-            &format!("127.0.0.1:{}", super::helpers::free_port()),
-        );
+    // Both bind port 0, so each gets a port of its own.
+    let second = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
     app.write("second.yaml", &second);
     let mut a = app.spawn(&["run", "-c", "satflow.yaml"], "a.log");
     let mut b = app.spawn(&["run", "-c", "second.yaml"], "b.log");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Both up, then several fires played out while both compete for them.
+    listening(&app.path().join("a.log")).await;
+    listening(&app.path().join("b.log")).await;
+    eventually(Duration::from_secs(20), "three fires sent", || {
+        sink.received().len() >= 3
+    })
+    .await;
     assert_eq!(terminate(&mut a), 0);
     let code = terminate(&mut b);
     assert_eq!(
@@ -229,18 +231,33 @@ async fn two_daemons_on_one_database_run_each_fire_once() {
         std::fs::read_to_string(app.path().join("b.log")).unwrap()
     );
     let runs = app.runs();
-    let fires: BTreeSet<String> = runs
-        .iter()
-        .map(|r| r["trigger_key"].as_str().unwrap().to_string())
-        .collect();
     assert!(runs.len() >= 3, "{runs:?}");
-    assert_eq!(fires.len(), runs.len(), "a fire ran twice: {runs:?}");
-    let keys: Vec<String> = sink.received().iter().map(|r| r.key.clone()).collect();
+    // The database keeps one run per fire by itself (a unique key); what can go wrong is a
+    // fire's effect sent twice, or sent for a run that is not there. The sink saw each
+    // finished run's effect exactly once, and nothing else.
+    let mut keys: Vec<String> = sink.received().iter().map(|r| r.key.clone()).collect();
+    keys.sort();
+    let mut expected: Vec<String> = runs
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .map(|r| format!("run/{}/step/s1", r["id"]))
+        .collect();
+    expected.sort();
     let distinct: BTreeSet<&String> = keys.iter().collect();
     assert_eq!(
         distinct.len(),
         keys.len(),
         "an effect was sent twice: {keys:?}"
+    );
+    assert!(
+        expected.iter().all(|k| keys.contains(k)),
+        "a finished run's effect never arrived: {keys:?} {runs:?}"
+    );
+    assert!(
+        keys.iter().all(|k| runs
+            .iter()
+            .any(|r| format!("run/{}/step/s1", r["id"]) == *k)),
+        "an effect of no run arrived: {keys:?} {runs:?}"
     );
 }
 
@@ -332,7 +349,7 @@ async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
     let smtp = super::smtp::SmtpSink::start().await;
     let app = TestApp::engine();
     let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
-    let closed = super::helpers::free_port();
+    let closed = super::helpers::closed_port();
     app.write(
         "satflow.yaml",
         &config.replace(
@@ -381,7 +398,9 @@ async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // An item's dead-letter alert is queued in the transaction that declares it dead, so with
+    // both dead any alert about the alert would be there; stopped, the daemon adds nothing.
+    assert_eq!(terminate(&mut daemon), 0);
     let items = app.outbox();
     assert_eq!(items.len(), 3, "no alert about the dead alert: {items:#?}");
     assert!(
@@ -390,5 +409,4 @@ async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
             .any(|i| i["idempotency_key"] == "alert/dead_letter/run/2/step/step_1"),
         "{items:#?}"
     );
-    assert_eq!(terminate(&mut daemon), 0);
 }

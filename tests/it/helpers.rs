@@ -6,6 +6,8 @@ use std::process::Command;
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// The log of the daemon (`satflow run`) spawned last: it says which port it bound.
+    daemon_log: std::sync::Mutex<Option<PathBuf>>,
 }
 
 /// What a run of the binary printed and how it exited.
@@ -36,6 +38,7 @@ impl TestApp {
         TestApp {
             dir: tempfile::tempdir().expect("temp dir"),
             env: Vec::new(),
+            daemon_log: std::sync::Mutex::new(None),
         }
     }
 
@@ -57,36 +60,54 @@ impl TestApp {
     }
 
     /// A setup for the engine: an empty workflows folder, emails as files in `mail/`, short
-    /// leases and retry delays so crashes and retries play out in seconds.
+    /// leases and retry delays so crashes and retries play out in seconds. The daemon binds
+    /// port 0; `started` reads back the port it got.
     pub fn engine() -> TestApp {
         let app = TestApp::empty();
-        let port = free_port();
         app.write(
             "satflow.yaml",
-            &format!(
-                "database: sqlite://satflow.db\nlisten: 127.0.0.1:{port}\n\
-                 email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
-                 engine: {{ lease: 1s, shutdown_grace: 5s }}\n\
-                 outbox: {{ base_delay: 100ms, max_delay: 2s, max_attempts: 4 }}\n"
-            ),
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
+             email: { dir: mail, from: satflow@example.com, to: me@example.com }\n\
+             engine: { lease: 1s, shutdown_grace: 5s }\n\
+             outbox: { base_delay: 100ms, max_delay: 2s, max_attempts: 4 }\n",
         );
         std::fs::create_dir_all(app.path().join("workflows")).unwrap();
         app
     }
 
-    /// The `listen` address of the app's satflow.yaml.
+    /// The address the daemon spawned last listens on, as its log reported it. Call it once
+    /// the daemon is up (after `started`).
     pub fn listen(&self) -> String {
-        let config = std::fs::read_to_string(self.path().join("satflow.yaml")).unwrap();
-        config
-            .lines()
-            .find_map(|l| l.strip_prefix("listen: "))
+        let log = self.last_daemon_log();
+        address_in_log(&log).unwrap_or_else(|| {
+            panic!(
+                "the daemon has not reported its address yet: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+    }
+
+    /// Waits until the daemon spawned last reports the address it bound, and returns it.
+    pub async fn started(&self) -> String {
+        listening(&self.last_daemon_log()).await
+    }
+
+    /// The log of the daemon spawned last; `daemon.log` for one started another way.
+    fn last_daemon_log(&self) -> PathBuf {
+        self.daemon_log
+            .lock()
             .unwrap()
-            .to_string()
+            .clone()
+            .unwrap_or_else(|| self.path().join("daemon.log"))
     }
 
     /// Starts `satflow ARGS` in the background (a daemon), logging to `NAME.log`.
     pub fn spawn(&self, args: &[&str], log: &str) -> std::process::Child {
-        let log = std::fs::File::create(self.path().join(log)).unwrap();
+        let path = self.path().join(log);
+        if args.first() == Some(&"run") {
+            *self.daemon_log.lock().unwrap() = Some(path.clone());
+        }
+        let log = std::fs::File::create(path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_satflow"));
         cmd.args(args)
             .current_dir(self.path())
@@ -173,13 +194,119 @@ impl TestApp {
     }
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port that refuses connections for as long as the test process lives: it is
+/// bound (so nothing else can take it) but never listened on. For "the server is down".
+pub fn closed_port() -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    // Kept bound until the process ends, so the port is never handed to anyone else.
+    std::mem::forget(socket);
+    port
+}
+
+/// The `addr` of the daemon's "satflow is running" line in the log at `path`, if it is there.
+pub fn address_in_log(path: &Path) -> Option<String> {
+    let log = strip_ansi(&std::fs::read_to_string(path).ok()?);
+    let line = log.lines().find(|l| l.contains("satflow is running"))?;
+    let addr = line.split_once("addr=")?.1.split_whitespace().next()?;
+    Some(addr.to_string())
+}
+
+/// Waits (up to 15 s) until the daemon logging to `path` reports the address it bound.
+pub async fn listening(path: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(addr) = address_in_log(path) {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not report its address: {}",
+            std::fs::read_to_string(path).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `text` without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A loopback stand-in for a daemon whose port is not known yet: it binds port 0 at once (so
+/// a sandbox can be given its URL) and holds each request until `point_to` names the daemon,
+/// then forwards it as received (method, path, headers, body) and answers what the daemon did.
+pub struct Relay {
+    pub url: String,
+    target: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (target, watch) = tokio::sync::watch::channel(None::<String>);
+        let client = reqwest::Client::new();
+        let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let mut watch = watch.clone();
+            let client = client.clone();
+            async move {
+                let Ok(base) = watch.wait_for(Option::is_some).await.map(|t| t.clone()) else {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        HeaderMap::new(),
+                        Bytes::new(),
+                    );
+                };
+                let mut headers = headers;
+                for name in ["host", "content-length", "connection"] {
+                    headers.remove(name);
+                }
+                let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                let sent = client
+                    .request(method, format!("{}{path}", base.unwrap()))
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => {
+                        let status = r.status();
+                        let mut headers = r.headers().clone();
+                        for name in ["content-length", "transfer-encoding", "connection"] {
+                            headers.remove(name);
+                        }
+                        (status, headers, r.bytes().await.unwrap_or_default())
+                    }
+                    Err(_) => (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new()),
+                }
+            }
+        };
+        let app = axum::Router::new().fallback(forward);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Relay { url, target }
+    }
+
+    /// From now on requests go to `base` (`http://ADDR`), the held ones first.
+    pub fn point_to(&self, base: &str) {
+        self.target.send_replace(Some(base.to_string()));
+    }
 }
 
 /// Polls `done` every 100 ms until it holds, failing after `limit` with `what`.
@@ -191,6 +318,35 @@ pub async fn eventually(limit: std::time::Duration, what: &str, mut done: impl F
             "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (up to 20 s) until the daemon at `base` (`http://ADDR`) of `app` has nothing left that
+/// could still send something: every webhook applied, no outbox item pending, every run
+/// finished. The positive marker after which "nothing more arrived" can be asserted.
+pub async fn nothing_in_flight(app: &TestApp, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let health: Option<serde_json::Value> = match reqwest::get(format!("{base}/healthz")).await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let idle = health
+            .as_ref()
+            .is_some_and(|h| h["webhooks"]["pending"] == 0 && h["outbox"]["pending"] == 0)
+            && app
+                .runs()
+                .iter()
+                .all(|r| r["status"] == "succeeded" || r["status"] == "failed");
+        if idle {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not settle: {health:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

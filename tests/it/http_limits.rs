@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::helpers::{TestApp, free_port, terminate};
+use super::helpers::{TestApp, listening, terminate};
 
 /// The server's cap on open connections (src/http/server.rs).
 const CAP: usize = satflow::http::server::MAX_CONNECTIONS;
@@ -27,13 +27,10 @@ impl Daemon {
     /// daemon's soft and hard limit of open files (the common default is 1,024).
     async fn start(timeouts: Option<&str>, max_files: Option<u64>) -> Daemon {
         let app = TestApp::empty();
-        let port = free_port();
         app.write(
             "satflow.yaml",
-            &format!(
-                "database: sqlite://satflow.db\nlisten: 127.0.0.1:{port}\n\
-                 pocket: {{ base_url: \"http://127.0.0.1:9\", client_id: limits, webhook_secret: s3cret }}\nalerts: []\n"
-            ),
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
+             pocket: { base_url: \"http://127.0.0.1:9\", client_id: limits, webhook_secret: s3cret }\nalerts: []\n",
         );
         std::fs::create_dir_all(app.path().join("workflows")).unwrap();
         let log = std::fs::File::create(app.path().join("daemon.log")).unwrap();
@@ -70,7 +67,7 @@ impl Daemon {
             }
         }
         let child = cmd.spawn().expect("start satflow");
-        let addr = format!("127.0.0.1:{port}");
+        let addr = listening(&app.path().join("daemon.log")).await;
         let start = std::time::Instant::now();
         while get(&addr, "/healthz").await != Ok(200) {
             assert!(

@@ -10,7 +10,7 @@ use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 
-use super::helpers::{eventually, free_port};
+use super::helpers::{Relay, eventually, nothing_in_flight};
 use super::pocket::TestWallet;
 use super::sink::Sink;
 use super::webhooks::{Daemon, SECRET, UNKNOWN_ORDER, payload};
@@ -30,14 +30,16 @@ struct Setup {
     wallet: TestWallet,
     sink: Sink,
     _sandbox: std::sync::Arc<sandbox::Sandbox>,
+    _relay: Relay,
 }
 
 /// The sandbox, a daemon with an xpub order set up, and a workflow listening for executed and
 /// settled exchanges.
 async fn setup() -> Setup {
-    let listen = free_port();
+    // The daemon binds port 0: the sandbox's webhooks wait in the relay until it is up.
+    let relay = Relay::start().await;
     let (addr, sb) = sandbox::spawn(SandboxOptions {
-        webhook_url: Some(format!("http://127.0.0.1:{listen}/webhooks/pocket")),
+        webhook_url: Some(format!("{}/webhooks/pocket", relay.url)),
         webhook_secret: Some(SECRET.into()),
         retry_base: Duration::from_millis(200),
         ..SandboxOptions::default()
@@ -48,7 +50,7 @@ async fn setup() -> Setup {
     let pocket = format!("http://{addr}");
     let d = Daemon::start(
         &pocket,
-        listen,
+        0,
         &format!("wallets:\n  cold: {{ xpub: {} }}\n", wallet.zpub),
         &[
             (
@@ -62,6 +64,7 @@ async fn setup() -> Setup {
         ],
     )
     .await;
+    relay.point_to(&d.url);
     let message = d
         .app
         .satflow(&["order", "setup", "dca", "--message-only"])
@@ -84,6 +87,7 @@ async fn setup() -> Setup {
         wallet,
         sink,
         _sandbox: sb,
+        _relay: relay,
     }
 }
 
@@ -243,7 +247,7 @@ async fn an_interrupted_exchange_is_identified_then_executed_once_and_settled() 
         })
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&s.d.app, &s.d.url).await;
     assert_eq!(s.state(&id).as_deref(), Some("settled"));
     assert_eq!(
         s.posted(&id),
@@ -318,7 +322,7 @@ async fn pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_aler
     let sink = Sink::start().await;
     let d = Daemon::start(
         "http://127.0.0.1:9",
-        free_port(),
+        0,
         "",
         &[(
             "listen",
@@ -397,7 +401,7 @@ async fn pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_aler
         sink.received().len() >= 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mut posted: Vec<String> = sink
         .received()
         .iter()
@@ -414,7 +418,7 @@ async fn pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_aler
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_refused_webhooks_is_kept_bounded_and_alerted_once_with_a_count() {
-    let d = Daemon::start("http://127.0.0.1:9", free_port(), "", &[]).await;
+    let d = Daemon::start("http://127.0.0.1:9", 0, "", &[]).await;
     let d = std::sync::Arc::new(d);
     // 500 distinct, correctly signed bodies satflow must not act on: ids that are not
     // Pocket's (paths, queries), absurd amounts, no event at all.
@@ -459,7 +463,7 @@ async fn a_storm_of_refused_webhooks_is_kept_bounded_and_alerted_once_with_a_cou
         !d.smtp.messages().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mail = d.smtp.messages();
     assert_eq!(mail.len(), 1, "one alert email for the storm");
     assert!(

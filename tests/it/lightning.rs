@@ -11,7 +11,7 @@ use satflow::lightning::signmessage::sign_node_message;
 use satflow::sandbox::{self, SandboxOptions};
 use serde_json::{Value, json};
 
-use super::helpers::{TestApp, eventually, free_port, terminate};
+use super::helpers::{Relay, TestApp, closed_port, eventually, nothing_in_flight, terminate};
 use super::lnnode::{self, Mode, StandIn};
 
 const SECRET: &str = "lightning-webhook-secret";
@@ -19,6 +19,7 @@ const SECRET: &str = "lightning-webhook-secret";
 struct Setup {
     app: TestApp,
     pocket: String,
+    relay: Relay,
     daemon: Option<std::process::Child>,
 }
 
@@ -26,9 +27,10 @@ impl Setup {
     /// A sandbox, and a satflow whose node `mynode` is `node` (YAML of its source), with a
     /// Lightning order workflow `zap` and the payout workflow.
     async fn new(node_yaml: &str, payout_with: &str) -> Setup {
-        let listen = free_port();
+        // The daemon binds port 0: the sandbox's webhooks wait in the relay until it is up.
+        let relay = Relay::start().await;
         let (addr, _sb) = sandbox::spawn(SandboxOptions {
-            webhook_url: Some(format!("http://127.0.0.1:{listen}/webhooks/pocket")),
+            webhook_url: Some(format!("{}/webhooks/pocket", relay.url)),
             webhook_secret: Some(SECRET.into()),
             retry_base: Duration::from_millis(200),
             ..SandboxOptions::default()
@@ -38,7 +40,7 @@ impl Setup {
         app.write(
             "satflow.yaml",
             &format!(
-                "database: sqlite://satflow.db\nlisten: 127.0.0.1:{listen}\n\
+                "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
                  pocket: {{ base_url: \"http://{addr}\", client_id: sandbox-client, webhook_secret: {SECRET}, reconcile_every: 1s }}\n\
                  email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
                  outbox: {{ base_delay: 100ms, max_delay: 500ms, max_attempts: 3 }}\n\
@@ -56,6 +58,7 @@ impl Setup {
         Setup {
             app,
             pocket: format!("http://{addr}"),
+            relay,
             daemon: None,
         }
     }
@@ -64,7 +67,9 @@ impl Setup {
         let check = self.app.satflow(&["check"]);
         assert_eq!(check.code, 0, "{check:?}");
         self.daemon = Some(self.app.spawn(&["run"], "daemon.log"));
-        let url = format!("http://{}/healthz", self.listen());
+        let listen = self.app.started().await;
+        self.relay.point_to(&format!("http://{listen}"));
+        let url = format!("http://{listen}/healthz");
         let start = std::time::Instant::now();
         while reqwest::get(&url)
             .await
@@ -77,10 +82,6 @@ impl Setup {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    fn listen(&self) -> String {
-        self.app.listen()
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
@@ -233,7 +234,7 @@ async fn an_lnd_node_behind_a_pinned_certificate_gets_the_exchange_paid_out() {
         alerts() >= 1
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&s.app, &format!("http://{}", s.app.listen())).await;
     assert_eq!(
         alerts(),
         1,
@@ -501,7 +502,7 @@ async fn the_keeper_of_a_lightning_order_compares_with_the_key_the_node_gives() 
     assert!(run.stdout.contains("order setup zap --replace"), "{run:?}");
 
     // The node does not answer: the check cannot be made, and a new order is not advised.
-    let down = yaml.replace(&node.url, &format!("https://127.0.0.1:{}", free_port()));
+    let down = yaml.replace(&node.url, &format!("https://127.0.0.1:{}", closed_port()));
     s.app.write("satflow.yaml", &(base + &down));
     let run = s.app.satflow(&["trigger", "zap", "--wait"]);
     assert_eq!(run.code, 2, "{run:?}");

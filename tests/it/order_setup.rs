@@ -284,33 +284,37 @@ async fn the_order_action_patches_drift_and_refuses_what_cannot_change() {
 async fn a_new_user_rehearses_with_the_sandbox_command() {
     let wallet = TestWallet::new();
     let app = TestApp::empty();
-    let port = super::helpers::free_port();
-    app.write(
-        "satflow.yaml",
-        &format!(
-            "database: sqlite://satflow.db\nlisten: 127.0.0.1:{}\npocket: {{ base_url: \"http://127.0.0.1:{port}\", client_id: rehearsal, webhook_secret: s3cret }}\n\
+    // Pocket's URL is set once the sandbox has reported the port it bound.
+    let config = |pocket: &str| {
+        format!(
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\npocket: {{ base_url: \"{pocket}\", client_id: rehearsal, webhook_secret: s3cret }}\n\
              alerts: []\nwallets:\n  cold: {{ xpub: {} }}\n",
-            super::helpers::free_port(),
             wallet.zpub
-        ),
-    );
+        )
+    };
+    app.write("satflow.yaml", &config("http://127.0.0.1:9"));
     app.write(
         "workflows/dca.yaml",
         "steps:\n  - uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
     );
-    let mut sandbox = app.spawn(&["sandbox"], "sandbox.log");
-    let base = format!("http://127.0.0.1:{port}");
-    let start = std::time::Instant::now();
-    while reqwest::get(format!("{base}/sandbox/webhooks"))
-        .await
-        .is_err()
-    {
+    let mut sandbox = app.spawn(&["sandbox", "--listen", "127.0.0.1:0"], "sandbox.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let base = loop {
+        let log = std::fs::read_to_string(app.path().join("sandbox.log")).unwrap_or_default();
+        if let Some(addr) = log
+            .lines()
+            .find_map(|l| l.strip_prefix("Pocket sandbox on "))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            break addr.to_string();
+        }
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "the sandbox did not start"
+            std::time::Instant::now() < deadline,
+            "the sandbox did not start: {log}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    app.write("satflow.yaml", &config(&base));
     let message = app
         .satflow(&["order", "setup", "dca", "--message-only"])
         .stdout
@@ -377,7 +381,7 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
 
     // Once the quote is older than max_age, the new price is fetched.
     set_price("58000").await;
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let run = app.satflow(&["trigger", "dca", "--wait"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
@@ -413,7 +417,7 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
     assert_eq!(prices["EUR"], serde_json::json!(58000), "{prices}");
 
     // No price: the run fails and the order is left as it is.
-    let closed = format!("http://127.0.0.1:{}", super::helpers::free_port());
+    let closed = format!("http://127.0.0.1:{}", super::helpers::closed_port());
     let config = std::fs::read_to_string(app.path().join("satflow.yaml"))
         .unwrap()
         .replace(
@@ -421,7 +425,7 @@ async fn a_price_cap_pauses_the_order_above_it_and_no_price_changes_nothing() {
             &format!("peach_url: \"{closed}\""),
         );
     app.write("satflow.yaml", &config);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     set_price("70000").await;
     let run = app.satflow(&["trigger", "dca", "--wait"]);
     assert_eq!(run.code, 2, "{run:?}");

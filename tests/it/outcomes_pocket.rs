@@ -20,7 +20,7 @@ use satflow::sandbox::{self, SandboxOptions};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::helpers::{TestApp, eventually, free_port, terminate};
+use super::helpers::{Relay, TestApp, closed_port, eventually, terminate};
 use super::lnnode::{self, StandIn};
 
 // ---------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ async fn every_call_and_every_failure_has_the_outcome_the_table_says() {
     let closing = raw_server(None).await;
     let cut = raw_server(Some(CUT_200)).await;
     let (backlog, _fillers) = full_backlog().await;
-    let refused = format!("http://127.0.0.1:{}", free_port());
+    let refused = format!("http://127.0.0.1:{}", closed_port());
     let codes = [
         "in_progress",
         "already_completed",
@@ -708,6 +708,7 @@ struct Setup {
     sandbox: String,
     proxy: Proxy,
     node: StandIn,
+    relay: Relay,
     daemon: Option<std::process::Child>,
 }
 
@@ -715,9 +716,10 @@ impl Setup {
     /// A sandbox behind a fault proxy, an LND stand-in whose key satflow reads from the node,
     /// a Lightning order workflow `zap` and a payout workflow.
     async fn new(payout_with: &str, channel: bool) -> Setup {
-        let listen = free_port();
+        // The daemon binds port 0: the sandbox's webhooks wait in the relay until it is up.
+        let relay = Relay::start().await;
         let (addr, _sb) = sandbox::spawn(SandboxOptions {
-            webhook_url: Some(format!("http://127.0.0.1:{listen}/webhooks/pocket")),
+            webhook_url: Some(format!("{}/webhooks/pocket", relay.url)),
             webhook_secret: Some(SECRET.into()),
             retry_base: Duration::from_millis(200),
             ..SandboxOptions::default()
@@ -740,7 +742,7 @@ impl Setup {
         app.write(
             "satflow.yaml",
             &format!(
-                "database: sqlite://satflow.db\nlisten: 127.0.0.1:{listen}\n\
+                "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
                  pocket: {{ base_url: \"{proxy_url}\", client_id: sandbox-client, webhook_secret: {SECRET}, reconcile_every: 1s }}\n\
                  email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
                  outbox: {{ base_delay: 100ms, max_delay: 500ms, max_attempts: 5 }}\n\
@@ -760,6 +762,7 @@ impl Setup {
             sandbox,
             proxy,
             node,
+            relay,
             daemon: None,
         }
     }
@@ -779,7 +782,9 @@ impl Setup {
 
     async fn start(&mut self) {
         self.daemon = Some(self.app.spawn(&["run"], "daemon.log"));
-        let url = format!("http://{}/healthz", self.app.listen());
+        let listen = self.app.started().await;
+        self.relay.point_to(&format!("http://{listen}"));
+        let url = format!("http://{listen}/healthz");
         let start = std::time::Instant::now();
         while reqwest::get(&url)
             .await

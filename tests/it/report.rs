@@ -23,32 +23,14 @@ impl Lcg {
     }
 }
 
-/// An RFC 4180 reader: quoted fields with doubled quotes, CRLF line ends.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => field.push(c),
-        }
+/// The exchange id of event `i`; one holds a comma, quotes and a line break, which the CSV
+/// must quote and a reader must get back unchanged.
+fn id(i: u64) -> String {
+    if i == 7 {
+        "ex-0007, \"the seventh\"\r\nsecond line".to_string()
+    } else {
+        format!("ex-{i:04}")
     }
-    rows
 }
 
 fn dec(v: &Value) -> Decimal {
@@ -81,7 +63,7 @@ async fn report_totals_are_the_exact_sums_and_the_csv_reads_back() {
         let reason = (kind == 9).then(|| json!({ "code": "threshold_exceeded" }));
         let action = (kind == 8).then(|| json!({ "code": "identify" }));
         let exchange: Exchange = serde_json::from_value(json!({
-            "id": format!("ex-{i:04}"), "order_id": "order-1", "fee_rate": 0.012,
+            "id": id(i), "order_id": "order-1", "fee_rate": 0.012,
             "pair": format!("btc/{currency}"), "type": "buy", "cost": cost.to_string(),
             "executed_on": format!("2026-{:02}-{:02}T09:00:00Z", 1 + i / 28 % 12, 1 + i % 28),
             "amount": if reason.is_some() { Value::Null } else { json!(amount.to_string()) },
@@ -142,26 +124,36 @@ async fn report_totals_are_the_exact_sums_and_the_csv_reads_back() {
 
     let csv = app.satflow(&["report", "--csv"]);
     assert_eq!(csv.code, 0, "{csv:?}");
-    let rows = parse_csv(&csv.stdout);
-    assert_eq!(rows[0].join(","), satflow::ledger::CSV_COLUMNS.join(","));
-    assert_eq!(rows.len() - 1, entries.len(), "one row per entry");
-    let col = |name: &str| {
-        satflow::ledger::CSV_COLUMNS
-            .iter()
-            .position(|c| *c == name)
-            .unwrap()
-    };
+    // Read back with the csv crate's reader, by column name, and compared field by field
+    // with the JSON report of the same entries (in the same order).
+    let mut reader = csv::Reader::from_reader(csv.stdout.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header, satflow::ledger::CSV_COLUMNS);
+    let rows: Vec<HashMap<String, String>> = reader
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .expect("every CSV row parses");
+    assert_eq!(rows.len(), entries.len(), "one row per entry");
     let mut csv_btc = Decimal::ZERO;
-    for row in &rows[1..] {
+    for (row, entry) in rows.iter().zip(entries) {
         assert_eq!(row.len(), 12, "{row:?}");
+        for column in satflow::ledger::CSV_COLUMNS {
+            let want = entry[column].as_str().unwrap_or("");
+            assert_eq!(row[column], want, "{column} of {entry}");
+        }
         assert!(
-            chrono::DateTime::parse_from_rfc3339(&row[col("date")]).is_ok(),
+            chrono::DateTime::parse_from_rfc3339(&row["date"]).is_ok(),
             "{row:?}"
         );
-        if row[col("kind")] == "buy" {
-            csv_btc += row[col("btc_amount")].parse::<Decimal>().unwrap();
+        if row["kind"] == "buy" {
+            csv_btc += row["btc_amount"].parse::<Decimal>().unwrap();
         }
     }
+    let odd = id(7);
+    assert!(
+        rows.iter().any(|r| r["reference"] == odd),
+        "the id with a comma, quotes and a line break reads back whole"
+    );
     assert_eq!(csv_btc, btc, "the CSV adds up to the same bitcoin");
 
     let text = app.satflow(&["report"]);

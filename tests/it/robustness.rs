@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use satflow::pocket::webhook;
 use serde_json::{Value, json};
 
-use super::helpers::{TestApp, eventually, free_port, terminate};
+use super::helpers::{TestApp, eventually, terminate};
 use super::sink::Sink;
 
 const SECRET: &str = "robustness-webhook-secret";
@@ -17,11 +17,10 @@ const SECRET: &str = "robustness-webhook-secret";
 /// workflow that posts every executed exchange to `sink`.
 fn app(sink: &Sink) -> TestApp {
     let app = TestApp::empty();
-    let port = free_port();
     app.write(
         "satflow.yaml",
         &format!(
-            "database: sqlite://satflow.db\nlisten: 127.0.0.1:{port}\n\
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
              pocket: {{ base_url: \"http://127.0.0.1:9\", client_id: c, webhook_secret: {SECRET}, reconcile_every: 1h }}\n\
              email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
              engine: {{ lease: 2s }}\noutbox: {{ base_delay: 100ms, max_delay: 1s }}\n"
@@ -83,6 +82,7 @@ async fn health(app: &TestApp) -> (u16, Value) {
 }
 
 async fn wait_healthy(app: &TestApp, limit: Duration) -> Value {
+    app.started().await;
     let start = Instant::now();
     loop {
         if let Ok(r) = reqwest::get(format!("http://{}/healthz", app.listen())).await {

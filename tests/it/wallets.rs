@@ -8,7 +8,7 @@ use satflow::wallet::WalletKey;
 use serde_json::Value;
 
 use super::esplora::Esplora;
-use super::helpers::{TestApp, eventually, free_port, terminate};
+use super::helpers::{TestApp, closed_port, eventually, terminate};
 
 /// Account 1 of the "abandon … about" test seed.
 const VAULT: &str = "zpub6rFR7y4Q2AijF6Gk1bofHLs1d66hKFamhXWdWBup1Em25wfabZqkDqvaieV63fDQFaYmaatCG7jVNUpUiM2hAMo6SAVHcrUpSnHDpNzucB7";
@@ -58,9 +58,8 @@ async fn two_daemons_never_hand_out_the_same_address_and_the_index_survives_rest
     for _ in 0..20 {
         assert_eq!(app.satflow(&["trigger", "reserve"]).code, 0);
     }
-    let second = std::fs::read_to_string(app.path().join("satflow.yaml"))
-        .unwrap()
-        .replace(&app.listen(), &format!("127.0.0.1:{}", free_port()));
+    // Both bind port 0, so each gets a port of its own.
+    let second = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
     app.write("second.yaml", &second);
     let mut a = app.spawn(&["run", "-c", "satflow.yaml"], "a.log");
     let mut b = app.spawn(&["run", "-c", "second.yaml"], "b.log");
@@ -138,7 +137,7 @@ async fn addresses_used_on_chain_are_skipped_and_an_unreachable_explorer_stops_t
     assert_eq!(states, ["used", "used", "used", "reserved", "fresh"]);
 
     // The explorer is gone: no address rather than one that might be used.
-    let closed = format!("http://127.0.0.1:{}/api", free_port());
+    let closed = format!("http://127.0.0.1:{}/api", closed_port());
     let config = std::fs::read_to_string(app.path().join("satflow.yaml"))
         .unwrap()
         .replace(&esplora.url, &closed);

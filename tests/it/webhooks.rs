@@ -9,7 +9,7 @@ use satflow::sandbox::{self, SandboxOptions};
 use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 
-use super::helpers::{TestApp, eventually, free_port, terminate};
+use super::helpers::{Relay, TestApp, eventually, nothing_in_flight, terminate};
 use super::pocket::TestWallet;
 use super::sink::Sink;
 use super::smtp::SmtpSink;
@@ -25,7 +25,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// A daemon whose Pocket is `pocket_url`, emailing a loopback SMTP server; `workflows` are
-    /// written as given.
+    /// written as given. `listen_port` 0 (what the tests pass) lets the daemon pick a free
+    /// port; `url` is the address it reported.
     pub async fn start(
         pocket_url: &str,
         listen_port: u16,
@@ -51,7 +52,7 @@ impl Daemon {
         let check = app.satflow(&["check"]);
         assert_eq!(check.code, 0, "{check:?}");
         let child = app.spawn(&["run"], "daemon.log");
-        let url = format!("http://127.0.0.1:{listen_port}");
+        let url = format!("http://{}", app.started().await);
         let start = std::time::Instant::now();
         while reqwest::get(format!("{url}/healthz"))
             .await
@@ -154,7 +155,7 @@ pub fn payload(id: &str, state: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_verified_before_anything_else_and_stored_once() {
-    let d = Daemon::start("http://127.0.0.1:9", free_port(), "", &[]).await;
+    let d = Daemon::start("http://127.0.0.1:9", 0, "", &[]).await;
     // The documented test vector: a valid signature over a body satflow does not understand.
     let vector = br#"{"val":123,"val1":123456}"#;
     let good = "sha256=89cc7396704998f25bd0019bdc2ec30de78ff0c89add39685b30df608ba2a8d6";
@@ -258,14 +259,15 @@ async fn webhooks_are_verified_before_anything_else_and_stored_once() {
         health["webhooks"]["unrecognized"], 2,
         "both deliveries kept: {health}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything applied and sent: a second alert would be in the sink by now.
+    nothing_in_flight(&d.app, &d.url).await;
     assert_eq!(d.smtp.messages().len(), 1);
     d.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_out_of_order_pair_ends_in_the_furthest_state() {
-    let d = Daemon::start("http://127.0.0.1:9", free_port(), "alerts: []\n", &[]).await;
+    let d = Daemon::start("http://127.0.0.1:9", 0, "alerts: []\n", &[]).await;
     let states = ["executed", "interrupted", "settled", "refunded"];
     // Pocket's lifecycle: interrupted comes before executed; settled and refunded are final.
     let rank = |s: &str| match s {
@@ -313,13 +315,7 @@ async fn interrupted_and_refunded_exchanges_email_once_and_start_event_workflows
         "on: {{ event: [exchange.interrupted, exchange.refunded] }}\nsteps:\n  - uses: http.post\n    with: {{ url: \"{}\", json: {{ id: \"{{{{ event.exchange_id }}}}\", what: \"{{{{ event.name }}}}\" }} }}\n",
         sink.url("/event")
     );
-    let d = Daemon::start(
-        "http://127.0.0.1:9",
-        free_port(),
-        "",
-        &[("listen", &workflow)],
-    )
-    .await;
+    let d = Daemon::start("http://127.0.0.1:9", 0, "", &[("listen", &workflow)]).await;
     for _ in 0..3 {
         d.send("exchange.interrupted", payload("x-int", "interrupted"))
             .await;
@@ -330,7 +326,7 @@ async fn interrupted_and_refunded_exchanges_email_once_and_start_event_workflows
         d.smtp.messages().len() >= 2
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mail = d.smtp.messages();
     assert_eq!(
         mail.len(),
@@ -373,9 +369,10 @@ async fn interrupted_and_refunded_exchanges_email_once_and_start_event_workflows
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_checked() {
-    let listen = free_port();
+    // The daemon binds port 0: the sandbox's webhooks wait in the relay until it is up.
+    let relay = Relay::start().await;
     let (addr, _sb) = sandbox::spawn(SandboxOptions {
-        webhook_url: Some(format!("http://127.0.0.1:{listen}/webhooks/pocket")),
+        webhook_url: Some(format!("{}/webhooks/pocket", relay.url)),
         webhook_secret: Some(SECRET.into()),
         retry_base: Duration::from_millis(200),
         ..SandboxOptions::default()
@@ -391,7 +388,7 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
     let pocket = format!("http://{addr}");
     let d = Daemon::start(
         &pocket,
-        listen,
+        0,
         &format!("wallets:\n  cold: {{ xpub: {}, esplora_url: \"{}\" }}\n", wallet.zpub, esplora.url),
         &[(
             "dca",
@@ -399,6 +396,7 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
         )],
     )
     .await;
+    relay.point_to(&d.url);
     let message = d
         .app
         .satflow(&["order", "setup", "dca", "--message-only"])
@@ -538,7 +536,7 @@ async fn an_exchange_far_from_the_market_price_raises_one_alert() {
     assert!(r.status().is_success());
     let d = Daemon::start(
         "http://127.0.0.1:9",
-        free_port(),
+        0,
         &format!("prices: {{ peach_url: \"http://{market}\", sanity_percent: 5 }}\n"),
         &[],
     )
@@ -561,7 +559,7 @@ async fn an_exchange_far_from_the_market_price_raises_one_alert() {
         !d.smtp.messages().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    nothing_in_flight(&d.app, &d.url).await;
     let mail = d.smtp.messages();
     assert_eq!(
         mail.len(),
