@@ -1,8 +1,9 @@
 //! Withdrawals to cold storage, exactly once: from the Lightning Peach hub (`lightningpeach`) or
 //! an LND node's on-chain wallet (`lnd`) to a freshly reserved address of the user's wallet.
 //!
-//! A withdrawal is keyed by `(workflow, scheduled period)`. The step plans it — its row and its
-//! reserved address commit with the step — and an outbox item carries it out. Before the
+//! A withdrawal is keyed by `(workflow, scheduled period)`. The `withdraw` step
+//! (`crate::actions::withdraw`) plans it — its row and its reserved address commit with the
+//! step — and an outbox item carries it out through [`execute`] here. Before the
 //! provider is called the row says so (`requesting`, with the balance seen); an attempt whose
 //! outcome is unknown is reconciled through the provider first (LND: the transaction labelled
 //! with the key; the hub: its balance, since a withdrawal takes all of it). Then the withdrawal
