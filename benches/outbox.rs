@@ -43,7 +43,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("bench.db")).await.unwrap();
         let items: Vec<_> = (0..n)
-            .map(|i| http::item(format!("bench/{i}"), None, &url, &[], json!({ "i": i }), &[], Duration::from_secs(10)))
+            .map(|i| http::item(format!("bench/{i}"), None, &url, &[], json!({ "i": i }), &[], Duration::from_secs(10)).expect("an http payload is JSON"))
             .collect();
         store.enqueue(&items, satflow::clock::system_now()).await.unwrap();
 

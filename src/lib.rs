@@ -3,6 +3,7 @@
 //! The library holds everything; the `satflow` binary only parses the command line and calls
 //! into `cli`. See DESIGN.md for the architecture and the contracts users rely on.
 
+pub mod actions;
 pub mod cli;
 pub mod clients;
 pub mod clock;

@@ -13,25 +13,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Duration;
-use lettre::message::Mailbox;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::health::Heartbeat;
 use super::logs;
+use crate::actions::{StepCx, StepOutcome, skipped_output};
 use crate::clock::Clock;
 use crate::config::{Alert, Config};
-use crate::notify::email::{Alerts, Content, Mailer};
-use crate::outbox::handlers::http;
+use crate::notify::email::{Alerts, Mailer};
 use crate::pocket::PocketClient;
-use crate::pocket::action::OrderKeeper;
-use crate::store::{
-    NewItem, NewWithdrawal, Recorded, Reservation, RunRow, StepRecord, StepStatus, Store,
-    StoreError,
-};
-use crate::workflow::actions::{self, Action, EmailContent, Param};
-use crate::workflow::expr::{eval_condition, render};
+use crate::store::{Recorded, RunRow, StepRecord, StepStatus, Store, StoreError};
+use crate::workflow::expr::eval_condition;
 use crate::workflow::{Step, Workflow};
 
 pub struct Runner {
@@ -62,55 +56,6 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The log line of a failing pass of the runner (rate-limited).
 const RUNNER: &str = "runner";
-
-/// What executing one step decided, before it is recorded: its status and output, and the
-/// effects it causes (outbox items committed with it).
-pub struct StepOutcome {
-    pub status: StepStatus,
-    pub output: Option<Value>,
-    pub error: Option<String>,
-    pub effects: Vec<NewItem>,
-    /// An address handed out by the step, committed with it.
-    pub reservation: Option<Reservation>,
-    /// A withdrawal planned by the step, committed with it.
-    pub withdrawal: Option<NewWithdrawal>,
-}
-
-impl StepOutcome {
-    pub fn failed(error: impl Into<String>) -> Self {
-        StepOutcome {
-            status: StepStatus::Failed,
-            output: None,
-            error: Some(error.into()),
-            effects: Vec::new(),
-            reservation: None,
-            withdrawal: None,
-        }
-    }
-
-    pub fn succeeded(output: Value, effects: Vec<NewItem>) -> Self {
-        StepOutcome {
-            status: StepStatus::Succeeded,
-            output: Some(output),
-            error: None,
-            effects,
-            reservation: None,
-            withdrawal: None,
-        }
-    }
-
-    /// The step waits for `effect`; its result becomes the step's output.
-    pub fn waiting(effect: NewItem) -> Self {
-        StepOutcome {
-            status: StepStatus::Waiting,
-            output: None,
-            error: None,
-            effects: vec![effect],
-            reservation: None,
-            withdrawal: None,
-        }
-    }
-}
 
 /// Aborts a task when dropped: a run's task does not outlive the runner that awaits it.
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -287,7 +232,7 @@ impl Runner {
                         continue;
                     }
                     StepStatus::Skipped => {
-                        outputs.insert(step.id.clone(), skipped_output(step));
+                        outputs.insert(step.id.clone(), skipped_output(step.uses));
                         continue;
                     }
                     StepStatus::Failed => {
@@ -316,14 +261,7 @@ impl Runner {
                 let outcome = match &step.condition {
                     Some(condition) => match eval_condition(&self.env, condition, &ctx) {
                         Ok(true) => self.perform(&run, step, &ctx).await,
-                        Ok(false) => StepOutcome {
-                            status: StepStatus::Skipped,
-                            output: Some(skipped_output(step)),
-                            error: None,
-                            effects: Vec::new(),
-                            reservation: None,
-                            withdrawal: None,
-                        },
+                        Ok(false) => StepOutcome::skipped(step.uses),
                         Err(e) => StepOutcome::failed(format!("if: {e}")),
                     },
                     None => self.perform(&run, step, &ctx).await,
@@ -416,12 +354,12 @@ impl Runner {
         workflow: Option<&Workflow>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let mut ctx = self.context(
+        let ctx = self.context_of(
             run,
             workflow.unwrap_or(&placeholder(&run.workflow)),
             &Map::new(),
+            Some(error),
         );
-        ctx["run"]["error"] = json!(error);
         let alert = self
             .alerts
             .item(&self.env, Alert::RunFailed, &run.id.to_string(), &ctx);
@@ -449,221 +387,58 @@ impl Runner {
 
     /// `event`, `steps`, `run` and `workflow`, as expressions and templates see them.
     fn context(&self, run: &RunRow, workflow: &Workflow, outputs: &Map<String, Value>) -> Value {
+        self.context_of(run, workflow, outputs, None)
+    }
+
+    /// The context, with the run's `error` when it failed (for the alert).
+    fn context_of(
+        &self,
+        run: &RunRow,
+        workflow: &Workflow,
+        outputs: &Map<String, Value>,
+        error: Option<&str>,
+    ) -> Value {
+        let mut about = Map::new();
+        about.insert("id".into(), json!(run.id));
+        about.insert("trigger".into(), json!(run.trigger));
+        about.insert("key".into(), json!(run.trigger_key));
+        about.insert(
+            "started_at".into(),
+            json!(run.started_at.map(|t| t.to_rfc3339())),
+        );
+        if let Some(error) = error {
+            about.insert("error".into(), json!(error));
+        }
         json!({
             "event": run.event.clone().unwrap_or(Value::Null),
             "steps": outputs,
-            "run": {
-                "id": run.id,
-                "trigger": run.trigger,
-                "key": run.trigger_key,
-                "started_at": run.started_at.map(|t| t.to_rfc3339()),
-            },
+            "run": about,
             "workflow": { "name": workflow.name },
         })
     }
 
-    /// Decides what a step does. Effects are returned, not performed.
+    /// Decides what a step does, through its action. Effects are returned, not performed.
     #[tracing::instrument(name = "step", skip_all, fields(run_id = run.id, step_id = %step.id, uses = step.uses))]
     async fn perform(&self, run: &RunRow, step: &Step, ctx: &Value) -> StepOutcome {
-        let key = format!("run/{}/step/{}", run.id, step.id);
-        match &step.action {
-            Action::Email(email) => {
-                let Some(mailer) = &self.mailer else {
-                    return StepOutcome::failed("satflow.yaml has no `email` section");
-                };
-                let to = match email
-                    .to
-                    .iter()
-                    .map(|p| {
-                        self.param(p, ctx, |s| s.parse::<Mailbox>().map_err(|e| e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                {
-                    Ok(to) => to,
-                    Err(e) => return StepOutcome::failed(format!("to: {e}")),
-                };
-                let content = match &email.content {
-                    EmailContent::Template(name) => Content::Template(name),
-                    EmailContent::Inline { subject, body } => Content::Inline { subject, body },
-                };
-                // The digest template gets the ledger and its chart.
-                let mut ctx = ctx.clone();
-                let mut chart = None;
-                if matches!(&email.content, EmailContent::Template(n) if n == crate::ledger::DIGEST_TEMPLATE)
-                {
-                    let entries = match (
-                        self.store.exchanges(i64::MAX).await,
-                        self.store.withdrawals(i64::MAX).await,
-                    ) {
-                        (Ok(x), Ok(w)) => crate::ledger::entries(&x, &w),
-                        (Err(e), _) | (_, Err(e)) => return StepOutcome::failed(e.to_string()),
-                    };
-                    let (digest, png) = crate::ledger::digest(&entries, self.clock.now());
-                    ctx["digest"] = digest;
-                    chart = png;
-                }
-                match mailer.compose(&self.env, key, content, &ctx, Some(to), false, None) {
-                    Ok(mut item) => {
-                        if let Some(png) = &chart {
-                            crate::notify::email::attach(
-                                &mut item,
-                                "stacking.png",
-                                "image/png",
-                                png,
-                            );
-                        }
-                        StepOutcome::succeeded(
-                            json!({ "message_id": item.payload["message_id"] }),
-                            vec![item],
-                        )
-                    }
-                    Err(e) => StepOutcome::failed(e),
-                }
-            }
-            Action::HttpPost(post) => {
-                let url = match self.param(&post.url, ctx, |s| {
-                    url::Url::parse(s).map_err(|e| e.to_string())
-                }) {
-                    Ok(url) => url,
-                    Err(e) => return StepOutcome::failed(format!("url: {e}")),
-                };
-                let body = match render_json(&self.env, &post.json, ctx) {
-                    Ok(body) => body,
-                    Err(e) => return StepOutcome::failed(format!("json: {e}")),
-                };
-                let item = http::item(
-                    key,
-                    Some((run.id, step.id.clone())),
-                    url.as_str(),
-                    &post.url_secrets,
-                    body,
-                    &post.headers,
-                    post.timeout,
-                );
-                StepOutcome::waiting(item)
-            }
-            Action::WalletAddress(w) => {
-                let Some(wallet) = self.config.wallets.get(&w.wallet) else {
-                    return StepOutcome::failed(format!(
-                        "wallet `{}` is no longer in satflow.yaml",
-                        w.wallet
-                    ));
-                };
-                let used_by = format!("workflow {} run {} step {}", run.workflow, run.id, step.id);
-                match crate::wallet::rotation::next_address(
-                    &self.store,
-                    &w.wallet,
-                    wallet,
-                    &used_by,
-                )
-                .await
-                {
-                    Ok(r) => {
-                        let output =
-                            json!({ "wallet": r.wallet, "index": r.index, "address": r.address });
-                        let mut outcome = StepOutcome::succeeded(output, Vec::new());
-                        outcome.reservation = Some(r);
-                        outcome
-                    }
-                    Err(e) => StepOutcome::failed(e),
-                }
-            }
-            Action::PocketPayout(payout) => {
-                crate::pocket::payout::prepare(
-                    &self.store,
-                    &self.config,
-                    &self.workflows,
-                    run,
-                    payout,
-                    key,
-                    &step.id,
-                )
-                .await
-            }
-            Action::PocketOrder(declared) => {
-                let Some(client) = &self.pocket else {
-                    return StepOutcome::failed("satflow.yaml has no `pocket` section");
-                };
-                let keeper = OrderKeeper {
-                    store: &self.store,
-                    client,
-                    config: &self.config,
-                    env: &self.env,
-                };
-                keeper
-                    .keep(&run.workflow, declared, ctx, key, (run.id, step.id.clone()))
-                    .await
-            }
-            Action::PriceQuote(q) => {
-                let currency = match self.param(&q.currency, ctx, |s| {
-                    s.parse::<crate::domain::Currency>()
-                        .map_err(|e| e.to_string())
-                }) {
-                    Ok(c) => c,
-                    Err(e) => return StepOutcome::failed(format!("currency: {e}")),
-                };
-                // The step's `source:` overrides the configured list.
-                let sources = q
-                    .source
-                    .map_or_else(|| self.config.prices.sources.clone(), |s| vec![s]);
-                let max_age = q.max_age.unwrap_or(self.config.prices.max_age);
-                match crate::prices::quote(
-                    &self.store,
-                    &self.config,
-                    &sources,
-                    currency,
-                    max_age,
-                    self.clock.now(),
-                )
-                .await
-                {
-                    Ok(quote) => StepOutcome::succeeded(
-                        json!({
-                            "price": crate::pocket::types::number(quote.price),
-                            "currency": currency.code(),
-                            "source": crate::prices::source_name(quote.source),
-                            "fetched_at": quote.fetched_at.to_rfc3339(),
-                        }),
-                        Vec::new(),
-                    ),
-                    // Fail closed: no step after this one acts on no price.
-                    Err(e) => StepOutcome::failed(format!("no price to act on: {e}")),
-                }
-            }
-            Action::Withdraw(w) => {
-                crate::withdraw::prepare(&self.store, &self.config, run, w, key, &step.id).await
-            }
-            Action::PocketRefresh(r) => self.refresh(r, run, ctx).await,
-        }
+        let processor = || self.processor();
+        let cx = StepCx {
+            store: &self.store,
+            config: &self.config,
+            pocket: self.pocket.as_ref(),
+            clock: &self.clock,
+            workflows: &self.workflows,
+            mailer: self.mailer.as_ref(),
+            env: &self.env,
+            processor: &processor,
+            run,
+            step_id: &step.id,
+            ctx,
+        };
+        step.action.perform(&cx).await
     }
 
-    /// `pocket.refresh`: the exchange (`exchange:`, else the event's) read back now and applied
-    /// through the exchange state machine, as a reconciliation would.
-    async fn refresh(&self, r: &actions::PocketRefresh, run: &RunRow, ctx: &Value) -> StepOutcome {
-        let Some(client) = &self.pocket else {
-            return StepOutcome::failed("satflow.yaml has no `pocket` section");
-        };
-        let id = match &r.exchange {
-            Some(p) => match self.param(p, ctx, |s| Ok(s.to_string())) {
-                Ok(id) => id,
-                Err(e) => return StepOutcome::failed(format!("exchange: {e}")),
-            },
-            None => match ctx["event"]["exchange_id"].as_str() {
-                Some(id) => id.to_string(),
-                None => {
-                    return StepOutcome::failed(format!(
-                        "exchange: run {} has no event exchange; name one with `exchange:`",
-                        run.id
-                    ));
-                }
-            },
-        };
-        let id = id.trim().to_string();
-        if !crate::pocket::types::is_uuid(&id) {
-            return StepOutcome::failed(format!(
-                "exchange: \"{id}\" is not a Pocket exchange id; expected a UUID such as 0b6f7c2e-1c4a-4e8e-9a51-3f0d2b7c9e11"
-            ));
-        }
+    /// The exchange processor's state machine, for a step that reads an exchange back.
+    fn processor(&self) -> crate::exchanges::Processor {
         let workflows: Vec<Workflow> = self
             .workflows
             .values()
@@ -673,8 +448,7 @@ impl Runner {
         let all: Vec<Workflow> = self.workflows.values().cloned().collect();
         let payout_wallets = super::context::payout_wallets(&all);
         let explorers = super::context::explorers(&self.config, &payout_wallets);
-        // The processor's state machine, for this one read-back.
-        let processor = crate::exchanges::Processor {
+        crate::exchanges::Processor {
             store: self.store.clone(),
             config: Arc::clone(&self.config),
             workflows,
@@ -687,51 +461,8 @@ impl Runner {
             wake_outbox: Arc::clone(&self.wake_outbox),
             explorers,
             payout_wallets,
-        };
-        match processor
-            .refresh(client, &id, &crate::pocket::outcomes::Patience::default())
-            .await
-        {
-            Ok(applied) => StepOutcome::succeeded(
-                json!({
-                    "exchange_id": id,
-                    "state": applied.state.name(),
-                    "changed": applied.transitioned,
-                }),
-                Vec::new(),
-            ),
-            Err(e) => StepOutcome::failed(format!("exchange {id}: {e}")),
         }
     }
-
-    fn param<T>(
-        &self,
-        param: &Param<T>,
-        ctx: &Value,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, String>
-    where
-        T: Clone,
-    {
-        match param {
-            Param::Value(v) => Ok(v.clone()),
-            Param::Template(source) => {
-                let text = render(&self.env, source, ctx)?;
-                parse(text.trim())
-                    .map_err(|e| format!("\"{}\" (from the template): {e}", text.trim()))
-            }
-        }
-    }
-}
-
-/// What a skipped step shows to later steps: each of its outputs, as none.
-fn skipped_output(step: &Step) -> Value {
-    let mut out: Map<String, Value> = actions::outputs(step.uses)
-        .iter()
-        .map(|o| (o.to_string(), Value::Null))
-        .collect();
-    out.insert("skipped".into(), Value::Bool(true));
-    Value::Object(out)
 }
 
 /// A stand-in for a workflow that is gone, so its failure can still be reported.
@@ -745,36 +476,12 @@ fn placeholder(name: &str) -> Workflow {
     }
 }
 
-/// Renders every templated string inside a JSON value.
-fn render_json(
-    env: &minijinja::Environment<'_>,
-    value: &Value,
-    ctx: &Value,
-) -> Result<Value, String> {
-    Ok(match value {
-        Value::String(s) if s.contains("{{") || s.contains("{%") => {
-            Value::String(render(env, s, ctx)?)
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| render_json(env, v, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_json(env, v, ctx)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::config::{Database, EngineConfig, OutboxConfig, PriceSource, PricesConfig};
+    use crate::outbox::Effect;
     use crate::store::{RunStatus, Trigger};
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -829,6 +536,178 @@ mod tests {
             wake: Arc::new(Notify::new()),
             heartbeat: Heartbeat::default(),
         })
+    }
+
+    /// A runner for the one workflow `w` made of `steps`, with an email section (a folder).
+    fn runner_of(store: &Store, steps: Vec<Step>) -> Arc<Runner> {
+        let runner = runner(store, Arc::new(Tripwire(AtomicBool::new(false))));
+        let mut runner = Arc::into_inner(runner).unwrap();
+        let email = crate::config::EmailConfig {
+            transport: crate::config::EmailTransport::Dir("mail".into()),
+            from: "satflow@example.com".parse().unwrap(),
+            to: vec!["me@example.com".parse().unwrap()],
+        };
+        runner.mailer = Some(Mailer::new(&email, Default::default()));
+        let mut workflow = placeholder("w");
+        workflow.steps = steps;
+        runner.workflows = [("w".to_string(), workflow)].into_iter().collect();
+        Arc::new(runner)
+    }
+
+    fn step(id: &str, action: crate::actions::Action, condition: Option<&str>) -> Step {
+        let uses = match &action {
+            crate::actions::Action::Email(_) => "email",
+            crate::actions::Action::HttpPost(_) => "http.post",
+            _ => unreachable!("these tests use email and http.post"),
+        };
+        Step {
+            id: id.into(),
+            uses,
+            action,
+            condition: condition.map(str::to_string),
+            pos: crate::source::Pos { line: 1, col: 1 },
+            index: 0,
+        }
+    }
+
+    fn email(subject: &str) -> crate::actions::Action {
+        crate::actions::Action::Email(crate::actions::Email {
+            content: crate::actions::email::EmailContent::Inline {
+                subject: subject.into(),
+                body: "body".into(),
+            },
+            to: Vec::new(),
+        })
+    }
+
+    fn post(url: crate::actions::Param<url::Url>, json: Value) -> crate::actions::Action {
+        crate::actions::Action::HttpPost(crate::actions::HttpPost {
+            url,
+            url_secrets: Vec::new(),
+            json,
+            headers: Vec::new(),
+            timeout: std::time::Duration::from_secs(5),
+        })
+    }
+
+    /// Queues a run of `w`, claims it and executes it as far as it goes.
+    async fn execute_one(store: &Store, runner: &Runner) -> i64 {
+        let now = chrono::Utc::now();
+        store
+            .queue_run("w", Trigger::Manual, "k", None, now)
+            .await
+            .unwrap();
+        let run = store
+            .claim_run("test", now, Duration::seconds(30), &[])
+            .await
+            .unwrap()
+            .unwrap();
+        runner.execute(run.clone()).await.unwrap();
+        run.id
+    }
+
+    #[tokio::test]
+    async fn a_step_whose_condition_is_false_is_skipped_and_later_steps_see_it_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let runner = runner_of(
+            &store,
+            vec![
+                step("quiet", email("never"), Some("false")),
+                step("loud", email("sent"), Some("steps.quiet.skipped")),
+            ],
+        );
+        let id = execute_one(&store, &runner).await;
+        assert_eq!(
+            store.run(id).await.unwrap().unwrap().status,
+            RunStatus::Succeeded
+        );
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(
+            steps
+                .iter()
+                .map(|s| (s.step_id.as_str(), s.status.name()))
+                .collect::<Vec<_>>(),
+            [("quiet", "skipped"), ("loud", "succeeded")]
+        );
+        assert_eq!(
+            steps[0].output,
+            Some(json!({ "message_id": null, "skipped": true }))
+        );
+        let emails: Vec<_> = store.outbox_items(50).await.unwrap();
+        assert_eq!(emails.len(), 1, "only the step that ran queued an email");
+        let sent = crate::outbox::handlers::email::EmailEffect::decode(&emails[0].payload).unwrap();
+        assert_eq!(sent.subject, "sent");
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_fails_the_run_and_no_later_step_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let runner = runner_of(
+            &store,
+            vec![
+                step(
+                    "hook",
+                    post(
+                        crate::actions::Param::Template("not a url {{ run.id }}".into()),
+                        json!({}),
+                    ),
+                    None,
+                ),
+                step("after", email("must not be sent"), None),
+            ],
+        );
+        let id = execute_one(&store, &runner).await;
+        let run = store.run(id).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        let error = run.error.unwrap_or_default();
+        assert!(
+            error.starts_with("step `hook` failed: url: \"not a url 1\" (from the template)"),
+            "{error}"
+        );
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(steps[0].status, StepStatus::Failed);
+        assert!(store.outbox_items(50).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_steps_output_reaches_the_templates_of_a_later_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let runner = runner_of(
+            &store,
+            vec![
+                step("mail", email("hello"), None),
+                step(
+                    "hook",
+                    post(
+                        crate::actions::Param::Value("http://127.0.0.1:9/hook".parse().unwrap()),
+                        json!({ "sent": "{{ steps.mail.message_id }}", "n": 1 }),
+                    ),
+                    None,
+                ),
+            ],
+        );
+        let id = execute_one(&store, &runner).await;
+        // The POST is an effect the run waits for.
+        assert_eq!(
+            store.run(id).await.unwrap().unwrap().status,
+            RunStatus::Waiting
+        );
+        let steps = store.steps(id).await.unwrap();
+        let message_id = crate::notify::email::message_id(
+            &format!("run/{id}/step/mail"),
+            &"satflow@example.com".parse().unwrap(),
+        );
+        assert_eq!(steps[0].output, Some(json!({ "message_id": message_id })));
+        assert_eq!(steps[1].status, StepStatus::Waiting);
+        let items = store.outbox_items(50).await.unwrap();
+        let hook = items.iter().find(|i| i.kind == "http").expect("the POST");
+        let payload = crate::actions::http_post::HttpEffect::decode(&hook.payload).unwrap();
+        assert_eq!(payload.json, json!({ "sent": message_id, "n": 1 }));
+        assert_eq!(hook.key, format!("run/{id}/step/hook"));
     }
 
     #[tokio::test]

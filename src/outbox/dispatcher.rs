@@ -13,12 +13,13 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use super::handlers::email::is_alert;
 use super::{HandlerError, Handlers, backoff};
 use crate::clock::Clock;
 use crate::config::{Alert, OutboxConfig};
 use crate::health::Heartbeat;
 use crate::logs;
-use crate::notify::email::{Alerts, KIND as EMAIL};
+use crate::notify::email::Alerts;
 use crate::store::{Claimed, Completion, Store, StoreError};
 
 /// How many items one pass claims at most; they are handled concurrently.
@@ -229,9 +230,7 @@ impl Dispatcher {
         let now = self.clock.now();
         let dead_alert = match &completion {
             // An alert that dies does not alert again.
-            Completion::Dead { error, .. }
-                if !(item.kind == EMAIL && item.payload["alert"] == true) =>
-            {
+            Completion::Dead { error, .. } if !is_alert(&item.kind, &item.payload) => {
                 let ctx = json!({ "event": {
                     "item_id": item.id,
                     "kind": item.kind,
@@ -293,6 +292,7 @@ impl Dispatcher {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
+    use crate::outbox::Effect;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The system's time, except that reading number `trip` panics: a fault injected into an
@@ -323,7 +323,8 @@ mod tests {
             json!({}),
             &[],
             std::time::Duration::from_secs(2),
-        );
+        )
+        .unwrap();
         store
             .enqueue(&[item], crate::clock::system_now())
             .await
@@ -430,9 +431,10 @@ mod tests {
             .iter()
             .find(|i| i.key.starts_with("alert/dead_letter/summary/"))
             .expect("a summary");
-        let subject = summary.payload["subject"].as_str().unwrap();
+        let email = crate::outbox::handlers::email::EmailEffect::decode(&summary.payload).unwrap();
+        let subject = email.subject;
         assert!(subject.contains("4 more dead_letter alerts"), "{subject}");
-        let body = summary.payload["body"].as_str().unwrap();
+        let body = email.body;
         assert!(body.contains("satflow outbox"), "{body}");
     }
 }

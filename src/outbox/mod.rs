@@ -8,11 +8,13 @@
 
 pub mod backoff;
 pub mod dispatcher;
+pub mod effect;
 pub mod handlers;
 
 use std::time::Duration;
 
 pub use dispatcher::Dispatcher;
+pub use effect::Effect;
 pub use handlers::Handlers;
 
 /// Why a handler did not complete its item.

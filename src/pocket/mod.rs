@@ -1,11 +1,9 @@
 //! Pocket Bitcoin: the API client, its types, webhook signatures, the payment instructions a
 //! bank needs, and the sandbox that plays Pocket for tests, the demo and rehearsals.
 
-pub mod action;
 pub mod client;
 pub mod outcomes;
 pub mod payment;
-pub mod payout;
 pub mod types;
 pub mod webhook;
 

@@ -1073,6 +1073,6 @@ mod tests {
         assert_eq!(refused.field, "amount");
         assert!(crate::domain::Btc::new(exchange.amount.unwrap()).is_err());
         let event = json!({ "amount": exchange.amount.unwrap().to_string(), "exchange": {} });
-        assert!(crate::pocket::payout::payout_amount(&event).is_err());
+        assert!(crate::actions::pocket_payout::payout_amount(&event).is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! Withdrawals to cold storage, exactly once: from the Lightning Peach hub (`lightningpeach`) or
 //! an LND node's on-chain wallet (`lnd`) to a freshly reserved address of the user's wallet.
 //!
-//! A withdrawal is keyed by `(workflow, scheduled period)`. The step plans it — its row and its
-//! reserved address commit with the step — and an outbox item carries it out. Before the
+//! A withdrawal is keyed by `(workflow, scheduled period)`. The `withdraw` step
+//! (`crate::actions::withdraw`) plans it — its row and its reserved address commit with the
+//! step — and an outbox item carries it out through [`execute`] here. Before the
 //! provider is called the row says so (`requesting`, with the balance seen); an attempt whose
 //! outcome is unknown is reconciled through the provider first (LND: the transaction labelled
 //! with the key; the hub: its balance, since a withdrawal takes all of it). Then the withdrawal
@@ -28,16 +29,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Value, json};
 
 use crate::config::{Alert, Config, WithdrawProvider};
-use crate::engine::runner::StepOutcome;
 use crate::lightning::node::{Node, NodeError};
 use crate::notify::email::{Alerts, Mailer};
 use crate::outbox::HandlerError;
-use crate::store::{
-    NewItem, NewWithdrawal, RunRow, Store, WithdrawalRow, WithdrawalStatus, WithdrawalUpdate,
-};
+use crate::store::{Store, WithdrawalRow, WithdrawalStatus, WithdrawalUpdate};
 use crate::wallet::chain::ChainSource;
-use crate::wallet::rotation::next_address;
-use crate::workflow::actions::Withdraw;
 use hub::{HubClient, HubError};
 
 /// The outbox kind of a withdrawal.
@@ -100,83 +96,6 @@ impl Item {
         serde_json::from_value(payload.clone())
             .map_err(|e| format!("the withdrawal's policy cannot be read: {e}"))
     }
-}
-
-/// The step: reserves the destination and plans the withdrawal; the outbox does the rest.
-pub async fn prepare(
-    store: &Store,
-    config: &Config,
-    run: &RunRow,
-    w: &Withdraw,
-    key: String,
-    step_id: &str,
-) -> StepOutcome {
-    let Some(wallet) = config.wallets.get(&w.to_wallet) else {
-        return StepOutcome::failed(format!(
-            "wallet `{}` is no longer in satflow.yaml",
-            w.to_wallet
-        ));
-    };
-    if !config.withdraw.contains_key(&w.from) {
-        return StepOutcome::failed(format!("withdraw.{} is no longer in satflow.yaml", w.from));
-    }
-    // One withdrawal per workflow and scheduled period (or manual trigger).
-    let withdrawal_key = format!("{}/{}", run.workflow, run.trigger_key);
-    let reused = match store
-        .skipped_withdrawal_address(&run.workflow, &w.to_wallet)
-        .await
-    {
-        Ok(r) => r.filter(|(address, index)| {
-            // Only while the wallet still has the key that address came from.
-            wallet
-                .key
-                .address_at(*index, wallet.network)
-                .is_ok_and(|a| a.to_string() == *address)
-        }),
-        Err(e) => return StepOutcome::failed(e.to_string()),
-    };
-    let (address, index, reservation) = match reused {
-        Some((address, index)) => (address, index, None),
-        None => match next_address(
-            store,
-            &w.to_wallet,
-            wallet,
-            &format!("withdrawal {withdrawal_key}"),
-        )
-        .await
-        {
-            Ok(r) => (r.address.clone(), r.index, Some(r)),
-            Err(e) => return StepOutcome::failed(e),
-        },
-    };
-    let item = Item {
-        withdrawal: withdrawal_key.clone(),
-        from: w.from.clone(),
-        min_amount_sat: w.min_amount_sat,
-        max_fee_percent: w.max_fee_percent,
-        max_fee_rate: w.max_fee_rate,
-        keep_sat: w.keep_sat,
-    };
-    let payload = match serde_json::to_value(&item) {
-        Ok(p) => p,
-        Err(e) => return StepOutcome::failed(format!("cannot write the withdrawal: {e}")),
-    };
-    let mut outcome = StepOutcome::waiting(NewItem {
-        kind: KIND.into(),
-        key,
-        payload,
-        run: Some((run.id, step_id.to_string())),
-    });
-    outcome.withdrawal = Some(NewWithdrawal {
-        key: withdrawal_key,
-        workflow: run.workflow.clone(),
-        provider: w.from.clone(),
-        wallet: w.to_wallet.clone(),
-        address,
-        address_index: index,
-    });
-    outcome.reservation = reservation;
-    outcome
 }
 
 /// What `steps.<id>` holds after a `withdraw` step.
@@ -324,26 +243,25 @@ async fn fail(store: &Store, key: &str, e: HandlerError) -> HandlerError {
     }
 }
 
+/// An item whose policy cannot be read: the row says why, unless an earlier attempt may have
+/// reached the provider.
+pub async fn refuse(store: &Store, payload: &Value, e: HandlerError) -> HandlerError {
+    /// Only which withdrawal the item is for.
+    #[derive(Deserialize)]
+    struct Named {
+        withdrawal: String,
+    }
+    if let Ok(Named { withdrawal: key }) = Named::deserialize(payload)
+        && let Ok(Some(row)) = store.withdrawal(&key).await
+        && row.status == WithdrawalStatus::Planned
+    {
+        return fail(store, &key, e).await;
+    }
+    e
+}
+
 /// The outbox handler: decides with the policy, then withdraws.
-pub async fn execute(
-    store: &Store,
-    config: &Config,
-    payload: &Value,
-) -> Result<Value, HandlerError> {
-    let item = match Item::parse(payload) {
-        Ok(item) => item,
-        Err(reason) => {
-            let e = HandlerError::permanent(format!("{reason}; nothing was moved"));
-            // The row says why, unless an earlier attempt may have reached the provider.
-            if let Some(key) = payload["withdrawal"].as_str()
-                && let Ok(Some(row)) = store.withdrawal(key).await
-                && row.status == WithdrawalStatus::Planned
-            {
-                return Err(fail(store, key, e).await);
-            }
-            return Err(e);
-        }
-    };
+pub async fn execute(store: &Store, config: &Config, item: &Item) -> Result<Value, HandlerError> {
     let key = item.withdrawal.as_str();
     let row = store
         .withdrawal(key)
@@ -355,7 +273,7 @@ pub async fn execute(
     if row.status != WithdrawalStatus::Planned && row.status != WithdrawalStatus::Requesting {
         return Ok(output(&row));
     }
-    match attempt(store, config, &item, &row).await {
+    match attempt(store, config, item, &row).await {
         // A refusal before the provider was called is final: the row says why, so
         // `satflow withdrawals` does not show it as still in progress.
         Err(e @ HandlerError::Permanent { .. }) if row.status == WithdrawalStatus::Planned => {
@@ -488,9 +406,8 @@ fn next_look(config: &Config, now: chrono::DateTime<chrono::Utc>) -> chrono::Dat
 pub async fn reconcile(
     store: &Store,
     config: &Config,
-    payload: &Value,
+    item: &Item,
 ) -> Option<Result<Value, HandlerError>> {
-    let item = Item::parse(payload).ok()?;
     let key = item.withdrawal.as_str();
     let row = store.withdrawal(key).await.ok()??;
     if row.status != WithdrawalStatus::Requesting {
@@ -683,12 +600,16 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
         let notify = (row.status == WithdrawalStatus::Requested && reported)
             .then(|| {
                 let mut event = output(row);
-                event["key"] = json!(row.key);
-                event["provider"] = json!(row.provider);
-                event["wallet"] = json!(row.wallet);
-                event["status"] = json!(update.status);
-                event["txid"] = json!(update.txid);
-                event["reason"] = json!(update.reason);
+                if let Value::Object(event) = &mut event {
+                    event.extend([
+                        ("key".to_string(), json!(row.key)),
+                        ("provider".to_string(), json!(row.provider)),
+                        ("wallet".to_string(), json!(row.wallet)),
+                        ("status".to_string(), json!(update.status)),
+                        ("txid".to_string(), json!(update.txid)),
+                        ("reason".to_string(), json!(update.reason)),
+                    ]);
+                }
                 let ctx = json!({ "event": event });
                 alerts.item(
                     &env,

@@ -17,14 +17,77 @@
 use std::path::PathBuf;
 
 use lettre::message::header::ContentType;
-use lettre::message::{Attachment, MultiPart, SinglePart};
+use lettre::message::{Attachment as Part, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{EmailConfig, EmailTransport};
-use crate::outbox::HandlerError;
+use crate::outbox::{Effect, HandlerError, Handlers};
 use crate::outcome::Class;
+use crate::store::ItemRow;
+
+/// The payload of an `email` item: composed when it was queued (`notify::email`), sent as is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailPayload {
+    pub from: String,
+    #[serde(default)]
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    /// Derived from the outbox key: a resend is recognisably the same message.
+    pub message_id: String,
+    /// A built-in alert: one that dies does not alert again.
+    #[serde(default)]
+    pub alert: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(default = "default_filename")]
+    pub filename: String,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    #[serde(default)]
+    pub base64: String,
+}
+
+fn default_filename() -> String {
+    "attachment".into()
+}
+
+fn default_content_type() -> String {
+    "application/octet-stream".into()
+}
+
+/// The outbox side of an email: sending it.
+pub struct EmailEffect;
+
+impl Effect for EmailEffect {
+    const KIND: &'static str = crate::notify::email::KIND;
+    type Payload = EmailPayload;
+
+    async fn handle(
+        h: &Handlers,
+        _item: &ItemRow,
+        payload: EmailPayload,
+    ) -> Result<Value, HandlerError> {
+        match &h.email {
+            Some(sender) => sender.deliver(&payload).await,
+            None => Err(HandlerError::permanent(
+                "satflow.yaml has no `email` section any more, so this email cannot be sent",
+            )),
+        }
+    }
+}
+
+/// Whether a stored item is a built-in alert email.
+pub fn is_alert(kind: &str, payload: &Value) -> bool {
+    kind == EmailEffect::KIND && EmailEffect::decode(payload).is_ok_and(|p| p.alert)
+}
 
 /// How long one SMTP delivery may take: shorter than the outbox's bound on a handler under the
 /// default lease (3/4 of 30 s).
@@ -78,11 +141,18 @@ impl EmailSender {
         Ok(EmailSender { transport, timeout })
     }
 
+    /// Sends a stored `email` payload.
     pub async fn send(&self, payload: &Value) -> Result<Value, HandlerError> {
-        let message_id = payload["message_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        match EmailEffect::decode(payload) {
+            Ok(email) => self.deliver(&email).await,
+            Err(e) => Err(HandlerError::permanent(format!(
+                "the email item cannot be read: {e}"
+            ))),
+        }
+    }
+
+    pub async fn deliver(&self, payload: &EmailPayload) -> Result<Value, HandlerError> {
+        let message_id = payload.message_id.clone();
         let message = build(payload).map_err(HandlerError::permanent)?;
         match &self.transport {
             // lettre bounds the connection, not a server that stops answering: the whole
@@ -140,50 +210,75 @@ impl EmailSender {
     }
 }
 
-fn build(payload: &Value) -> Result<Message, String> {
-    let field = |name: &str| {
-        payload[name]
-            .as_str()
-            .ok_or_else(|| format!("the email has no {name}"))
-    };
+fn build(payload: &EmailPayload) -> Result<Message, String> {
     let mut builder = Message::builder()
         .from(
-            field("from")?
+            payload
+                .from
                 .parse()
                 .map_err(|e| format!("bad sender: {e}"))?,
         )
-        .subject(field("subject")?)
-        .message_id(Some(field("message_id")?.to_string()));
-    for to in payload["to"].as_array().into_iter().flatten() {
-        let to = to.as_str().unwrap_or_default();
+        .subject(payload.subject.as_str())
+        .message_id(Some(payload.message_id.clone()));
+    for to in &payload.to {
         builder = builder.to(to.parse().map_err(|e| format!("bad recipient {to}: {e}"))?);
     }
-    let body = field("body")?.to_string();
-    let attachments = payload["attachments"].as_array().filter(|a| !a.is_empty());
-    let Some(attachments) = attachments else {
+    let body = payload.body.clone();
+    if payload.attachments.is_empty() {
         return builder
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|e| format!("cannot build the email: {e}"));
-    };
+    }
     let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
-    for a in attachments {
-        let name = a["filename"].as_str().unwrap_or("attachment").to_string();
-        let kind = ContentType::parse(
-            a["content_type"]
-                .as_str()
-                .unwrap_or("application/octet-stream"),
-        )
-        .map_err(|e| format!("attachment {name}: {e}"))?;
+    for a in &payload.attachments {
+        let name = a.filename.clone();
+        let kind =
+            ContentType::parse(&a.content_type).map_err(|e| format!("attachment {name}: {e}"))?;
         let data = {
             use bitcoin::base64::Engine;
             bitcoin::base64::engine::general_purpose::STANDARD
-                .decode(a["base64"].as_str().unwrap_or_default())
+                .decode(&a.base64)
                 .map_err(|e| format!("attachment {name}: {e}"))?
         };
-        parts = parts.singlepart(Attachment::new(name).body(data, kind));
+        parts = parts.singlepart(Part::new(name).body(data, kind));
     }
     builder
         .multipart(parts)
         .map_err(|e| format!("cannot build the email: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_in_todays_shape_decodes_and_is_written_back_the_same() {
+        let stored = json!({
+            "from": "satflow <satflow@example.com>",
+            "to": ["me@example.com"],
+            "subject": "satflow: workflow dca failed",
+            "body": "boom",
+            "message_id": "<0123456789ab.satflow@example.com>",
+            "alert": true,
+            "attachments": [
+                { "filename": "stacking.png", "content_type": "image/png", "base64": "iVBORw0K" }
+            ],
+        });
+        let p = EmailEffect::decode(&stored).unwrap();
+        assert_eq!(p.to, ["me@example.com"]);
+        assert!(p.alert);
+        assert_eq!(p.attachments[0].filename, "stacking.png");
+        assert_eq!(serde_json::to_value(&p).unwrap(), stored);
+        assert!(is_alert("email", &stored));
+        assert!(!is_alert("http", &stored));
+        let mut plain = stored.clone();
+        plain.as_object_mut().unwrap().remove("attachments");
+        plain.as_object_mut().unwrap().remove("alert");
+        let p = EmailEffect::decode(&plain).unwrap();
+        assert!(p.attachments.is_empty() && !p.alert);
+        assert!(build(&p).is_ok());
+        plain.as_object_mut().unwrap().remove("message_id");
+        assert!(EmailEffect::decode(&plain).is_err());
+    }
 }

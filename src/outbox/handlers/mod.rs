@@ -1,4 +1,5 @@
-//! One handler per outbox kind. Adding an integration means adding its kind here.
+//! The registry of outbox kinds: one [`Effect`] per kind, each with its typed payload. Adding an
+//! integration means one line in `effects!` below.
 
 pub mod email;
 pub mod http;
@@ -7,12 +8,16 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::HandlerError;
+use super::{Effect, HandlerError};
+use crate::actions::http_post::HttpEffect;
+use crate::actions::pocket_order::OrderPatchEffect;
+use crate::actions::pocket_payout::PayoutEffect;
+use crate::actions::withdraw::WithdrawEffect;
 use crate::clients::Clients;
 use crate::config::Config;
-use crate::pocket::{PocketClient, action, payout};
+use crate::pocket::PocketClient;
 use crate::store::{ItemRow, Store};
-use crate::withdraw;
+use email::EmailEffect;
 
 pub struct Handlers {
     pub http: reqwest::Client,
@@ -55,58 +60,91 @@ impl Handlers {
         self
     }
 
-    fn config(&self) -> Result<&Config, HandlerError> {
+    pub fn config(&self) -> Result<&Config, HandlerError> {
         self.config
             .as_deref()
             .ok_or_else(|| HandlerError::permanent("no configuration to reach the provider"))
     }
 
-    fn pocket(&self) -> Result<&PocketClient, HandlerError> {
+    pub fn pocket(&self) -> Result<&PocketClient, HandlerError> {
         self.pocket.as_ref().ok_or_else(|| {
             HandlerError::permanent(
                 "satflow.yaml has no `pocket` section any more, so Pocket cannot be called",
             )
         })
     }
+}
 
-    /// Carries out one item. Returns what the effect produced (a step's output).
-    pub async fn handle(&self, item: &ItemRow) -> Result<Value, HandlerError> {
-        match item.kind.as_str() {
-            http::KIND => http::post(&self.http, item).await,
-            crate::notify::email::KIND => match &self.email {
-                Some(sender) => sender.send(&item.payload).await,
-                None => Err(HandlerError::permanent(
-                    "satflow.yaml has no `email` section any more, so this email cannot be sent",
-                )),
-            },
-            action::PATCH_KIND => action::patch(self.pocket()?, &item.payload).await,
-            payout::KIND => {
-                payout::pay_out(self.pocket()?, self.config()?, &self.clients, &item.payload).await
-            }
-            withdraw::KIND => {
-                let store = self.store.as_ref().ok_or_else(|| {
-                    HandlerError::permanent("no database to record the withdrawal in")
-                })?;
-                withdraw::execute(store, self.config()?, &item.payload).await
-            }
-            other => Err(HandlerError::permanent(format!(
-                "this version of satflow has no handler for outbox items of kind `{other}`"
-            ))),
-        }
+/// Decodes the item's payload for `E` and carries it out.
+async fn handle<E: Effect>(h: &Handlers, item: &ItemRow) -> Result<Value, HandlerError> {
+    match E::decode(&item.payload) {
+        Ok(payload) => E::handle(h, item, payload).await,
+        Err(e) => Err(E::unreadable(h, item, e).await),
     }
+}
 
-    /// Reads back whether an item whose last attempt has an unknown outcome took effect.
-    /// `None`: sending again is safe — HTTP deliveries carry the same idempotency key, emails
-    /// the same Message-ID and file name, order patches set the same values.
-    #[tracing::instrument(name = "outbox_reconcile", skip_all, fields(item_id = item.id, kind = %item.kind, run_id = item.run_id, step_id = item.step_id.as_deref()))]
-    pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
-        match item.kind.as_str() {
-            payout::KIND => payout::reconcile(self.pocket.as_ref()?, &item.payload).await,
-            withdraw::KIND => {
-                withdraw::reconcile(self.store.as_ref()?, self.config.as_deref()?, &item.payload)
-                    .await
+/// Decodes the item's payload for `E` and reconciles it; an unreadable payload has nothing to
+/// look up (the handler refuses it).
+async fn reconcile<E: Effect>(h: &Handlers, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
+    let payload = E::decode(&item.payload).ok()?;
+    E::reconcile(h, payload).await
+}
+
+macro_rules! effects {
+    ($($effect:ty),* $(,)?) => {
+        /// Every kind this version handles.
+        pub const KINDS: &[&str] = &[$(<$effect as Effect>::KIND),*];
+
+        impl Handlers {
+            /// Carries out one item. Returns what the effect produced (a step's output).
+            pub async fn handle(&self, item: &ItemRow) -> Result<Value, HandlerError> {
+                $(if item.kind == <$effect as Effect>::KIND {
+                    return handle::<$effect>(self, item).await;
+                })*
+                Err(HandlerError::permanent(format!(
+                    "this version of satflow has no handler for outbox items of kind `{}`",
+                    item.kind
+                )))
             }
-            _ => None,
+
+            /// Reads back whether an item whose last attempt has an unknown outcome took effect.
+            /// `None`: sending again is safe — HTTP deliveries carry the same idempotency key,
+            /// emails the same Message-ID and file name, order patches set the same values.
+            #[tracing::instrument(name = "outbox_reconcile", skip_all, fields(item_id = item.id, kind = %item.kind, run_id = item.run_id, step_id = item.step_id.as_deref()))]
+            pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
+                $(if item.kind == <$effect as Effect>::KIND {
+                    return reconcile::<$effect>(self, item).await;
+                })*
+                None
+            }
         }
+    };
+}
+
+// The registration of every outbox kind.
+effects! {
+    HttpEffect,
+    EmailEffect,
+    OrderPatchEffect,
+    PayoutEffect,
+    WithdrawEffect,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_registered_once_under_the_names_stored_rows_carry() {
+        assert_eq!(
+            KINDS,
+            [
+                "http",
+                "email",
+                "pocket.order.patch",
+                "pocket.payout",
+                "withdraw"
+            ]
+        );
     }
 }
