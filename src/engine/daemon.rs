@@ -232,7 +232,7 @@ pub fn workers(
     let mailer = config
         .email
         .as_ref()
-        .map(|e| Mailer::new(e, config.templates.clone()));
+        .map(|e| Mailer::new(e, config.templates.clone()).with_clock(Arc::clone(&clock)));
     let alerts = Alerts::new(mailer.clone(), config.alerts.clone());
     let sender = config
         .email
