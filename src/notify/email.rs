@@ -371,6 +371,56 @@ mod tests {
     }
 
     #[test]
+    fn the_order_created_email_has_the_details_as_the_terminal_shows_them_and_the_qr_inline() {
+        let env = crate::workflow::expr::environment();
+        let ctx = json!({
+            "workflow": {"name": "dca"}, "run": {"id": 1},
+            "steps": {"order": {
+                "order_id": "o-1", "created": true, "currency": "eur",
+                "creditor_name": "Pocket App", "creditor_iban": "DE02120300000000202051",
+                "creditor_bic": "BYLADEM1001", "creditor_reference": "RF18539007547034",
+            }},
+        });
+        let item = mailer()
+            .compose(
+                &env,
+                "k".into(),
+                Content::Template("order_created"),
+                &ctx,
+                None,
+                false,
+                None,
+            )
+            .unwrap();
+        let body = item.payload["body"].as_str().unwrap();
+        assert!(
+            body.contains("  IBAN:        DE02 1203 0000 0000 2020 51"),
+            "{body}"
+        );
+        assert!(body.contains("  Currency:    EUR"), "{body}");
+        assert!(
+            body.contains("scan the payment QR code (payment-qr.png)"),
+            "{body}"
+        );
+        assert!(!body.contains("creditor_"), "{body}");
+        let attachments = item.payload["attachments"].as_array().unwrap();
+        assert_eq!(attachments.len(), 1);
+        assert_eq!(attachments[0]["filename"], PAYMENT_QR);
+        assert_eq!(attachments[0]["content_type"], "image/png");
+        let message = String::from_utf8(
+            crate::notify::mime::build(&item.payload)
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
+        assert!(message.contains("multipart/related"), "{message}");
+        assert!(
+            message.contains("Content-ID: <payment-qr.png@satflow>"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn alerts_that_are_off_produce_nothing() {
         let env = crate::workflow::expr::environment();
         let alerts = Alerts::new(Some(mailer()), [Alert::Refunded].into_iter().collect());
