@@ -244,6 +244,8 @@ pub fn order_output(order: &Order, created: bool, patched: bool) -> Value {
         "creditor_iban": pm["creditor_iban"],
         "creditor_bic": pm["creditor_bank_bic"],
         "creditor_reference": pm["creditor_reference"],
+        // For the order-created email's payment QR code (CHF).
+        "swiss_qr_bill_payload": pm["swiss_qr_bill_payload"],
     })
 }
 

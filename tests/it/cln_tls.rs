@@ -105,10 +105,9 @@ fn config_with(app: &TestApp, cln: &str) -> String {
     app.write(
         "satflow.yaml",
         &format!(
-            "database: sqlite://satflow.db\nlisten: 127.0.0.1:{}\n\
+            "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
              email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
-             lightning:\n  mynode:\n    cln: {cln}\n",
-            super::helpers::free_port()
+             lightning:\n  mynode:\n    cln: {cln}\n"
         ),
     );
     let run = app.satflow(&["check"]);
@@ -149,10 +148,9 @@ fn check_refuses_an_https_cln_url_without_a_readable_certificate() {
         app.write(
             "satflow.yaml",
             &format!(
-                "database: sqlite://satflow.db\nlisten: 127.0.0.1:{}\n\
+                "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
                  email: {{ dir: mail, from: satflow@example.com, to: me@example.com }}\n\
-                 lightning:\n  mynode:\n    cln: {cln}\n",
-                super::helpers::free_port()
+                 lightning:\n  mynode:\n    cln: {cln}\n"
             ),
         );
         let run = app.satflow(&["check"]);

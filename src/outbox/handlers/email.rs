@@ -16,9 +16,7 @@
 
 use std::path::PathBuf;
 
-use lettre::message::header::ContentType;
-use lettre::message::{Attachment, MultiPart, SinglePart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -83,7 +81,7 @@ impl EmailSender {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let message = build(payload).map_err(HandlerError::permanent)?;
+        let message = crate::notify::mime::build(payload).map_err(HandlerError::permanent)?;
         match &self.transport {
             // lettre bounds the connection, not a server that stops answering: the whole
             // delivery is bounded here.
@@ -138,52 +136,4 @@ impl EmailSender {
             }
         }
     }
-}
-
-fn build(payload: &Value) -> Result<Message, String> {
-    let field = |name: &str| {
-        payload[name]
-            .as_str()
-            .ok_or_else(|| format!("the email has no {name}"))
-    };
-    let mut builder = Message::builder()
-        .from(
-            field("from")?
-                .parse()
-                .map_err(|e| format!("bad sender: {e}"))?,
-        )
-        .subject(field("subject")?)
-        .message_id(Some(field("message_id")?.to_string()));
-    for to in payload["to"].as_array().into_iter().flatten() {
-        let to = to.as_str().unwrap_or_default();
-        builder = builder.to(to.parse().map_err(|e| format!("bad recipient {to}: {e}"))?);
-    }
-    let body = field("body")?.to_string();
-    let attachments = payload["attachments"].as_array().filter(|a| !a.is_empty());
-    let Some(attachments) = attachments else {
-        return builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(|e| format!("cannot build the email: {e}"));
-    };
-    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
-    for a in attachments {
-        let name = a["filename"].as_str().unwrap_or("attachment").to_string();
-        let kind = ContentType::parse(
-            a["content_type"]
-                .as_str()
-                .unwrap_or("application/octet-stream"),
-        )
-        .map_err(|e| format!("attachment {name}: {e}"))?;
-        let data = {
-            use bitcoin::base64::Engine;
-            bitcoin::base64::engine::general_purpose::STANDARD
-                .decode(a["base64"].as_str().unwrap_or_default())
-                .map_err(|e| format!("attachment {name}: {e}"))?
-        };
-        parts = parts.singlepart(Attachment::new(name).body(data, kind));
-    }
-    builder
-        .multipart(parts)
-        .map_err(|e| format!("cannot build the email: {e}"))
 }
