@@ -288,6 +288,8 @@ struct PaymentMethod {
     creditor_bank_bic: Option<Value>,
     #[serde(default)]
     creditor_reference: Option<Value>,
+    #[serde(default)]
+    swiss_qr_bill_payload: Option<Value>,
 }
 
 /// What of an order's `payout_method` this action compares.
@@ -411,6 +413,8 @@ pub fn order_output(order: &Order, created: bool, patched: bool) -> Map<String, 
         "creditor_iban": pm.creditor_iban,
         "creditor_bic": pm.creditor_bank_bic,
         "creditor_reference": pm.creditor_reference,
+        // For the order-created email's payment QR code (CHF).
+        "swiss_qr_bill_payload": pm.swiss_qr_bill_payload,
     });
     match out {
         Value::Object(map) => map,

@@ -46,6 +46,10 @@ pub struct DemoArgs {
     /// file it did not write, and refuses when one of its files would replace one of yours
     #[arg(long)]
     pub force: bool,
+    /// Also print the payment QR codes in the terminal (they are written as PNG files, whose
+    /// paths are printed, either way)
+    #[arg(long)]
+    pub show_qr: bool,
 }
 
 /// Accounts 0 and 1 of the BIP-84 branch of the published test seed (`wallet::test_seed`).
@@ -82,7 +86,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::UserError);
         }
     };
-    let outcome = runtime()?.block_on(play(&args.dir));
+    let outcome = runtime()?.block_on(play(&args.dir, args.show_qr));
     // Whatever the demo left (emails, QR codes, the database), so that the next demo replaces
     // it — and only it.
     let written: Vec<String> = listing(&args.dir)
@@ -369,12 +373,35 @@ fn new_emails(dir: &Path, seen: &mut HashSet<PathBuf>) {
     }
 }
 
-/// Waits until `count` emails more than `seen` are written.
-async fn emails_beyond(dir: &Path, seen: &HashSet<PathBuf>, count: usize) -> anyhow::Result<()> {
-    until("the emails", || async {
-        Ok((emails(dir).len() >= seen.len() + count).then_some(()))
+/// Waits until the outbox has sent every email queued so far, then prints the new ones: the
+/// emails a step caused appear under that step, before the next one is narrated.
+async fn narrate_emails(
+    dir: &Path,
+    store: &Store,
+    seen: &mut HashSet<PathBuf>,
+) -> anyhow::Result<()> {
+    until("the outbox to send the emails", || async {
+        let pending = store.outbox_items(1000).await?.iter().any(|i| {
+            i.kind == crate::notify::email::KIND && i.status == crate::store::OutboxStatus::Pending
+        });
+        Ok((!pending).then_some(()))
     })
-    .await
+    .await?;
+    new_emails(dir, seen);
+    Ok(())
+}
+
+/// `word` as one word for a POSIX shell: as it is when it is plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 fn write_setup(
@@ -457,7 +484,7 @@ fn cold_key() -> SecretKey {
         .private_key
 }
 
-async fn play(dir: &Path) -> anyhow::Result<Outcome> {
+async fn play(dir: &Path, show_qr: bool) -> anyhow::Result<Outcome> {
     say("satflow demo: three weeks of stacking, played on this machine in seconds.");
     say("Pocket and the Lightning Peach hub are simulated, the Lightning node is a stand-in, the");
     say("keys are public test keys: no account, no network, no money.");
@@ -505,6 +532,7 @@ async fn play(dir: &Path) -> anyhow::Result<Outcome> {
             signature: None,
             png: None,
             replace: false,
+            terminal_qr: show_qr,
         },
     )
     .await
@@ -523,6 +551,7 @@ async fn play(dir: &Path) -> anyhow::Result<Outcome> {
                 signature,
                 png: Some(dir.join(format!("{workflow}-payment.png"))),
                 replace: false,
+                terminal_qr: show_qr,
             },
         )
         .await
@@ -562,7 +591,7 @@ async fn play(dir: &Path) -> anyhow::Result<Outcome> {
     ));
 
     let mut seen = HashSet::new();
-    new_emails(dir, &mut seen);
+    narrate_emails(dir, &store, &mut seen).await?;
     let result = weeks(
         dir, &store, &clock, &control, &node, &dca_order, &ln_order, &mut seen,
     )
@@ -588,10 +617,25 @@ async fn play(dir: &Path) -> anyhow::Result<Outcome> {
         emails(dir).len(),
         dir.join("mail").display()
     ));
-    say(format!(
-        "Look around with: satflow -c {0}/satflow.yaml runs | exchanges | withdrawals | addresses cold | report --csv",
-        dir.display()
-    ));
+    // The binary that is running: a newcomer may not have `satflow` on the PATH yet.
+    let binary = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "satflow".into());
+    let config = dir.join("satflow.yaml");
+    say("Look around with:");
+    for command in [
+        "runs",
+        "exchanges",
+        "withdrawals",
+        "addresses cold",
+        "report --csv",
+    ] {
+        say(format!(
+            "  {} -c {} {command}",
+            shell_word(&binary),
+            shell_word(&config.display().to_string())
+        ));
+    }
     Ok(Outcome::Success)
 }
 
@@ -763,7 +807,7 @@ async fn weeks(
                 describe_run(run)
             ));
         }
-        new_emails(dir, seen);
+        narrate_emails(dir, store, seen).await?;
 
         match week {
             0 => {
@@ -792,7 +836,7 @@ async fn weeks(
                     "   exchange {id} executed; lightning-payout asked the node for an invoice ({}…), checked it and patched the exchange; Pocket paid it: settled",
                     invoice.chars().take(24).collect::<String>()
                 ));
-                new_emails(dir, seen);
+                narrate_emails(dir, store, seen).await?;
             }
             1 => {
                 buy_and_settle(store, control, dca_order, "61500", "100.00").await?;
@@ -812,8 +856,7 @@ async fn weeks(
                 say(format!(
                     "   exchange {id} interrupted: satflow emails what to do"
                 ));
-                emails_beyond(dir, seen, 1).await?;
-                new_emails(dir, seen);
+                narrate_emails(dir, store, seen).await?;
                 say("   the buyer identifies with Pocket; the held exchange goes ahead…");
                 let row = back_office(
                     store,
@@ -847,7 +890,7 @@ async fn weeks(
                         .and_then(|p| p.bitcoin_address.as_deref())
                         .unwrap_or("?")
                 ));
-                new_emails(dir, seen);
+                narrate_emails(dir, store, seen).await?;
             }
             _ => {
                 buy_and_settle(store, control, dca_order, "54250", "100.00").await?;
@@ -866,8 +909,7 @@ async fn weeks(
                 say(format!(
                     "   exchange {id} refunded (threshold exceeded): satflow emails why"
                 ));
-                emails_beyond(dir, seen, 1).await?;
-                new_emails(dir, seen);
+                narrate_emails(dir, store, seen).await?;
             }
         }
 
@@ -916,7 +958,6 @@ async fn weeks(
                     "   the hub sent it: transaction {}",
                     sent.txid.as_deref().unwrap_or("?")
                 ));
-                emails_beyond(dir, seen, 2).await?;
             }
             _ => say(format!(
                 "   nothing moved: {}",
@@ -926,7 +967,7 @@ async fn weeks(
                     .unwrap_or(withdrawal.status.name())
             )),
         }
-        new_emails(dir, seen);
+        narrate_emails(dir, store, seen).await?;
         let runs = fire(
             store,
             clock,
@@ -939,8 +980,7 @@ async fn weeks(
             "   {} (the week, the totals and a chart of the stack, stacking.png)",
             describe_run(&runs[0])
         ));
-        emails_beyond(dir, seen, 1).await?;
-        new_emails(dir, seen);
+        narrate_emails(dir, store, seen).await?;
     }
     Ok(())
 }

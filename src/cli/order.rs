@@ -53,6 +53,9 @@ pub struct SetupArgs {
     /// Create a new order even though the workflow has one (it gets a new bank reference)
     #[arg(long)]
     pub replace: bool,
+    /// Whether the QR code is also printed in the terminal (the demo prints only its path).
+    #[arg(skip = true)]
+    pub terminal_qr: bool,
 }
 
 /// What a refused setup tells the user; `user` decides the exit code.
@@ -282,7 +285,9 @@ pub(crate) async fn setup(
                 .png
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}-payment.png", workflow.name)));
-            if let Ok(text) = qr_terminal(&payload) {
+            if args.terminal_qr
+                && let Ok(text) = qr_terminal(&payload)
+            {
                 println!("{text}");
             }
             match qr_png(&payload, &png) {

@@ -46,7 +46,7 @@ impl Context {
         let mailer = config
             .email
             .as_ref()
-            .map(|e| Mailer::new(e, config.templates.clone()));
+            .map(|e| Mailer::new(e, config.templates.clone()).with_clock(Arc::clone(&clock)));
         let alerts = Alerts::new(mailer.clone(), config.alerts.clone());
         let payout_wallets = payout_wallets(workflows);
         let explorers = explorers(&config, &payout_wallets);

@@ -472,6 +472,7 @@ fn placeholder(name: &str) -> Workflow {
         path: Default::default(),
         schedule: None,
         events: Vec::new(),
+        exchanges: Default::default(),
         steps: Vec::new(),
     }
 }

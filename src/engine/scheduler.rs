@@ -243,6 +243,7 @@ mod tests {
                 path: PathBuf::from(format!("{name}.yaml")),
                 schedule: Some(schedule),
                 events: Vec::new(),
+                exchanges: Default::default(),
                 steps: Vec::new(),
             }
         }

@@ -429,7 +429,15 @@ impl Processor {
                         .into_iter()
                         .find(|k| k.name() == stage.event())
                     {
-                        for w in self.workflows.iter().filter(|w| w.events.contains(&kind)) {
+                        for w in self.workflows.iter().filter(|w| {
+                            w.events.contains(&kind)
+                                && crate::workflow::starts_for(
+                                    w,
+                                    &context,
+                                    order.as_ref().map(|o| o.payout_kind.as_str()),
+                                    &self.env,
+                                )
+                        }) {
                             effects.stage_runs.push(NewRun {
                                 workflow: w.name.clone(),
                                 event: stage.event().to_string(),
@@ -817,6 +825,7 @@ mod tests {
                     path: dir.path().join("w.yaml"),
                     schedule: None,
                     events: vec![kind],
+                    exchanges: Default::default(),
                     steps: Vec::new(),
                 })
                 .collect();

@@ -25,11 +25,24 @@ pub enum Content<'a> {
     Inline { subject: &'a str, body: &'a str },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Mailer {
     from: Mailbox,
     to: Vec<Mailbox>,
     user_templates: BTreeMap<String, PathBuf>,
+    /// The clock whose time is each email's `Date:` (the demo's, in the demo); without one,
+    /// the time it is sent.
+    clock: Option<std::sync::Arc<dyn crate::engine::clock::Clock>>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("user_templates", &self.user_templates)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Mailer {
@@ -38,7 +51,14 @@ impl Mailer {
             from: config.from.clone(),
             to: config.to.clone(),
             user_templates,
+            clock: None,
         }
+    }
+
+    /// Dates the emails it composes by `clock`.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::engine::clock::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Renders `content` with `ctx` into the outbox item `key`. `to` replaces the configured
@@ -54,6 +74,9 @@ impl Mailer {
         alert: bool,
         run: Option<(i64, String)>,
     ) -> Result<NewItem, String> {
+        let order_created = matches!(content, Content::Template("order_created"));
+        let (ctx, qr) = with_payment_details(ctx);
+        let ctx = &ctx;
         let (subject, body) = match content {
             Content::Inline { subject, body } => (subject.to_string(), body.to_string()),
             Content::Template(name) => {
@@ -68,7 +91,7 @@ impl Mailer {
         let to = to
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| self.to.clone());
-        let payload = json!({
+        let mut payload = json!({
             "from": self.from.to_string(),
             "to": to.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "subject": subject,
@@ -76,13 +99,82 @@ impl Mailer {
             "message_id": message_id(&key, &self.from),
             "alert": alert,
         });
-        Ok(NewItem {
+        if let Some(clock) = &self.clock {
+            payload["date"] = json!(clock.now().to_rfc3339());
+        }
+        let mut item = NewItem {
             kind: KIND.into(),
             key,
             payload,
             run,
-        })
+        };
+        if order_created && let Some(png) = qr {
+            attach(&mut item, PAYMENT_QR, "image/png", &png);
+        }
+        Ok(item)
     }
+}
+
+/// The file name of the payment QR code in the order-created email.
+pub const PAYMENT_QR: &str = "payment-qr.png";
+
+/// `ctx` with, in each step output that holds an order's bank details (a `pocket.order`
+/// step's), `payment_text`: the details as `satflow order setup` prints them (IBAN in groups
+/// of four, currency in capitals); and `payment_qr` where a payment QR code exists. Returns
+/// the PNG of the first such code too.
+fn with_payment_details(ctx: &Value) -> (Value, Option<Vec<u8>>) {
+    use crate::pocket::payment::PaymentInstructions;
+    let mut ctx = ctx.clone();
+    let mut png = None;
+    let Some(steps) = ctx.get_mut("steps").and_then(Value::as_object_mut) else {
+        return (ctx, None);
+    };
+    for out in steps.values_mut() {
+        if !out["creditor_reference"].is_string() {
+            continue;
+        }
+        let method = json!({
+            "currency": out["currency"],
+            "creditor_name": out["creditor_name"],
+            "creditor_iban": out["creditor_iban"],
+            "creditor_bank_bic": out["creditor_bic"],
+            "creditor_reference": out["creditor_reference"],
+            "swiss_qr_bill_payload": out["swiss_qr_bill_payload"],
+        });
+        let Ok(instructions) = PaymentInstructions::from_payment_method(&method) else {
+            continue;
+        };
+        out["payment_text"] = json!(instructions.render_text(None));
+        if let Ok(Some(payload)) = instructions.qr_payload(None)
+            && let Some(bytes) = qr_png_bytes(&payload)
+        {
+            out["payment_qr"] = json!(PAYMENT_QR);
+            png.get_or_insert(bytes);
+        }
+    }
+    (ctx, png)
+}
+
+/// The payment QR code as PNG bytes, through the PNG renderer `order setup` uses (it writes a
+/// file: a private temporary one here, removed at once). `None` when it cannot be made; the
+/// email then has the text only.
+fn qr_png_bytes(payload: &str) -> Option<Vec<u8>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "satflow-qr-{}-{}.png",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = crate::pocket::payment::qr_png(payload, &path);
+    let bytes = result.ok().and_then(|()| std::fs::read(&path).ok());
+    let _ = std::fs::remove_file(&path);
+    if bytes.is_none() {
+        tracing::warn!(
+            "cannot render the payment QR code for the email; it has the details as text"
+        );
+    }
+    bytes
 }
 
 /// Attaches `data` to a composed email.
@@ -275,6 +367,56 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .ends_with(".satflow@example.com>")
+        );
+    }
+
+    #[test]
+    fn the_order_created_email_has_the_details_as_the_terminal_shows_them_and_the_qr_inline() {
+        let env = crate::workflow::expr::environment();
+        let ctx = json!({
+            "workflow": {"name": "dca"}, "run": {"id": 1},
+            "steps": {"order": {
+                "order_id": "o-1", "created": true, "currency": "eur",
+                "creditor_name": "Pocket App", "creditor_iban": "DE02120300000000202051",
+                "creditor_bic": "BYLADEM1001", "creditor_reference": "RF18539007547034",
+            }},
+        });
+        let item = mailer()
+            .compose(
+                &env,
+                "k".into(),
+                Content::Template("order_created"),
+                &ctx,
+                None,
+                false,
+                None,
+            )
+            .unwrap();
+        let body = item.payload["body"].as_str().unwrap();
+        assert!(
+            body.contains("  IBAN:        DE02 1203 0000 0000 2020 51"),
+            "{body}"
+        );
+        assert!(body.contains("  Currency:    EUR"), "{body}");
+        assert!(
+            body.contains("scan the payment QR code (payment-qr.png)"),
+            "{body}"
+        );
+        assert!(!body.contains("creditor_"), "{body}");
+        let attachments = item.payload["attachments"].as_array().unwrap();
+        assert_eq!(attachments.len(), 1);
+        assert_eq!(attachments[0]["filename"], PAYMENT_QR);
+        assert_eq!(attachments[0]["content_type"], "image/png");
+        let message = String::from_utf8(
+            crate::notify::mime::build(&serde_json::from_value(item.payload.clone()).unwrap())
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
+        assert!(message.contains("multipart/related"), "{message}");
+        assert!(
+            message.contains("Content-ID: <payment-qr.png@satflow>"),
+            "{message}"
         );
     }
 

@@ -5,4 +5,5 @@
 //! through the outbox so that it is sent once, retried, and never lost.
 
 pub mod email;
+pub mod mime;
 pub mod templates;

@@ -118,4 +118,73 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name} body: {e}"));
         }
     }
+
+    fn render(name: &str, ctx: serde_json::Value) -> (String, String) {
+        let env = environment();
+        let t = find(name, &BTreeMap::new()).unwrap().unwrap();
+        let r = |text: &str| crate::workflow::expr::render(&env, text, &ctx).unwrap();
+        (r(&t.subject), r(&t.body))
+    }
+
+    #[test]
+    fn the_digest_of_a_currency_with_refunds_and_no_buys_prints_no_none() {
+        let ctx = serde_json::json!({ "digest": {
+            "since": "2026-12-14T18:00:00Z", "until": "2026-12-21T18:00:00Z",
+            "week_entries": [],
+            "totals": { "btc_bought": "0.001", "withdrawn_btc": "0", "currencies": {
+                "chf": { "buys": 1, "spent": "100", "fees": "1.5", "btc": "0.001", "average_price": "100000", "refunds": 0, "refunded": "0" },
+                "eur": { "buys": 0, "spent": "0", "fees": "0", "btc": "0", "average_price": null, "refunds": 2, "refunded": "300" },
+            }},
+            "chart": null,
+        }});
+        let (_, body) = render("weekly_digest", ctx);
+        assert!(!body.to_lowercase().contains("none"), "{body}");
+        assert!(
+            body.contains("EUR: no buys yet; 2 refunds, 300 EUR returned"),
+            "{body}"
+        );
+        assert!(body.contains("CHF: 1 buy, spent 100 CHF"), "{body}");
+    }
+
+    #[test]
+    fn every_withdrawal_state_has_its_own_subject_without_internal_keys() {
+        let step = |out: serde_json::Value| serde_json::json!({ "steps": { "w": out }, "workflow": { "name": "sunday" }, "run": { "id": 3 } });
+        let requested = step(
+            serde_json::json!({ "withdrawn": true, "skipped": false, "amount_sat": 250000, "txid": null, "address": "bc1q", "withdrawal_id": "h1", "fee_sat": null }),
+        );
+        let sent_now = step(
+            serde_json::json!({ "withdrawn": true, "skipped": false, "amount_sat": 250000, "txid": "ab", "address": "bc1q", "withdrawal_id": null, "fee_sat": 200 }),
+        );
+        let skipped = step(
+            serde_json::json!({ "withdrawn": false, "skipped": true, "reason": "the balance of 0 sat is less than the minimum of 100000 sat" }),
+        );
+        let update = |status: &str| {
+            serde_json::json!({ "event": {
+            "key": "sunday/2026-12-13T17:00:00Z", "status": status, "amount_sat": 250000, "provider": "hub",
+            "wallet": "vault", "address": "bc1q", "txid": "ab", "reason": "canceled", "withdrawal_id": "h1", "confirmations": 6 } })
+        };
+        let mut subjects = vec![
+            render("withdrawal", requested).0,
+            render("withdrawal", sent_now).0,
+            render("withdrawal", skipped).0,
+        ];
+        for status in ["sent", "confirmed", "failed"] {
+            subjects.push(render("withdrawal_update", update(status)).0);
+        }
+        for s in &subjects {
+            assert!(!s.contains("2026-12-13T"), "no internal key: {s}");
+        }
+        assert!(
+            subjects[0].contains("requested") && subjects[2].contains("nothing withdrawn"),
+            "{subjects:?}"
+        );
+        assert!(
+            subjects[4].contains("confirmed") && subjects[5].contains("failed"),
+            "{subjects:?}"
+        );
+        let mut unique = subjects.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), subjects.len(), "{subjects:?}");
+    }
 }

@@ -189,9 +189,13 @@ fn policy_skip(policy: &Item, balance: u64, fee_rate: u64) -> Option<String> {
     let amount = balance.saturating_sub(keep);
     let min = policy.min_amount_sat.max(MIN_SAT);
     if amount < min {
-        return Some(format!(
-            "the balance is {balance} sat; after keeping {keep} sat, {amount} sat is less than the minimum of {min} sat"
-        ));
+        // Only a reserve that is configured is mentioned.
+        return Some(match keep {
+            0 => format!("the balance of {balance} sat is less than the minimum of {min} sat"),
+            _ => format!(
+                "the balance is {balance} sat; after keeping {keep} sat, {amount} sat is less than the minimum of {min} sat"
+            ),
+        });
     }
     if let Some(max) = policy.max_fee_rate
         && Decimal::from(fee_rate) > max
@@ -592,12 +596,15 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
                 ..Default::default()
             },
         };
-        // What happens after the step is reported by email too: the hub sending, or cancelling.
-        let reported = matches!(
-            update.status,
-            WithdrawalStatus::Sent | WithdrawalStatus::Failed
-        );
-        let notify = (row.status == WithdrawalStatus::Requested && reported)
+        // What happens after the step is reported by email too: the hub sending, or cancelling,
+        // and the transaction confirming.
+        let notify = ((row.status == WithdrawalStatus::Requested
+            && matches!(
+                update.status,
+                WithdrawalStatus::Sent | WithdrawalStatus::Failed
+            ))
+            || (row.status == WithdrawalStatus::Sent
+                && update.status == WithdrawalStatus::Confirmed))
             .then(|| {
                 let mut event = output(row);
                 if let Value::Object(event) = &mut event {
@@ -606,7 +613,11 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
                         ("provider".to_string(), json!(row.provider)),
                         ("wallet".to_string(), json!(row.wallet)),
                         ("status".to_string(), json!(update.status)),
-                        ("txid".to_string(), json!(update.txid)),
+                        (
+                            "txid".to_string(),
+                            json!(update.txid.as_deref().or(row.txid.as_deref())),
+                        ),
+                        ("confirmations".to_string(), json!(update.confirmations)),
                         ("reason".to_string(), json!(update.reason)),
                     ]);
                 }
@@ -694,7 +705,8 @@ mod tests {
         assert_eq!(policy_skip(&policy(json!({})), 250_000, 10), None);
         let small = policy_skip(&policy(json!({})), 90_000, 10).unwrap();
         assert!(
-            small.contains("90000 sat is less than the minimum of 100000 sat"),
+            small.contains("90000 sat is less than the minimum of 100000 sat")
+                && !small.contains("keeping"),
             "{small}"
         );
         let kept = policy_skip(&policy(json!({ "keep_sat": 200_000 })), 250_000, 10).unwrap();

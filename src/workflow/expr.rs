@@ -106,6 +106,31 @@ pub fn check_condition(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> 
     check_variables(expr.undeclared_variables(true), scope)
 }
 
+/// Compiles an `on.if` condition: one expression over `event` only (nothing has run yet), e.g.
+/// `{{ event.payout_kind == 'lightning' }}`.
+pub fn check_event_condition(env: &Environment<'_>, text: &str) -> Result<(), String> {
+    let scope = Scope {
+        earlier: &[],
+        all_ids: &[],
+    };
+    // The form and the syntax first (empty, mixed text, does not compile), then the roots.
+    let source = match condition_source(text) {
+        Some(source) if !source.is_empty() => source,
+        _ => return check_condition(env, text, &scope),
+    };
+    let expr = env
+        .compile_expression(source)
+        .map_err(|e| format!("\"{source}\" does not compile: {}", error_text(&e)))?;
+    let mut vars: Vec<String> = expr.undeclared_variables(false).into_iter().collect();
+    vars.sort();
+    match vars.into_iter().find(|v| v != "event") {
+        Some(root) => Err(format!(
+            "`{root}` is not known when an event arrives; an `on.if` sees only `event` (e.g. \"{{{{ event.payout_kind == 'lightning' }}}}\", event.currency, event.cost)"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Compiles a template (an email body, a templated parameter) and checks its variables.
 pub fn check_template(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Result<(), String> {
     check_template_with(env, text, scope, &[])

@@ -27,7 +27,84 @@ pub struct Workflow {
     pub path: PathBuf,
     pub schedule: Option<Schedule>,
     pub events: Vec<EventKind>,
+    /// Which exchanges the `events` start it for (`on.payout`, `on.if`).
+    pub exchanges: EventFilter,
     pub steps: Vec<Step>,
+}
+
+/// Which exchanges an event-started workflow is for: `on.payout` (the payout kind of the
+/// exchange's order) and `on.if` (an expression over `event`); both must hold. Empty: every
+/// exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub payout: Option<PayoutKind>,
+    pub condition: Option<String>,
+}
+
+/// How an order pays out, as `on.payout` and `event.payout_kind` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutKind {
+    Lightning,
+    OnChain,
+}
+
+impl PayoutKind {
+    pub const ALL: [PayoutKind; 2] = [PayoutKind::Lightning, PayoutKind::OnChain];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PayoutKind::Lightning => "lightning",
+            PayoutKind::OnChain => "onchain",
+        }
+    }
+
+    /// From the payout kind the store keeps for an order (`lightning`, `xpub`, `address`).
+    pub fn of_order(stored: &str) -> Option<PayoutKind> {
+        match stored {
+            "lightning" => Some(PayoutKind::Lightning),
+            "xpub" | "address" => Some(PayoutKind::OnChain),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the exchange event `event` (its context, as workflows see it in `event`) starts
+/// `workflow`, by the workflow's `on.payout` and `on.if`. `order_payout` is the payout kind
+/// the store keeps for the exchange's order (`None`: an order satflow did not make).
+///
+/// An `on.if` that cannot be evaluated starts the run (logged): a condition `check` accepted
+/// that fails on one event must not silently drop, say, a Lightning payout; the run's steps
+/// still decide what to do.
+pub fn starts_for(
+    workflow: &Workflow,
+    event: &serde_json::Value,
+    order_payout: Option<&str>,
+    env: &minijinja::Environment<'_>,
+) -> bool {
+    let kind = order_payout.and_then(PayoutKind::of_order);
+    let filter = &workflow.exchanges;
+    if let Some(wanted) = filter.payout
+        && kind != Some(wanted)
+    {
+        return false;
+    }
+    let Some(condition) = &filter.condition else {
+        return true;
+    };
+    let mut event = event.clone();
+    if let Some(map) = event.as_object_mut() {
+        map.insert(
+            "payout_kind".into(),
+            kind.map_or(serde_json::Value::Null, |k| k.name().into()),
+        );
+    }
+    match expr::eval_condition(env, condition, &serde_json::json!({ "event": event })) {
+        Ok(yes) => yes,
+        Err(err) => {
+            tracing::warn!(workflow = %workflow.name, %err, "on.if cannot be evaluated for this exchange; the workflow runs");
+            true
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -182,9 +259,9 @@ fn read_workflow(
             format!("name: {} is not a usable workflow name; use letters, digits, `-`, `_` and `.` (it appears in commands and the database)", describe(&name)),
         );
     }
-    let (schedule, events) = match m.get("on") {
-        Some(n) => read_on(n, ctx),
-        None => (None, Vec::new()),
+    let (schedule, events, exchanges) = match m.get("on") {
+        Some(n) => read_on(n, jinja, ctx),
+        None => (None, Vec::new(), EventFilter::default()),
     };
     let steps = match m.required(
         "steps",
@@ -201,15 +278,20 @@ fn read_workflow(
             path: path.to_path_buf(),
             schedule,
             events,
+            exchanges,
             steps,
         },
         name_pos,
     ))
 }
 
-fn read_on(node: &Node, ctx: &mut Ctx<'_>) -> (Option<Schedule>, Vec<EventKind>) {
+fn read_on(
+    node: &Node,
+    jinja: &minijinja::Environment<'static>,
+    ctx: &mut Ctx<'_>,
+) -> (Option<Schedule>, Vec<EventKind>, EventFilter) {
     let Some(mut m) = MapReader::new(node, "on", ctx) else {
-        return (None, Vec::new());
+        return (None, Vec::new(), EventFilter::default());
     };
     let schedule = m.get("schedule").and_then(|n| read_schedule(n, ctx));
     let mut events = Vec::new();
@@ -245,8 +327,37 @@ fn read_on(node: &Node, ctx: &mut Ctx<'_>) -> (Option<Schedule>, Vec<EventKind>)
             "on: write `schedule: { cron: … }` and/or `event: exchange.executed`; leave `on` out for a workflow you only start with `satflow trigger`",
         );
     }
+    let mut exchanges = EventFilter::default();
+    if let Some(n) = m.get("payout")
+        && let Some(text) = string(n, "on.payout", ctx)
+    {
+        match PayoutKind::ALL.into_iter().find(|k| k.name() == text) {
+            Some(kind) => exchanges.payout = Some(kind),
+            None => ctx.error(
+                n.pos,
+                format!(
+                    "on.payout: {} is not a payout kind; accepted: lightning (exchanges of orders paid out over Lightning), onchain (to a wallet)",
+                    describe(&text)
+                ),
+            ),
+        }
+    }
+    if let Some(n) = m.get("if")
+        && let Some(text) = string(n, "on.if", ctx)
+    {
+        match expr::check_event_condition(jinja, &text) {
+            Ok(()) => exchanges.condition = Some(text),
+            Err(e) => ctx.error(n.pos, format!("on.if: {e}")),
+        }
+    }
+    if exchanges != EventFilter::default() && !m.has("event") {
+        ctx.error(
+            m.pos,
+            "on: `payout` and `if` say which exchanges an event starts the workflow for; add `event: exchange.executed` (or another exchange event), or remove them",
+        );
+    }
     m.finish(ctx);
-    (schedule, events)
+    (schedule, events, exchanges)
 }
 
 fn read_schedule(node: &Node, ctx: &mut Ctx<'_>) -> Option<Schedule> {
@@ -440,4 +551,99 @@ fn is_identifier(text: &str, allow_dash: bool) -> bool {
         && chars.all(|c| {
             c.is_ascii_alphanumeric() || c == '_' || (allow_dash && (c == '-' || c == '.'))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// Loads one workflow file with `text`; the workflow, or the problems' messages.
+    fn load(text: &str) -> Result<Workflow, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        std::fs::write(&path, text).unwrap();
+        let mut names = Names::default();
+        names.nodes.insert("mynode".into(), None);
+        names.has_pocket = true;
+        let mut diags = Diagnostics::default();
+        let mut out = load_all(&[path], &names, &NoEnv, &mut diags);
+        if diags.is_empty() {
+            Ok(out.remove(0))
+        } else {
+            Err(diags.sorted().iter().map(|d| d.message.clone()).collect())
+        }
+    }
+
+    fn event() -> serde_json::Value {
+        serde_json::json!({ "name": "exchange.executed", "exchange_id": "x", "order_id": "o", "currency": "CHF", "cost": 50 })
+    }
+
+    #[test]
+    fn the_lightning_payout_workflow_starts_for_lightning_exchanges_only() {
+        let w = load(include_str!("../../workflows/lightning-payout.yaml")).unwrap();
+        assert_eq!(w.exchanges.payout, Some(PayoutKind::Lightning));
+        let env = expr::environment();
+        assert!(starts_for(&w, &event(), Some("lightning"), &env));
+        assert!(!starts_for(&w, &event(), Some("xpub"), &env));
+        assert!(!starts_for(&w, &event(), Some("address"), &env));
+        assert!(
+            !starts_for(&w, &event(), None, &env),
+            "an order satflow did not make"
+        );
+    }
+
+    #[test]
+    fn on_if_is_an_expression_over_the_event_with_its_payout_kind() {
+        let w = load(
+            "on:\n  event: exchange.executed\n  if: \"{{ event.payout_kind == 'onchain' and event.cost >= 50 }}\"\nsteps:\n  - uses: pocket.refresh\n",
+        )
+        .unwrap();
+        let env = expr::environment();
+        assert!(starts_for(&w, &event(), Some("xpub"), &env));
+        assert!(!starts_for(&w, &event(), Some("lightning"), &env));
+        let mut small = event();
+        small["cost"] = 10.into();
+        assert!(!starts_for(&w, &small, Some("xpub"), &env));
+        let plain =
+            load("on: { event: exchange.executed }\nsteps:\n  - uses: pocket.refresh\n").unwrap();
+        assert!(starts_for(&plain, &event(), Some("xpub"), &env));
+        assert!(starts_for(&plain, &event(), None, &env));
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_what_is_accepted() {
+        let problems = |text: &str| load(text).unwrap_err().join("\n");
+        let p = problems(
+            "on: { event: exchange.executed, payout: ln }\nsteps:\n  - uses: pocket.refresh\n",
+        );
+        assert!(
+            p.contains("on.payout: ") && p.contains("accepted: lightning"),
+            "{p}"
+        );
+        let p = problems(
+            "on: { event: exchange.executed, if: \"{{ steps.x.y }}\" }\nsteps:\n  - uses: pocket.refresh\n",
+        );
+        assert!(
+            p.contains("on.if: `steps`") && p.contains("sees only `event`"),
+            "{p}"
+        );
+        let p = problems(
+            "on: { event: exchange.executed, if: \"{{ event.cost > }}\" }\nsteps:\n  - uses: pocket.refresh\n",
+        );
+        assert!(
+            p.contains("on.if: ") && p.contains("does not compile"),
+            "{p}"
+        );
+        let p = problems(
+            "on: { schedule: { cron: \"0 9 * * MON\" }, payout: lightning }\nsteps:\n  - uses: pocket.refresh\n",
+        );
+        assert!(p.contains("add `event: exchange.executed`"), "{p}");
+    }
 }

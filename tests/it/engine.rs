@@ -375,6 +375,13 @@ async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
     assert!(message.contains("Subject: note 1"), "{message}");
     assert!(message.contains("hello from note"), "{message}");
     assert!(message.contains("Message-ID: <"), "{message}");
+    let mime = super::smtp::Mime::parse(message);
+    mime.assert_readable();
+    assert_eq!(
+        mime.structure(),
+        "multipart/alternative[text/plain,text/html]"
+    );
+    assert!(mime.text("text/html").unwrap().contains("hello from note"));
     assert_eq!(terminate(&mut daemon), 0);
 
     // Now the mail server is gone: the email dies, its dead-letter alert dies, and that is all.

@@ -16,11 +16,8 @@
 
 use std::path::PathBuf;
 
-use lettre::message::header::ContentType;
-use lettre::message::{Attachment as Part, MultiPart, SinglePart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{EmailConfig, EmailTransport};
@@ -28,40 +25,7 @@ use crate::outbox::{Effect, HandlerError, Handlers};
 use crate::outcome::Class;
 use crate::store::ItemRow;
 
-/// The payload of an `email` item: composed when it was queued (`notify::email`), sent as is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EmailPayload {
-    pub from: String,
-    #[serde(default)]
-    pub to: Vec<String>,
-    pub subject: String,
-    pub body: String,
-    /// Derived from the outbox key: a resend is recognisably the same message.
-    pub message_id: String,
-    /// A built-in alert: one that dies does not alert again.
-    #[serde(default)]
-    pub alert: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<Attachment>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    #[serde(default = "default_filename")]
-    pub filename: String,
-    #[serde(default = "default_content_type")]
-    pub content_type: String,
-    #[serde(default)]
-    pub base64: String,
-}
-
-fn default_filename() -> String {
-    "attachment".into()
-}
-
-fn default_content_type() -> String {
-    "application/octet-stream".into()
-}
+pub use crate::notify::mime::{Attachment, EmailPayload};
 
 /// The outbox side of an email: sending it.
 pub struct EmailEffect;
@@ -153,7 +117,7 @@ impl EmailSender {
 
     pub async fn deliver(&self, payload: &EmailPayload) -> Result<Value, HandlerError> {
         let message_id = payload.message_id.clone();
-        let message = build(payload).map_err(HandlerError::permanent)?;
+        let message = crate::notify::mime::build(payload).map_err(HandlerError::permanent)?;
         match &self.transport {
             // lettre bounds the connection, not a server that stops answering: the whole
             // delivery is bounded here.
@@ -210,44 +174,6 @@ impl EmailSender {
     }
 }
 
-fn build(payload: &EmailPayload) -> Result<Message, String> {
-    let mut builder = Message::builder()
-        .from(
-            payload
-                .from
-                .parse()
-                .map_err(|e| format!("bad sender: {e}"))?,
-        )
-        .subject(payload.subject.as_str())
-        .message_id(Some(payload.message_id.clone()));
-    for to in &payload.to {
-        builder = builder.to(to.parse().map_err(|e| format!("bad recipient {to}: {e}"))?);
-    }
-    let body = payload.body.clone();
-    if payload.attachments.is_empty() {
-        return builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(|e| format!("cannot build the email: {e}"));
-    }
-    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
-    for a in &payload.attachments {
-        let name = a.filename.clone();
-        let kind =
-            ContentType::parse(&a.content_type).map_err(|e| format!("attachment {name}: {e}"))?;
-        let data = {
-            use bitcoin::base64::Engine;
-            bitcoin::base64::engine::general_purpose::STANDARD
-                .decode(&a.base64)
-                .map_err(|e| format!("attachment {name}: {e}"))?
-        };
-        parts = parts.singlepart(Part::new(name).body(data, kind));
-    }
-    builder
-        .multipart(parts)
-        .map_err(|e| format!("cannot build the email: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,7 +203,7 @@ mod tests {
         plain.as_object_mut().unwrap().remove("alert");
         let p = EmailEffect::decode(&plain).unwrap();
         assert!(p.attachments.is_empty() && !p.alert);
-        assert!(build(&p).is_ok());
+        assert!(crate::notify::mime::build(&p).is_ok());
         plain.as_object_mut().unwrap().remove("message_id");
         assert!(EmailEffect::decode(&plain).is_err());
     }
