@@ -361,13 +361,12 @@ pub fn terminate(child: &mut std::process::Child) -> i32 {
 /// `=XX` escapes turned back into bytes).
 fn decode_body(message: &str) -> String {
     let message = message.replace("\r\n", "\n");
-    let Some((headers, body)) = message.split_once("\n\n") else {
-        return message;
-    };
-    if !headers.contains("Content-Transfer-Encoding: quoted-printable") {
+    // The parts of a multipart message carry their own encoding: every quoted-printable part
+    // is decoded in place (the headers have no `=XX` of their own to confuse it).
+    if !message.contains("Content-Transfer-Encoding: quoted-printable") {
         return message;
     }
-    let joined = body.replace("=\n", "");
+    let joined = message.replace("=\n", "");
     let mut bytes = Vec::new();
     let mut rest = joined.as_bytes();
     while let Some((&b, tail)) = rest.split_first() {
@@ -382,7 +381,7 @@ fn decode_body(message: &str) -> String {
             }
         }
     }
-    format!("{headers}\n\n{}", String::from_utf8_lossy(&bytes))
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
