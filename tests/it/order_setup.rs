@@ -483,3 +483,83 @@ async fn a_signature_made_by_electrum_is_accepted_even_pasted_with_a_line_break(
         "{done:?}"
     );
 }
+
+/// Account 0 of the BIP-84 branch of the public test seed ("abandon … about").
+const PUBLIC_TEST_ZPUB: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
+
+/// A setup whose `dca` order pays out to `zpub`, with Pocket at `base_url`.
+fn rehearsal(base_url: &str, zpub: &str) -> TestApp {
+    let app = TestApp::empty();
+    app.write(
+        "satflow.yaml",
+        &format!(
+            "database: sqlite://satflow.db\npocket: {{ base_url: \"{base_url}\", client_id: sandbox-client }}\n\
+             alerts: []\nwallets:\n  cold: {{ xpub: {zpub} }}\n"
+        ),
+    );
+    app.write(
+        "workflows/dca.yaml",
+        "steps:\n  - id: order\n    uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
+    );
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_test_wallet_signs_by_itself_against_the_sandbox() {
+    let (addr, _sb) = sandbox::spawn(SandboxOptions::default()).await;
+    let app = rehearsal(&format!("http://{addr}"), PUBLIC_TEST_ZPUB);
+    let hint = app.satflow(&["order", "setup", "dca", "--message-only"]);
+    assert_eq!(hint.code, 0, "{hint:?}");
+    assert_eq!(
+        hint.stdout.lines().count(),
+        1,
+        "the message alone on stdout"
+    );
+    assert!(
+        hint.stderr
+            .contains("bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"),
+        "--message-only names the address to sign with: {hint:?}"
+    );
+    let done = app.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert!(
+        done.stdout.contains("is set up for workflow dca"),
+        "{done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_key_is_refused_for_another_wallet_or_a_pocket_that_is_not_the_sandbox() {
+    let (addr, _sb) = sandbox::spawn(SandboxOptions::default()).await;
+    let other = TestWallet::new();
+    let app = rehearsal(&format!("http://{addr}"), &other.zpub);
+    let refused = app.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("only signs for the public test wallet"),
+        "{refused:?}"
+    );
+
+    // Not on this machine: refused before anything is asked of it.
+    let remote = rehearsal("https://api.pocketbitcoin.com", PUBLIC_TEST_ZPUB);
+    let refused = remote.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("not a sandbox on this machine"),
+        "{refused:?}"
+    );
+
+    // On this machine but not the sandbox (nothing listens there).
+    let port = super::helpers::free_port();
+    let local = rehearsal(&format!("http://127.0.0.1:{port}"), PUBLIC_TEST_ZPUB);
+    let refused = local.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("does not answer as `satflow sandbox` does"),
+        "{refused:?}"
+    );
+}
