@@ -12,6 +12,7 @@ mod addresses;
 mod check;
 mod demo;
 mod exchanges;
+mod init;
 mod logging;
 mod order;
 mod outbox;
@@ -67,6 +68,8 @@ pub struct Cli {
 pub enum Command {
     /// Play three weeks of stacking on this machine: sandbox, node stand-in, emails, report
     Demo(demo::DemoArgs),
+    /// Write a commented satflow.yaml and ready-to-use workflows from your answers (--sandbox: a rehearsal)
+    Init(init::InitArgs),
     /// Validate satflow.yaml and every workflow; print each problem as path:line:col: message
     Check,
     /// Show the next fire times of every scheduled workflow, in its zone and in UTC
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Init(args) => init::run(&args),
         Command::Check => check::run(&config_path),
         Command::Plan(args) => plan::run(&config_path, &args),
         Command::Run => run::run(&config_path),

@@ -10,6 +10,7 @@ mod engine;
 mod esplora;
 mod helpers;
 mod http_limits;
+mod init;
 mod lifecycle;
 mod lightning;
 mod lnnode;
