@@ -335,3 +335,8 @@ fn write_problems(out: &mut dyn std::io::Write, problems: &[Diagnostic]) -> std:
         if files == 1 { "" } else { "s" }
     )
 }
+
+/// `1 order`, `2 orders`: a count with its noun in English.
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

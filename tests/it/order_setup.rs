@@ -563,3 +563,78 @@ async fn the_test_key_is_refused_for_another_wallet_or_a_pocket_that_is_not_the_
         "{refused:?}"
     );
 }
+
+/// Waits until the sandbox at `base` answers.
+async fn wait_for(base: &str) {
+    let start = std::time::Instant::now();
+    while reqwest::get(format!("{base}/sandbox/webhooks"))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the sandbox did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_remembers_the_order_across_a_restart_and_serves_a_node_stand_in() {
+    let port = super::helpers::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let app = rehearsal(&base, PUBLIC_TEST_ZPUB);
+    let node_port = super::helpers::free_port();
+    let node = format!("127.0.0.1:{node_port}");
+    let mut sandbox = app.spawn(&["sandbox", "--lightning-listen", &node], "sandbox.log");
+    wait_for(&base).await;
+    let done = app.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    let order_id = done
+        .stdout
+        .split("Pocket order ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the order id is printed")
+        .to_string();
+
+    // The node stand-in answers as Core Lightning does, with the rune it printed.
+    let info = reqwest::Client::new()
+        .post(format!("http://{node}/v1/getinfo"))
+        .header("Rune", "sandbox-rune")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    assert_eq!(super::helpers::terminate(&mut sandbox), 0);
+    let log = std::fs::read_to_string(app.path().join("sandbox.log")).unwrap();
+    assert!(log.contains("Lightning node stand-in on"), "{log}");
+    assert!(app.path().join(".satflow-sandbox.json").is_file(), "{log}");
+
+    let mut again = app.spawn(&["sandbox"], "sandbox-again.log");
+    wait_for(&base).await;
+    let order = reqwest::Client::new()
+        .get(format!("{base}/v1/orders/{order_id}"))
+        .header("Authorization", "client_id sandbox-client")
+        .send()
+        .await
+        .unwrap();
+    let status = order.status();
+    let body = order.text().await.unwrap();
+    assert_eq!(status, 200, "the order survives the restart: {body}");
+    assert!(body.contains(&order_id), "{body}");
+    // The payment of a restarted sandbox still finds the order.
+    let paid = reqwest::Client::new()
+        .post(format!("{base}/sandbox/orders/{order_id}/payments"))
+        .json(&serde_json::json!({ "amount": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success(), "{:?}", paid.text().await);
+    assert_eq!(super::helpers::terminate(&mut again), 0);
+    let log = std::fs::read_to_string(app.path().join("sandbox-again.log")).unwrap();
+    assert!(
+        log.contains("1 order and 0 exchanges from the last run"),
+        "{log}"
+    );
+}
