@@ -57,6 +57,14 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
         let store = Store::open(&config.database).await?;
         let known = store.wallet_addresses(&args.wallet).await?;
         let next = store.wallet_cursor(&args.wallet).await?.map_or(0, |(_, n)| n);
+        // A withdrawal that was sent (or confirmed) paid the address: it is used, whatever the
+        // reservation row still says.
+        let withdrawn: Vec<_> = store
+            .withdrawals(i64::MAX)
+            .await?
+            .into_iter()
+            .filter(|w| w.wallet == args.wallet && matches!(w.status.as_str(), "sent" | "confirmed"))
+            .collect();
         let last_known = known.iter().map(|a| a.index + 1).max().unwrap_or(0);
         let count = args.count.max(next).max(last_known);
         let mut rows = Vec::with_capacity(count as usize);
@@ -67,6 +75,10 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
                 Some(a) => (a.state.clone(), a.used_by.clone()),
                 None => ("fresh".to_string(), None),
             };
+            if let Some(w) = withdrawn.iter().find(|w| w.address == address) {
+                state = "used".into();
+                used_by = Some(format!("withdrawal {} ({})", w.key, w.status));
+            }
             if let Some(explorer) = &explorer {
                 eprint!("\rscanning {}/{count} …", index + 1);
                 let _ = std::io::stderr().flush();
@@ -83,12 +95,16 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
             eprintln!("\rscanned {count} addresses.        ");
         }
         if args.json {
-            let doc = json!({ "addresses": rows.iter().map(|(i, a, s, u)| json!({ "index": i, "address": a, "state": s, "used_by": u })).collect::<Vec<_>>() });
+            let doc = json!({ "next_index": next, "addresses": rows.iter().map(|(i, a, s, u)| json!({ "index": i, "address": a, "state": s, "used_by": u })).collect::<Vec<_>>() });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
-            println!("wallet {} ({}), next index {next}", args.wallet, wallet.network);
+            println!(
+                "wallet {} ({}): the next address handed out is index {next}",
+                args.wallet, wallet.network
+            );
             for (i, a, s, u) in &rows {
-                println!("{i:>5}  {a:<64} {s:<9} {}", u.as_deref().unwrap_or(""));
+                let marker = if *i == next { "  <- next" } else { "" };
+                println!("{i:>5}  {a:<64} {s:<9} {}{marker}", u.as_deref().unwrap_or(""));
             }
         }
         store.close().await;

@@ -241,13 +241,16 @@ pub fn load_setup(config_path: &std::path::Path) -> Result<Setup, Vec<Diagnostic
     }
 }
 
+/// What every command says when it finds no configuration: the three ways to give one.
+const NO_CONFIG_HINT: &str = "there is no configuration file here; pass -c PATH, set $SATFLOW_CONFIG, or write one with `satflow init`";
+
 /// The problem when there is nothing at all at `config_path`.
 fn missing_config(config_path: &std::path::Path) -> Option<Diagnostic> {
     // `symlink_metadata`: a dangling symlink is there, and is reported as such when read.
     std::fs::symlink_metadata(config_path).is_err().then(|| Diagnostic {
         path: config_path.to_path_buf(),
         pos: crate::source::Pos::START,
-        message: "there is no configuration file here; pass -c PATH, set SATFLOW_CONFIG, or start from examples/demo/satflow.yaml".into(),
+        message: NO_CONFIG_HINT.into(),
     })
 }
 

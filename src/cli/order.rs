@@ -74,12 +74,15 @@ pub struct SetupArgs {
 pub(crate) struct Refused {
     pub(crate) message: String,
     user: bool,
+    /// Pocket could not be reached at all: the fix is about where it is and whether it runs.
+    unreachable: bool,
 }
 
 fn user(message: impl Into<String>) -> Refused {
     Refused {
         message: message.into(),
         user: true,
+        unreachable: false,
     }
 }
 
@@ -87,6 +90,7 @@ impl From<PocketError> for Refused {
     fn from(e: PocketError) -> Self {
         let user = matches!(&e, PocketError::Api { status, .. } if (400..500).contains(status));
         Refused {
+            unreachable: matches!(&e, PocketError::Unreachable { .. }),
             message: e.to_string(),
             user,
         }
@@ -98,7 +102,24 @@ impl From<crate::store::StoreError> for Refused {
         Refused {
             message: e.to_string(),
             user: false,
+            unreachable: false,
         }
+    }
+}
+
+/// What to do when Pocket cannot be reached at `base_url`: start the sandbox when it is on this
+/// machine, else look at the address and the network.
+fn reach_hint(base_url: &url::Url, config_path: &Path) -> String {
+    if is_loopback(base_url) {
+        format!(
+            "fix: pocket.base_url ({base_url}) is on this machine; is the sandbox running? Start it in another terminal: `satflow -c {} sandbox`",
+            config_path.display()
+        )
+    } else {
+        format!(
+            "fix: check pocket.base_url ({base_url}) in {}, this machine's network and DNS, and any proxy or firewall in between",
+            config_path.display()
+        )
     }
 }
 
@@ -119,6 +140,9 @@ pub fn run(config_path: &Path, args: &OrderArgs) -> anyhow::Result<Outcome> {
         Ok(_) => Outcome::Success,
         Err(refused) => {
             eprintln!("error: {}", refused.message);
+            if let Some(pocket) = config.pocket.as_ref().filter(|_| refused.unreachable) {
+                eprintln!("{}", reach_hint(&pocket.base_url, config_path));
+            }
             if refused.user {
                 Outcome::UserError
             } else {
@@ -249,6 +273,7 @@ async fn setup_with(
             node.sign_message(&message).await.map_err(|e| Refused {
                 message: format!("lightning.{name} could not sign: {e}"),
                 user: false,
+                unreachable: false,
             })?
         }
         (None, None) => prompt(&target, &challenge, &workflow.name)?,
@@ -415,6 +440,7 @@ async fn target(config: &Config, declared: &PocketOrder) -> Result<Target, Refus
                     .map_err(|e| Refused {
                         message: format!("lightning.{node} has no node_pubkey and the node cannot tell it: {e}; set node_pubkey"),
                         user: false,
+                        unreachable: false,
                     })?,
             };
             let lightning_address = lightning_address.clone().or_else(|| match &n.source {

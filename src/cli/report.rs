@@ -64,22 +64,41 @@ pub fn text(entries: &[ledger::Entry], totals: &ledger::Totals) -> String {
     }
     for (code, c) in &totals.by_currency {
         let code = code.to_uppercase();
-        let average = c
-            .average_price()
-            .map_or("-".into(), |p| format!("{p} {code}/BTC"));
-        let _ = writeln!(
-            out,
-            "{code}: {} buys, spent {} {code} (fees {} {code}), stacked {} BTC, average price {average}",
-            c.buys,
-            c.spent.normalize(),
-            c.fees.normalize(),
-            c.btc.normalize()
-        );
+        // A currency with refunds and no buys has nothing spent and no average to speak of.
+        match c.average_price() {
+            Some(p) if c.buys > 0 => {
+                let _ = writeln!(
+                    out,
+                    "{code}: {}, spent {} {code} (fees {} {code}), stacked {} BTC, average price {p} {code}/BTC",
+                    super::plural(usize::try_from(c.buys).unwrap_or(usize::MAX), "buy", "buys"),
+                    c.spent.normalize(),
+                    c.fees.normalize(),
+                    c.btc.normalize()
+                );
+            }
+            _ if c.buys > 0 => {
+                let _ = writeln!(
+                    out,
+                    "{code}: {}, spent {} {code} (fees {} {code}), stacked {} BTC",
+                    super::plural(usize::try_from(c.buys).unwrap_or(usize::MAX), "buy", "buys"),
+                    c.spent.normalize(),
+                    c.fees.normalize(),
+                    c.btc.normalize()
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "{code}: no buys yet");
+            }
+        }
         if c.refunds > 0 {
             let _ = writeln!(
                 out,
-                "{code}: {} refunds, {} {code} returned",
-                c.refunds,
+                "{code}: {}, {} {code} returned",
+                super::plural(
+                    usize::try_from(c.refunds).unwrap_or(usize::MAX),
+                    "refund",
+                    "refunds"
+                ),
                 c.refunded.normalize()
             );
         }
