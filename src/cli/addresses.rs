@@ -94,6 +94,12 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
         if explorer.is_some() {
             eprintln!("\rscanned {count} addresses.        ");
         }
+        // The cursor only moves forward, and an address known to be taken is passed over: the
+        // next one handed out is the first fresh one from the cursor on.
+        let next = rows
+            .iter()
+            .find(|(i, _, s, _)| *i >= next && s == "fresh")
+            .map_or(count, |(i, _, _, _)| *i);
         if args.json {
             let doc = json!({ "next_index": next, "addresses": rows.iter().map(|(i, a, s, u)| json!({ "index": i, "address": a, "state": s, "used_by": u })).collect::<Vec<_>>() });
             println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -247,11 +247,13 @@ const NO_CONFIG_HINT: &str = "there is no configuration file here; pass -c PATH,
 /// The problem when there is nothing at all at `config_path`.
 fn missing_config(config_path: &std::path::Path) -> Option<Diagnostic> {
     // `symlink_metadata`: a dangling symlink is there, and is reported as such when read.
-    std::fs::symlink_metadata(config_path).is_err().then(|| Diagnostic {
-        path: config_path.to_path_buf(),
-        pos: crate::source::Pos::START,
-        message: NO_CONFIG_HINT.into(),
-    })
+    std::fs::symlink_metadata(config_path)
+        .is_err()
+        .then(|| Diagnostic {
+            path: config_path.to_path_buf(),
+            pos: crate::source::Pos::START,
+            message: NO_CONFIG_HINT.into(),
+        })
 }
 
 /// The async runtime for commands that need one: two workers are plenty (a Pi has four small

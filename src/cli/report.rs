@@ -155,3 +155,45 @@ pub fn text(entries: &[ledger::Entry], totals: &ledger::Totals) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    fn entry(kind: &'static str, currency: &str, fiat: i64) -> ledger::Entry {
+        let buy = kind == "buy";
+        ledger::Entry {
+            date: chrono::DateTime::UNIX_EPOCH,
+            kind,
+            reference: format!("{kind}-{fiat}"),
+            order_id: None,
+            currency: Some(currency.into()),
+            fiat: Some(Decimal::new(fiat, 0)),
+            fiat_fee: buy.then(|| Decimal::new(1, 0)),
+            btc: buy.then(|| Decimal::new(1, 3)),
+            btc_fee: None,
+            rate: buy.then(|| Decimal::new(60_000, 0)),
+            address: None,
+            txid: None,
+        }
+    }
+
+    #[test]
+    fn counts_read_as_english_and_no_buys_has_no_average() {
+        let entries = [
+            entry("buy", "eur", 60),
+            entry("refund", "eur", 20),
+            entry("refund", "chf", 30),
+        ];
+        let out = text(&entries, &ledger::totals(&entries));
+        assert!(out.contains("EUR: 1 buy, spent 60 EUR"), "{out}");
+        assert!(out.contains("EUR: 1 refund, 20 EUR returned"), "{out}");
+        assert!(out.contains("CHF: no buys yet\n"), "{out}");
+        assert!(!out.contains("average price -"), "{out}");
+        assert!(
+            !out.contains("1 buys") && !out.contains("1 refunds"),
+            "{out}"
+        );
+    }
+}

@@ -638,3 +638,16 @@ async fn the_sandbox_remembers_the_order_across_a_restart_and_serves_a_node_stan
         "{log}"
     );
 }
+
+#[test]
+fn a_pocket_that_cannot_be_reached_is_explained_with_its_cause_and_the_fix() {
+    let port = super::helpers::free_port();
+    let app = rehearsal(&format!("http://127.0.0.1:{port}"), PUBLIC_TEST_ZPUB);
+    let run = app.satflow(&["order", "setup", "dca", "--message-only"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot reach Pocket at"), "{run:?}");
+    // The cause once, not reqwest's sentence repeating the URL.
+    assert!(!run.stderr.contains("error sending request"), "{run:?}");
+    assert!(run.stderr.contains("is the sandbox running?"), "{run:?}");
+    assert!(run.stderr.contains("sandbox`"), "{run:?}");
+}
