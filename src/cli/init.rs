@@ -254,12 +254,12 @@ fn ask_all(args: &InitArgs) -> Result<Answers, Stop> {
 
     // Each question: the flag's value if given, else a line from stdin; a wrong flag is refused
     // at once, a wrong typed answer is asked again (until the input ends).
-    let wallet = (!sandbox).then(|| Question {
-        ask: "Your cold wallet's xpub/ypub/zpub (or an output descriptor)",
-        flag: "--wallet",
-        default: None,
-    });
-    if let Some(q) = wallet {
+    if !sandbox {
+        let q = Question {
+            ask: "Your cold wallet's xpub/ypub/zpub (or an output descriptor)",
+            flag: "--wallet",
+            default: None,
+        };
         answers = answer(&mut input, &q, args.wallet.as_deref(), &answers, |a, v| {
             a.wallet = v.trim().to_string();
             Ok(())

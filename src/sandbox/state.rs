@@ -675,59 +675,6 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn creditor_references_pass_the_iso_11649_check() {
-        for _ in 0..20 {
-            let r = creditor_reference();
-            let moved = format!("{}{}", &r[4..], &r[..4]);
-            let numeric: String = moved
-                .chars()
-                .map(|c| c.to_digit(36).unwrap().to_string())
-                .collect();
-            let rem = numeric
-                .bytes()
-                .fold(0u32, |acc, b| (acc * 10 + u32::from(b - b'0')) % 97);
-            assert_eq!(rem, 1, "{r}");
-        }
-        // The reference in Pocket's walkthrough passes the same check.
-        let numeric: String = "GW8K79RF18"
-            .chars()
-            .map(|c| c.to_digit(36).unwrap().to_string())
-            .collect();
-        assert_eq!(
-            numeric
-                .bytes()
-                .fold(0u32, |acc, b| (acc * 10 + u32::from(b - b'0')) % 97),
-            1
-        );
-    }
-
-    #[test]
-    fn an_executed_exchange_follows_the_reference_arithmetic() {
-        let mut state = State::new(Network::Bitcoin);
-        state.prices.insert(Currency::Eur, Decimal::new(20_000, 0));
-        state.orders.insert(
-            "o".into(),
-            SandboxOrder {
-                json: json!({"id": "o", "active": true, "fee_rate": number(Decimal::new(12, 3))}),
-                payout: Payout::Address("bc1q5a7uxjq6z5l2wguzu77rzmzk6tyx24yvq5r4fj".into()),
-                currency: Currency::Eur,
-            },
-        );
-        let e = state
-            .pay("o", Decimal::new(10000, 2), Utc::now(), None)
-            .unwrap();
-        assert_eq!(e["fee"].to_string(), "1.20");
-        assert_eq!(e["amount"].to_string(), "0.00494000");
-        assert_eq!(e["rate"].to_string(), "20000.00");
-        assert_eq!(e["cost"].to_string(), "100.00");
-    }
-}
-
 /// The sandbox's memory as JSON, for the file that lets `satflow sandbox` restart without
 /// forgetting the user's orders (`to_json` / `from_json` read each other back exactly).
 impl State {
@@ -852,5 +799,58 @@ impl State {
         self.prices = prices;
         self.payouts_in_progress = payouts_in_progress;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creditor_references_pass_the_iso_11649_check() {
+        for _ in 0..20 {
+            let r = creditor_reference();
+            let moved = format!("{}{}", &r[4..], &r[..4]);
+            let numeric: String = moved
+                .chars()
+                .map(|c| c.to_digit(36).unwrap().to_string())
+                .collect();
+            let rem = numeric
+                .bytes()
+                .fold(0u32, |acc, b| (acc * 10 + u32::from(b - b'0')) % 97);
+            assert_eq!(rem, 1, "{r}");
+        }
+        // The reference in Pocket's walkthrough passes the same check.
+        let numeric: String = "GW8K79RF18"
+            .chars()
+            .map(|c| c.to_digit(36).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            numeric
+                .bytes()
+                .fold(0u32, |acc, b| (acc * 10 + u32::from(b - b'0')) % 97),
+            1
+        );
+    }
+
+    #[test]
+    fn an_executed_exchange_follows_the_reference_arithmetic() {
+        let mut state = State::new(Network::Bitcoin);
+        state.prices.insert(Currency::Eur, Decimal::new(20_000, 0));
+        state.orders.insert(
+            "o".into(),
+            SandboxOrder {
+                json: json!({"id": "o", "active": true, "fee_rate": number(Decimal::new(12, 3))}),
+                payout: Payout::Address("bc1q5a7uxjq6z5l2wguzu77rzmzk6tyx24yvq5r4fj".into()),
+                currency: Currency::Eur,
+            },
+        );
+        let e = state
+            .pay("o", Decimal::new(10000, 2), Utc::now(), None)
+            .unwrap();
+        assert_eq!(e["fee"].to_string(), "1.20");
+        assert_eq!(e["amount"].to_string(), "0.00494000");
+        assert_eq!(e["rate"].to_string(), "20000.00");
+        assert_eq!(e["cost"].to_string(), "100.00");
     }
 }
