@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{Outcome, open_config, runtime};
-use crate::store::Store;
+use crate::store::{Store, WithdrawalStatus};
 use crate::wallet::chain::ChainSource;
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +58,14 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
         let store = Store::open(&config.database).await?;
         let known = store.wallet_addresses(&args.wallet).await?;
         let next = store.wallet_cursor(&args.wallet).await?.map_or(0, |(_, n)| n);
+        // A withdrawal that was sent (or confirmed) paid the address: it is used, whatever the
+        // reservation row still says.
+        let withdrawn: Vec<_> = store
+            .withdrawals(i64::MAX)
+            .await?
+            .into_iter()
+            .filter(|w| w.wallet == args.wallet && matches!(w.status, WithdrawalStatus::Sent | WithdrawalStatus::Confirmed))
+            .collect();
         let last_known = known.iter().map(|a| a.index + 1).max().unwrap_or(0);
         let count = args.count.max(next).max(last_known);
         let mut rows = Vec::with_capacity(count as usize);
@@ -68,6 +76,10 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
                 Some(a) => (a.state.clone(), a.used_by.clone()),
                 None => ("fresh".to_string(), None),
             };
+            if let Some(w) = withdrawn.iter().find(|w| w.address == address) {
+                state = "used".into();
+                used_by = Some(format!("withdrawal {} ({})", w.key, w.status));
+            }
             if let Some(explorer) = &explorer {
                 eprint!("\rscanning {}/{count} …", index + 1);
                 let _ = std::io::stderr().flush();
@@ -83,13 +95,23 @@ pub fn run(config_path: &Path, args: &AddressesArgs) -> anyhow::Result<Outcome> 
         if explorer.is_some() {
             eprintln!("\rscanned {count} addresses.        ");
         }
+        // The cursor only moves forward, and an address known to be taken is passed over: the
+        // next one handed out is the first fresh one from the cursor on.
+        let next = rows
+            .iter()
+            .find(|(i, _, s, _)| *i >= next && s == "fresh")
+            .map_or(count, |(i, _, _, _)| *i);
         if args.json {
-            let doc = json!({ "addresses": rows.iter().map(|(i, a, s, u)| json!({ "index": i, "address": a, "state": s, "used_by": u })).collect::<Vec<_>>() });
+            let doc = json!({ "next_index": next, "addresses": rows.iter().map(|(i, a, s, u)| json!({ "index": i, "address": a, "state": s, "used_by": u })).collect::<Vec<_>>() });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
-            println!("wallet {} ({}), next index {next}", args.wallet, wallet.network);
+            println!(
+                "wallet {} ({}): the next address handed out is index {next}",
+                args.wallet, wallet.network
+            );
             for (i, a, s, u) in &rows {
-                println!("{i:>5}  {a:<64} {s:<9} {}", u.as_deref().unwrap_or(""));
+                let marker = if *i == next { "  <- next" } else { "" };
+                println!("{i:>5}  {a:<64} {s:<9} {}{marker}", u.as_deref().unwrap_or(""));
             }
         }
         store.close().await;

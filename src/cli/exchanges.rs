@@ -23,7 +23,10 @@ pub struct ExchangesArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum ExchangesCommand {
     /// One exchange with every event it went through
-    Show { id: String },
+    Show {
+        /// The exchange's id, as `satflow exchanges` lists it (a UUID)
+        id: String,
+    },
 }
 
 /// An exchange as the `exchanges --json` contract shows it: amounts as exact decimal strings;

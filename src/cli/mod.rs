@@ -13,6 +13,7 @@ mod check;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod exchanges;
+mod init;
 mod logging;
 mod order;
 mod outbox;
@@ -74,6 +75,8 @@ pub enum Command {
     /// Play three weeks of stacking on this machine: sandbox, node stand-in, emails, report
     #[cfg_attr(not(feature = "sandbox"), command(hide = true))]
     Demo(demo::DemoArgs),
+    /// Write a commented satflow.yaml and ready-to-use workflows from your answers (--sandbox: a rehearsal)
+    Init(init::InitArgs),
     /// Validate satflow.yaml and every workflow; print each problem as path:line:col: message
     Check,
     /// Show the next fire times of every scheduled workflow, in its zone and in UTC
@@ -144,6 +147,7 @@ pub fn main() -> ExitCode {
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Init(args) => init::run(&args),
         Command::Check => check::run(&config_path),
         Command::Plan(args) => plan::run(&config_path, &args),
         Command::Run => run::run(&config_path),
@@ -245,14 +249,19 @@ pub fn load_setup(config_path: &std::path::Path) -> Result<Setup, Vec<Diagnostic
     }
 }
 
+/// What every command says when it finds no configuration: the three ways to give one.
+const NO_CONFIG_HINT: &str = "there is no configuration file here; pass -c PATH, set $SATFLOW_CONFIG, or write one with `satflow init`";
+
 /// The problem when there is nothing at all at `config_path`.
 fn missing_config(config_path: &std::path::Path) -> Option<Diagnostic> {
     // `symlink_metadata`: a dangling symlink is there, and is reported as such when read.
-    std::fs::symlink_metadata(config_path).is_err().then(|| Diagnostic {
-        path: config_path.to_path_buf(),
-        pos: crate::source::Pos::START,
-        message: "there is no configuration file here; pass -c PATH, set SATFLOW_CONFIG, or start from examples/demo/satflow.yaml".into(),
-    })
+    std::fs::symlink_metadata(config_path)
+        .is_err()
+        .then(|| Diagnostic {
+            path: config_path.to_path_buf(),
+            pos: crate::source::Pos::START,
+            message: NO_CONFIG_HINT.into(),
+        })
 }
 
 /// The async runtime for commands that need one: two workers are plenty (a Pi has four small
@@ -338,4 +347,9 @@ fn write_problems(out: &mut dyn std::io::Write, problems: &[Diagnostic]) -> std:
         files,
         if files == 1 { "" } else { "s" }
     )
+}
+
+/// `1 order`, `2 orders`: a count with its noun in English.
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -9,6 +9,8 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use bitcoin::Address;
+use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
 
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
 use crate::config::{Config, InvoiceSource};
@@ -34,7 +36,19 @@ pub struct OrderArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum OrderCommand {
     /// Create the Pocket order a workflow declares: challenge, signature, order, bank details
-    Setup(SetupArgs),
+    Setup(SetupCommand),
+}
+
+/// `order setup`'s arguments: those the demo passes too, and the rehearsal's own.
+#[derive(Debug, clap::Args)]
+pub struct SetupCommand {
+    #[command(flatten)]
+    pub args: SetupArgs,
+    /// Rehearsal only: sign the challenge with the key of the public test wallet ("abandon …
+    /// about"). Refused unless the wallet is that test wallet and pocket.base_url is a sandbox
+    /// on this machine
+    #[arg(long, conflicts_with_all = ["signature", "message_only"])]
+    pub sign_with_test_key: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,12 +76,15 @@ pub struct SetupArgs {
 pub(crate) struct Refused {
     pub(crate) message: String,
     user: bool,
+    /// Pocket could not be reached at all: the fix is about where it is and whether it runs.
+    unreachable: bool,
 }
 
 fn user(message: impl Into<String>) -> Refused {
     Refused {
         message: message.into(),
         user: true,
+        unreachable: false,
     }
 }
 
@@ -75,6 +92,7 @@ impl From<PocketError> for Refused {
     fn from(e: PocketError) -> Self {
         let user = matches!(&e, PocketError::Api { status, .. } if (400..500).contains(status));
         Refused {
+            unreachable: matches!(&e, PocketError::Unreachable { .. }),
             message: e.to_string(),
             user,
         }
@@ -86,12 +104,32 @@ impl From<crate::store::StoreError> for Refused {
         Refused {
             message: e.to_string(),
             user: false,
+            unreachable: false,
         }
     }
 }
 
+/// What to do when Pocket cannot be reached at `base_url`: start the sandbox when it is on this
+/// machine, else look at the address and the network.
+fn reach_hint(base_url: &url::Url, config_path: &Path) -> String {
+    if is_loopback(base_url) {
+        format!(
+            "fix: pocket.base_url ({base_url}) is on this machine; is the sandbox running? Start it in another terminal: `satflow -c {} sandbox`",
+            config_path.display()
+        )
+    } else {
+        format!(
+            "fix: check pocket.base_url ({base_url}) in {}, this machine's network and DNS, and any proxy or firewall in between",
+            config_path.display()
+        )
+    }
+}
+
 pub fn run(config_path: &Path, args: &OrderArgs) -> anyhow::Result<Outcome> {
-    let OrderCommand::Setup(args) = &args.command;
+    let OrderCommand::Setup(SetupCommand {
+        args,
+        sign_with_test_key,
+    }) = &args.command;
     let Setup { config, workflows } = match load_setup(config_path) {
         Ok(setup) => setup,
         Err(problems) => {
@@ -99,11 +137,14 @@ pub fn run(config_path: &Path, args: &OrderArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::UserError);
         }
     };
-    let outcome = runtime()?.block_on(setup(&config, &workflows, args));
+    let outcome = runtime()?.block_on(setup_with(&config, &workflows, args, *sign_with_test_key));
     Ok(match outcome {
         Ok(_) => Outcome::Success,
         Err(refused) => {
             eprintln!("error: {}", refused.message);
+            if let Some(pocket) = config.pocket.as_ref().filter(|_| refused.unreachable) {
+                eprintln!("{}", reach_hint(&pocket.base_url, config_path));
+            }
             if refused.user {
                 Outcome::UserError
             } else {
@@ -118,6 +159,11 @@ enum Target {
     OnChain {
         address: Address,
         xpub: Option<(String, String)>,
+        /// The wallet's name, its account key and the full path of the address under it:
+        /// what `--sign-with-test-key` needs to find the test key.
+        wallet: String,
+        account: bitcoin::bip32::Xpub,
+        relative: DerivationPath,
     },
     Lightning {
         node_pubkey: bitcoin::secp256k1::PublicKey,
@@ -130,6 +176,16 @@ pub(crate) async fn setup(
     config: &Config,
     workflows: &[Workflow],
     args: &SetupArgs,
+) -> Result<Option<String>, Refused> {
+    setup_with(config, workflows, args, false).await
+}
+
+/// `setup`, optionally signing with the public test wallet's key (`--sign-with-test-key`).
+async fn setup_with(
+    config: &Config,
+    workflows: &[Workflow],
+    args: &SetupArgs,
+    sign_with_test_key: bool,
 ) -> Result<Option<String>, Refused> {
     let workflow = workflows
         .iter()
@@ -170,6 +226,11 @@ pub(crate) async fn setup(
         )));
     }
     let target = target(config, declared).await?;
+    // Refused before a challenge is asked for: a real Pocket never sees a test-key rehearsal.
+    let test_key = match sign_with_test_key {
+        true => Some(test_key(&target, &pocket.base_url).await?),
+        false => None,
+    };
 
     // A challenge kept by an earlier --message-only, if it is still usable; else a new one.
     let now = crate::clock::system_now();
@@ -194,17 +255,27 @@ pub(crate) async fn setup(
     };
     let message = challenge.message();
     if args.message_only {
+        // stdout holds the message alone (scripts read it); what to sign it with goes beside it.
+        eprintln!("{}", sign_with_hint(&target));
         println!("{message}");
         return Ok(Some(message));
     }
     let signature = match (&args.signature, node_signer(config, declared)) {
         (Some(s), _) => s.trim().to_string(),
+        (None, _) if let Some(key) = &test_key => {
+            println!(
+                "Signing with the public test wallet's key (a rehearsal against the sandbox at {}).",
+                pocket.base_url
+            );
+            crate::wallet::proof::sign_message(key, &message)
+        }
         // A configured LND or Core Lightning node signs by itself: nobody needs to paste anything.
         (None, Some((name, node))) => {
             println!("Asking lightning.{name} to sign the message {message:?}");
             node.sign_message(&message).await.map_err(|e| Refused {
                 message: format!("lightning.{name} could not sign: {e}"),
                 user: false,
+                unreachable: false,
             })?
         }
         (None, None) => prompt(&target, &challenge, &workflow.name)?,
@@ -212,7 +283,7 @@ pub(crate) async fn setup(
 
     // Verified here first: a refusal by Pocket would cost the challenge.
     let payout = match &target {
-        Target::OnChain { address, xpub } => {
+        Target::OnChain { address, xpub, .. } => {
             // What Pocket receives is the bare signature: pasted line breaks and the armor of a
             // signed-message file are the user's paste, not part of the proof.
             let signature = verify_pasted(address, &message, &signature).map_err(|e| {
@@ -353,6 +424,9 @@ async fn target(config: &Config, declared: &PocketOrder) -> Result<Target, Refus
             Ok(Target::OnChain {
                 address,
                 xpub: Some((extended, shown)),
+                wallet: wallet.clone(),
+                account: account.xpub,
+                relative: relative_part(&path),
             })
         }
         Payout::Lightning {
@@ -370,6 +444,7 @@ async fn target(config: &Config, declared: &PocketOrder) -> Result<Target, Refus
                     .map_err(|e| Refused {
                         message: format!("lightning.{node} has no node_pubkey and the node cannot tell it: {e}; set node_pubkey"),
                         user: false,
+                        unreachable: false,
                     })?,
             };
             let lightning_address = lightning_address.clone().or_else(|| match &n.source {
@@ -451,4 +526,136 @@ fn prompt(target: &Target, challenge: &Challenge, workflow: &str) -> Result<Stri
         )));
     }
     Ok(line)
+}
+
+/// What `--message-only` says on stderr: which key must sign the message on stdout.
+fn sign_with_hint(target: &Target) -> String {
+    match target {
+        Target::OnChain {
+            address,
+            xpub,
+            wallet,
+            ..
+        } => {
+            let path = xpub
+                .as_ref()
+                .map(|(_, path)| format!(", path {path}"))
+                .unwrap_or_default();
+            format!(
+                "Sign the message below with the key of address {address} (wallet `{wallet}`{path}), then run again with --signature SIG."
+            )
+        }
+        Target::Lightning { node_pubkey, .. } => format!(
+            "Sign the message below with node {node_pubkey} (`lncli signmessage` / `lightning-cli signmessage`), then run again with --signature SIG."
+        ),
+    }
+}
+
+/// The normal (unhardened) steps at the end of a path: where an address lies under its account
+/// key, whether the path was written from `m` or relative to the account.
+fn relative_part(path: &DerivationPath) -> DerivationPath {
+    let children: Vec<ChildNumber> = path.into_iter().copied().collect();
+    let first_normal = children
+        .iter()
+        .rposition(ChildNumber::is_hardened)
+        .map_or(0, |i| i + 1);
+    DerivationPath::from(children[first_normal..].to_vec())
+}
+
+/// The accounts of the public test seed that `--sign-with-test-key` recognises: BIP-44/49/84
+/// and BIP-86 purposes, mainnet and testnet coins, the first ten accounts.
+const TEST_PURPOSES: [u32; 4] = [44, 49, 84, 86];
+const TEST_COINS: [u32; 2] = [0, 1];
+const TEST_ACCOUNTS: u32 = 10;
+
+/// The private key of the order's payout address, when (and only when) the wallet is the public
+/// test wallet and Pocket is a sandbox on this machine: a rehearsal can then be finished without
+/// a wallet app, and a real setup can never sign with a published key.
+async fn test_key(target: &Target, base_url: &url::Url) -> Result<SecretKey, Refused> {
+    let Target::OnChain {
+        address,
+        wallet,
+        account,
+        relative,
+        ..
+    } = target
+    else {
+        return Err(user(
+            "--sign-with-test-key signs for an on-chain wallet; this order pays out to a Lightning node, which signs by itself (or with `lncli signmessage` / `lightning-cli signmessage`)",
+        ));
+    };
+    if !is_loopback(base_url) {
+        return Err(user(format!(
+            "--sign-with-test-key is only for rehearsals: pocket.base_url is {base_url}, not a sandbox on this machine (127.0.0.1, ::1 or localhost). Sign with your own wallet instead"
+        )));
+    }
+    if !answers_as_sandbox(base_url).await {
+        return Err(user(format!(
+            "--sign-with-test-key is only for rehearsals: {base_url} does not answer as `satflow sandbox` does (GET /sandbox/webhooks). Start `satflow sandbox`, or sign with your own wallet"
+        )));
+    }
+    let refused = || {
+        user(format!(
+            "--sign-with-test-key only signs for the public test wallet (the \"abandon … about\" seed, as in examples/demo and `satflow init --sandbox`); wallet `{wallet}` is not one of its accounts, so sign with the wallet that holds {address}"
+        ))
+    };
+    let secp = Secp256k1::new();
+    let master = Xpriv::new_master(bitcoin::Network::Bitcoin, &crate::wallet::test_seed())
+        .map_err(|_| refused())?;
+    for purpose in TEST_PURPOSES {
+        for coin in TEST_COINS {
+            for n in 0..TEST_ACCOUNTS {
+                let path: DerivationPath = [purpose, coin, n]
+                    .into_iter()
+                    .map(|index| ChildNumber::Hardened { index })
+                    .collect::<Vec<_>>()
+                    .into();
+                let Ok(priv_account) = master.derive_priv(&secp, &path) else {
+                    continue;
+                };
+                let public = Xpub::from_priv(&secp, &priv_account);
+                // Same key and chain code: the version bytes (xpub/zpub, main/test) do not matter.
+                if public.public_key != account.public_key
+                    || public.chain_code != account.chain_code
+                {
+                    continue;
+                }
+                return priv_account
+                    .derive_priv(&secp, relative)
+                    .map(|k| k.private_key)
+                    .map_err(|_| refused());
+            }
+        }
+    }
+    Err(refused())
+}
+
+/// Whether a URL's host is this machine.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Whether `base_url` serves the sandbox's control API (real Pocket has none).
+async fn answers_as_sandbox(base_url: &url::Url) -> bool {
+    let Ok(url) = base_url.join("sandbox/webhooks") else {
+        return false;
+    };
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    else {
+        return false;
+    };
+    match http.get(url).send().await {
+        Ok(answer) if answer.status().is_success() => answer
+            .json::<serde_json::Value>()
+            .await
+            .is_ok_and(|v| v["deliveries"].is_array()),
+        _ => false,
+    }
 }

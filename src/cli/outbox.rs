@@ -21,9 +21,15 @@ pub struct OutboxArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum OutboxCommand {
     /// Put a dead item back in the queue with a fresh attempt budget
-    Retry { id: i64 },
+    Retry {
+        /// The item's number, as `satflow outbox` lists it
+        id: i64,
+    },
     /// Give up on a pending or dead item (a step waiting for it fails)
-    Discard { id: i64 },
+    Discard {
+        /// The item's number, as `satflow outbox` lists it
+        id: i64,
+    },
 }
 
 pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {

@@ -64,22 +64,41 @@ pub fn text(entries: &[ledger::Entry], totals: &ledger::Totals) -> String {
     }
     for (code, c) in &totals.by_currency {
         let code = code.to_uppercase();
-        let average = c
-            .average_price()
-            .map_or("-".into(), |p| format!("{p} {code}/BTC"));
-        let _ = writeln!(
-            out,
-            "{code}: {} buys, spent {} {code} (fees {} {code}), stacked {} BTC, average price {average}",
-            c.buys,
-            c.spent.normalize(),
-            c.fees.normalize(),
-            c.btc.normalize()
-        );
+        // A currency with refunds and no buys has nothing spent and no average to speak of.
+        match c.average_price() {
+            Some(p) if c.buys > 0 => {
+                let _ = writeln!(
+                    out,
+                    "{code}: {}, spent {} {code} (fees {} {code}), stacked {} BTC, average price {p} {code}/BTC",
+                    super::plural(usize::try_from(c.buys).unwrap_or(usize::MAX), "buy", "buys"),
+                    c.spent.normalize(),
+                    c.fees.normalize(),
+                    c.btc.normalize()
+                );
+            }
+            _ if c.buys > 0 => {
+                let _ = writeln!(
+                    out,
+                    "{code}: {}, spent {} {code} (fees {} {code}), stacked {} BTC",
+                    super::plural(usize::try_from(c.buys).unwrap_or(usize::MAX), "buy", "buys"),
+                    c.spent.normalize(),
+                    c.fees.normalize(),
+                    c.btc.normalize()
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "{code}: no buys yet");
+            }
+        }
         if c.refunds > 0 {
             let _ = writeln!(
                 out,
-                "{code}: {} refunds, {} {code} returned",
-                c.refunds,
+                "{code}: {}, {} {code} returned",
+                super::plural(
+                    usize::try_from(c.refunds).unwrap_or(usize::MAX),
+                    "refund",
+                    "refunds"
+                ),
                 c.refunded.normalize()
             );
         }
@@ -135,4 +154,46 @@ pub fn text(entries: &[ledger::Entry], totals: &ledger::Totals) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    fn entry(kind: &'static str, currency: &str, fiat: i64) -> ledger::Entry {
+        let buy = kind == "buy";
+        ledger::Entry {
+            date: chrono::DateTime::UNIX_EPOCH,
+            kind,
+            reference: format!("{kind}-{fiat}"),
+            order_id: None,
+            currency: Some(currency.into()),
+            fiat: Some(Decimal::new(fiat, 0)),
+            fiat_fee: buy.then(|| Decimal::new(1, 0)),
+            btc: buy.then(|| Decimal::new(1, 3)),
+            btc_fee: None,
+            rate: buy.then(|| Decimal::new(60_000, 0)),
+            address: None,
+            txid: None,
+        }
+    }
+
+    #[test]
+    fn counts_read_as_english_and_no_buys_has_no_average() {
+        let entries = [
+            entry("buy", "eur", 60),
+            entry("refund", "eur", 20),
+            entry("refund", "chf", 30),
+        ];
+        let out = text(&entries, &ledger::totals(&entries));
+        assert!(out.contains("EUR: 1 buy, spent 60 EUR"), "{out}");
+        assert!(out.contains("EUR: 1 refund, 20 EUR returned"), "{out}");
+        assert!(out.contains("CHF: no buys yet\n"), "{out}");
+        assert!(!out.contains("average price -"), "{out}");
+        assert!(
+            !out.contains("1 buys") && !out.contains("1 refunds"),
+            "{out}"
+        );
+    }
 }

@@ -22,7 +22,10 @@ pub struct RunsArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum RunsCommand {
     /// One run with every step's status, error and output
-    Show { id: i64 },
+    Show {
+        /// The run's number, as `satflow runs` lists it
+        id: i64,
+    },
 }
 
 pub fn run(config_path: &Path, args: &RunsArgs) -> anyhow::Result<Outcome> {

@@ -275,7 +275,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
     };
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut ctx = Ctx { path, diags };
-    let Some(mut top) = MapReader::new(&root, "satflow.yaml", &mut ctx) else {
+    let Some(mut top) = MapReader::new(&root, "the top level", &mut ctx) else {
         return Loaded {
             config: None,
             names,

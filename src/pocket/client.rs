@@ -388,14 +388,18 @@ impl PocketClient {
         let transport = |e: reqwest::Error| {
             // Asked as for a write, the shared rule tells whether the request may have
             // reached Pocket; the table then decides what that means for this call.
+            // reqwest's own text repeats the URL the error already names: its causes say why.
+            let causes = match std::error::Error::source(&e) {
+                Some(cause) => chain(cause),
+                None => chain(&e),
+            };
             let reason = if e.is_timeout() {
                 format!(
-                    "no whole answer within {}s ({})",
+                    "no whole answer within {}s ({causes})",
                     self.call_timeout.as_secs_f64(),
-                    chain(&e)
                 )
             } else {
-                chain(&e)
+                causes
             };
             match crate::outcome::of_transport(&e, crate::outcome::Call::Write) {
                 crate::outcome::Class::Permanent => PocketError::Invalid { call, reason },

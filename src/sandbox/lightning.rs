@@ -73,6 +73,19 @@ struct Shared {
 
 /// Starts the stand-in on a free loopback port.
 pub async fn spawn(key: SecretKey, rune: &str) -> std::io::Result<StandIn> {
+    spawn_on(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        key,
+        rune,
+    )
+}
+
+/// Starts the stand-in on `listener` (`satflow sandbox` gives it a fixed port).
+pub fn spawn_on(
+    listener: tokio::net::TcpListener,
+    key: SecretKey,
+    rune: &str,
+) -> std::io::Result<StandIn> {
     let invoices: Arc<Mutex<Vec<String>>> = Arc::default();
     let shared = Shared {
         key,
@@ -84,7 +97,6 @@ pub async fn spawn(key: SecretKey, rune: &str) -> std::io::Result<StandIn> {
         .route("/v1/invoice", post(invoice))
         .route("/v1/signmessage", post(signmessage))
         .with_state(shared);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(StandIn {

@@ -4,7 +4,9 @@
 //! refunded or settled), with webhooks signed and retried like Pocket's.
 //!
 //! It is for tests, the demo and users rehearsing their workflows; it keeps everything in
-//! memory and must never be pointed at by a configuration that moves real money.
+//! memory (and, for `satflow sandbox`, in a state file rewritten after every change, so a
+//! restart does not orphan the user's order) and must never be pointed at by a configuration
+//! that moves real money.
 
 pub mod hub;
 pub mod lightning;
@@ -88,6 +90,10 @@ pub struct Sandbox {
     /// Peach's fee estimates (sat/vB), as `/v1/estimateFees` serves them.
     fees: Mutex<Value>,
     http: reqwest::Client,
+    /// Where the state is kept between runs (`Sandbox::persisted`); none: memory only.
+    state_file: Option<std::path::PathBuf>,
+    /// Serialises writes of the state file, so the newest state is the one that stays.
+    saving: Mutex<()>,
 }
 
 impl Sandbox {
@@ -108,7 +114,63 @@ impl Sandbox {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("the HTTP client's settings are valid"),
+            state_file: None,
+            saving: Mutex::new(()),
         })
+    }
+
+    /// A sandbox whose state (challenges, orders, exchanges, prices, the hub) lives in `file`:
+    /// loaded now when the file exists, rewritten atomically after every change.
+    pub fn persisted(
+        options: SandboxOptions,
+        file: &std::path::Path,
+    ) -> Result<Arc<Sandbox>, String> {
+        let fresh = Sandbox::new(options);
+        let mut sandbox = Arc::into_inner(fresh).expect("not shared yet");
+        sandbox.state_file = Some(file.to_path_buf());
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                let doc: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not a sandbox state file: {e}", file.display()))?;
+                sandbox
+                    .state
+                    .lock()
+                    .expect("state lock")
+                    .restore(&doc["pocket"])
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                restore_hub(&mut sandbox.hub.lock().expect("hub lock"), &doc["hub"])
+                    .map_err(|e| format!("{}: hub: {e}", file.display()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        }
+        Ok(Arc::new(sandbox))
+    }
+
+    /// Counts of what the state holds: (orders, exchanges), for the start-up line.
+    pub fn held(&self) -> (usize, usize) {
+        let state = self.state.lock().expect("state lock");
+        (state.orders.len(), state.exchanges.len())
+    }
+
+    /// Writes the state file (a temporary file, synced, then renamed over the old one: a crash
+    /// leaves the old state or the new, never half of one).
+    fn save(&self) -> std::io::Result<()> {
+        let Some(file) = &self.state_file else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.saving.lock().expect("saving lock");
+        let doc = json!({
+            "pocket": self.state.lock().expect("state lock").to_json(),
+            "hub": hub_json(&self.hub.lock().expect("hub lock")),
+        });
+        let tmp = file.with_extension("json.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, doc.to_string().as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, file)
     }
 
     pub fn deliveries(&self) -> Vec<Delivery> {
@@ -229,6 +291,96 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/rates/BTC/{code}", get(bitpay_rate))
         .with_state(Arc::clone(&sandbox))
         .merge(hub::router(Arc::clone(&sandbox.hub)))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&sandbox),
+            save_after_change,
+        ))
+}
+
+/// After every request that may change something (anything but GET), the state file is
+/// rewritten before the answer goes out: what the client was told is what a restart finds.
+async fn save_after_change(
+    AxumState(s): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let changes = request.method() != axum::http::Method::GET;
+    let response = next.run(request).await;
+    if changes && let Err(e) = s.save() {
+        tracing::error!(error = %e, "the sandbox cannot write its state file");
+    }
+    response
+}
+
+/// The hub's memory as JSON (sessions included, so a signed-in client stays signed in).
+fn hub_json(hub: &hub::Hub) -> Value {
+    json!({
+        "merchant_id": hub.merchant_id,
+        "balance_sat": hub.balance_sat,
+        "merchant_pubkey": hub.merchant_pubkey.map(|k| k.to_string()),
+        "user_pubkeys": hub.user_pubkeys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+        "bitcoin_address": hub.bitcoin_address,
+        "access": hub.access,
+        "refresh": hub.refresh,
+        "withdrawals": hub.withdrawals.iter().map(|w| json!({
+            "id": w.id,
+            "amount_sat": w.amount_sat,
+            "address": w.address,
+            "status": w.status,
+            "tx": w.tx,
+            "created_at": w.created_at,
+            "withdrawn_at": w.withdrawn_at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn restore_hub(hub: &mut hub::Hub, doc: &Value) -> Result<(), String> {
+    use bitcoin::secp256k1::PublicKey;
+    let key = |v: &Value| {
+        v.as_str()
+            .and_then(|k| PublicKey::from_str(k).ok())
+            .ok_or_else(|| format!("{v} is not a public key"))
+    };
+    if let Some(id) = doc["merchant_id"].as_str() {
+        hub.merchant_id = id.to_string();
+    }
+    hub.balance_sat = doc["balance_sat"].as_u64().unwrap_or(0);
+    hub.merchant_pubkey = match &doc["merchant_pubkey"] {
+        Value::Null => None,
+        v => Some(key(v)?),
+    };
+    hub.user_pubkeys = doc["user_pubkeys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(key)
+        .collect::<Result<_, _>>()?;
+    hub.bitcoin_address = doc["bitcoin_address"].as_str().map(str::to_string);
+    hub.access = serde_json::from_value(doc["access"].clone()).unwrap_or_default();
+    hub.refresh = serde_json::from_value(doc["refresh"].clone()).unwrap_or_default();
+    let mut withdrawals = Vec::new();
+    for w in doc["withdrawals"].as_array().into_iter().flatten() {
+        // The hub's statuses are a closed set of static names.
+        let status = match w["status"].as_str() {
+            Some("Pending") => "Pending",
+            Some("Processing") => "Processing",
+            Some("Withdrawn") => "Withdrawn",
+            Some("Canceled") => "Canceled",
+            other => return Err(format!("withdrawal status {other:?} is not the hub's")),
+        };
+        let text = |k: &str| w[k].as_str().unwrap_or_default().to_string();
+        withdrawals.push(hub::Withdrawal {
+            id: text("id"),
+            amount_sat: w["amount_sat"].as_u64().unwrap_or(0),
+            address: text("address"),
+            status,
+            tx: text("tx"),
+            created_at: text("created_at"),
+            withdrawn_at: w["withdrawn_at"].as_str().map(str::to_string),
+        });
+    }
+    hub.withdrawals = withdrawals;
+    Ok(())
 }
 
 type Shared = AxumState<Arc<Sandbox>>;

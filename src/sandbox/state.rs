@@ -670,6 +670,133 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// The sandbox's memory as JSON, for the file that lets `satflow sandbox` restart without
+/// forgetting the user's orders (`to_json` / `from_json` read each other back exactly).
+impl State {
+    pub fn to_json(&self) -> Value {
+        let orders: serde_json::Map<String, Value> = self
+            .orders
+            .iter()
+            .map(|(id, o)| {
+                let payout = match &o.payout {
+                    Payout::Address(a) => json!({ "address": a }),
+                    Payout::Xpub {
+                        extended_public_key,
+                        chain,
+                        next,
+                    } => json!({ "xpub": extended_public_key, "chain": chain.to_string(), "next": next }),
+                    Payout::Lightning { node_pubkey } => {
+                        json!({ "node_pubkey": node_pubkey.to_string() })
+                    }
+                };
+                (
+                    id.clone(),
+                    json!({ "json": o.json, "payout": payout, "currency": o.currency.code() }),
+                )
+            })
+            .collect();
+        let exchanges: serde_json::Map<String, Value> = self
+            .exchanges
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    json!({ "json": e.json, "order_id": e.order_id }),
+                )
+            })
+            .collect();
+        let prices: serde_json::Map<String, Value> = self
+            .prices
+            .iter()
+            .map(|(c, p)| (c.code().to_string(), Value::String(p.to_string())))
+            .collect();
+        json!({
+            "challenges": self.challenges,
+            "orders": orders,
+            "exchanges": exchanges,
+            "prices": prices,
+            "payouts_in_progress": self.payouts_in_progress,
+        })
+    }
+
+    /// Replaces the memory with a `to_json` document; what is malformed is named.
+    pub fn restore(&mut self, doc: &Value) -> Result<(), String> {
+        let challenges: HashMap<String, Challenge> =
+            serde_json::from_value(doc["challenges"].clone())
+                .map_err(|e| format!("challenges: {e}"))?;
+        let mut orders = HashMap::new();
+        for (id, o) in doc["orders"].as_object().into_iter().flatten() {
+            let bad = |what: &str| format!("orders.{id}: {what}");
+            let p = &o["payout"];
+            let payout = if let Some(a) = p["address"].as_str() {
+                Payout::Address(a.to_string())
+            } else if let Some(xpub) = p["xpub"].as_str() {
+                Payout::Xpub {
+                    extended_public_key: xpub.to_string(),
+                    chain: p["chain"]
+                        .as_str()
+                        .and_then(|c| DerivationPath::from_str(c).ok())
+                        .ok_or_else(|| bad("payout.chain is not a derivation path"))?,
+                    next: p["next"]
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| bad("payout.next is not an index"))?,
+                }
+            } else {
+                Payout::Lightning {
+                    node_pubkey: p["node_pubkey"]
+                        .as_str()
+                        .and_then(|k| bitcoin::secp256k1::PublicKey::from_str(k).ok())
+                        .ok_or_else(|| bad("payout has no address, xpub or node_pubkey"))?,
+                }
+            };
+            let currency = o["currency"]
+                .as_str()
+                .and_then(|c| Currency::from_str(c).ok())
+                .ok_or_else(|| bad("currency is not eur, chf or gbp"))?;
+            orders.insert(
+                id.clone(),
+                SandboxOrder {
+                    json: o["json"].clone(),
+                    payout,
+                    currency,
+                },
+            );
+        }
+        let mut exchanges = HashMap::new();
+        for (id, e) in doc["exchanges"].as_object().into_iter().flatten() {
+            let order_id = e["order_id"]
+                .as_str()
+                .ok_or_else(|| format!("exchanges.{id}: order_id is missing"))?;
+            exchanges.insert(
+                id.clone(),
+                SandboxExchange {
+                    json: e["json"].clone(),
+                    order_id: order_id.to_string(),
+                },
+            );
+        }
+        let mut prices = self.prices.clone();
+        for (code, p) in doc["prices"].as_object().into_iter().flatten() {
+            let currency = Currency::from_str(code).map_err(|e| format!("prices.{code}: {e}"))?;
+            let price = p
+                .as_str()
+                .and_then(|p| Decimal::from_str(p).ok())
+                .ok_or_else(|| format!("prices.{code} is not a number"))?;
+            prices.insert(currency, price);
+        }
+        let payouts_in_progress: HashMap<String, Value> =
+            serde_json::from_value(doc["payouts_in_progress"].clone())
+                .map_err(|e| format!("payouts_in_progress: {e}"))?;
+        self.challenges = challenges;
+        self.orders = orders;
+        self.exchanges = exchanges;
+        self.prices = prices;
+        self.payouts_in_progress = payouts_in_progress;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

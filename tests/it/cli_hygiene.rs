@@ -28,6 +28,7 @@ fn with_a_missing_config_every_command_prints_the_problem_on_stderr_only() {
         &["trigger", "weekly-dca"],
         &["order", "setup", "weekly-dca", "--message-only"],
         &["run"],
+        &["sandbox"],
     ] {
         let run = app.satflow(args);
         assert_eq!(run.code, 1, "{args:?}: {run:?}");
@@ -37,6 +38,10 @@ fn with_a_missing_config_every_command_prints_the_problem_on_stderr_only() {
                 .contains("satflow.yaml:1:1: there is no configuration file here"),
             "{args:?}: {run:?}"
         );
+        // The same hint everywhere: the three ways to give a configuration.
+        for way in ["-c PATH", "$SATFLOW_CONFIG", "satflow init"] {
+            assert!(run.stderr.contains(way), "{args:?} lacks {way}: {run:?}");
+        }
     }
     // `check` is asked for the problems: they are its result.
     let run = app.satflow(&["check"]);

@@ -11,6 +11,7 @@ mod engine;
 mod esplora;
 mod helpers;
 mod http_limits;
+mod init;
 mod lifecycle;
 mod lightning;
 mod lnnode;

@@ -487,3 +487,209 @@ async fn a_signature_made_by_electrum_is_accepted_even_pasted_with_a_line_break(
         "{done:?}"
     );
 }
+
+/// Account 0 of the BIP-84 branch of the public test seed ("abandon … about").
+const PUBLIC_TEST_ZPUB: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
+
+/// A setup whose `dca` order pays out to `zpub`, with Pocket at `base_url`.
+fn rehearsal(base_url: &str, zpub: &str) -> TestApp {
+    let app = TestApp::empty();
+    app.write(
+        "satflow.yaml",
+        &format!(
+            "database: sqlite://satflow.db\npocket: {{ base_url: \"{base_url}\", client_id: sandbox-client }}\n\
+             alerts: []\nwallets:\n  cold: {{ xpub: {zpub} }}\n"
+        ),
+    );
+    app.write(
+        "workflows/dca.yaml",
+        "steps:\n  - id: order\n    uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
+    );
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_test_wallet_signs_by_itself_against_the_sandbox() {
+    let (addr, _sb) = sandbox::spawn(SandboxOptions::default()).await;
+    let app = rehearsal(&format!("http://{addr}"), PUBLIC_TEST_ZPUB);
+    let hint = app.satflow(&["order", "setup", "dca", "--message-only"]);
+    assert_eq!(hint.code, 0, "{hint:?}");
+    assert_eq!(
+        hint.stdout.lines().count(),
+        1,
+        "the message alone on stdout"
+    );
+    assert!(
+        hint.stderr
+            .contains("bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"),
+        "--message-only names the address to sign with: {hint:?}"
+    );
+    let done = app.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert!(
+        done.stdout.contains("is set up for workflow dca"),
+        "{done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_key_is_refused_for_another_wallet_or_a_pocket_that_is_not_the_sandbox() {
+    let (addr, _sb) = sandbox::spawn(SandboxOptions::default()).await;
+    let other = TestWallet::new();
+    let app = rehearsal(&format!("http://{addr}"), &other.zpub);
+    let refused = app.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("only signs for the public test wallet"),
+        "{refused:?}"
+    );
+
+    // Not on this machine: refused before anything is asked of it.
+    let remote = rehearsal("https://api.pocketbitcoin.com", PUBLIC_TEST_ZPUB);
+    let refused = remote.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("not a sandbox on this machine"),
+        "{refused:?}"
+    );
+
+    // On this machine but not the sandbox (nothing listens there).
+    let port = super::helpers::closed_port();
+    let local = rehearsal(&format!("http://127.0.0.1:{port}"), PUBLIC_TEST_ZPUB);
+    let refused = local.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("does not answer as `satflow sandbox` does"),
+        "{refused:?}"
+    );
+}
+
+/// The first word after `prefix` on a line of the log `name`, once it is there.
+async fn logged(app: &TestApp, name: &str, prefix: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(app.path().join(name)).unwrap_or_default();
+        if let Some(word) = log
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return word.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {prefix:?} in {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the sandbox at `base` answers.
+async fn wait_for(base: &str) {
+    let start = std::time::Instant::now();
+    while reqwest::get(format!("{base}/sandbox/webhooks"))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the sandbox did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_remembers_the_order_across_a_restart_and_serves_a_node_stand_in() {
+    // Both servers bind port 0 and say where they are; the config is then pointed there.
+    let app = rehearsal("http://127.0.0.1:9", PUBLIC_TEST_ZPUB);
+    let mut sandbox = app.spawn(
+        &[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--lightning-listen",
+            "127.0.0.1:0",
+        ],
+        "sandbox.log",
+    );
+    let base = logged(&app, "sandbox.log", "Pocket sandbox on ").await;
+    let node = logged(&app, "sandbox.log", "Lightning node stand-in on ").await;
+    let node = node
+        .trim_start_matches("http://")
+        .trim_end_matches(';')
+        .to_string();
+    let zpub_app = rehearsal(&base, PUBLIC_TEST_ZPUB);
+    app.write(
+        "satflow.yaml",
+        &std::fs::read_to_string(zpub_app.path().join("satflow.yaml")).unwrap(),
+    );
+    let done = app.satflow(&["order", "setup", "dca", "--sign-with-test-key"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    let order_id = done
+        .stdout
+        .split("Pocket order ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the order id is printed")
+        .to_string();
+
+    // The node stand-in answers as Core Lightning does, with the rune it printed.
+    let info = reqwest::Client::new()
+        .post(format!("http://{node}/v1/getinfo"))
+        .header("Rune", "sandbox-rune")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    assert_eq!(super::helpers::terminate(&mut sandbox), 0);
+    let log = std::fs::read_to_string(app.path().join("sandbox.log")).unwrap();
+    assert!(log.contains("Lightning node stand-in on"), "{log}");
+    assert!(app.path().join(".satflow-sandbox.json").is_file(), "{log}");
+
+    // The same address again (the one the first run was given and has just let go of).
+    let listen = base.trim_start_matches("http://");
+    let mut again = app.spawn(&["sandbox", "--listen", listen], "sandbox-again.log");
+    wait_for(&base).await;
+    let order = reqwest::Client::new()
+        .get(format!("{base}/v1/orders/{order_id}"))
+        .header("Authorization", "client_id sandbox-client")
+        .send()
+        .await
+        .unwrap();
+    let status = order.status();
+    let body = order.text().await.unwrap();
+    assert_eq!(status, 200, "the order survives the restart: {body}");
+    assert!(body.contains(&order_id), "{body}");
+    // The payment of a restarted sandbox still finds the order.
+    let paid = reqwest::Client::new()
+        .post(format!("{base}/sandbox/orders/{order_id}/payments"))
+        .json(&serde_json::json!({ "amount": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success(), "{:?}", paid.text().await);
+    assert_eq!(super::helpers::terminate(&mut again), 0);
+    let log = std::fs::read_to_string(app.path().join("sandbox-again.log")).unwrap();
+    assert!(
+        log.contains("1 order and 0 exchanges from the last run"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_pocket_that_cannot_be_reached_is_explained_with_its_cause_and_the_fix() {
+    let port = super::helpers::closed_port();
+    let app = rehearsal(&format!("http://127.0.0.1:{port}"), PUBLIC_TEST_ZPUB);
+    let run = app.satflow(&["order", "setup", "dca", "--message-only"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot reach Pocket at"), "{run:?}");
+    // The cause once, not reqwest's sentence repeating the URL.
+    assert!(!run.stderr.contains("error sending request"), "{run:?}");
+    assert!(run.stderr.contains("is the sandbox running?"), "{run:?}");
+    assert!(run.stderr.contains("sandbox`"), "{run:?}");
+}
