@@ -159,15 +159,20 @@ impl EmailSender {
                     .collect();
                 let path = dir.join(format!("{name}.eml"));
                 let tmp = dir.join(format!(".{name}.eml.tmp"));
-                // tokio::fs: a slow disk must not stall the runtime's worker.
-                let write = async {
-                    tokio::fs::create_dir_all(dir).await?;
-                    tokio::fs::write(&tmp, message.formatted()).await?;
-                    tokio::fs::rename(&tmp, &path).await
+                // On a blocking thread, so a slow disk does not stall the runtime's worker; in one
+                // go, so the temporary file is there no longer than before.
+                let (dir, target, bytes) = (dir.clone(), path.clone(), message.formatted());
+                let write = move || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::write(&tmp, bytes)?;
+                    std::fs::rename(&tmp, &target)
                 };
-                write.await.map_err(|e: std::io::Error| {
-                    HandlerError::transient(format!("cannot write {}: {e}", path.display()))
-                })?;
+                tokio::task::spawn_blocking(write)
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(|e| {
+                        HandlerError::transient(format!("cannot write {}: {e}", path.display()))
+                    })?;
                 Ok(json!({ "message_id": message_id, "file": path.display().to_string() }))
             }
         }
