@@ -137,7 +137,7 @@ async fn the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confi
     assert!(run.stdout.contains("\"skipped\":true"), "{run:?}");
     assert!(
         run.stdout
-            .contains("the balance is 0 sat; after keeping 0 sat, 0 sat is less than the minimum of 100000 sat"),
+            .contains("the balance of 0 sat is less than the minimum of 100000 sat"),
         "{run:?}"
     );
     assert_eq!(hub_withdrawals(&sandbox).len(), 1);
