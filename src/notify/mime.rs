@@ -8,8 +8,10 @@
 //! (the engine's clock, so the demo's emails carry the demo's dates), or lettre's own.
 
 use lettre::Message;
-use lettre::message::header::{ContentDisposition, ContentId, ContentType};
-use lettre::message::{MultiPart, SinglePart};
+use lettre::message::header::{
+    ContentDisposition, ContentId, ContentTransferEncoding, ContentType,
+};
+use lettre::message::{Body, MultiPart, SinglePart};
 use serde::{Deserialize, Serialize};
 
 /// The payload of an `email` item: composed when it was queued (`notify::email`), sent as is.
@@ -105,7 +107,7 @@ pub fn build(payload: &EmailPayload) -> Result<Message, String> {
     let parts = attachments(payload)?;
     let (images, files): (Vec<&Part>, Vec<&Part>) = parts.iter().partition(|p| p.is_image());
 
-    let html = SinglePart::html(html(&text, &images));
+    let html = text_part(ContentType::TEXT_HTML, html(&text, &images));
     let html_and_images = if images.is_empty() {
         None
     } else {
@@ -121,7 +123,7 @@ pub fn build(payload: &EmailPayload) -> Result<Message, String> {
         }
         Some(related)
     };
-    let alternative = MultiPart::alternative().singlepart(SinglePart::plain(text));
+    let alternative = MultiPart::alternative().singlepart(text_part(ContentType::TEXT_PLAIN, text));
     let alternative = match html_and_images {
         Some(related) => alternative.multipart(related),
         None => alternative.singlepart(html),
@@ -141,6 +143,23 @@ pub fn build(payload: &EmailPayload) -> Result<Message, String> {
     builder
         .multipart(body)
         .map_err(|e| format!("cannot build the email: {e}"))
+}
+
+/// A text part, left readable in the raw message (7bit, lines as written: RFC 5322 allows up
+/// to 998 characters) when it is ASCII without bare CRs; otherwise quoted-printable, as lettre
+/// chooses. (lettre's own choice wraps any line over 76 characters.)
+fn text_part(kind: ContentType, text: String) -> SinglePart {
+    let plain = text.is_ascii()
+        && !text.contains('\0')
+        && !text.replace("\r\n", "\n").contains('\r')
+        && text.lines().all(|l| l.len() <= 998);
+    let body = if plain {
+        let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(text)
+    };
+    SinglePart::builder().header(kind).body(body)
 }
 
 fn attachments(payload: &EmailPayload) -> Result<Vec<Part>, String> {
@@ -264,6 +283,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Hello &lt;you&gt; &amp; all."), "{text}");
+        assert!(
+            text.contains("Content-Transfer-Encoding: 7bit"),
+            "readable as it is: {text}"
+        );
         assert!(
             text.contains("<pre"),
             "indented lines keep their columns: {text}"
