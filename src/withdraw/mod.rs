@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::config::{Alert, Config, WithdrawProvider};
 use crate::lightning::node::{Node, NodeError};
 use crate::notify::email::{Alerts, Mailer};
-use crate::outbox::HandlerError;
+use crate::outcome::HandlerError;
 use crate::store::{Store, WithdrawalRow, WithdrawalStatus, WithdrawalUpdate};
 use crate::wallet::chain::ChainSource;
 use hub::{HubClient, HubError};
