@@ -32,7 +32,7 @@ pub struct Mailer {
     user_templates: BTreeMap<String, PathBuf>,
     /// The clock whose time is each email's `Date:` (the demo's, in the demo); without one,
     /// the time it is sent.
-    clock: Option<std::sync::Arc<dyn crate::engine::clock::Clock>>,
+    clock: Option<std::sync::Arc<dyn crate::clock::Clock>>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -56,7 +56,7 @@ impl Mailer {
     }
 
     /// Dates the emails it composes by `clock`.
-    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::engine::clock::Clock>) -> Self {
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
         self.clock = Some(clock);
         self
     }
