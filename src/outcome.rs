@@ -178,11 +178,7 @@ impl HandlerError {
     }
 
     /// The error a failed call of class `class` becomes in the outbox.
-    pub fn from_class(
-        class: Class,
-        message: impl Into<String>,
-        http_status: Option<u16>,
-    ) -> Self {
+    pub fn from_class(class: Class, message: impl Into<String>, http_status: Option<u16>) -> Self {
         let message = message.into();
         match class {
             Class::Transient { retry_after } => HandlerError::Transient {

@@ -17,8 +17,8 @@ use lettre::message::Mailbox;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::source::{Ctx, Diagnostics, Env, MapReader, load_file};
 use crate::domain::WalletKey;
+use crate::source::{Ctx, Diagnostics, Env, MapReader, load_file};
 
 pub use sections::{DEFAULT_LISTEN, list_names};
 

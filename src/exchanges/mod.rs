@@ -611,7 +611,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_alert_says_what_pocket_needs_and_where() {
-        let env = crate::workflow::expr::environment();
+        let env = crate::expr::environment();
         for (payload, needle) in [
             (
                 r#"{"exchange_id":"x1","order_id":"o","pair":"btc/chf","cost":100.00,"action":{"code":"identify","url":"https://app.pocketbitcoin.com/onboarding"},"reason":{"code":"identification_required"}}"#,
@@ -635,7 +635,7 @@ mod tests {
 
     #[test]
     fn a_refund_alert_names_the_reason_in_plain_words_or_verbatim() {
-        let env = crate::workflow::expr::environment();
+        let env = crate::expr::environment();
         for code in [
             "threshold_exceeded",
             "order_inactive",
@@ -843,7 +843,7 @@ mod tests {
                 workflows,
                 client: None,
                 alerts,
-                env: crate::workflow::expr::environment(),
+                env: crate::expr::environment(),
                 clock: Arc::clone(&clock) as Arc<dyn Clock>,
                 wake: Default::default(),
                 wake_runner: Default::default(),

@@ -6,7 +6,9 @@
 //! `Workflow` value is only produced for a file without problems; running it is the engine's job.
 
 pub mod actions;
-pub mod expr;
+/// The expression language lives below the actions (they render templates), so workflows and
+/// actions share it without importing each other.
+pub use crate::expr;
 pub mod schedule;
 
 use std::collections::BTreeMap;
