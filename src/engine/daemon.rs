@@ -114,7 +114,7 @@ pub async fn serve(
         let processor = Arc::new(Processor {
             store: store.clone(),
             config: Arc::clone(&config),
-            workflows: event_workflows,
+            workflows: Box::new(event_workflows),
             client: context.clients.pocket.clone(),
             alerts: context.alerts.clone(),
             env: context.env.clone(),

@@ -467,7 +467,7 @@ impl Runner {
         crate::exchanges::Processor {
             store: self.store.clone(),
             config: Arc::clone(&self.config),
-            workflows,
+            workflows: Box::new(workflows),
             client: None,
             alerts: self.alerts.clone(),
             env: self.env.clone(),
