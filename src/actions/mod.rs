@@ -22,6 +22,7 @@ use crate::pocket::PocketClient;
 use crate::source::MapReader;
 use crate::store::{NewItem, NewWithdrawal, Reservation, RunRow, StepStatus, Store};
 
+pub mod effects;
 pub mod read;
 
 pub use read::ActionReader;

@@ -224,6 +224,7 @@ pub fn workers_in(
             Some(context.store.clone()),
         )
         .with_clients(Arc::clone(&context.clients)),
+        effects: Arc::new(crate::actions::effects::Effects),
         clock: Arc::clone(&context.clock),
         config: config.outbox,
         lease: context.lease,
