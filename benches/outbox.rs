@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use satflow::actions::http_post as http;
 use satflow::clock::SystemClock;
 use satflow::config::OutboxConfig;
 use satflow::notify::email::Alerts;
-use satflow::outbox::handlers::http;
 use satflow::outbox::{Dispatcher, Handlers};
 use satflow::store::Store;
 use serde_json::json;
@@ -50,6 +50,7 @@ fn main() {
         let dispatcher = Arc::new(Dispatcher {
             store: store.clone(),
             handlers: Handlers::new(None, None, None, None),
+            effects: Arc::new(satflow::actions::effects::Effects),
             clock: Arc::new(SystemClock),
             config: OutboxConfig::default(),
             lease: chrono::Duration::seconds(30),

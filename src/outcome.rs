@@ -138,6 +138,71 @@ pub fn body_code(body: &str) -> Option<(String, Option<String>)> {
     Some((code, message))
 }
 
+/// Why a handler did not complete its item.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth another try later: timeouts before sending, connection refused, 5xx, 429.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        /// What the other side asked for (`Retry-After`).
+        retry_after: Option<Duration>,
+        http_status: Option<u16>,
+    },
+    /// Will fail the same way every time: refused input, most 4xx.
+    #[error("{message}")]
+    Permanent {
+        message: String,
+        http_status: Option<u16>,
+    },
+    /// The request may or may not have taken effect (a timeout after sending): reconcile
+    /// before any retry.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl HandlerError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        HandlerError::Transient {
+            message: message.into(),
+            retry_after: None,
+            http_status: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        HandlerError::Permanent {
+            message: message.into(),
+            http_status: None,
+        }
+    }
+
+    /// The error a failed call of class `class` becomes in the outbox.
+    pub fn from_class(class: Class, message: impl Into<String>, http_status: Option<u16>) -> Self {
+        let message = message.into();
+        match class {
+            Class::Transient { retry_after } => HandlerError::Transient {
+                message,
+                retry_after,
+                http_status,
+            },
+            Class::Permanent => HandlerError::Permanent {
+                message,
+                http_status,
+            },
+            Class::Unknown => HandlerError::Unknown(message),
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            HandlerError::Transient { http_status, .. }
+            | HandlerError::Permanent { http_status, .. } => *http_status,
+            HandlerError::Unknown(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

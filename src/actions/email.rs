@@ -14,7 +14,7 @@ use crate::outbox::Effect;
 use crate::outbox::handlers::email::EmailEffect;
 use crate::source::MapReader;
 use crate::source::reader::{describe, did_you_mean, list_or_one, string};
-use crate::workflow::expr;
+use crate::expr;
 
 #[derive(Debug, Clone)]
 pub struct Email {

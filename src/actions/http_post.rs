@@ -20,7 +20,7 @@ use crate::source::reader::{describe, string, to_json};
 use crate::source::{Kind, MapReader, Node};
 use crate::domain::HumanDuration;
 use crate::store::{ItemRow, NewItem};
-use crate::workflow::expr::{self, render};
+use crate::expr::{self, render};
 
 /// The outbox kind of a POST.
 pub const KIND: &str = "http";

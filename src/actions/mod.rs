@@ -8,7 +8,6 @@
 //! Adding an action: write its file (a type implementing [`ActionStep`]) and add one line to the
 //! `registry!` below.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -17,13 +16,13 @@ use serde_json::{Map, Value};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchanges::Processor;
+use crate::expr::render;
 use crate::notify::email::Mailer;
 use crate::pocket::PocketClient;
 use crate::source::MapReader;
 use crate::store::{NewItem, NewWithdrawal, Reservation, RunRow, StepStatus, Store};
-use crate::workflow::Workflow;
-use crate::workflow::expr::render;
 
+pub mod effects;
 pub mod read;
 
 pub use read::ActionReader;
@@ -138,7 +137,9 @@ pub struct StepCx<'a> {
     pub config: &'a Arc<Config>,
     pub pocket: Option<&'a PocketClient>,
     pub clock: &'a Arc<dyn Clock>,
-    pub workflows: &'a BTreeMap<String, Workflow>,
+    /// The Lightning node the named workflow's `pocket.order` pays out to, if it pays by
+    /// Lightning (read from the workflows by the runner, so actions need not know them).
+    pub declared_node: &'a (dyn Fn(&str) -> Option<String> + Sync),
     pub mailer: Option<&'a Mailer>,
     pub env: &'a minijinja::Environment<'static>,
     /// The exchange state machine, for a step that reads an exchange back (`pocket.refresh`).

@@ -25,7 +25,7 @@ use crate::pocket::types::{Order, OrderPatch};
 use crate::source::reader::{describe, string};
 use crate::source::{MapReader, Node, Pos};
 use crate::store::ItemRow;
-use crate::workflow::expr::eval_condition;
+use crate::expr::eval_condition;
 
 /// The outbox kind of an order patch.
 pub const PATCH_KIND: &str = "pocket.order.patch";

@@ -36,8 +36,6 @@ use crate::pocket::types::{Exchange, ExchangePayout, ExchangeState};
 use crate::source::MapReader;
 use crate::source::reader::{boolean, string};
 use crate::store::ItemRow;
-use super::pocket_order::Payout;
-use super::Action;
 
 /// The outbox kind of a payout.
 pub const KIND: &str = "pocket.payout";
@@ -125,15 +123,7 @@ impl ActionStep for PocketPayout {
             ));
         };
         // The node: the step's, else the one the order's workflow declares.
-        let declared = cx.workflows.get(&order.workflow).and_then(|w| {
-            w.steps.iter().find_map(|s| match &s.action {
-                Action::PocketOrder(o) => match &o.payout {
-                    Payout::Lightning { node, .. } => Some(node.clone()),
-                    Payout::Wallet { .. } => None,
-                },
-                _ => None,
-            })
-        });
+        let declared = (cx.declared_node)(&order.workflow);
         let Some(node) = self.node.clone().or(declared) else {
             return StepOutcome::failed(format!(
                 "no Lightning node to pay exchange {exchange_id} out to: set `node:` on the step"

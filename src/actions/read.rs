@@ -7,9 +7,9 @@
 use rust_decimal::Decimal;
 
 use crate::config::{Names, list_names};
+use crate::expr::{self, Scope};
 use crate::source::reader::{boolean, describe, scalar, string};
 use crate::source::{Ctx, Kind, MapReader, Node, Pos};
-use crate::workflow::expr::{self, Scope};
 
 use super::{Action, Condition, Param};
 

@@ -74,8 +74,8 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
                     "id": item.id,
                     "kind": item.kind,
                     // Where an http.post goes, as it may be shown: the real URL may hold a token.
-                    "url": (item.kind == crate::outbox::handlers::http::KIND)
-                        .then(|| crate::outbox::handlers::http::shown_url(&item.payload))
+                    "url": (item.kind == crate::actions::http_post::KIND)
+                        .then(|| crate::actions::http_post::shown_url(&item.payload))
                         .flatten(),
                     "idempotency_key": item.key,
                     "status": item.status,
@@ -118,7 +118,7 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
 /// An http item's error as it may be shown: errors stored before URLs were redacted at the
 /// source may still hold the URL (and its token).
 fn shown_error(item: &crate::store::ItemRow, error: &str) -> String {
-    use crate::outbox::handlers::http;
+    use crate::actions::http_post as http;
     match (item.kind == http::KIND, item.payload["url"].as_str()) {
         (true, Some(real)) => {
             let shown = http::shown_url(&item.payload).unwrap_or_default();

@@ -17,8 +17,8 @@ use lettre::message::Mailbox;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::domain::WalletKey;
 use crate::source::{Ctx, Diagnostics, Env, MapReader, load_file};
-use crate::wallet::WalletKey;
 
 pub use sections::{DEFAULT_LISTEN, list_names};
 
@@ -84,7 +84,7 @@ pub struct WalletConfig {
     pub network: Network,
     pub esplora_url: Option<Url>,
     /// The user's own Electrum server; exclusive with `esplora_url`.
-    pub electrum_url: Option<crate::wallet::electrum::ElectrumUrl>,
+    pub electrum_url: Option<crate::domain::ElectrumUrl>,
     /// The `ssl://` Electrum server's own certificate (or its CA), pinned: trusted alone, in
     /// place of public authorities.
     pub tls_cert_file: Option<PathBuf>,

@@ -7,13 +7,19 @@
 mod btc;
 mod currency;
 mod duration;
+mod electrum_url;
 mod fee_rate;
 mod iban;
 mod merchant_key;
+mod wallet_key;
 
 pub use btc::{Btc, BtcError};
 pub use currency::{Currency, CurrencyError};
 pub use duration::{DurationError, HumanDuration};
+pub use electrum_url::ElectrumUrl;
 pub use fee_rate::{FeeRate, FeeRateError};
 pub use iban::{Iban, IbanError};
 pub use merchant_key::{MerchantKey, MerchantKeyError};
+pub use wallet_key::{
+    AccountKey, KeyError, ScriptType, WalletKey, address_at_path, encode_extended, test_seed,
+};

@@ -52,7 +52,7 @@ impl Context {
         let explorers = explorers(&config, &payout_wallets);
         Context {
             clients: Arc::new(Clients::build(&config)),
-            env: crate::workflow::expr::environment(),
+            env: crate::expr::environment(),
             mailer,
             alerts,
             lease,

@@ -114,7 +114,7 @@ pub async fn serve(
         let processor = Arc::new(Processor {
             store: store.clone(),
             config: Arc::clone(&config),
-            workflows: event_workflows,
+            workflows: Box::new(event_workflows),
             client: context.clients.pocket.clone(),
             alerts: context.alerts.clone(),
             env: context.env.clone(),
@@ -224,6 +224,7 @@ pub fn workers_in(
             Some(context.store.clone()),
         )
         .with_clients(Arc::clone(&context.clients)),
+        effects: Arc::new(crate::actions::effects::Effects),
         clock: Arc::clone(&context.clock),
         config: config.outbox,
         lease: context.lease,

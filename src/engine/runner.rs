@@ -19,13 +19,14 @@ use tokio::task::JoinSet;
 
 use super::health::Heartbeat;
 use super::logs;
-use crate::actions::{StepCx, StepOutcome, skipped_output};
+use crate::actions::pocket_order::Payout;
+use crate::actions::{Action, StepCx, StepOutcome, skipped_output};
 use crate::clock::Clock;
 use crate::config::{Alert, Config};
+use crate::expr::eval_condition;
 use crate::notify::email::{Alerts, Mailer};
 use crate::pocket::PocketClient;
 use crate::store::{Recorded, RunRow, StepRecord, StepStatus, Store, StoreError};
-use crate::workflow::expr::eval_condition;
 use crate::workflow::{Step, Workflow};
 
 pub struct Runner {
@@ -421,12 +422,13 @@ impl Runner {
     #[tracing::instrument(name = "step", skip_all, fields(run_id = run.id, step_id = %step.id, uses = step.uses))]
     async fn perform(&self, run: &RunRow, step: &Step, ctx: &Value) -> StepOutcome {
         let processor = || self.processor();
+        let declared_node = |workflow: &str| self.declared_node(workflow);
         let cx = StepCx {
             store: &self.store,
             config: &self.config,
             pocket: self.pocket.as_ref(),
             clock: &self.clock,
-            workflows: &self.workflows,
+            declared_node: &declared_node,
             mailer: self.mailer.as_ref(),
             env: &self.env,
             processor: &processor,
@@ -435,6 +437,20 @@ impl Runner {
             ctx,
         };
         step.action.perform(&cx).await
+    }
+
+    /// The Lightning node the named workflow's first `pocket.order` that pays by Lightning
+    /// names.
+    fn declared_node(&self, workflow: &str) -> Option<String> {
+        self.workflows.get(workflow).and_then(|w| {
+            w.steps.iter().find_map(|s| match &s.action {
+                Action::PocketOrder(o) => match &o.payout {
+                    Payout::Lightning { node, .. } => Some(node.clone()),
+                    Payout::Wallet { .. } => None,
+                },
+                _ => None,
+            })
+        })
     }
 
     /// The exchange processor's state machine, for a step that reads an exchange back.
@@ -451,7 +467,7 @@ impl Runner {
         crate::exchanges::Processor {
             store: self.store.clone(),
             config: Arc::clone(&self.config),
-            workflows,
+            workflows: Box::new(workflows),
             client: None,
             alerts: self.alerts.clone(),
             env: self.env.clone(),
@@ -532,7 +548,7 @@ mod tests {
             alerts: Alerts::new(None, Default::default()),
             owner: "test".into(),
             lease: Duration::seconds(30),
-            env: crate::workflow::expr::environment(),
+            env: crate::expr::environment(),
             wake_outbox: Arc::new(Notify::new()),
             wake: Arc::new(Notify::new()),
             heartbeat: Heartbeat::default(),

@@ -193,6 +193,33 @@ mod decimal_text {
     }
 }
 
+/// The exchange events a workflow can start on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    Executed,
+    Settled,
+    Interrupted,
+    Refunded,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Executed,
+        EventKind::Settled,
+        EventKind::Interrupted,
+        EventKind::Refunded,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Executed => "exchange.executed",
+            EventKind::Settled => "exchange.settled",
+            EventKind::Interrupted => "exchange.interrupted",
+            EventKind::Refunded => "exchange.refunded",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,11 +24,10 @@ use crate::pocket::types::{Exchange, ExchangeState};
 use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
 use crate::wallet::address_at_path;
 use crate::wallet::chain::ChainSource;
-use crate::workflow::{EventKind, Workflow};
 
 mod event;
 
-pub use event::{ExchangeEvent, action_key, action_text, reason_text};
+pub use event::{EventKind, ExchangeEvent, action_key, action_text, reason_text};
 
 /// The longest wait between two read-backs of an exchange.
 const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
@@ -53,10 +52,23 @@ pub enum RefreshError {
     Store(#[from] StoreError),
 }
 
+/// Which workflows an exchange event starts (by their names, in the order they are started).
+pub trait Listeners: Send + Sync {
+    fn starting(
+        &self,
+        kind: EventKind,
+        context: &Value,
+        order_payout: Option<&str>,
+        env: &minijinja::Environment<'_>,
+    ) -> Vec<String>;
+}
+
 pub struct Processor {
     pub store: Store,
     pub config: Arc<Config>,
-    pub workflows: Vec<Workflow>,
+    /// Who starts runs on an event: the engine's workflows, asked through [`Listeners`] so that
+    /// this state machine does not depend on how workflows are read.
+    pub workflows: Box<dyn Listeners>,
     pub client: Option<PocketClient>,
     pub alerts: Alerts,
     pub env: minijinja::Environment<'static>,
@@ -429,17 +441,14 @@ impl Processor {
                         .into_iter()
                         .find(|k| k.name() == stage.event())
                     {
-                        for w in self.workflows.iter().filter(|w| {
-                            w.events.contains(&kind)
-                                && crate::workflow::starts_for(
-                                    w,
-                                    &context,
-                                    order.as_ref().map(|o| o.payout_kind.as_str()),
-                                    &self.env,
-                                )
-                        }) {
+                        for name in self.workflows.starting(
+                            kind,
+                            &context,
+                            order.as_ref().map(|o| o.payout_kind.as_str()),
+                            &self.env,
+                        ) {
                             effects.stage_runs.push(NewRun {
-                                workflow: w.name.clone(),
+                                workflow: name,
                                 event: stage.event().to_string(),
                                 context: context.clone(),
                             });
@@ -611,7 +620,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_alert_says_what_pocket_needs_and_where() {
-        let env = crate::workflow::expr::environment();
+        let env = crate::expr::environment();
         for (payload, needle) in [
             (
                 r#"{"exchange_id":"x1","order_id":"o","pair":"btc/chf","cost":100.00,"action":{"code":"identify","url":"https://app.pocketbitcoin.com/onboarding"},"reason":{"code":"identification_required"}}"#,
@@ -635,7 +644,7 @@ mod tests {
 
     #[test]
     fn a_refund_alert_names_the_reason_in_plain_words_or_verbatim() {
-        let env = crate::workflow::expr::environment();
+        let env = crate::expr::environment();
         for code in [
             "threshold_exceeded",
             "order_inactive",
@@ -820,7 +829,7 @@ mod tests {
             let store = Store::open_sqlite(path).await.unwrap();
             let workflows = EventKind::ALL
                 .into_iter()
-                .map(|kind| Workflow {
+                .map(|kind| crate::workflow::Workflow {
                     name: format!("on-{}", kind.name()),
                     path: dir.path().join("w.yaml"),
                     schedule: None,
@@ -828,7 +837,7 @@ mod tests {
                     exchanges: Default::default(),
                     steps: Vec::new(),
                 })
-                .collect();
+                .collect::<Vec<_>>();
             let email = config.email.as_ref().unwrap();
             let alerts = Alerts::new(
                 Some(Mailer::new(email, Default::default())),
@@ -840,10 +849,10 @@ mod tests {
             let processor = Processor {
                 store,
                 config: Arc::new(config),
-                workflows,
+                workflows: Box::new(workflows),
                 client: None,
                 alerts,
-                env: crate::workflow::expr::environment(),
+                env: crate::expr::environment(),
                 clock: Arc::clone(&clock) as Arc<dyn Clock>,
                 wake: Default::default(),
                 wake_runner: Default::default(),

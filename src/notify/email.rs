@@ -32,7 +32,7 @@ pub struct Mailer {
     user_templates: BTreeMap<String, PathBuf>,
     /// The clock whose time is each email's `Date:` (the demo's, in the demo); without one,
     /// the time it is sent.
-    clock: Option<std::sync::Arc<dyn crate::engine::clock::Clock>>,
+    clock: Option<std::sync::Arc<dyn crate::clock::Clock>>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -56,7 +56,7 @@ impl Mailer {
     }
 
     /// Dates the emails it composes by `clock`.
-    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::engine::clock::Clock>) -> Self {
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -85,7 +85,7 @@ impl Mailer {
                 (t.subject, t.body)
             }
         };
-        let render = |text: &str| crate::workflow::expr::render(env, text, ctx);
+        let render = |text: &str| crate::expr::render(env, text, ctx);
         let subject = render(&subject)?.trim().replace(['\r', '\n'], " ");
         let body = render(&body)?;
         let to = to
@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn composes_a_rendered_email_with_a_message_id_from_its_key() {
-        let env = crate::workflow::expr::environment();
+        let env = crate::expr::environment();
         let ctx = json!({"run": {"id": 7, "trigger": "manual", "error": "boom"}, "workflow": {"name": "dca"}});
         let item = mailer()
             .compose(
@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn the_order_created_email_has_the_details_as_the_terminal_shows_them_and_the_qr_inline() {
-        let env = crate::workflow::expr::environment();
+        let env = crate::expr::environment();
         let ctx = json!({
             "workflow": {"name": "dca"}, "run": {"id": 1},
             "steps": {"order": {
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn alerts_that_are_off_produce_nothing() {
-        let env = crate::workflow::expr::environment();
+        let env = crate::expr::environment();
         let alerts = Alerts::new(Some(mailer()), [Alert::Refunded].into_iter().collect());
         assert!(
             alerts

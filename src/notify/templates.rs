@@ -99,7 +99,7 @@ fn split(text: &str, origin: Cow<'static, str>) -> Result<TemplateSource, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::expr::{Scope, check_template_with, environment};
+    use crate::expr::{Scope, check_template_with, environment};
 
     #[test]
     fn every_built_in_template_compiles_with_the_workflow_roots() {
@@ -122,7 +122,7 @@ mod tests {
     fn render(name: &str, ctx: serde_json::Value) -> (String, String) {
         let env = environment();
         let t = find(name, &BTreeMap::new()).unwrap().unwrap();
-        let r = |text: &str| crate::workflow::expr::render(&env, text, &ctx).unwrap();
+        let r = |text: &str| crate::expr::render(&env, text, &ctx).unwrap();
         (r(&t.subject), r(&t.body))
     }
 

@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use super::handlers::Registry;
 use super::handlers::email::is_alert;
 use super::{HandlerError, Handlers, backoff};
 use crate::clock::Clock;
@@ -31,6 +32,8 @@ const SUMMARY_EVERY: Duration = Duration::seconds(30);
 pub struct Dispatcher {
     pub store: Store,
     pub handlers: Handlers,
+    /// The kinds it can carry out (the actions' registry, handed in by the engine).
+    pub effects: Arc<dyn Registry>,
     pub clock: Arc<dyn Clock>,
     pub config: OutboxConfig,
     pub lease: Duration,
@@ -171,7 +174,7 @@ impl Dispatcher {
         let job = claimed.clone();
         let result = match tokio::spawn(async move {
             match job.previous_unknown {
-                true => match me.handlers.reconcile(&job.item).await {
+                true => match me.effects.reconcile(&me.handlers, &job.item).await {
                     Some(result) => result,
                     None => me.call(&job).await,
                 },
@@ -278,7 +281,8 @@ impl Dispatcher {
     )]
     async fn call(&self, claimed: &Claimed) -> Result<serde_json::Value, HandlerError> {
         let limit = (self.lease * 3 / 4).to_std().unwrap_or_default();
-        match tokio::time::timeout(limit, self.handlers.handle(&claimed.item)).await {
+        match tokio::time::timeout(limit, self.effects.handle(&self.handlers, &claimed.item)).await
+        {
             Ok(result) => result,
             Err(_) => Err(HandlerError::Unknown(format!(
                 "the handler did not finish within {}s",
@@ -315,7 +319,7 @@ mod tests {
     async fn an_attempt_that_panics_kills_its_item_with_the_reason_and_the_dispatcher_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
-        let item = crate::outbox::handlers::http::item(
+        let item = crate::actions::http_post::item(
             "k".into(),
             None,
             "http://127.0.0.1:9/closed",
@@ -337,12 +341,13 @@ mod tests {
         let dispatcher = Arc::new(Dispatcher {
             store: store.clone(),
             handlers: Handlers::new(None, None, None, None),
+            effects: Arc::new(crate::actions::effects::Effects),
             clock,
             config: OutboxConfig::default(),
             lease: Duration::seconds(30),
             owner: "test".into(),
             alerts: Alerts::new(None, Default::default()),
-            env: crate::workflow::expr::environment(),
+            env: crate::expr::environment(),
             wake: Arc::new(Notify::new()),
             wake_runner: Arc::new(Notify::new()),
             heartbeat: Heartbeat::default(),
@@ -390,6 +395,7 @@ mod tests {
         let dispatcher = Arc::new(Dispatcher {
             store: store.clone(),
             handlers: Handlers::new(None, None, None, None),
+            effects: Arc::new(crate::actions::effects::Effects),
             clock: clock.clone(),
             config: OutboxConfig::default(),
             lease: Duration::seconds(30),
@@ -398,7 +404,7 @@ mod tests {
                 Some(Mailer::new(&email, Default::default())),
                 Alert::ALL.into_iter().collect(),
             ),
-            env: crate::workflow::expr::environment(),
+            env: crate::expr::environment(),
             wake: Arc::new(Notify::new()),
             wake_runner: Arc::new(Notify::new()),
             heartbeat: Heartbeat::default(),

@@ -21,7 +21,7 @@ use super::types::{
     ApiCode, Challenge, Exchange, ExchangePayout, NewBuyOrder, NewSellOrder, Order, OrderPatch,
 };
 use crate::config::PocketConfig;
-use crate::outbox::HandlerError;
+use crate::outcome::HandlerError;
 
 /// How long connecting to Pocket may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

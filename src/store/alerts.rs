@@ -6,8 +6,9 @@
 //! counting until its summary has been queued.
 
 use chrono::{DateTime, Duration, Utc};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
 
+use super::alert_window::admit;
 use super::outbox::{NewItem, insert_items};
 use super::{Store, StoreError, from_millis};
 
@@ -19,50 +20,6 @@ pub struct AlertWindow {
     pub suppressed: i64,
     pub first_suppressed: Option<DateTime<Utc>>,
     pub last_suppressed: Option<DateTime<Utc>>,
-}
-
-/// Whether an alert of `kind` may be sent now (true: it opened a window) or is counted into
-/// the open one (false), inside the caller's transaction.
-pub(super) async fn admit(
-    tx: &mut Transaction<'static, Sqlite>,
-    kind: &str,
-    now: DateTime<Utc>,
-    window: Duration,
-) -> Result<bool, StoreError> {
-    let now_ms = now.timestamp_millis();
-    let open: Option<(i64, i64)> =
-        sqlx::query_as("SELECT window_start, suppressed_count FROM alert_windows WHERE kind = ?1")
-            .bind(kind)
-            .fetch_optional(&mut **tx)
-            .await?;
-    let closed = |start: i64| start.saturating_add(window.num_milliseconds()) <= now_ms;
-    match open {
-        // A closed window with nothing held back: this alert opens the next one.
-        Some((start, 0)) if closed(start) => {}
-        None => {}
-        Some(_) => {
-            sqlx::query(
-                "UPDATE alert_windows SET suppressed_count = suppressed_count + 1,
-                     first_suppressed = COALESCE(first_suppressed, ?2), last_suppressed = ?2
-                 WHERE kind = ?1",
-            )
-            .bind(kind)
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(false);
-        }
-    }
-    sqlx::query(
-        "INSERT INTO alert_windows (kind, window_start, suppressed_count) VALUES (?1, ?2, 0)
-         ON CONFLICT (kind) DO UPDATE SET window_start = excluded.window_start, suppressed_count = 0,
-             first_suppressed = NULL, last_suppressed = NULL",
-    )
-    .bind(kind)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(true)
 }
 
 impl Store {

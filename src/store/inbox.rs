@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use super::alert_window::ALERT_WINDOW;
 use super::outbox::{NewItem, insert_items};
 use super::{Store, StoreError, from_millis};
 
@@ -28,9 +29,6 @@ pub struct NewWebhook {
 /// How many unrecognized bodies are kept at most (the newest), and for how long.
 pub const KEEP_UNRECOGNIZED: i64 = 200;
 pub const KEEP_UNRECOGNIZED_DAYS: i64 = 30;
-
-/// The window in which alerts of one kind are coalesced into one email.
-pub const ALERT_WINDOW: chrono::Duration = chrono::Duration::hours(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -108,7 +106,7 @@ impl Store {
                         let admitted = match (&w.alert_kind, known) {
                             (_, Some(_)) => false,
                             (Some(kind), None) => {
-                                super::alerts::admit(&mut tx, kind, now, ALERT_WINDOW).await?
+                                super::alert_window::admit(&mut tx, kind, now, ALERT_WINDOW).await?
                             }
                             (None, None) => true,
                         };

@@ -10,6 +10,7 @@
 //! connection in the pool believing it is still inside a transaction: every connection handed
 //! back is checked, and one that is not clean is closed and replaced (see `clean_on_release`).
 
+mod alert_window;
 mod alerts;
 mod exchanges;
 mod fires;
@@ -35,15 +36,14 @@ use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 use crate::config::Database;
 
+pub use alert_window::ALERT_WINDOW;
 pub use alerts::AlertWindow;
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
 pub use fires::{Fire, FireAction, WorkflowFires};
 pub use health::{WriteFailure, WriteHealth};
-pub use inbox::{
-    ALERT_WINDOW, InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored,
-};
+pub use inbox::{InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored};
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
 pub use runs::{Recorded, RunRow, StepRecord, StepRow};

@@ -292,7 +292,7 @@ impl Store {
         // coalesced, one email an hour with a count.
         if status == OutboxStatus::Dead
             && let Some(alert) = &dead_alert
-            && super::alerts::admit(&mut tx, "dead_letter", now, super::inbox::ALERT_WINDOW).await?
+            && super::alert_window::admit(&mut tx, "dead_letter", now, super::ALERT_WINDOW).await?
         {
             insert_items(&mut tx, std::slice::from_ref(alert), now).await?;
         }

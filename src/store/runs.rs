@@ -300,7 +300,7 @@ impl Store {
         // with a count, not one each.
         if done == 1
             && let Some(alert) = &alert
-            && super::alerts::admit(&mut tx, "run_failed", now, super::inbox::ALERT_WINDOW).await?
+            && super::alert_window::admit(&mut tx, "run_failed", now, super::ALERT_WINDOW).await?
         {
             insert_items(&mut tx, std::slice::from_ref(alert), now).await?;
         }

@@ -7,10 +7,10 @@
 pub mod chain;
 pub mod electrum;
 pub mod esplora;
-mod keys;
 pub mod proof;
 pub mod rotation;
 
-pub use keys::{
+// Value types that config parses too, so they live below both.
+pub use crate::domain::{
     AccountKey, KeyError, ScriptType, WalletKey, address_at_path, encode_extended, test_seed,
 };

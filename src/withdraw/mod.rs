@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::config::{Alert, Config, WithdrawProvider};
 use crate::lightning::node::{Node, NodeError};
 use crate::notify::email::{Alerts, Mailer};
-use crate::outbox::HandlerError;
+use crate::outcome::HandlerError;
 use crate::store::{Store, WithdrawalRow, WithdrawalStatus, WithdrawalUpdate};
 use crate::wallet::chain::ChainSource;
 use hub::{HubClient, HubError};
@@ -518,7 +518,7 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
         .as_ref()
         .map(|e| Mailer::new(e, config.templates.clone()));
     let alerts = Alerts::new(mailer, config.alerts.clone());
-    let env = crate::workflow::expr::environment();
+    let env = crate::expr::environment();
     // One client (one sign-in) per hub for the whole pass.
     let mut hubs: std::collections::HashMap<&str, Option<HubClient>> = Default::default();
     for row in &due {

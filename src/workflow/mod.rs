@@ -6,7 +6,9 @@
 //! `Workflow` value is only produced for a file without problems; running it is the engine's job.
 
 pub mod actions;
-pub mod expr;
+/// The expression language lives below the actions (they render templates), so workflows and
+/// actions share it without importing each other.
+pub use crate::expr;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,8 @@ use crate::config::Names;
 use crate::source::reader::{describe, did_you_mean, list_or_one, string};
 use crate::source::{Ctx, Diagnostics, Env, Kind, MapReader, Node, Pos, load_file};
 
+/// The events are the exchange processor's; a workflow names the ones it starts on.
+pub use crate::exchanges::EventKind;
 pub use actions::{Action, Condition, Param};
 pub use schedule::{CatchUp, Schedule};
 
@@ -107,6 +111,23 @@ pub fn starts_for(
     }
 }
 
+/// The workflows the processor starts runs of: those that listen for the event's kind and whose
+/// `on.payout` and `on.if` hold, in the order they were loaded.
+impl crate::exchanges::Listeners for Vec<Workflow> {
+    fn starting(
+        &self,
+        kind: EventKind,
+        context: &serde_json::Value,
+        order_payout: Option<&str>,
+        env: &minijinja::Environment<'_>,
+    ) -> Vec<String> {
+        self.iter()
+            .filter(|w| w.events.contains(&kind) && starts_for(w, context, order_payout, env))
+            .map(|w| w.name.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
@@ -118,33 +139,6 @@ pub struct Step {
     pub pos: Pos,
     /// The step's place in the file's list, as in `steps[N]` of messages.
     pub index: usize,
-}
-
-/// The engine events a workflow can start on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum EventKind {
-    Executed,
-    Settled,
-    Interrupted,
-    Refunded,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 4] = [
-        EventKind::Executed,
-        EventKind::Settled,
-        EventKind::Interrupted,
-        EventKind::Refunded,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::Executed => "exchange.executed",
-            EventKind::Settled => "exchange.settled",
-            EventKind::Interrupted => "exchange.interrupted",
-            EventKind::Refunded => "exchange.refunded",
-        }
-    }
 }
 
 /// Loads every workflow file, checking each against the configuration's `names` and the

@@ -31,10 +31,10 @@ use super::{
     WithdrawProvider,
 };
 use crate::domain::HumanDuration;
+use crate::domain::{ScriptType, WalletKey};
 use crate::source::files::{MAX_FILE_BYTES, not_a_file};
 use crate::source::reader::{describe, did_you_mean, list_or_one, scalar, string, unsigned};
 use crate::source::{Ctx, Kind, MapReader, Node, Pos, resolve_path};
-use crate::wallet::{ScriptType, WalletKey};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 const DEFAULT_POCKET_URL: &str = "https://api.pocketbitcoin.com";

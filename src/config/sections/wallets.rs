@@ -90,7 +90,7 @@ impl Reader<'_> {
         let electrum_node = m.get("electrum_url");
         let electrum_url = electrum_node.and_then(|n| {
             let text = string(n, "electrum_url", ctx)?;
-            crate::wallet::electrum::ElectrumUrl::parse(&text)
+            crate::domain::ElectrumUrl::parse(&text)
                 .map_err(|e| {
                     ctx.error(
                         n.pos,

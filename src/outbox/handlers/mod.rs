@@ -1,23 +1,20 @@
-//! The registry of outbox kinds: one [`Effect`] per kind, each with its typed payload. Adding an
-//! integration means one line in `effects!` below.
+//! What every outbox handler may use (the clients, the configuration, the store), and the
+//! effects the outbox itself sends (alert emails). The registry of kinds lives with the
+//! actions (`crate::actions::effects`), which the dispatcher reaches through [`Registry`].
 
 pub mod email;
-pub mod http;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Effect, HandlerError};
-use crate::actions::http_post::HttpEffect;
-use crate::actions::pocket_order::OrderPatchEffect;
-use crate::actions::pocket_payout::PayoutEffect;
-use crate::actions::withdraw::WithdrawEffect;
+use super::HandlerError;
 use crate::clients::Clients;
 use crate::config::Config;
 use crate::pocket::PocketClient;
 use crate::store::{ItemRow, Store};
-use email::EmailEffect;
 
 pub struct Handlers {
     pub http: reqwest::Client,
@@ -75,76 +72,26 @@ impl Handlers {
     }
 }
 
-/// Decodes the item's payload for `E` and carries it out.
-async fn handle<E: Effect>(h: &Handlers, item: &ItemRow) -> Result<Value, HandlerError> {
-    match E::decode(&item.payload) {
-        Ok(payload) => E::handle(h, item, payload).await,
-        Err(e) => Err(E::unreadable(h, item, e).await),
-    }
-}
+/// A future a [`Registry`] returns: boxed, so the dispatcher can hold the registry as a trait
+/// object.
+pub type HandlerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Decodes the item's payload for `E` and reconciles it; an unreadable payload has nothing to
-/// look up (the handler refuses it).
-async fn reconcile<E: Effect>(h: &Handlers, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
-    let payload = E::decode(&item.payload).ok()?;
-    E::reconcile(h, payload).await
-}
+/// The kinds the dispatcher can carry out: one [`Effect`](super::Effect) per kind. Built by the
+/// engine (`crate::actions::effects::Effects`) and handed to the dispatcher, so that the outbox
+/// does not import the actions whose effects it carries.
+pub trait Registry: Send + Sync {
+    /// Carries out one item. Returns what the effect produced (a step's output).
+    fn handle<'a>(
+        &'a self,
+        h: &'a Handlers,
+        item: &'a ItemRow,
+    ) -> HandlerFuture<'a, Result<Value, HandlerError>>;
 
-macro_rules! effects {
-    ($($effect:ty),* $(,)?) => {
-        /// Every kind this version handles.
-        pub const KINDS: &[&str] = &[$(<$effect as Effect>::KIND),*];
-
-        impl Handlers {
-            /// Carries out one item. Returns what the effect produced (a step's output).
-            pub async fn handle(&self, item: &ItemRow) -> Result<Value, HandlerError> {
-                $(if item.kind == <$effect as Effect>::KIND {
-                    return handle::<$effect>(self, item).await;
-                })*
-                Err(HandlerError::permanent(format!(
-                    "this version of satflow has no handler for outbox items of kind `{}`",
-                    item.kind
-                )))
-            }
-
-            /// Reads back whether an item whose last attempt has an unknown outcome took effect.
-            /// `None`: sending again is safe — HTTP deliveries carry the same idempotency key,
-            /// emails the same Message-ID and file name, order patches set the same values.
-            #[tracing::instrument(name = "outbox_reconcile", skip_all, fields(item_id = item.id, kind = %item.kind, run_id = item.run_id, step_id = item.step_id.as_deref()))]
-            pub async fn reconcile(&self, item: &ItemRow) -> Option<Result<Value, HandlerError>> {
-                $(if item.kind == <$effect as Effect>::KIND {
-                    return reconcile::<$effect>(self, item).await;
-                })*
-                None
-            }
-        }
-    };
-}
-
-// The registration of every outbox kind.
-effects! {
-    HttpEffect,
-    EmailEffect,
-    OrderPatchEffect,
-    PayoutEffect,
-    WithdrawEffect,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_kind_is_registered_once_under_the_names_stored_rows_carry() {
-        assert_eq!(
-            KINDS,
-            [
-                "http",
-                "email",
-                "pocket.order.patch",
-                "pocket.payout",
-                "withdraw"
-            ]
-        );
-    }
+    /// Reads back whether an item whose last attempt has an unknown outcome took effect.
+    /// `None`: sending again is safe.
+    fn reconcile<'a>(
+        &'a self,
+        h: &'a Handlers,
+        item: &'a ItemRow,
+    ) -> HandlerFuture<'a, Option<Result<Value, HandlerError>>>;
 }
