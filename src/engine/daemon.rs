@@ -91,6 +91,7 @@ pub async fn serve(
         tasks.spawn(withdrawal_follower(
             store.clone(),
             Arc::clone(&config),
+            Arc::clone(&clock),
             shutdown.clone(),
         ));
     }
@@ -264,6 +265,7 @@ pub fn workers_in(
 async fn withdrawal_follower(
     store: Store,
     config: Arc<Config>,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let every = config
@@ -271,7 +273,7 @@ async fn withdrawal_follower(
         .follow_every
         .clamp(std::time::Duration::from_millis(100), MAX_SCHEDULER_SLEEP);
     while !*shutdown.borrow() {
-        match crate::withdraw::follow(&store, &config).await {
+        match crate::withdraw::follow(&store, &config, &clock).await {
             Ok(_) => logs::recovered("following withdrawals"),
             Err(err) => logs::store_error(&store, "following withdrawals", &err),
         }

@@ -506,7 +506,13 @@ async fn found_at_provider(
 
 /// Follows requested and sent withdrawals: the hub's status until a transaction is sent, then
 /// the transaction's confirmations through the wallet's explorer. Returns how many were looked at.
-pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::store::StoreError> {
+/// `clock` dates the emails it sends (the demo's emails carry the demo's dates); when a
+/// withdrawal is looked at again stays on the system's time, like the step that planned it.
+pub async fn follow(
+    store: &Store,
+    config: &Config,
+    clock: &std::sync::Arc<dyn crate::clock::Clock>,
+) -> Result<usize, crate::store::StoreError> {
     let now = crate::clock::system_now();
     let later = Some(next_look(config, now));
     let due = store.withdrawals_to_follow(now).await?;
@@ -516,7 +522,7 @@ pub async fn follow(store: &Store, config: &Config) -> Result<usize, crate::stor
     let mailer = config
         .email
         .as_ref()
-        .map(|e| Mailer::new(e, config.templates.clone()));
+        .map(|e| Mailer::new(e, config.templates.clone()).with_clock(std::sync::Arc::clone(clock)));
     let alerts = Alerts::new(mailer, config.alerts.clone());
     let env = crate::expr::environment();
     // One client (one sign-in) per hub for the whole pass.

@@ -152,6 +152,19 @@ fn the_demo_plays_the_whole_lifecycle_and_leaves_a_database_and_emails() {
         );
     }
 
+    // Every email follows the demo's clock, those of the withdrawal follower too: the demo
+    // plays weeks from next Monday on, so each is dated after the demo (in real time) ended.
+    let ended = chrono::Utc::now();
+    for m in &mail {
+        let mime = Mime::parse(m);
+        let date = chrono::DateTime::parse_from_rfc2822(mime.header("Date").unwrap()).unwrap();
+        assert!(
+            date > ended,
+            "{date} is real time: {}",
+            mime.header("Subject").unwrap_or_default()
+        );
+    }
+
     // What it leaves is a normal setup: the other commands read it.
     let config = app.path().join("play/satflow.yaml");
     let config = config.to_str().unwrap();
