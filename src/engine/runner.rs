@@ -609,7 +609,7 @@ mod tests {
 
     /// Queues a run of `w`, claims it and executes it as far as it goes.
     async fn execute_one(store: &Store, runner: &Runner) -> i64 {
-        let now = chrono::Utc::now();
+        let now = crate::clock::system_now();
         store
             .queue_run("w", Trigger::Manual, "k", None, now)
             .await

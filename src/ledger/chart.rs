@@ -161,14 +161,18 @@ impl Axis {
 
     /// Where `value` lands between the panel's `top` and `bottom` rows.
     fn y(&self, value: Decimal, (top, bottom): (i64, i64)) -> i64 {
+        // Exact to the pixel: the share stays a decimal (never f64), clamped to the panel.
         let share = value
             .checked_sub(self.lo)
             .zip(self.hi.checked_sub(self.lo).filter(|s| !s.is_zero()))
             .and_then(|(d, span)| d.checked_div(span))
-            .and_then(|d| d.to_f64())
-            .unwrap_or(0.0)
-            .clamp(0.0, 1.0);
-        bottom - ((bottom - top) as f64 * share).round() as i64
+            .unwrap_or(Decimal::ZERO)
+            .clamp(Decimal::ZERO, Decimal::ONE);
+        let rows = Decimal::from(bottom - top)
+            .checked_mul(share)
+            .and_then(|r| r.round().to_i64())
+            .unwrap_or(0);
+        bottom - rows
     }
 }
 
