@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Config;
+use std::time::Duration;
+
+use crate::config::{Config, WithdrawProvider};
 use crate::lightning::node::{Node, NodeError};
 use crate::pocket::PocketClient;
 
 /// The connect timeout of the shared client (webhooks and other plain HTTP posts).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Clients {
     /// The plain HTTP client (no pinned certificate), shared by every call that needs no
@@ -22,6 +24,9 @@ pub struct Clients {
     /// Each `lightning.NAME`, or why it could not be built (a macaroon that cannot be read),
     /// which the step or handler that needs it reports as it would have at the time.
     nodes: BTreeMap<String, Result<Node, String>>,
+    /// Each `lightning.NAME` that a `withdraw.*` of kind `lnd` sends from, built with the
+    /// withdrawal's own timeouts (inside the outbox lease), or the error that building it gave.
+    withdraw_nodes: BTreeMap<String, Result<Node, NodeError>>,
 }
 
 impl Clients {
@@ -38,7 +43,28 @@ impl Clients {
                     (name.clone(), built)
                 })
                 .collect(),
+            withdraw_nodes: BTreeMap::new(),
         }
+    }
+
+    /// With the nodes the `lnd` withdrawals send from, built with `(connect, total)` (the
+    /// withdrawal's timeouts, which the caller knows). Reads their macaroons and certificates.
+    pub fn with_withdraw_nodes(
+        mut self,
+        config: &Config,
+        timeouts: (Duration, Duration),
+    ) -> Clients {
+        let (connect, total) = timeouts;
+        for provider in config.withdraw.values() {
+            if let WithdrawProvider::Lnd { node } = provider
+                && let Some(settings) = config.lightning.get(node)
+                && !self.withdraw_nodes.contains_key(node)
+            {
+                let built = Node::from_config_with(settings, connect, total);
+                self.withdraw_nodes.insert(node.clone(), built);
+            }
+        }
+        self
     }
 
     /// No clients at all (tests of the dispatcher, tools that call no provider).
@@ -47,6 +73,7 @@ impl Clients {
             http: shared_http(),
             pocket: None,
             nodes: BTreeMap::new(),
+            withdraw_nodes: BTreeMap::new(),
         }
     }
 
@@ -56,6 +83,12 @@ impl Clients {
         self.nodes
             .get(name)
             .map(|built| built.as_ref().map_err(String::as_str))
+    }
+
+    /// The node `lightning.NAME` as an `lnd` withdrawal sends from it, built at start. `None`
+    /// when no withdrawal named it then; `Some(Err)` is the error building it gave.
+    pub fn withdraw_node(&self, name: &str) -> Option<Result<&Node, &NodeError>> {
+        self.withdraw_nodes.get(name).map(Result::as_ref)
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::clients::Clients;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchanges::Processor;
@@ -136,6 +137,8 @@ pub struct StepCx<'a> {
     pub store: &'a Store,
     pub config: &'a Arc<Config>,
     pub pocket: Option<&'a PocketClient>,
+    /// The clients the daemon built at start (each Lightning node, its macaroon read once).
+    pub clients: &'a Clients,
     pub clock: &'a Arc<dyn Clock>,
     /// The Lightning node the named workflow's `pocket.order` pays out to, if it pays by
     /// Lightning (read from the workflows by the runner, so actions need not know them).

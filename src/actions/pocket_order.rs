@@ -387,16 +387,22 @@ async fn node_pubkey(cx: &StepCx<'_>, node: &str) -> Result<PublicKey, String> {
     if let Some(key) = settings.node_pubkey {
         return Ok(key);
     }
-    let unknown = |e: NodeError| {
+    fn unknown(node: &str, e: impl std::fmt::Display) -> String {
         format!(
             "cannot check that the order still pays out to lightning.{node}: its key comes from the node, which did not give it ({e}); nothing was changed, the next run checks again"
         )
+    }
+    // Built at start (no file is read here); built now only without the daemon's clients.
+    let built;
+    let client = match cx.clients.node(node) {
+        Some(Ok(client)) => client,
+        Some(Err(e)) => return Err(unknown(node, e)),
+        None => {
+            built = LightningNode::from_config(settings).map_err(|e| unknown(node, e))?;
+            &built
+        }
     };
-    LightningNode::from_config(settings)
-        .map_err(unknown)?
-        .pubkey()
-        .await
-        .map_err(unknown)
+    client.pubkey().await.map_err(|e: NodeError| unknown(node, e))
 }
 
 /// What `steps.<id>` holds after a `pocket.order` step.

@@ -197,11 +197,11 @@ impl Effect for WithdrawEffect {
     type Payload = Item;
 
     async fn handle(h: &Handlers, _item: &ItemRow, item: Item) -> Result<Value, HandlerError> {
-        provider::execute(store(h)?, h.config()?, &item).await
+        provider::execute(store(h)?, h.config()?, &h.clients, &item).await
     }
 
     async fn reconcile(h: &Handlers, item: Item) -> Option<Result<Value, HandlerError>> {
-        provider::reconcile(h.store.as_ref()?, h.config.as_deref()?, &item).await
+        provider::reconcile(h.store.as_ref()?, h.config.as_deref()?, &h.clients, &item).await
     }
 
     async fn unreadable(h: &Handlers, item: &ItemRow, error: serde_json::Error) -> HandlerError {

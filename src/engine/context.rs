@@ -51,7 +51,10 @@ impl Context {
         let payout_wallets = payout_wallets(workflows);
         let explorers = explorers(&config, &payout_wallets);
         Context {
-            clients: Arc::new(Clients::build(&config)),
+            clients: Arc::new(
+                Clients::build(&config)
+                    .with_withdraw_nodes(&config, crate::withdraw::call_timeouts(&config)),
+            ),
             env: crate::expr::environment(),
             mailer,
             alerts,

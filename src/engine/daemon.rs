@@ -14,6 +14,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use super::context::Context;
 use super::runner::Runner;
 use super::scheduler::Scheduler;
+use crate::clients::Clients;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::exchanges::Processor;
@@ -91,6 +92,7 @@ pub async fn serve(
         tasks.spawn(withdrawal_follower(
             store.clone(),
             Arc::clone(&config),
+            Arc::clone(&context.clients),
             Arc::clone(&clock),
             shutdown.clone(),
         ));
@@ -240,6 +242,7 @@ pub fn workers_in(
         store: context.store.clone(),
         config: Arc::clone(config),
         pocket: context.clients.pocket.clone(),
+        clients: Arc::clone(&context.clients),
         clock: Arc::clone(&context.clock),
         workflows: workflows
             .into_iter()
@@ -265,6 +268,7 @@ pub fn workers_in(
 async fn withdrawal_follower(
     store: Store,
     config: Arc<Config>,
+    clients: Arc<Clients>,
     clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -273,7 +277,7 @@ async fn withdrawal_follower(
         .follow_every
         .clamp(std::time::Duration::from_millis(100), MAX_SCHEDULER_SLEEP);
     while !*shutdown.borrow() {
-        match crate::withdraw::follow(&store, &config, &clock).await {
+        match crate::withdraw::follow(&store, &config, &clients, &clock).await {
             Ok(_) => logs::recovered("following withdrawals"),
             Err(err) => logs::store_error(&store, "following withdrawals", &err),
         }

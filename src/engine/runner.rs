@@ -21,6 +21,7 @@ use super::health::Heartbeat;
 use super::logs;
 use crate::actions::pocket_order::Payout;
 use crate::actions::{Action, StepCx, StepOutcome, skipped_output};
+use crate::clients::Clients;
 use crate::clock::Clock;
 use crate::config::{Alert, Config};
 use crate::expr::eval_condition;
@@ -33,6 +34,8 @@ pub struct Runner {
     pub store: Store,
     pub config: Arc<Config>,
     pub pocket: Option<PocketClient>,
+    /// The clients the daemon built at start, for steps that reach a Lightning node.
+    pub clients: Arc<Clients>,
     pub clock: Arc<dyn Clock>,
     pub workflows: BTreeMap<String, Workflow>,
     pub mailer: Option<Mailer>,
@@ -427,6 +430,7 @@ impl Runner {
             store: &self.store,
             config: &self.config,
             pocket: self.pocket.as_ref(),
+            clients: &self.clients,
             clock: &self.clock,
             declared_node: &declared_node,
             mailer: self.mailer.as_ref(),
@@ -542,6 +546,7 @@ mod tests {
             store: store.clone(),
             config: Arc::new(config),
             pocket: None,
+            clients: Arc::new(crate::clients::Clients::none()),
             clock,
             workflows: [("w".to_string(), placeholder("w"))].into_iter().collect(),
             mailer: None,

@@ -166,12 +166,15 @@ pub struct NodeInvoice {
     pub description_hash: Option<[u8; 32]>,
 }
 
+#[derive(Clone)]
 enum Kind {
     Lnd { macaroon: SecretString },
     Cln { rune: SecretString },
     Address { address: String },
 }
 
+/// Cheap to clone: the HTTP client is a handle onto one connection pool.
+#[derive(Clone)]
 pub struct Node {
     http: reqwest::Client,
     base: Url,

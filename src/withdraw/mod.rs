@@ -28,6 +28,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Value, json};
 
+use crate::clients::Clients;
 use crate::config::{Alert, Config, WithdrawProvider};
 use crate::lightning::node::{Node, NodeError};
 use crate::notify::email::{Alerts, Mailer};
@@ -121,12 +122,15 @@ enum Provider {
 /// The timeouts of the providers' calls, `(connect, whole call)`: each call well inside the
 /// lease that guards the item (the dispatcher cuts a handler at 3/4 of it), so that a call's own
 /// timeout, whose meaning is known, fires first; never longer than the clients' defaults.
-fn call_timeouts(config: &Config) -> (Duration, Duration) {
+pub fn call_timeouts(config: &Config) -> (Duration, Duration) {
     let total = (config.engine.lease / 2).min(hub::TIMEOUT);
     (total.min(hub::CONNECT_TIMEOUT).min(total / 2), total)
 }
 
-fn provider(config: &Config, name: &str) -> Result<Provider, HandlerError> {
+/// The provider `withdraw.NAME`. An LND node comes from the daemon's `clients`, built at start
+/// (no file is read here); it is built now only when they have none by that name (tools and
+/// tests that make handlers without the daemon's clients).
+fn provider(config: &Config, clients: &Clients, name: &str) -> Result<Provider, HandlerError> {
     let p = config.withdraw.get(name).ok_or_else(|| {
         HandlerError::permanent(format!("withdraw.{name} is no longer in satflow.yaml"))
     })?;
@@ -139,9 +143,13 @@ fn provider(config: &Config, name: &str) -> Result<Provider, HandlerError> {
             let settings = config.lightning.get(node).ok_or_else(|| {
                 HandlerError::permanent(format!("lightning.{node} is no longer in satflow.yaml"))
             })?;
-            Node::from_config_with(settings, connect, total)
-                .map(Provider::Lnd)
-                .map_err(node_error)
+            match clients.withdraw_node(node) {
+                Some(Ok(built)) => Ok(Provider::Lnd(built.clone())),
+                Some(Err(e)) => Err(node_error(e.clone())),
+                None => Node::from_config_with(settings, connect, total)
+                    .map(Provider::Lnd)
+                    .map_err(node_error),
+            }
         }
     }
 }
@@ -265,7 +273,12 @@ pub async fn refuse(store: &Store, payload: &Value, e: HandlerError) -> HandlerE
 }
 
 /// The outbox handler: decides with the policy, then withdraws.
-pub async fn execute(store: &Store, config: &Config, item: &Item) -> Result<Value, HandlerError> {
+pub async fn execute(
+    store: &Store,
+    config: &Config,
+    clients: &Clients,
+    item: &Item,
+) -> Result<Value, HandlerError> {
     let key = item.withdrawal.as_str();
     let row = store
         .withdrawal(key)
@@ -277,7 +290,7 @@ pub async fn execute(store: &Store, config: &Config, item: &Item) -> Result<Valu
     if row.status != WithdrawalStatus::Planned && row.status != WithdrawalStatus::Requesting {
         return Ok(output(&row));
     }
-    match attempt(store, config, item, &row).await {
+    match attempt(store, config, clients, item, &row).await {
         // A refusal before the provider was called is final: the row says why, so
         // `satflow withdrawals` does not show it as still in progress.
         Err(e @ HandlerError::Permanent { .. }) if row.status == WithdrawalStatus::Planned => {
@@ -290,11 +303,12 @@ pub async fn execute(store: &Store, config: &Config, item: &Item) -> Result<Valu
 async fn attempt(
     store: &Store,
     config: &Config,
+    clients: &Clients,
     item: &Item,
     row: &WithdrawalRow,
 ) -> Result<Value, HandlerError> {
     let key = item.withdrawal.as_str();
-    let provider = provider(config, &item.from)?;
+    let provider = provider(config, clients, &item.from)?;
     let now = crate::clock::system_now;
     // An earlier attempt reached the point of calling the provider: whatever it was told, look
     // there first, so that a lost answer never becomes a second withdrawal.
@@ -410,6 +424,7 @@ fn next_look(config: &Config, now: chrono::DateTime<chrono::Utc>) -> chrono::Dat
 pub async fn reconcile(
     store: &Store,
     config: &Config,
+    clients: &Clients,
     item: &Item,
 ) -> Option<Result<Value, HandlerError>> {
     let key = item.withdrawal.as_str();
@@ -418,7 +433,7 @@ pub async fn reconcile(
         // Nothing was sent (`planned`), or the outcome is recorded.
         return (row.status != WithdrawalStatus::Planned).then(|| Ok(output(&row)));
     }
-    let provider = match provider(config, &row.provider) {
+    let provider = match provider(config, clients, &row.provider) {
         Ok(p) => p,
         Err(e) => return Some(Err(e)),
     };
@@ -511,6 +526,7 @@ async fn found_at_provider(
 pub async fn follow(
     store: &Store,
     config: &Config,
+    clients: &Clients,
     clock: &std::sync::Arc<dyn crate::clock::Clock>,
 ) -> Result<usize, crate::store::StoreError> {
     let now = crate::clock::system_now();
@@ -531,7 +547,7 @@ pub async fn follow(
         let update = match (row.status, &row.provider_ref, &row.txid) {
             (WithdrawalStatus::Requested, Some(id), None) => {
                 let hub = hubs.entry(row.provider.as_str()).or_insert_with(|| {
-                    match provider(config, &row.provider) {
+                    match provider(config, clients, &row.provider) {
                         Ok(Provider::Hub(hub)) => Some(hub),
                         _ => None,
                     }
