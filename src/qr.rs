@@ -70,29 +70,48 @@ pub fn terminal(payload: &str) -> Result<String, QrError> {
 
 /// The QR code as a PNG file (black on white, 8 pixels per module, quiet zone included).
 pub fn png(payload: &str, path: &Path) -> Result<(), QrError> {
-    let Gray { side, pixels } = encode(payload)?
-        .render::<Luma>()
-        .quiet_zone(true)
-        .module_dimensions(PNG_PIXELS_PER_MODULE, PNG_PIXELS_PER_MODULE)
-        .build();
+    let bytes = png_bytes(payload).map_err(|e| match e {
+        PngError::Encode(e) => e,
+        PngError::Png(source) => QrError::Png {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
     let io_error = |source| QrError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let png_error = |source| QrError::Png {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::create(path).map_err(io_error)?;
-    let mut out = BufWriter::new(file);
+    let mut out = BufWriter::new(File::create(path).map_err(io_error)?);
+    out.write_all(&bytes).map_err(io_error)?;
+    out.flush().map_err(io_error)?;
+    Ok(())
+}
+
+/// Why a PNG could not be made in memory.
+#[derive(Debug, thiserror::Error)]
+pub enum PngError {
+    #[error(transparent)]
+    Encode(QrError),
+    #[error("cannot draw the QR code as a PNG: {0}")]
+    Png(#[from] png::EncodingError),
+}
+
+/// The QR code as PNG bytes (as `png` writes them), for an email's inline image.
+pub fn png_bytes(payload: &str) -> Result<Vec<u8>, PngError> {
+    let Gray { side, pixels } = encode(payload)
+        .map_err(PngError::Encode)?
+        .render::<Luma>()
+        .quiet_zone(true)
+        .module_dimensions(PNG_PIXELS_PER_MODULE, PNG_PIXELS_PER_MODULE)
+        .build();
+    let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, side, side);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(png_error)?;
-    writer.write_image_data(&pixels).map_err(png_error)?;
-    writer.finish().map_err(png_error)?;
-    out.flush().map_err(io_error)?;
-    Ok(())
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&pixels)?;
+    writer.finish()?;
+    Ok(out)
 }
 
 /// Encodes in byte mode at error correction level M, the smallest version that fits.
@@ -253,6 +272,11 @@ mod tests {
         png(PAYLOAD, &path).unwrap();
 
         let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            bytes,
+            png_bytes(PAYLOAD).unwrap(),
+            "the email's image is the file's"
+        );
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         assert_eq!(&bytes[12..16], b"IHDR");
         let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());

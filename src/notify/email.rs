@@ -155,26 +155,18 @@ fn with_payment_details(ctx: &Value) -> (Value, Option<Vec<u8>>) {
     (ctx, png)
 }
 
-/// The payment QR code as PNG bytes, through the PNG renderer `order setup` uses (it writes a
-/// file: a private temporary one here, removed at once). `None` when it cannot be made; the
-/// email then has the text only.
+/// The payment QR code as PNG bytes, drawn in memory as `order setup` draws its file. `None`
+/// when it cannot be made; the email then has the text only.
 fn qr_png_bytes(payload: &str) -> Option<Vec<u8>> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "satflow-qr-{}-{}.png",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = crate::pocket::payment::qr_png(payload, &path);
-    let bytes = result.ok().and_then(|()| std::fs::read(&path).ok());
-    let _ = std::fs::remove_file(&path);
-    if bytes.is_none() {
-        tracing::warn!(
-            "cannot render the payment QR code for the email; it has the details as text"
-        );
+    match crate::qr::png_bytes(payload) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            tracing::warn!(
+                "cannot render the payment QR code for the email ({e}); it has the details as text"
+            );
+            None
+        }
     }
-    bytes
 }
 
 /// Attaches `data` to a composed email.
