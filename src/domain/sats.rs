@@ -76,7 +76,9 @@ impl Msat {
 
     /// In whole satoshis, or `None` when a fraction of a satoshi would be lost.
     pub fn to_sat(self) -> Option<Sat> {
-        (self.0 % MSAT_PER_SAT == 0).then_some(Sat(self.0 / MSAT_PER_SAT))
+        self.0
+            .is_multiple_of(MSAT_PER_SAT)
+            .then_some(Sat(self.0 / MSAT_PER_SAT))
     }
 
     /// As bitcoin, or `None` when that is not exact (a fraction of a satoshi, which `Btc`
