@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use super::read::ActionReader;
 use super::{ActionStep, StepCx, StepOutcome};
 use crate::config::{Config, NodeKind};
-use crate::domain::Btc;
+use crate::domain::{Btc, Msat};
+use crate::exchanges::ExchangeEvent;
 use crate::lightning::invoice::{Expected, InvoiceError, MIN_REMAINING, verify};
 use crate::lightning::node::{Node, NodeError};
 use crate::outbox::{Effect, HandlerError, Handlers};
@@ -104,10 +105,15 @@ impl ActionStep for PocketPayout {
                 "pocket.payout pays out an exchange: run it on `exchange.executed` events",
             );
         };
-        let seen = executed(event);
-        let (Some(exchange_id), Some(order_id)) = (seen.exchange_id, seen.order_id) else {
+        // A run's event is always one `ExchangeEvent::to_json` wrote; one that does not read back
+        // as such names no exchange this step could pay out.
+        let Ok(event) = ExchangeEvent::from_json(event) else {
             return StepOutcome::failed("the event names no exchange and order");
         };
+        let Some(order_id) = event.order_id.clone() else {
+            return StepOutcome::failed("the event names no exchange and order");
+        };
+        let exchange_id = event.exchange_id.clone();
         let not_lightning = || StepOutcome::succeeded(output("none", None, None, false), Vec::new());
         let order = match cx.store.order_by_id(&order_id).await {
             Ok(Some(order)) => order,
@@ -129,7 +135,7 @@ impl ActionStep for PocketPayout {
                 "no Lightning node to pay exchange {exchange_id} out to: set `node:` on the step"
             ));
         };
-        let amount = match payout_amount(event) {
+        let amount = match payout_msat(&event) {
             Ok(msat) => msat,
             Err(e) => return StepOutcome::failed(e),
         };
@@ -155,28 +161,8 @@ impl ActionStep for PocketPayout {
 }
 
 /// What `steps.<id>` holds after a `pocket.payout` step.
-fn output(method: &str, invoice: Option<&str>, amount_msat: Option<u64>, patched: bool) -> Value {
+fn output(method: &str, invoice: Option<&str>, amount_msat: Option<Msat>, patched: bool) -> Value {
     json!({ "method": method, "invoice": invoice, "amount_msat": amount_msat, "patched": patched })
-}
-
-/// What this action reads of an `exchange.executed` event: the one place it is read, so a typed
-/// `ExchangeEvent` replaces this function only. Each field as the event carries it.
-#[derive(Debug, Default, Deserialize)]
-struct Executed {
-    #[serde(default, deserialize_with = "text")]
-    exchange_id: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    order_id: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    amount: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    exchange: Option<ExecutedExchange>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ExecutedExchange {
-    #[serde(default)]
-    payout_fee: Option<Value>,
 }
 
 /// A field that counts only when it is text (anything else reads as absent).
@@ -185,18 +171,6 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
         Value::String(s) => Some(s),
         _ => None,
     })
-}
-
-/// A part that counts only when it reads as `T` (anything else reads as absent).
-fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(T::deserialize(&v).ok())
-}
-
-fn executed(event: &Value) -> Executed {
-    Executed::deserialize(event).unwrap_or_default()
 }
 
 /// The node an order pays out to, as the order names it.
@@ -212,20 +186,25 @@ fn order_node_pubkey(order: &crate::pocket::types::Order) -> Option<String> {
 }
 
 /// The amount Pocket pays out for the exchange in `event`, in msat (see the module's rule).
-pub fn payout_amount(event: &Value) -> Result<u64, String> {
-    let seen = executed(event);
-    let amount = seen
+pub fn payout_msat(event: &ExchangeEvent) -> Result<Msat, String> {
+    let amount = event
         .amount
         .ok_or("the executed exchange carries no amount")?;
-    let amount = Btc::from_str(&amount).map_err(|e| e.to_string())?;
-    let fee = match seen.exchange.and_then(|x| x.payout_fee) {
-        None | Some(Value::Null) => Decimal::ZERO,
-        Some(v) => crate::pocket::types::parse_decimal(v.to_string().trim_matches('"'))
-            .map_err(|e| format!("payout_fee: {e}"))?,
-    };
-    let net = Btc::new(amount.value() - fee)
-        .map_err(|e| format!("the payout fee exceeds the amount: {e}"))?;
-    Ok(net.msat())
+    let amount = Btc::new(amount).map_err(|e| e.to_string())?;
+    let fee = event.payout_fee()?.unwrap_or(Decimal::ZERO);
+    let net = amount.value().checked_sub(fee).ok_or_else(|| {
+        format!("payout_fee: {fee} BTC cannot be deducted from {amount} BTC")
+    })?;
+    let net = Btc::new(net).map_err(|e| format!("the payout fee exceeds the amount: {e}"))?;
+    Ok(Msat::from(net))
+}
+
+/// [`payout_msat`] of a stored event (a run's `event`), which must read back as an
+/// `ExchangeEvent`.
+pub fn payout_amount(event: &Value) -> Result<Msat, String> {
+    let event = ExchangeEvent::from_json(event)
+        .map_err(|e| format!("the event is not an exchange event: {e}"))?;
+    payout_msat(&event)
 }
 
 /// The payload of a `pocket.payout` item. The invoice is not in it: every attempt asks the node
@@ -237,7 +216,7 @@ pub struct PayoutPayload {
     pub node: String,
     /// The node the order names, as it names it: the invoice must be payable to it.
     pub node_pubkey: String,
-    pub amount_msat: u64,
+    pub amount_msat: Msat,
     #[serde(default)]
     pub channel_fallback: bool,
     /// `PUBKEY@HOST:PORT`, for a channel payout.
@@ -321,7 +300,7 @@ async fn pay_out(
 
     if payload.channel_fallback
         && let Some(inbound) = node.inbound_msat().await.map_err(node_error)?
-        && inbound < amount_msat
+        && Msat::new(inbound) < amount_msat
     {
         let address = payload.node_address.as_deref().ok_or_else(|| {
             HandlerError::permanent(format!(
@@ -361,7 +340,7 @@ async fn pay_out(
         asked += 1;
         let invoice = node
             .invoice(
-                amount_msat,
+                amount_msat.get(),
                 &format!("satflow: Pocket exchange {exchange_id}"),
                 INVOICE_EXPIRY,
             )
@@ -369,7 +348,7 @@ async fn pay_out(
             .map_err(node_error)?;
         let now = crate::clock::system_since_epoch();
         let expected = Expected {
-            amount_msat,
+            amount_msat: amount_msat.get(),
             network: Network::Bitcoin,
             payee: Some(payee),
             min_remaining: MIN_REMAINING,
@@ -431,14 +410,36 @@ fn node_error(e: NodeError) -> HandlerError {
 mod tests {
     use super::*;
 
+    /// A stored `exchange.executed` event of an exchange with these fields, as a run holds it.
+    fn stored_event(fields: Value) -> Value {
+        let mut exchange = json!({
+            "id": "0b6f7c2e-1c4a-4e8e-9a51-3f0d2b7c9e11",
+            "order_id": "a2d75998-5ee5-4501-a4cf-4e3788732b7a",
+        });
+        for (k, v) in fields.as_object().unwrap() {
+            exchange[k] = v.clone();
+        }
+        let e: Exchange = serde_json::from_value(exchange).unwrap();
+        ExchangeEvent::new("exchange.executed", e.state(), e.state(), &e, None).to_json()
+    }
+
     #[test]
     fn the_payout_is_the_whole_amount_less_a_stated_payout_fee() {
-        let event = json!({ "amount": "0.00494000", "exchange": {} });
-        assert_eq!(payout_amount(&event).unwrap(), 494_000_000);
-        let event = json!({ "amount": "0.00494000", "exchange": { "payout_fee": 0.00000100 } });
-        assert_eq!(payout_amount(&event).unwrap(), 493_900_000);
-        assert!(payout_amount(&json!({ "exchange": {} })).is_err());
-        assert!(payout_amount(&json!({ "amount": 0.005 })).is_err(), "an amount is text");
+        let event = stored_event(json!({ "amount": "0.00494000" }));
+        assert_eq!(payout_amount(&event).unwrap(), Msat::new(494_000_000));
+        let event = stored_event(json!({ "amount": "0.00494000", "payout_fee": 0.00000100 }));
+        assert_eq!(payout_amount(&event).unwrap(), Msat::new(493_900_000));
+        let no_amount = payout_amount(&stored_event(json!({}))).unwrap_err();
+        assert_eq!(no_amount, "the executed exchange carries no amount");
+        let too_much = stored_event(json!({ "amount": "0.00494000", "payout_fee": "0.005" }));
+        assert!(
+            payout_amount(&too_much)
+                .unwrap_err()
+                .starts_with("the payout fee exceeds the amount: ")
+        );
+        let bad_fee = stored_event(json!({ "amount": "0.00494000", "payout_fee": "lots" }));
+        assert!(payout_amount(&bad_fee).unwrap_err().starts_with("payout_fee: "));
+        assert!(payout_amount(&json!({ "amount": 0.005 })).is_err(), "not an exchange event");
     }
 
     #[test]
@@ -452,7 +453,7 @@ mod tests {
             "node_address": null,
         });
         let p = PayoutEffect::decode(&stored).unwrap();
-        assert_eq!(p.amount_msat, 494_000_000);
+        assert_eq!(p.amount_msat, Msat::new(494_000_000));
         assert!(p.channel_fallback);
         assert_eq!(p.node_address, None);
         assert_eq!(serde_json::to_value(&p).unwrap(), stored);
@@ -464,12 +465,15 @@ mod tests {
     }
 
     #[test]
-    fn the_executed_event_is_read_field_by_field_as_text() {
-        let seen = executed(&json!({ "exchange_id": "x", "order_id": 5, "amount": "0.1" }));
-        assert_eq!(seen.exchange_id.as_deref(), Some("x"));
-        assert_eq!(seen.order_id, None);
-        assert!(executed(&json!("not an object")).exchange_id.is_none());
-        let odd = executed(&json!({ "exchange_id": "x", "exchange": "?" }));
-        assert_eq!((odd.exchange_id.as_deref(), odd.exchange.is_none()), (Some("x"), true));
+    fn the_executed_event_is_read_as_the_typed_event_it_was_stored_as() {
+        let stored = stored_event(json!({ "amount": "0.1" }));
+        let event = ExchangeEvent::from_json(&stored).unwrap();
+        assert_eq!(event.exchange_id, "0b6f7c2e-1c4a-4e8e-9a51-3f0d2b7c9e11");
+        assert_eq!(
+            event.order_id.as_deref(),
+            Some("a2d75998-5ee5-4501-a4cf-4e3788732b7a")
+        );
+        assert_eq!(payout_msat(&event).unwrap(), Msat::new(10_000_000_000));
+        assert!(ExchangeEvent::from_json(&json!("not an object")).is_err());
     }
 }

@@ -11,6 +11,7 @@ mod electrum_url;
 mod fee_rate;
 mod iban;
 mod merchant_key;
+mod sats;
 mod wallet_key;
 
 pub use btc::{Btc, BtcError};
@@ -20,6 +21,7 @@ pub use electrum_url::ElectrumUrl;
 pub use fee_rate::{FeeRate, FeeRateError};
 pub use iban::{Iban, IbanError};
 pub use merchant_key::{MerchantKey, MerchantKeyError};
+pub use sats::{Msat, Sat};
 pub use wallet_key::{
     AccountKey, KeyError, ScriptType, WalletKey, address_at_path, encode_extended, test_seed,
 };

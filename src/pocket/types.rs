@@ -1072,7 +1072,18 @@ mod tests {
         let refused = check_btc("amount", exchange.amount).unwrap_err();
         assert_eq!(refused.field, "amount");
         assert!(crate::domain::Btc::new(exchange.amount.unwrap()).is_err());
-        let event = json!({ "amount": exchange.amount.unwrap().to_string(), "exchange": {} });
-        assert!(crate::actions::pocket_payout::payout_amount(&event).is_err());
+        let event = crate::exchanges::ExchangeEvent::new(
+            "exchange.executed",
+            exchange.state(),
+            exchange.state(),
+            &exchange,
+            None,
+        )
+        .to_json();
+        let refused = crate::actions::pocket_payout::payout_amount(&event).unwrap_err();
+        assert!(
+            refused.contains("more than the 21,000,000 BTC"),
+            "{refused}"
+        );
     }
 }
