@@ -298,22 +298,7 @@ async fn a_new_user_rehearses_with_the_sandbox_command() {
         "steps:\n  - uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
     );
     let mut sandbox = app.spawn(&["sandbox", "--listen", "127.0.0.1:0"], "sandbox.log");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let base = loop {
-        let log = std::fs::read_to_string(app.path().join("sandbox.log")).unwrap_or_default();
-        if let Some(addr) = log
-            .lines()
-            .find_map(|l| l.strip_prefix("Pocket sandbox on "))
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            break addr.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sandbox did not start: {log}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let base = logged(&app, "sandbox.log", "Pocket sandbox on ").await;
     app.write("satflow.yaml", &config(&base));
     let message = app
         .satflow(&["order", "setup", "dca", "--message-only"])
