@@ -316,6 +316,19 @@ async fn core_lightning_and_a_lightning_address_pay_out_too() {
 
     // A Lightning address: the invoice comes from LNURL-pay and its description hash is checked.
     let (server, address) = lnnode::lnurl("stacker").await;
+    let (s, id) = paid_to_lightning_address(&server, &address).await;
+    assert!(
+        s.pocket_state(&id).await["payout"]["invoice"]
+            .as_str()
+            .unwrap()
+            .starts_with("lnbc")
+    );
+    s.stop();
+}
+
+/// An order paid out to the Lightning address `address` served by `server`: set up with the
+/// node's signature, one payment, waited for until the exchange is settled.
+async fn paid_to_lightning_address(server: &lnnode::StandIn, address: &str) -> (Setup, String) {
     let mut s = Setup::new(
         &format!(
             "    lightning_address: \"{address}\"\n    node_pubkey: {}\n",
@@ -349,13 +362,7 @@ async fn core_lightning_and_a_lightning_address_pay_out_too() {
             .contains("\"state\": \"settled\"")
     })
     .await;
-    assert!(
-        s.pocket_state(&id).await["payout"]["invoice"]
-            .as_str()
-            .unwrap()
-            .starts_with("lnbc")
-    );
-    s.stop();
+    (s, id)
 }
 
 /// A payout to a Lightning address whose server makes invoices without committing to the
@@ -371,39 +378,7 @@ async fn short_uncommitted_lnurl_payout(stale_first: usize) -> (Vec<String>, Str
         },
     )
     .await;
-    let mut s = Setup::new(
-        &format!(
-            "    lightning_address: \"{address}\"\n    node_pubkey: {}\n",
-            server.pubkey()
-        ),
-        "node: mynode",
-    )
-    .await;
-    let message = s
-        .app
-        .satflow(&["order", "setup", "zap", "--message-only"])
-        .stdout
-        .trim_end()
-        .to_string();
-    let key = server.state.lock().unwrap().key;
-    let setup = s.app.satflow(&[
-        "order",
-        "setup",
-        "zap",
-        "--signature",
-        &sign_node_message(&key, &message),
-    ]);
-    assert_eq!(setup.code, 0, "{setup:?}");
-    let order = order_id(&setup.stdout);
-    s.start().await;
-    let id = s.pay(&order).await;
-    eventually(Duration::from_secs(15), "the LNURL payout", || {
-        s.app
-            .satflow(&["exchanges", "show", &id, "--json"])
-            .stdout
-            .contains("\"state\": \"settled\"")
-    })
-    .await;
+    let (s, id) = paid_to_lightning_address(&server, &address).await;
     let issued = server.state.lock().unwrap().invoices.clone();
     let given = s.pocket_state(&id).await["payout"]["invoice"]
         .as_str()
