@@ -198,13 +198,33 @@ fn escape(text: &str) -> String {
     out
 }
 
+fn push_images(body: &mut String, images: &[&Part]) {
+    for image in images {
+        body.push_str(&format!(
+            "<p><img src=\"cid:{}\" alt=\"{}\" style=\"max-width:100%;height:auto\"></p>\n",
+            escape(&image.content_id()),
+            escape(&image.filename)
+        ));
+    }
+}
+
 /// The HTML of `text`: its paragraphs (blank-line separated) as paragraphs, a paragraph
 /// whose lines are all indented (bank details, lists of entries, commands) in a fixed-width
-/// font so that its columns stay aligned; then the images.
+/// font so that its columns stay aligned; the images before the signature (or at the end).
 fn html(text: &str, images: &[&Part]) -> String {
     let mut body = String::new();
     let normalized = text.replace("\r\n", "\n");
-    for paragraph in normalized.split("\n\n") {
+    // The images go where the message ends, before the signature ("-- satflow, …").
+    let paragraphs: Vec<&str> = normalized.split("\n\n").collect();
+    let count = paragraphs.len();
+    let signature = paragraphs
+        .iter()
+        .rposition(|p| p.trim_start_matches('\n').starts_with("-- "))
+        .unwrap_or(paragraphs.len());
+    for (n, paragraph) in paragraphs.into_iter().enumerate() {
+        if n == signature {
+            push_images(&mut body, images);
+        }
         let paragraph = paragraph.trim_matches('\n');
         if paragraph.trim().is_empty() {
             continue;
@@ -229,12 +249,8 @@ fn html(text: &str, images: &[&Part]) -> String {
             body.push_str("</p>\n");
         }
     }
-    for image in images {
-        body.push_str(&format!(
-            "<p><img src=\"cid:{}\" alt=\"{}\" style=\"max-width:100%;height:auto\"></p>\n",
-            escape(&image.content_id()),
-            escape(&image.filename)
-        ));
+    if signature == count {
+        push_images(&mut body, images);
     }
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;font-size:15px;line-height:1.45;color:#222;max-width:760px\">\n{body}</body></html>\n"
@@ -292,6 +308,22 @@ mod tests {
             "indented lines keep their columns: {text}"
         );
         assert!(!text.contains("multipart/mixed"), "{text}");
+    }
+
+    #[test]
+    fn images_come_before_the_signature() {
+        use bitcoin::base64::Engine;
+        let mut p = payload();
+        p["body"] = json!("Pay this.\n\n-- satflow, workflow dca, run 1");
+        p["attachments"] = json!([{
+            "filename": "payment-qr.png", "content_type": "image/png",
+            "base64": bitcoin::base64::engine::general_purpose::STANDARD.encode(b"\x89PNG"),
+        }]);
+        let text = String::from_utf8(build_value(&p).unwrap().formatted()).unwrap();
+        let image = text.find("<img").expect("an image");
+        let signature = text.find("<p>-- satflow").expect("the signature");
+        assert!(text.find("<p>Pay this.</p>").unwrap() < image, "{text}");
+        assert!(image < signature, "{text}");
     }
 
     #[test]
