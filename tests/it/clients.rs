@@ -121,8 +121,6 @@ fn price_sources_are_checked_as_a_list() {
 /// after one manual run, and a second run finds nothing new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pocket_refresh_applies_an_exchange_no_webhook_brought() {
-    use satflow::wallet::proof::sign_message;
-
     // No webhook URL: the sandbox's exchanges never reach satflow by themselves.
     let (addr, _sb) = satflow::sandbox::spawn(Default::default()).await;
     let pocket = format!("http://{addr}");
@@ -141,18 +139,7 @@ async fn pocket_refresh_applies_an_exchange_no_webhook_brought() {
         "workflows/dca.yaml",
         "steps:\n  - uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
     );
-    let message = app
-        .satflow(&["order", "setup", "dca", "--message-only"])
-        .stdout
-        .trim_end()
-        .to_string();
-    let setup = app.satflow(&[
-        "order",
-        "setup",
-        "dca",
-        "--signature",
-        &sign_message(&wallet.key(0), &message),
-    ]);
+    let setup = app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
     let order_id = setup.stdout.split_whitespace().nth(2).unwrap().to_string();
 

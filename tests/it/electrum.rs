@@ -16,9 +16,8 @@ use satflow::wallet::chain::{ChainError, ChainSource};
 use satflow::wallet::electrum::{Electrum, ElectrumError, ElectrumUrl};
 
 use satflow::sandbox::{self, SandboxOptions};
-use satflow::wallet::proof::sign_message;
 
-use super::helpers::{Relay, TestApp, closed_port, eventually};
+use super::helpers::{Relay, TestApp, closed_port, eventually, sandbox_post};
 use super::pocket::TestWallet;
 use super::webhooks::Daemon;
 
@@ -492,35 +491,10 @@ async fn the_daemon_follows_a_payout_through_the_electrum_server() {
     )
     .await;
     relay.point_to(&d.url);
-    let message = d
-        .app
-        .satflow(&["order", "setup", "dca", "--message-only"])
-        .stdout
-        .trim_end()
-        .to_string();
-    let setup = d.app.satflow(&[
-        "order",
-        "setup",
-        "dca",
-        "--signature",
-        &sign_message(&wallet.key(0), &message),
-    ]);
+    let setup = d.app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
     let order_id = setup.stdout.split_whitespace().nth(2).unwrap().to_string();
-    let control = |path: String, body: Value| {
-        let url = format!("{pocket}/{path}");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let control = |path: String, body: Value| sandbox_post(&pocket, path, body);
     let first = control(
         format!("sandbox/orders/{order_id}/payments"),
         json!({ "amount": 100 }),

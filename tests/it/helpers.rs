@@ -194,6 +194,24 @@ impl TestApp {
     }
 }
 
+/// A POST to the sandbox's control API at `pocket` (`sandbox/orders/ID/payments`, …), its
+/// JSON answer.
+pub async fn sandbox_post(
+    pocket: &str,
+    path: String,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{pocket}/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A loopback port that refuses connections for as long as the test process lives: it is
 /// bound (so nothing else can take it) but never listened on. For "the server is down".
 pub fn closed_port() -> u16 {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use satflow::pocket::webhook;
 use satflow::sandbox::{self, SandboxOptions};
-use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 
 use super::helpers::{Relay, eventually, nothing_in_flight};
@@ -65,19 +64,7 @@ async fn setup() -> Setup {
     )
     .await;
     relay.point_to(&d.url);
-    let message = d
-        .app
-        .satflow(&["order", "setup", "dca", "--message-only"])
-        .stdout
-        .trim_end()
-        .to_string();
-    let setup = d.app.satflow(&[
-        "order",
-        "setup",
-        "dca",
-        "--signature",
-        &sign_message(&wallet.key(0), &message),
-    ]);
+    let setup = d.app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
     let order_id = setup.stdout.split_whitespace().nth(2).unwrap().to_string();
     Setup {

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use satflow::pocket::webhook;
 use satflow::sandbox::{self, SandboxOptions};
-use satflow::wallet::proof::sign_message;
 use serde_json::{Value, json};
 
-use super::helpers::{Relay, TestApp, eventually, nothing_in_flight, terminate};
+use super::helpers::{Relay, TestApp, eventually, nothing_in_flight, sandbox_post, terminate};
 use super::pocket::TestWallet;
 use super::sink::Sink;
 use super::smtp::SmtpSink;
@@ -397,36 +396,11 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
     )
     .await;
     relay.point_to(&d.url);
-    let message = d
-        .app
-        .satflow(&["order", "setup", "dca", "--message-only"])
-        .stdout
-        .trim_end()
-        .to_string();
-    let setup = d.app.satflow(&[
-        "order",
-        "setup",
-        "dca",
-        "--signature",
-        &sign_message(&wallet.key(0), &message),
-    ]);
+    let setup = d.app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
     let order_id = setup.stdout.split_whitespace().nth(2).unwrap().to_string();
 
-    let control = |path: String, body: Value| {
-        let url = format!("{pocket}/{path}");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let control = |path: String, body: Value| sandbox_post(&pocket, path, body);
     let first = control(
         format!("sandbox/orders/{order_id}/payments"),
         json!({ "amount": 100 }),
