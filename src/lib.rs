@@ -14,6 +14,7 @@ pub mod exchanges;
 pub mod expr;
 pub mod health;
 pub mod http;
+pub mod instance;
 pub mod ledger;
 pub mod lightning;
 pub mod logs;

@@ -348,6 +348,9 @@ impl Runner {
         {
             metrics::counter!("satflow_runs_total", "outcome" => "succeeded").increment(1);
             tracing::info!(run = run.id, workflow = %workflow.name, "run succeeded");
+        } else {
+            // Fenced: this instance's lease ran out and another took the run over.
+            tracing::warn!(run = run.id, owner = %self.owner, "the run's end was refused: another instance holds its lease now");
         }
         Ok(())
     }
@@ -385,6 +388,8 @@ impl Runner {
             if queued_alert {
                 self.wake_outbox.notify_one();
             }
+        } else {
+            tracing::warn!(run = run.id, owner = %self.owner, "the run's failure was refused: another instance holds its lease now");
         }
         Ok(())
     }

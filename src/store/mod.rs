@@ -16,6 +16,7 @@ mod exchanges;
 mod fires;
 mod health;
 mod inbox;
+mod instances;
 mod orders;
 mod outbox;
 mod prices;
@@ -44,6 +45,7 @@ pub use exchanges::{
 pub use fires::{Fire, FireAction, WorkflowFires};
 pub use health::{WriteFailure, WriteHealth};
 pub use inbox::{InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored};
+pub use instances::InstanceRow;
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
 pub use runs::{Recorded, RunRow, StepRecord, StepRow};

@@ -243,10 +243,10 @@ impl Store {
             ),
         };
         let updated = sqlx::query(
-            "UPDATE outbox SET status = ?1, next_attempt_at = COALESCE(?2, next_attempt_at),
-                 last_error = COALESCE(?3, last_error), result_json = COALESCE(?4, result_json),
-                 lease_owner = NULL, lease_until = NULL, updated_at = ?5
-             WHERE id = ?6 AND status = 'pending' AND lease_owner = ?7",
+            "UPDATE outbox SET status = $1, next_attempt_at = COALESCE($2, next_attempt_at),
+                 last_error = COALESCE($3, last_error), result_json = COALESCE($4, result_json),
+                 lease_owner = NULL, lease_until = NULL, updated_at = $5
+             WHERE id = $6 AND status = 'pending' AND lease_owner = $7 AND attempts = $8",
         )
         .bind(status)
         .bind(next)
@@ -255,6 +255,9 @@ impl Store {
         .bind(now_ms)
         .bind(id)
         .bind(owner)
+        // The fence: the lease is (owner, attempt). An owner whose lease ran out and who took
+        // the item again meanwhile holds a later attempt; its earlier one is refused too.
+        .bind(claimed.attempt)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -466,4 +469,64 @@ async fn resume_waiting_step(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str) -> NewItem {
+        NewItem {
+            kind: "http.post".into(),
+            key: key.into(),
+            payload: serde_json::json!({}),
+            run: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_whose_lease_ran_out_cannot_mark_the_item_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let a = Store::open_sqlite(&path).await.unwrap();
+        let b = Store::open_sqlite(&path).await.unwrap();
+        let t0 = crate::clock::system_now();
+        let lease = Duration::seconds(2);
+        a.enqueue(&[item("k")], t0).await.unwrap();
+        let first = a.claim_due("a", t0, lease, 10).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // Claimed once: nobody else gets it while the lease holds.
+        assert!(b.claim_due("b", t0, lease, 10).await.unwrap().is_empty());
+        // A stalls past its lease; B takes the item over and A's late outcome is refused.
+        let t1 = t0 + Duration::seconds(3);
+        let second = b.claim_due("b", t1, lease, 10).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert!(
+            second[0].previous_unknown,
+            "A's attempt never reported back"
+        );
+        let done = Completion::Done(serde_json::json!({"by": "a"}));
+        assert!(!a.complete(&first[0], "a", &done, None, t1).await.unwrap());
+        // A claiming again for itself (a later attempt) does not revive its first attempt.
+        let t2 = t1 + Duration::seconds(3);
+        let third = a.claim_due("a", t2, lease, 10).await.unwrap();
+        assert_eq!(third[0].attempt, 3);
+        assert!(!a.complete(&first[0], "a", &done, None, t2).await.unwrap());
+        assert!(!b.complete(&second[0], "b", &done, None, t2).await.unwrap());
+        let done = Completion::Done(serde_json::json!({"by": "a, third"}));
+        assert!(a.complete(&third[0], "a", &done, None, t2).await.unwrap());
+        let row = a.outbox_item(first[0].item.id).await.unwrap().unwrap();
+        assert_eq!(row.status, OutboxStatus::Done);
+        assert_eq!(row.result, Some(serde_json::json!({"by": "a, third"})));
+        let attempts = a.outbox_attempts(row.id).await.unwrap();
+        let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Some(AttemptOutcome::Unknown),
+                Some(AttemptOutcome::Unknown),
+                Some(AttemptOutcome::Done)
+            ]
+        );
+    }
 }

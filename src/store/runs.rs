@@ -358,3 +358,69 @@ async fn hold_lease(
     .rows_affected();
     Ok(held == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_instance_whose_run_lease_ran_out_can_record_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let a = Store::open_sqlite(&path).await.unwrap();
+        let b = Store::open_sqlite(&path).await.unwrap();
+        let t0 = crate::clock::system_now();
+        let lease = Duration::seconds(2);
+        a.queue_run("w", Trigger::Manual, "m1", None, t0)
+            .await
+            .unwrap();
+        let run = a.claim_run("a", t0, lease, &[]).await.unwrap().unwrap();
+        assert!(b.claim_run("b", t0, lease, &[]).await.unwrap().is_none());
+        let t1 = t0 + Duration::seconds(3);
+        let taken = b.claim_run("b", t1, lease, &[]).await.unwrap().unwrap();
+        assert_eq!(taken.id, run.id);
+        let step = |id| StepRecord {
+            step_id: id,
+            position: 0,
+            status: StepStatus::Succeeded,
+            output: None,
+            error: None,
+            started_at: t1,
+            effects: vec![NewItem {
+                kind: "http.post".into(),
+                key: format!("run/{}/step/{id}", run.id),
+                payload: Value::Null,
+                run: None,
+            }],
+            reservation: None,
+            withdrawal: None,
+        };
+        assert_eq!(
+            a.record_step(run.id, "a", step("s1"), t1, lease)
+                .await
+                .unwrap(),
+            Recorded::LeaseLost
+        );
+        assert!(
+            !a.finish_run(run.id, "a", true, None, None, t1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            a.outbox_items(10).await.unwrap().is_empty(),
+            "a fenced step queues no effect"
+        );
+        assert_eq!(
+            b.record_step(run.id, "b", step("s1"), t1, lease)
+                .await
+                .unwrap(),
+            Recorded::Done
+        );
+        assert!(
+            b.finish_run(run.id, "b", true, None, None, t1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(a.outbox_items(10).await.unwrap().len(), 1);
+    }
+}
