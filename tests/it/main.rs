@@ -6,6 +6,7 @@ mod cli_hygiene;
 mod clients;
 mod cln_tls;
 mod cluster;
+mod db_copy;
 mod demo;
 mod electrum;
 mod engine;
