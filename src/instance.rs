@@ -26,6 +26,15 @@ pub const RECONCILER: &str = "reconciler";
 /// The job lease of the withdrawal follower.
 pub const WITHDRAWALS: &str = "withdrawal follower";
 
+/// How long an instance keeps a workflow's order (see `order_keeper`) if it dies mid-run; a run
+/// that ends hands the lease back at once.
+pub const KEEPER_LEASE: chrono::Duration = chrono::Duration::minutes(2);
+
+/// The job lease of the order keeper of `workflow` (its `pocket.order` step).
+pub fn order_keeper(workflow: &str) -> String {
+    format!("order keeper {workflow}")
+}
+
 /// This machine's name, for telling instances apart in `status` (`localhost` when unknown).
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

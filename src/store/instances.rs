@@ -146,6 +146,18 @@ impl Store {
         Ok(holder.as_deref() == Some(owner))
     }
 
+    /// Hands back `owner`'s lease on job `name` (when it is done before the lease ends).
+    pub async fn release_job(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM job_leases WHERE name = $1 AND owner = $2")
+            .bind(name)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Who holds job `name` now, if anyone's lease is current.
     pub async fn job_holder(
         &self,
@@ -257,5 +269,10 @@ mod tests {
         assert!(a.hold_job("withdrawals", winner, t2, lease).await.unwrap());
         a.instance_stopped(loser, t2).await.unwrap();
         assert!(a.hold_job("reconciler", winner, t2, lease).await.unwrap());
+        // A job done early is handed back: the other owner need not wait.
+        a.release_job("reconciler", loser).await.unwrap();
+        assert!(!b.hold_job("reconciler", loser, t2, lease).await.unwrap());
+        a.release_job("reconciler", winner).await.unwrap();
+        assert!(b.hold_job("reconciler", loser, t2, lease).await.unwrap());
     }
 }
