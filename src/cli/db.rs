@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Outcome, open_config, runtime};
-use crate::config::Database;
+use crate::config::{Database, PostgresUrl};
 use crate::store::{CopyError, Store};
 
 #[derive(Debug, clap::Args)]
@@ -54,12 +54,19 @@ fn parse_url(flag: &str, url: &str) -> Result<Database, String> {
             let path = path.split('?').next().unwrap_or(path);
             Ok(Database::Sqlite(PathBuf::from(path)))
         }
-        _ if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(format!(
-            "--{flag} {}: PostgreSQL is not supported by this build of satflow yet; accepted: sqlite://PATH",
-            shown(url)
-        )),
+        _ if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            match url::Url::parse(url) {
+                Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => {
+                    Ok(Database::Postgres(PostgresUrl::new(url.to_string())))
+                }
+                _ => Err(format!(
+                    "--{flag} {}: not a PostgreSQL URL with a host; accepted: postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                    shown(url)
+                )),
+            }
+        }
         _ => Err(format!(
-            "--{flag} {}: not a database URL satflow can open; accepted: sqlite://PATH",
+            "--{flag} {}: not a database URL satflow can open; accepted: sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DATABASE",
             shown(url)
         )),
     }
@@ -80,7 +87,13 @@ fn copy(from: &str, to: &str) -> anyhow::Result<Outcome> {
             return Ok(Outcome::UserError);
         }
     };
-    let Database::Sqlite(source_path) = &source;
+    let Database::Sqlite(source_path) = &source else {
+        eprintln!(
+            "error: --from {}: only a SQLite database can be copied from (for PostgreSQL, use pg_dump)",
+            shown(from)
+        );
+        return Ok(Outcome::UserError);
+    };
     if !source_path.is_file() {
         eprintln!(
             "error: --from {}: there is no database file there",

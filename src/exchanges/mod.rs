@@ -835,8 +835,7 @@ mod tests {
                 &mut diags,
             );
             let config = loaded.config.unwrap_or_else(|| panic!("{diags:?}"));
-            let crate::config::Database::Sqlite(path) = &config.database;
-            let store = Store::open_sqlite(path).await.unwrap();
+            let store = Store::open(&config.database).await.unwrap();
             let workflows = EventKind::ALL
                 .into_iter()
                 .map(|kind| crate::workflow::Workflow {

@@ -11,7 +11,8 @@ use std::path::Path;
 use rust_decimal::Decimal;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
-use super::{Store, StoreError};
+use super::db::{self, Arg, DbRow, Pool};
+use super::{Backend, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -46,6 +47,10 @@ pub enum CopyError {
     Float { table: String, column: String },
     #[error("{path} exists already; name a new file (satflow never overwrites a backup)")]
     Exists { path: String },
+    #[error(
+        "only a SQLite database can be copied from or backed up by satflow (PostgreSQL has pg_dump)"
+    )]
+    SourceNotSqlite,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -132,6 +137,14 @@ struct Table {
     parents: Vec<String>,
 }
 
+/// The SQLite pool of `store`, the only kind of source a copy reads.
+fn sqlite_pool(store: &Store) -> Result<&sqlx::SqlitePool, CopyError> {
+    match store.pool() {
+        Pool::Sqlite(pool) => Ok(pool),
+        Pool::Pg(_) => Err(CopyError::SourceNotSqlite),
+    }
+}
+
 /// The tables of a SQLite database, parents before children (foreign keys hold at every insert).
 async fn sqlite_tables(pool: &sqlx::SqlitePool) -> Result<Vec<Table>, CopyError> {
     let names: Vec<String> = sqlx::query_scalar(
@@ -178,6 +191,60 @@ async fn sqlite_tables(pool: &sqlx::SqlitePool) -> Result<Vec<Table>, CopyError>
     Ok(ordered)
 }
 
+/// How a target column stores its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Text,
+    Bytes,
+}
+
+/// The columns of every table of the target, with how each stores its values.
+async fn target_columns(
+    target: &Store,
+) -> Result<BTreeMap<String, BTreeMap<String, Kind>>, CopyError> {
+    let mut tables: BTreeMap<String, BTreeMap<String, Kind>> = BTreeMap::new();
+    match target.pool() {
+        Pool::Sqlite(pool) => {
+            for table in sqlite_tables(pool).await? {
+                let rows = sqlx::query(&format!("PRAGMA table_info(\"{}\")", table.name))
+                    .fetch_all(pool)
+                    .await?;
+                let mut columns = BTreeMap::new();
+                for r in &rows {
+                    let declared: String = r.try_get("type")?;
+                    let kind = match declared.to_ascii_uppercase().as_str() {
+                        t if t.contains("INT") => Kind::Int,
+                        "BLOB" => Kind::Bytes,
+                        _ => Kind::Text,
+                    };
+                    columns.insert(r.try_get("name")?, kind);
+                }
+                tables.insert(table.name, columns);
+            }
+        }
+        Pool::Pg(_) => {
+            // PostgreSQL's own catalogue: this query is PostgreSQL's alone.
+            let rows: Vec<(String, String, String)> = db::query_as(
+                "SELECT table_name::TEXT, column_name::TEXT, data_type::TEXT
+                 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'",
+            )
+            .fetch_all(target.pool())
+            .await?;
+            for (table, column, data_type) in rows {
+                let kind = match data_type.as_str() {
+                    "bigint" | "integer" | "smallint" => Kind::Int,
+                    "bytea" => Kind::Bytes,
+                    _ => Kind::Text,
+                };
+                tables.entry(table).or_default().insert(column, kind);
+            }
+        }
+    }
+    Ok(tables)
+}
+
 fn cell(row: &sqlx::sqlite::SqliteRow, i: usize, table: &str) -> Result<Cell, CopyError> {
     let raw = row.try_get_raw(i)?;
     if raw.is_null() {
@@ -197,6 +264,56 @@ fn cell(row: &sqlx::sqlite::SqliteRow, i: usize, table: &str) -> Result<Cell, Co
     })
 }
 
+/// A value read back from the target: SQLite says what it holds, PostgreSQL's column does.
+fn target_cell(row: &DbRow, i: usize, kind: Kind, table: &str) -> Result<Cell, CopyError> {
+    Ok(match row {
+        DbRow::Sqlite(r) => cell(r, i, table)?,
+        DbRow::Pg(_) => match kind {
+            Kind::Int => row
+                .try_get::<Option<i64>, _>(i)?
+                .map_or(Cell::Null, Cell::Int),
+            Kind::Text => row
+                .try_get::<Option<String>, _>(i)?
+                .map_or(Cell::Null, Cell::Text),
+            Kind::Bytes => row
+                .try_get::<Option<Vec<u8>>, _>(i)?
+                .map_or(Cell::Null, Cell::Blob),
+        },
+    })
+}
+
+/// `cell` as the target column `kind` takes it. SQLite keeps what it was given whatever the
+/// column says; PostgreSQL's column decides, so an integer in a text column becomes its text.
+fn arg(cell: &Cell, kind: Kind, table: &str, column: &str) -> Result<Arg, CopyError> {
+    let mismatch = || CopyError::NotAnAmount {
+        table: table.into(),
+        column: column.into(),
+        value: format!("{cell:?} in a {kind:?} column"),
+    };
+    Ok(match (cell, kind) {
+        (Cell::Null, Kind::Int) => Arg::Int(None),
+        (Cell::Null, Kind::Text) => Arg::Text(None),
+        (Cell::Null, Kind::Bytes) => Arg::Bytes(None),
+        (Cell::Int(n), Kind::Int) => Arg::Int(Some(*n)),
+        (Cell::Int(n), Kind::Text) => Arg::Text(Some(n.to_string())),
+        (Cell::Text(t), Kind::Text) => Arg::Text(Some(t.clone())),
+        (Cell::Text(t), Kind::Int) => Arg::Int(Some(t.trim().parse().map_err(|_| mismatch())?)),
+        (Cell::Text(t), Kind::Bytes) => Arg::Bytes(Some(t.as_bytes().to_vec())),
+        (Cell::Blob(b), Kind::Bytes) => Arg::Bytes(Some(b.clone())),
+        (Cell::Blob(b), Kind::Text) => {
+            Arg::Text(Some(String::from_utf8(b.clone()).map_err(|_| mismatch())?))
+        }
+        (Cell::Blob(_) | Cell::Int(_), _) => return Err(mismatch()),
+    })
+}
+
+/// A value already decided on is bound as it is.
+impl db::IntoArg for Arg {
+    fn into_arg(self) -> Arg {
+        self
+    }
+}
+
 /// Row count and money sums of `rows`.
 fn figures(table: &Table, rows: &[Vec<Cell>]) -> Result<(i64, BTreeMap<String, Sum>), CopyError> {
     let mut sums = BTreeMap::new();
@@ -213,46 +330,39 @@ fn figures(table: &Table, rows: &[Vec<Cell>]) -> Result<(i64, BTreeMap<String, S
     Ok((rows.len() as i64, sums))
 }
 
-async fn read_rows<'e, E>(executor: E, table: &Table) -> Result<Vec<Vec<Cell>>, CopyError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
+fn select_all(table: &Table) -> String {
     let columns = table
         .columns
         .iter()
         .map(|c| format!("\"{c}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let rows = sqlx::query(&format!("SELECT {columns} FROM \"{}\"", table.name))
-        .fetch_all(executor)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            (0..table.columns.len())
-                .map(|i| cell(row, i, &table.name))
-                .collect()
-        })
-        .collect()
+    format!("SELECT {columns} FROM \"{}\"", table.name)
 }
 
 impl Store {
-    /// Copies every table of this (SQLite) store into `target`, which must be empty, in one
-    /// transaction on the target; commits only when the copy's row counts and money sums equal
-    /// the source's. Returns the verified figures of each table.
+    /// Copies every table of this (SQLite) store into `target` (SQLite or PostgreSQL), which
+    /// must be empty, in one transaction on the target; commits only when the copy's row counts
+    /// and money sums equal the source's. Returns the verified figures of each table.
     pub async fn copy_into(&self, target: &Store) -> Result<Vec<TableCopy>, CopyError> {
-        let tables = sqlite_tables(self.pool()).await?;
-        let target_tables: Vec<String> = sqlite_tables(target.pool())
-            .await?
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
+        let pool = sqlite_pool(self)?;
+        let tables = sqlite_tables(pool).await?;
+        let target_tables = target_columns(target).await?;
+        let mut kinds = BTreeMap::new();
         for table in &tables {
-            if !target_tables.contains(&table.name) {
+            let Some(columns) = target_tables.get(&table.name) else {
                 return Err(CopyError::MissingTable {
                     table: table.name.clone(),
                 });
+            };
+            let mut table_kinds = Vec::new();
+            for column in &table.columns {
+                table_kinds.push(*columns.get(column).ok_or_else(|| CopyError::MissingTable {
+                    table: format!("{}.{column}", table.name),
+                })?);
             }
-            let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{}\"", table.name))
+            kinds.insert(table.name.clone(), table_kinds);
+            let rows: i64 = db::query_scalar(&format!("SELECT COUNT(*) FROM \"{}\"", table.name))
                 .fetch_one(target.pool())
                 .await?;
             if rows > 0 {
@@ -264,11 +374,21 @@ impl Store {
         }
         // One read transaction on the source: the copy is of one moment, even while a daemon
         // writes (WAL readers see a snapshot).
-        let mut source = self.pool().begin().await?;
+        let mut source = pool.begin().await?;
         let mut tx = target.begin_write().await?;
         let mut copied = Vec::with_capacity(tables.len());
         for table in &tables {
-            let rows = read_rows(&mut *source, table).await?;
+            let table_kinds = &kinds[&table.name];
+            let rows: Vec<Vec<Cell>> = sqlx::query(&select_all(table))
+                .fetch_all(&mut *source)
+                .await?
+                .iter()
+                .map(|row| {
+                    (0..table.columns.len())
+                        .map(|i| cell(row, i, &table.name))
+                        .collect()
+                })
+                .collect::<Result<_, CopyError>>()?;
             let (count, sums) = figures(table, &rows)?;
             let columns = table
                 .columns
@@ -285,19 +405,25 @@ impl Store {
                 table.name
             );
             for row in &rows {
-                let mut q = sqlx::query(&insert);
-                for cell in row {
-                    q = match cell {
-                        Cell::Null => q.bind(None::<i64>),
-                        Cell::Int(n) => q.bind(*n),
-                        Cell::Text(t) => q.bind(t.as_str()),
-                        Cell::Blob(b) => q.bind(b.as_slice()),
-                    };
+                let mut q = db::query(&insert);
+                for ((cell, kind), column) in row.iter().zip(table_kinds).zip(&table.columns) {
+                    q = q.bind(arg(cell, *kind, &table.name, column)?);
                 }
-                q.execute(&mut *tx).await?;
+                q.execute(&mut tx).await?;
             }
             // Read back what the target now holds, inside the transaction, and compare.
-            let written = read_rows(&mut *tx, table).await?;
+            let written: Vec<Vec<Cell>> = db::query(&select_all(table))
+                .fetch_all(&mut tx)
+                .await?
+                .iter()
+                .map(|row| {
+                    table_kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, kind)| target_cell(row, i, *kind, &table.name))
+                        .collect()
+                })
+                .collect::<Result<_, CopyError>>()?;
             let (written_count, written_sums) = figures(table, &written)?;
             let mismatch =
                 |what: String, source_value: String, target_value: String| CopyError::Mismatch {
@@ -329,6 +455,24 @@ impl Store {
                 sums: sums.iter().map(|(c, s)| (c.clone(), s.show())).collect(),
             });
         }
+        if target.backend() == Backend::Postgres {
+            // Ids were copied as they were: each identity column's sequence moves past the
+            // largest, or the next row inserted there would collide. PostgreSQL's alone.
+            let identities: Vec<(String, String)> = db::query_as(
+                "SELECT table_name::TEXT, column_name::TEXT FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND is_identity = 'YES'",
+            )
+            .fetch_all(&mut tx)
+            .await?;
+            for (table, column) in identities {
+                db::query(&format!(
+                    "SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'),
+                                   COALESCE((SELECT MAX(\"{column}\") FROM \"{table}\"), 0) + 1, false)"
+                ))
+                .execute(&mut tx)
+                .await?;
+            }
+        }
         tx.commit().await?;
         source.commit().await?;
         Ok(copied)
@@ -337,6 +481,7 @@ impl Store {
     /// Writes a consistent snapshot of this (SQLite) database to `path` (`VACUUM INTO`: one
     /// read transaction, so a daemon may keep writing). Refuses a `path` that exists.
     pub async fn backup_to(&self, path: &Path) -> Result<(), CopyError> {
+        let pool = sqlite_pool(self)?;
         if path.exists() {
             return Err(CopyError::Exists {
                 path: path.display().to_string(),
@@ -344,7 +489,7 @@ impl Store {
         }
         sqlx::query("VACUUM INTO $1")
             .bind(path.to_string_lossy().into_owned())
-            .execute(self.pool())
+            .execute(pool)
             .await?;
         Ok(())
     }

@@ -6,8 +6,8 @@
 //! instances racing for it on either backend get one winner without a lock held across work.
 //! Nothing here may decide that an instance is dead from anything but its heartbeat's age.
 
+use super::db;
 use chrono::{DateTime, Duration, Utc};
-use sqlx::Row;
 
 use super::{Store, StoreError, from_millis};
 
@@ -35,11 +35,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
+        db::query("DELETE FROM instances WHERE heartbeat_at < $1")
             .bind((now - KEEP_GONE).timestamp_millis())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        sqlx::query(
+        db::query(
             "INSERT INTO instances (id, host, pid, listen, version, started_at, heartbeat_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
@@ -51,7 +51,7 @@ impl Store {
         .bind(&instance.version)
         .bind(instance.started_at.timestamp_millis())
         .bind(now.timestamp_millis())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -61,10 +61,10 @@ impl Store {
     /// dead): the caller registers again.
     pub async fn beat_instance(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let n = sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE id = $2")
+        let n = db::query("UPDATE instances SET heartbeat_at = $1 WHERE id = $2")
             .bind(now.timestamp_millis())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?
             .rows_affected();
         tx.commit().await?;
@@ -75,14 +75,14 @@ impl Store {
     /// instance need not wait for them to expire.
     pub async fn instance_stopped(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE instances SET stopped_at = $1 WHERE id = $2")
+        db::query("UPDATE instances SET stopped_at = $1 WHERE id = $2")
             .bind(now.timestamp_millis())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        sqlx::query("DELETE FROM job_leases WHERE owner = $1")
+        db::query("DELETE FROM job_leases WHERE owner = $1")
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -94,7 +94,7 @@ impl Store {
         now: DateTime<Utc>,
         within: Duration,
     ) -> Result<Vec<InstanceRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT id, host, pid, listen, version, started_at, heartbeat_at FROM instances
              WHERE stopped_at IS NULL AND heartbeat_at >= $1 ORDER BY started_at, id",
         )
@@ -127,7 +127,7 @@ impl Store {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let holder: Option<String> = sqlx::query_scalar(
+        let holder: Option<String> = db::query_scalar(
             "INSERT INTO job_leases (name, owner, lease_until, acquired_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,
                  lease_until = excluded.lease_until,
@@ -140,7 +140,7 @@ impl Store {
         .bind(owner)
         .bind((now + lease).timestamp_millis())
         .bind(now.timestamp_millis())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(holder.as_deref() == Some(owner))
@@ -149,10 +149,10 @@ impl Store {
     /// Hands back `owner`'s lease on job `name` (when it is done before the lease ends).
     pub async fn release_job(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM job_leases WHERE name = $1 AND owner = $2")
+        db::query("DELETE FROM job_leases WHERE name = $1 AND owner = $2")
             .bind(name)
             .bind(owner)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -165,13 +165,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar(
-                "SELECT owner FROM job_leases WHERE name = $1 AND lease_until >= $2",
-            )
-            .bind(name)
-            .bind(now.timestamp_millis())
-            .fetch_optional(self.pool())
-            .await?,
+            db::query_scalar("SELECT owner FROM job_leases WHERE name = $1 AND lease_until >= $2")
+                .bind(name)
+                .bind(now.timestamp_millis())
+                .fetch_optional(self.pool())
+                .await?,
         )
     }
 }

@@ -1,18 +1,23 @@
 //! The database: the source of truth and the only queue. All SQL in satflow lives under this
-//! folder.
+//! folder, written once for both backends (see `db`): SQLite (one file, the default) or
+//! PostgreSQL (`database: postgres://…`, several instances may share it).
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL` (durable at each checkpoint, fast commits),
 //! a busy timeout so concurrent writers wait instead of failing, and `BEGIN IMMEDIATE` for every
-//! write transaction so two writers never deadlock upgrading read locks. Transactions here must
-//! stay short and must never be held across network I/O.
+//! write transaction so two writers never deadlock upgrading read locks. PostgreSQL write
+//! transactions take one advisory lock first, so writers take the same turns there (see
+//! `db::PG_WRITE_LOCK`). Transactions here must stay short and must never be held across
+//! network I/O.
 //!
 //! A write that fails (a full disk, an I/O error, a lock held too long) must never leave its
-//! connection in the pool believing it is still inside a transaction: every connection handed
-//! back is checked, and one that is not clean is closed and replaced (see `clean_on_release`).
+//! connection in the pool believing it is still inside a transaction: every SQLite connection
+//! handed back is checked, and one that is not clean is closed and replaced (see
+//! `clean_on_release`).
 
 mod alert_window;
 mod alerts;
 mod copy;
+pub(crate) mod db;
 mod exchanges;
 mod fires;
 mod health;
@@ -31,16 +36,19 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
-use crate::config::Database;
+use crate::config::{Database, PostgresUrl};
 
 pub use alert_window::ALERT_WINDOW;
 pub use alerts::AlertWindow;
 pub use copy::{CopyError, TableCopy};
+pub use db::Backend;
+pub(crate) use db::Tx;
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
@@ -57,18 +65,25 @@ pub use status::{
 pub use wallets::{AddressRow, Reservation};
 pub use withdrawals::{NewWithdrawal, WithdrawalRow, WithdrawalUpdate};
 
+use db::Pool;
+
 /// Times are stored as milliseconds since the Unix epoch.
 pub(crate) fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// The migrations in `migrations/`, embedded in the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations in `migrations/sqlite/` and `migrations/postgres/`, embedded in the binary.
+/// The two folders hold the same schema, version for version.
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    /// `target` is the URL without its password.
+    #[error("cannot open the PostgreSQL database {target}: {source}")]
+    OpenPostgres { target: String, source: sqlx::Error },
     #[error("cannot bring the database schema up to date: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -79,13 +94,15 @@ pub enum StoreError {
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    /// One connection with `synchronous=FULL`, for writes that an answer to the outside world
-    /// depends on (the webhook inbox): committed means on disk.
-    durable: SqlitePool,
-    /// One connection with a short busy timeout, opened on first use, for `/healthz`: a locked
-    /// database is seen in a fraction of a second, not after the writers' ten.
-    probe: SqlitePool,
+    pool: Pool,
+    /// SQLite: one connection with `synchronous=FULL`, for writes that an answer to the outside
+    /// world depends on (the webhook inbox): committed means on disk. PostgreSQL: the main pool
+    /// (a commit is flushed to the WAL before it returns, `synchronous_commit` left on).
+    durable: Pool,
+    /// One connection with a short busy (SQLite) or lock (PostgreSQL) timeout, opened on first
+    /// use, for `/healthz`: a locked database is seen in a fraction of a second, not after the
+    /// writers' ten.
+    probe: Pool,
     /// The last write that failed, for `/healthz`.
     health: Arc<WriteHealth>,
 }
@@ -131,12 +148,53 @@ async fn is_clean(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
     Ok(autocommit != 0 && !conn.is_in_transaction())
 }
 
+/// How many connections an instance keeps to PostgreSQL: enough for the runner, the
+/// dispatcher, the webhook writer and the readers at once, few enough for a shared server.
+const POSTGRES_CONNECTIONS: u32 = 8;
+
 impl Store {
     /// Opens (creating it if needed) and migrates the configured database.
     pub async fn open(database: &Database) -> Result<Store, StoreError> {
         match database {
             Database::Sqlite(path) => Store::open_sqlite(path).await,
+            Database::Postgres(url) => Store::open_postgres(url).await,
         }
+    }
+
+    /// Opens and migrates a PostgreSQL database (which must exist). TLS is used as the URL's
+    /// `sslmode` says (rustls, with the webpki roots unless `sslrootcert` names others).
+    pub async fn open_postgres(url: &PostgresUrl) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::OpenPostgres {
+            target: url.redacted(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(open_err)?
+            .application_name("satflow");
+        let health = Arc::new(WriteHealth::default());
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        // Instances starting together: sqlx's migrator holds an advisory lock while it runs,
+        // the others wait and find it done.
+        POSTGRES_MIGRATOR.run(&pool).await?;
+        let timeout = format!("{}ms", PROBE_BUSY_TIMEOUT.as_millis());
+        let probe = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options.options([
+                ("lock_timeout", timeout.as_str()),
+                ("statement_timeout", "2000ms"),
+            ]));
+        Ok(Store {
+            pool: Pool::Pg(pool.clone()),
+            durable: Pool::Pg(pool),
+            probe: Pool::Pg(probe),
+            health,
+        })
     }
 
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
@@ -172,7 +230,7 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(open_err)?;
-        MIGRATOR.run(&pool).await?;
+        SQLITE_MIGRATOR.run(&pool).await?;
         drop(lock);
         let durable = clean_on_release(SqlitePoolOptions::new().max_connections(1), &health)
             .connect_with(options.clone().synchronous(SqliteSynchronous::Full))
@@ -186,31 +244,33 @@ impl Store {
         )
         .connect_lazy_with(options.busy_timeout(PROBE_BUSY_TIMEOUT));
         Ok(Store {
-            pool,
-            durable,
-            probe,
+            pool: Pool::Sqlite(pool),
+            durable: Pool::Sqlite(durable),
+            probe: Pool::Sqlite(probe),
             health,
         })
     }
 
-    /// A write transaction, started with `BEGIN IMMEDIATE` so it holds the write lock from the
-    /// start (waiting up to the busy timeout) instead of failing halfway.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.begin_immediate(&self.pool).await
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
     }
 
-    /// A write transaction on the `synchronous=FULL` connection: committed means on disk.
-    pub(crate) async fn begin_durable(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.begin_immediate(&self.durable).await
+    /// A write transaction, holding the write lock from the start (waiting up to the busy
+    /// timeout) instead of failing halfway.
+    pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
+        self.begin_on(&self.pool).await
     }
 
-    /// The one place write transactions begin. A failed BEGIN is remembered for `/healthz`; the
-    /// connection goes back through `clean_on_release`, so it is never reused dirty.
-    async fn begin_immediate(
-        &self,
-        pool: &SqlitePool,
-    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        match pool.begin_with("BEGIN IMMEDIATE").await {
+    /// A write transaction on the durable connection: committed means on disk.
+    pub(crate) async fn begin_durable(&self) -> Result<Tx, StoreError> {
+        self.begin_on(&self.durable).await
+    }
+
+    /// The one place write transactions begin. A failed BEGIN is remembered for `/healthz`; a
+    /// SQLite connection goes back through `clean_on_release`, so it is never reused dirty.
+    async fn begin_on(&self, pool: &Pool) -> Result<Tx, StoreError> {
+        match pool.begin_write().await {
             Ok(tx) => Ok(tx),
             Err(err) => {
                 self.health.failed(&format!("cannot start a write: {err}"));
@@ -224,7 +284,7 @@ impl Store {
         &self.health
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
 
@@ -233,6 +293,15 @@ impl Store {
         self.probe.close().await;
         self.durable.close().await;
         self.pool.close().await;
+    }
+
+    /// The SQLite pool, for the tests that reach into SQLite itself.
+    #[cfg(test)]
+    fn sqlite(pool: &Pool) -> &sqlx::SqlitePool {
+        match pool {
+            Pool::Sqlite(p) => p,
+            Pool::Pg(_) => panic!("a SQLite test on a PostgreSQL store"),
+        }
     }
 }
 
@@ -247,18 +316,18 @@ mod tests {
         let path = dir.path().join("satflow.db");
         let store = Store::open_sqlite(&path).await.unwrap();
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(store.pool())
+            .fetch_one(Store::sqlite(store.pool()))
             .await
             .unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(store.pool())
+            .fetch_one(Store::sqlite(store.pool()))
             .await
             .unwrap();
         assert_eq!(sync, 1, "synchronous=NORMAL");
         let tables: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-                .fetch_all(store.pool())
+                .fetch_all(Store::sqlite(store.pool()))
                 .await
                 .unwrap();
         for table in [
@@ -285,17 +354,17 @@ mod tests {
         // Reopening applies nothing twice.
         let again = Store::open_sqlite(&path).await.unwrap();
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-            .fetch_one(again.pool())
+            .fetch_one(Store::sqlite(again.pool()))
             .await
             .unwrap();
-        assert_eq!(applied, MIGRATOR.iter().count() as i64);
+        assert_eq!(applied, SQLITE_MIGRATOR.iter().count() as i64);
     }
 
     /// Makes every statement on every connection `pool` has now fail while `fail` is set, the
     /// way SQLite fails a write on a full disk or an I/O error: the statement is interrupted
     /// and SQLite rolls the whole transaction back by itself.
     async fn fail_writes_while(
-        pool: &SqlitePool,
+        pool: &sqlx::SqlitePool,
         fail: &Arc<std::sync::atomic::AtomicBool>,
         steps: i32,
     ) {
@@ -346,8 +415,8 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
         let now = crate::clock::system_now();
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        fail_writes_while(&store.pool, &fail, steps).await;
-        fail_writes_while(&store.durable, &fail, steps).await;
+        fail_writes_while(Store::sqlite(&store.pool), &fail, steps).await;
+        fail_writes_while(Store::sqlite(&store.durable), &fail, steps).await;
         let event = serde_json::json!({ "padding": "y".repeat(300) });
 
         // A connection replaced after its failure has no such handler: each pool fails at
@@ -424,7 +493,7 @@ mod tests {
         let bad_status = sqlx::query(
             "INSERT INTO runs (workflow, trigger, trigger_key, status, created_at) VALUES ('w', 'manual', 'k', 'exploded', 0)",
         )
-        .execute(store.pool())
+        .execute(Store::sqlite(store.pool()))
         .await;
         assert!(
             bad_status.is_err(),
@@ -433,7 +502,7 @@ mod tests {
         let bad_index = sqlx::query(
             "INSERT INTO wallet_cursors (wallet, key_id, next_index) VALUES ('cold', 'k', -1)",
         )
-        .execute(store.pool())
+        .execute(Store::sqlite(store.pool()))
         .await;
         assert!(
             bad_index.is_err(),
