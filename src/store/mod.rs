@@ -659,6 +659,45 @@ mod postgres_tests {
     }
 
     #[tokio::test]
+    async fn sslmode_require_connects_over_tls() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let plain = db.store().await;
+        let ssl: String = db::query_scalar("SHOW ssl")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        let tls_of_this_session =
+            "SELECT COUNT(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl";
+        plain.close().await;
+        if ssl != "on" {
+            // A server without TLS cannot show it (Debian's cluster has it on by default).
+            return;
+        }
+        let mut url = url::Url::parse(db.url.expose()).unwrap();
+        url.set_query(Some("sslmode=require"));
+        let store = Store::open_postgres(&PostgresUrl::new(url.to_string()))
+            .await
+            .unwrap();
+        let tls: i64 = db::query_scalar(tls_of_this_session)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tls, 1, "the session runs over TLS (rustls)");
+        let mut url = url::Url::parse(db.url.expose()).unwrap();
+        url.set_query(Some("sslmode=disable"));
+        let store = Store::open_postgres(&PostgresUrl::new(url.to_string()))
+            .await
+            .unwrap();
+        let tls: i64 = db::query_scalar(tls_of_this_session)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tls, 0, "sslmode=disable stays in the clear");
+    }
+
+    #[tokio::test]
     async fn money_and_big_integers_come_back_exact() {
         let Some(db) = TestDatabase::create().await else {
             return;
