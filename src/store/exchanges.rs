@@ -247,14 +247,14 @@ impl Store {
                 "INSERT INTO exchanges (id, order_id, state, pair, cost, amount, rate, fee, payout_json, reason_json, action_json,
                                         raw_json, first_seen_at, updated_at, next_check_at, confirm_next_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, order_id),
-                     pair = COALESCE(excluded.pair, pair), cost = COALESCE(excluded.cost, cost),
-                     amount = COALESCE(excluded.amount, amount), rate = COALESCE(excluded.rate, rate),
-                     fee = COALESCE(excluded.fee, fee), payout_json = excluded.payout_json,
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, exchanges.order_id),
+                     pair = COALESCE(excluded.pair, exchanges.pair), cost = COALESCE(excluded.cost, exchanges.cost),
+                     amount = COALESCE(excluded.amount, exchanges.amount), rate = COALESCE(excluded.rate, exchanges.rate),
+                     fee = COALESCE(excluded.fee, exchanges.fee), payout_json = excluded.payout_json,
                      reason_json = excluded.reason_json, action_json = excluded.action_json,
                      raw_json = excluded.raw_json, updated_at = excluded.updated_at,
                      next_check_at = excluded.next_check_at, check_count = 0,
-                     confirm_next_at = COALESCE(excluded.confirm_next_at, confirm_next_at)",
+                     confirm_next_at = COALESCE(excluded.confirm_next_at, exchanges.confirm_next_at)",
             )
             .bind(&exchange.id)
             .bind(&exchange.order_id)

@@ -510,3 +510,254 @@ mod tests {
         );
     }
 }
+
+/// A PostgreSQL database of its own for a unit test, dropped with it. The server is
+/// `SATFLOW_TEST_POSTGRES_URL`, else `postgres://postgres@127.0.0.1:5432/postgres`; when none
+/// answers the test is skipped here without a word (the integration suite prints the one
+/// line that says so), unless `SATFLOW_REQUIRE_POSTGRES=1`, which makes it fail.
+#[cfg(test)]
+pub(crate) mod test_postgres {
+    use sqlx::Connection;
+
+    use super::Store;
+    use crate::config::PostgresUrl;
+
+    pub(crate) struct TestDatabase {
+        name: String,
+        admin: String,
+        pub(crate) url: PostgresUrl,
+    }
+
+    fn admin_url() -> String {
+        std::env::var("SATFLOW_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    async fn admin(url: &str) -> Option<sqlx::PgConnection> {
+        let conn = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sqlx::PgConnection::connect(url),
+        )
+        .await;
+        match conn {
+            Ok(Ok(conn)) => Some(conn),
+            _ if std::env::var("SATFLOW_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+                panic!("SATFLOW_REQUIRE_POSTGRES=1 but no PostgreSQL server answers")
+            }
+            _ => None,
+        }
+    }
+
+    impl TestDatabase {
+        pub(crate) async fn create() -> Option<TestDatabase> {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let admin_url = admin_url();
+            let mut conn = admin(&admin_url).await?;
+            let name = format!(
+                "satflow_unit_{}_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                crate::clock::system_now().timestamp_subsec_nanos()
+            );
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let mut url = url::Url::parse(&admin_url).unwrap();
+            url.set_path(&format!("/{name}"));
+            Some(TestDatabase {
+                name,
+                admin: admin_url,
+                url: PostgresUrl::new(url.to_string()),
+            })
+        }
+
+        pub(crate) async fn store(&self) -> Store {
+            Store::open_postgres(&self.url).await.unwrap()
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let admin_url = self.admin.clone();
+            // Its own thread and runtime: Drop runs inside the test's runtime.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async move {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::query(&drop).execute(&mut conn).await;
+                        }
+                    })
+            })
+            .join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod postgres_tests {
+    use super::test_postgres::TestDatabase;
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_with_the_schema_and_migrating_again_applies_nothing() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        assert_eq!(store.backend(), Backend::Postgres);
+        let tables: Vec<String> = db::query_scalar(
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+             WHERE table_schema = 'public' ORDER BY table_name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        for table in [
+            "alert_windows",
+            "exchange_events",
+            "exchanges",
+            "fires",
+            "health_probe",
+            "orders",
+            "outbox",
+            "outbox_attempts",
+            "pending_challenges",
+            "price_quotes",
+            "runs",
+            "schedule_anchors",
+            "step_results",
+            "wallet_addresses",
+            "wallet_cursors",
+            "webhook_inbox",
+            "withdrawals",
+        ] {
+            assert!(
+                tables.iter().any(|t| t == table),
+                "missing {table}: {tables:?}"
+            );
+        }
+        store.close().await;
+        let again = db.store().await;
+        let applied: i64 = db::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, POSTGRES_MIGRATOR.iter().count() as i64);
+        assert_eq!(
+            POSTGRES_MIGRATOR
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>(),
+            SQLITE_MIGRATOR
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>(),
+            "the two backends' migrations go version for version"
+        );
+        again.close().await;
+    }
+
+    #[tokio::test]
+    async fn sslmode_require_connects_over_tls() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let plain = db.store().await;
+        let ssl: String = db::query_scalar("SHOW ssl")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        let tls_of_this_session =
+            "SELECT COUNT(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl";
+        plain.close().await;
+        if ssl != "on" {
+            // A server without TLS cannot show it (Debian's cluster has it on by default).
+            return;
+        }
+        let mut url = url::Url::parse(db.url.expose()).unwrap();
+        url.set_query(Some("sslmode=require"));
+        let store = Store::open_postgres(&PostgresUrl::new(url.to_string()))
+            .await
+            .unwrap();
+        let tls: i64 = db::query_scalar(tls_of_this_session)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tls, 1, "the session runs over TLS (rustls)");
+        let mut url = url::Url::parse(db.url.expose()).unwrap();
+        url.set_query(Some("sslmode=disable"));
+        let store = Store::open_postgres(&PostgresUrl::new(url.to_string()))
+            .await
+            .unwrap();
+        let tls: i64 = db::query_scalar(tls_of_this_session)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tls, 0, "sslmode=disable stays in the clear");
+    }
+
+    #[tokio::test]
+    async fn money_and_big_integers_come_back_exact() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let now = crate::clock::system_now();
+        // More digits than an f64 holds: stored as text, read back as written.
+        let price = "91234.123456789012345678";
+        store.save_price("peach", "eur", price, now).await.unwrap();
+        let (back, at) = store.cached_price("peach", "eur").await.unwrap().unwrap();
+        assert_eq!(back, price);
+        assert_eq!(
+            back.parse::<rust_decimal::Decimal>().unwrap().to_string(),
+            price
+        );
+        assert_eq!(at.timestamp_millis(), now.timestamp_millis());
+        // 21 million BTC in sats and beyond i32: BIGINT both ways.
+        let sats: i64 = 2_100_000_000_000_000;
+        db::query(
+            "INSERT INTO withdrawals (key, workflow, provider, wallet, address, address_index, status, amount_sat, created_at, updated_at)
+             VALUES ('w', 'w', 'hub', 'vault', 'bc1q', 0, 'sent', $1, 0, 0)",
+        )
+        .bind(sats)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let row = store.withdrawal("w").await.unwrap().unwrap();
+        assert_eq!(row.amount_sat, Some(sats as u64));
+        assert_eq!(row.status, WithdrawalStatus::Sent);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_probe_sees_a_held_write_lock_without_waiting_the_writers_timeout() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let now = crate::clock::system_now();
+        store.probe_write(now).await.unwrap();
+        // Another instance in the middle of a write transaction.
+        let mut other = store.pool().begin_write().await.unwrap();
+        db::query("UPDATE health_probe SET at = 0")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(store.probe_write(now).await.is_err());
+        // Not a speed target: only that the probe does not wait like a writer.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        other.commit().await.unwrap();
+        store.probe_write(now).await.unwrap();
+        store.close().await;
+    }
+}

@@ -426,6 +426,19 @@ mod tests {
         let store = crate::store::Store::open_sqlite(&dir.path().join("db"))
             .await
             .unwrap();
+        rows_of_today_read_back(store).await;
+    }
+
+    /// The same on PostgreSQL (the enums are TEXT there too).
+    #[tokio::test]
+    async fn rows_of_today_read_back_through_the_store_on_postgres() {
+        let Some(db) = crate::store::test_postgres::TestDatabase::create().await else {
+            return;
+        };
+        rows_of_today_read_back(db.store().await).await;
+    }
+
+    async fn rows_of_today_read_back(store: crate::store::Store) {
         let pool = store.pool();
         for (id, (trigger, status)) in [
             ("schedule", "queued"),

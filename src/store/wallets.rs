@@ -92,7 +92,7 @@ pub(super) async fn mark_used(
         "INSERT INTO wallet_addresses (wallet, idx, address, state, used_by, reserved_at, used_at)
          VALUES ($1, $2, $3, 'used', $4, $5, $5)
          ON CONFLICT (wallet, idx) DO UPDATE SET state = 'used', used_at = excluded.used_at,
-             used_by = COALESCE(used_by, excluded.used_by)",
+             used_by = COALESCE(wallet_addresses.used_by, excluded.used_by)",
     )
     .bind(wallet)
     .bind(i64::from(index))
