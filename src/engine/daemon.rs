@@ -108,6 +108,7 @@ pub async fn serve(
         workflows,
         heartbeats.scheduler.clone(),
         Arc::clone(&wake_runner),
+        context.alerts.healthcheck().cloned(),
         shutdown.clone(),
     ));
     // Webhooks are stored by the HTTP handler and applied by the processor, which also reads
@@ -294,6 +295,7 @@ async fn scheduler_loop(
     workflows: Vec<Workflow>,
     heartbeat: Heartbeat,
     wake_runner: Arc<Notify>,
+    healthcheck: Option<Arc<crate::notify::channels::healthcheck::Pinger>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut scheduler = loop {
@@ -320,6 +322,10 @@ async fn scheduler_loop(
                 }
                 heartbeat.beat(clock.now());
                 logs::recovered("scheduler");
+                // Sent from a task of its own: a slow or failing ping never holds the pass.
+                if let Some(pinger) = &healthcheck {
+                    pinger.pass(clock.now());
+                }
             }
             Err(err) => logs::store_error(&store, "scheduler", &err),
         }
