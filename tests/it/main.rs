@@ -15,6 +15,7 @@ mod init;
 mod lifecycle;
 mod lightning;
 mod lnnode;
+mod notify_channels;
 mod order_setup;
 mod outcomes_nodes;
 mod outcomes_pocket;
