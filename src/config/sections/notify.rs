@@ -384,3 +384,118 @@ pub fn webhook_key(secret: &SecretString) -> Result<Vec<u8>, String> {
     }
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Alert, ChannelKind, EMAIL_TARGET, NotifyTarget, load};
+    use crate::source::Diagnostics;
+
+    fn load_text(text: &str) -> (Option<crate::config::Config>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("satflow.yaml");
+        std::fs::write(dir.path().join("tg.token"), "123456:secret-bot-token\n").unwrap();
+        std::fs::write(&path, text).unwrap();
+        let mut diags = Diagnostics::default();
+        let loaded = load(&path, &[("NTFY", "tk_secret-ntfy")], &mut diags);
+        let problems = diags.sorted().iter().map(|d| d.to_string()).collect();
+        (loaded.config, problems)
+    }
+
+    const TARGETS: &str = "email: { dir: mail, from: a@example.com, to: b@example.com }\n\
+        notify:\n  phone: { ntfy: { url: \"https://ntfy.sh/secret-topic\", token: \"${NTFY}\", priority: urgent } }\n  \
+        team: { telegram: { bot_token: \"${file:tg.token}\", chat_id: -1001234567890 } }\n  \
+        ops: { webhook: { url: \"https://hooks.example.com/in/secret-path\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw } }\n\
+        healthcheck: { url: \"https://hc-ping.com/5d1c0f7e-aaaa-bbbb\" }\n";
+
+    #[test]
+    fn the_map_form_routes_each_alert_and_the_list_form_still_means_email() {
+        let (config, problems) = load_text(&format!(
+            "{TARGETS}alerts:\n  interrupted: [email, phone]\n  dead_letter: ops\n  refunded: []\n"
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+        let config = config.unwrap();
+        assert_eq!(
+            config.alert_routes.get(&Alert::Interrupted).unwrap(),
+            &["email", "phone"]
+        );
+        assert_eq!(
+            config.alert_routes.get(&Alert::DeadLetter).unwrap(),
+            &["ops"]
+        );
+        assert!(!config.alerts.contains(&Alert::Refunded));
+        assert!(!config.alerts.contains(&Alert::RunFailed), "unlisted: off");
+        assert_eq!(config.notify["team"].kind(), ChannelKind::Telegram);
+        let NotifyTarget::Ntfy { priority, .. } = &config.notify["phone"] else {
+            panic!("ntfy")
+        };
+        assert_eq!(*priority, Some(5));
+        let NotifyTarget::Telegram {
+            api_url, chat_id, ..
+        } = &config.notify["team"]
+        else {
+            panic!("telegram")
+        };
+        assert_eq!(api_url.as_str(), "https://api.telegram.org/");
+        assert_eq!(chat_id, "-1001234567890");
+        let shown = format!("{config:?}");
+        for secret in [
+            "secret-topic",
+            "tk_secret-ntfy",
+            "secret-bot-token",
+            "MfKQ9r8",
+            "secret-path",
+            "aaaa-bbbb",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+
+        let (config, problems) = load_text(&format!("{TARGETS}alerts: [interrupted]\n"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let routes = config.unwrap().alert_routes;
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[&Alert::Interrupted], [EMAIL_TARGET]);
+        let (config, _) = load_text(TARGETS);
+        assert_eq!(config.unwrap().alert_routes.len(), Alert::ALL.len());
+    }
+
+    #[test]
+    fn channels_alone_need_no_email_section_but_email_routes_do() {
+        let no_email = TARGETS.lines().skip(1).collect::<Vec<_>>().join("\n");
+        let (config, problems) = load_text(&format!(
+            "{no_email}\nalerts: {{ run_failed: [phone, team] }}\n"
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(config.is_some());
+        let (_, problems) = load_text(&format!("{no_email}\nalerts: {{ run_failed: [email] }}\n"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("there is no `email` section"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field_the_value_and_what_is_accepted() {
+        let (config, problems) = load_text(
+            "notify:\n  email: { ntfy: { url: https://ntfy.sh/x } }\n  a: { ntfy: { url: https://ntfy.sh/ } }\n  \
+             b: { ntfy: { url: https://ntfy.sh/x }, webhook: { url: https://x.example.com, secret: whsec_AAAA } }\n  \
+             c: { pager: {} }\n  d: { webhook: { url: \"ftp://h/secret-path\", secret: whsec_AAAA } }\n\
+             healthcheck: { url: not-a-url }\nalerts: { run_failed: [email, sms] }\n",
+        );
+        assert!(config.is_none());
+        let all = problems.join("\n");
+        for expected in [
+            "notify.email: `email` is the built-in target",
+            "notify.a.ntfy.url: the URL (https://ntfy.sh/…) names no topic",
+            "notify.b: more than one of ntfy, telegram, webhook is set",
+            "notify.c: say what kind of target it is; accepted: ntfy, telegram, webhook",
+            "notify.d.webhook.url: not an http(s) URL (the scheme is `ftp`)",
+            "notify.d.webhook.secret: the key is 3 bytes long; accepted: 24 to 64 bytes",
+            "healthcheck.url: not an http(s) URL",
+            "alerts.run_failed: \"sms\" is not a notification target; accepted: email, a, d",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+        }
+        assert!(!all.contains("secret-path"), "{all}");
+    }
+}

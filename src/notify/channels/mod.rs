@@ -222,3 +222,150 @@ mod tests {
         assert!(!is_alert("http", &json!({"alert": true})));
     }
 }
+
+#[cfg(test)]
+mod routing_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{Alert, EmailConfig, EmailTransport};
+    use crate::notify::email::{Alerts, Mailer};
+
+    fn alerts(targets: &[&str]) -> Alerts {
+        let email = EmailConfig {
+            transport: EmailTransport::Dir("mail".into()),
+            from: "satflow@example.com".parse().unwrap(),
+            to: vec!["me@example.com".parse().unwrap()],
+        };
+        let routes = Alert::ALL
+            .into_iter()
+            .map(|a| (a, targets.iter().map(|t| t.to_string()).collect()))
+            .collect();
+        let channels = [
+            ("phone".to_string(), ChannelKind::Ntfy),
+            ("team".to_string(), ChannelKind::Telegram),
+            ("ops".to_string(), ChannelKind::Webhook),
+        ]
+        .into_iter()
+        .collect();
+        Alerts::routed(
+            Some(Mailer::new(&email, BTreeMap::new())),
+            routes,
+            channels,
+            BTreeMap::new(),
+        )
+    }
+
+    /// A context every built-in alert template renders with.
+    fn ctx() -> Value {
+        json!({
+            "run": {"id": 7, "trigger": "manual", "error": "boom"},
+            "workflow": {"name": "dca"},
+            "event": {
+                "item_id": 1, "kind": "http", "idempotency_key": "k", "attempts": 3, "last_error": "e",
+                "action": {"url": "https://x", "identification_id": "i"}, "action_text": "a",
+                "cost": "100", "currency": "CHF", "current_state": "s", "exchange_id": "x1",
+                "order_id": "o1", "late": false, "reason": {"code": "c"}, "reason_text": "r",
+                "address": "bc1q", "expected": "bc1p", "txid": "t", "body": "{}", "event": "e",
+                "received_at": "now", "status": "sent", "confirmations": 1, "amount_sat": 1000,
+                "provider": "p", "wallet": "w", "withdrawal_id": 1, "deviation_percent": "9",
+                "fetched_at": "now", "market_price": "1", "rate": "2", "sanity_percent": "5",
+                "source": "peach",
+            },
+            "steps": {},
+        })
+    }
+
+    #[test]
+    fn every_alert_kind_fans_out_to_one_item_per_target_with_its_own_key() {
+        let env = crate::expr::environment();
+        let all = alerts(&["email", "phone", "team", "ops"]);
+        for alert in Alert::ALL {
+            let item = all
+                .item(&env, alert, "x1", &ctx())
+                .unwrap_or_else(|| panic!("{}", alert.name()));
+            assert_eq!(item.kind, FanoutEffect::KIND, "{}", alert.name());
+            assert!(is_alert(&item.kind, &item.payload));
+            let fanout = FanoutEffect::decode(&item.payload).unwrap();
+            let base = format!("alert/{}/x1", alert.name());
+            let got: Vec<(String, String)> = fanout
+                .items
+                .iter()
+                .map(|i| (i.kind.clone(), i.key.clone()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("email".to_string(), base.clone()),
+                    ("notify.ntfy".to_string(), format!("{base}/phone")),
+                    ("notify.telegram".to_string(), format!("{base}/team")),
+                    ("notify.webhook".to_string(), format!("{base}/ops")),
+                ]
+            );
+            for child in &fanout.items[1..] {
+                let message: ChannelMessage =
+                    serde_json::from_value(child.payload.clone()).unwrap();
+                assert!(message.alert && !message.title.is_empty(), "{message:?}");
+                assert_eq!(message.event_type, format!("alert.{}", alert.name()));
+                assert_eq!(message.id, message_id(&child.key));
+                assert!(is_alert(&child.kind, &child.payload));
+            }
+        }
+        // One target: its own item, no fan-out.
+        let one = alerts(&["team"])
+            .item(&env, Alert::RunFailed, "7", &ctx())
+            .unwrap();
+        assert_eq!(one.kind, "notify.telegram");
+        assert_eq!(one.key, "alert/run_failed/7/team");
+        // Email alone: exactly today's email item.
+        let email = alerts(&["email"])
+            .item(&env, Alert::RunFailed, "7", &ctx())
+            .unwrap();
+        assert_eq!(
+            (email.kind.as_str(), email.key.as_str()),
+            ("email", "alert/run_failed/7")
+        );
+        assert!(
+            alerts(&[])
+                .item(&env, Alert::RunFailed, "7", &ctx())
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_handled_twice_queues_each_target_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open_sqlite(&dir.path().join("db"))
+            .await
+            .unwrap();
+        let env = crate::expr::environment();
+        let item = alerts(&["email", "phone", "ops"])
+            .item(&env, Alert::DeadLetter, "k", &ctx())
+            .unwrap();
+        let now = crate::clock::system_now();
+        store.enqueue(&[item], now).await.unwrap();
+        let row = store.outbox_items(10).await.unwrap().remove(0);
+        let h = Handlers::new(None, None, None, Some(store.clone()));
+        for _ in 0..2 {
+            let payload = FanoutEffect::decode(&row.payload).unwrap();
+            FanoutEffect::handle(&h, &row, payload).await.unwrap();
+        }
+        let mut keys: Vec<String> = store
+            .outbox_items(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "alert/dead_letter/k",
+                "alert/dead_letter/k/all",
+                "alert/dead_letter/k/ops",
+                "alert/dead_letter/k/phone"
+            ]
+        );
+    }
+}
