@@ -38,6 +38,8 @@ enum Reply {
     /// Telegram's flood control: 429 with `parameters.retry_after`.
     TelegramFlood(u64),
     Status(u16),
+    /// A status with `Retry-After: secs` (ntfy's 429).
+    RetryAfter(u16, u64),
     /// Answer 200, but only after this long (the sender gives up first: outcome unknown).
     Slow(Duration),
 }
@@ -192,6 +194,22 @@ async fn answer(
             ),
         ),
         (None, Some(Reply::Status(code))) => (code, "{}".into()),
+        (None, Some(Reply::RetryAfter(code, secs))) => {
+            inner.lock().unwrap().seen.push(Seen {
+                api,
+                path,
+                headers,
+                body,
+                at: Instant::now(),
+                status: code,
+            });
+            return (
+                StatusCode::from_u16(code).unwrap(),
+                [("retry-after", secs.to_string())],
+                r#"{"code":42901,"http":429,"error":"limit reached: too many requests"}"#,
+            )
+                .into_response();
+        }
         (None, Some(Reply::Slow(d))) => {
             // Recorded on arrival: the sender hangs up before the answer, and the server
             // drops this handler then. Status 0: received, no answer given.
@@ -440,6 +458,8 @@ async fn alerts_reach_every_routed_channel_once_across_retries_and_a_429_is_wait
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notify_step_sends_its_rendered_message_to_the_named_target() {
     let channels = Channels::start().await;
+    // ntfy's rate limit on the first message, asking for 1 s.
+    channels.script("ntfy", [Reply::RetryAfter(429, 1)]);
     let app = app_with_channels(&channels, "alerts: []\n");
     app.write(
         "workflows/tell.yaml",
@@ -462,7 +482,12 @@ async fn a_notify_step_sends_its_rendered_message_to_the_named_target() {
             .all(|api| accepted(&channels, api).len() == 1)
     })
     .await;
-    let ntfy = &channels.seen("ntfy")[0];
+    let seen = channels.seen("ntfy");
+    assert_eq!(seen[0].status, 429);
+    let ntfy = seen.iter().find(|s| s.status == 200).unwrap();
+    let waited = ntfy.at - seen[0].at;
+    println!("ntfy retry after a 429 with Retry-After: 1 came after {waited:?}");
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
     assert_eq!(ntfy.body, "Bought for 100 CHF in Zürich");
     // A title that is not ASCII would be an RFC 2047 word; this one is plain.
     assert_eq!(header(&ntfy.headers, "title"), "Run 1 of tell");
