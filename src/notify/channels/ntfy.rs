@@ -54,9 +54,11 @@ impl Effect for NtfyEffect {
             .http
             .post(url.clone())
             .timeout(DELIVERY_TIMEOUT)
-            .header("Title", header_text(&payload.title))
             .header("Tags", tags(&payload.event_type))
             .body(truncated(&payload.message, MAX_MESSAGE));
+        if !payload.title.is_empty() {
+            request = request.header("Title", header_text(&payload.title));
+        }
         if let Some(p) = priority {
             request = request.header("Priority", p.to_string());
         }
