@@ -472,6 +472,12 @@ async fn a_notify_step_sends_its_rendered_message_to_the_named_target() {
     );
     let check = app.satflow(&["check", "-c", "satflow.yaml"]);
     assert_eq!(check.code, 0, "{check:?}");
+    let plan = app.satflow(&["plan", "-c", "satflow.yaml"]);
+    for text in [&check.stdout, &check.stderr, &plan.stdout, &plan.stderr] {
+        for secret in [TG_TOKEN, NTFY_TOKEN, HOOK_SECRET, HC_UUID, "mytopic"] {
+            assert!(!text.contains(secret), "{secret} shown: {check:?} {plan:?}");
+        }
+    }
     let mut daemon = app.spawn(&["run", "-c", "satflow.yaml"], "daemon.log");
     app.started().await;
     let run = app.satflow(&["trigger", "tell", "-c", "satflow.yaml"]);
