@@ -102,12 +102,24 @@ pub async fn serve(
         .filter(|w| !w.events.is_empty())
         .cloned()
         .collect();
+    // The missed-purchase checker runs at each scheduler pass (`expect:` on pocket.order).
+    let expectations = crate::expect::declared(&workflows);
+    let checker = (!expectations.is_empty()).then(|| {
+        Arc::new(crate::expect::Checker {
+            store: store.clone(),
+            expectations,
+            alerts: context.alerts.clone(),
+            env: context.env.clone(),
+            wake_outbox: Arc::clone(&runner.wake_outbox),
+        })
+    });
     tasks.spawn(scheduler_loop(
         store.clone(),
         Arc::clone(&clock),
         workflows,
         heartbeats.scheduler.clone(),
         Arc::clone(&wake_runner),
+        checker,
         shutdown.clone(),
     ));
     // Webhooks are stored by the HTTP handler and applied by the processor, which also reads
@@ -294,6 +306,7 @@ async fn scheduler_loop(
     workflows: Vec<Workflow>,
     heartbeat: Heartbeat,
     wake_runner: Arc<Notify>,
+    checker: Option<Arc<crate::expect::Checker>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut scheduler = loop {
@@ -322,6 +335,11 @@ async fn scheduler_loop(
                 logs::recovered("scheduler");
             }
             Err(err) => logs::store_error(&store, "scheduler", &err),
+        }
+        if let Some(checker) = &checker
+            && let Err(err) = checker.pass(clock.now()).await
+        {
+            logs::store_error(&store, "missed-purchase checker", &err);
         }
         let now = clock.now();
         let wait = scheduler
