@@ -160,16 +160,17 @@ impl Expect {
                     );
                     ok = false;
                 }
-                let t = text(r, n, "every")?;
-                match parse_every(&t) {
-                    Ok(period) => Some(Cadence::Every {
+                // Not `?`: the reader must reach `finish` to report unknown keys too.
+                match text(r, n, "every").map(|t| (parse_every(&t), t)) {
+                    Some((Ok(period), t)) => Some(Cadence::Every {
                         period,
                         text: t.trim().to_string(),
                     }),
-                    Err(e) => {
+                    Some((Err(e), _)) => {
                         refuse(r, n, "every", e);
                         None
                     }
+                    None => None,
                 }
             }
             (None, Some(n)) => {
@@ -186,13 +187,15 @@ impl Expect {
                     },
                     None => Some(Tz::UTC),
                 };
-                let t = text(r, n, "cron")?;
-                match Schedule::new(&t, tz.unwrap_or(Tz::UTC), CatchUp::Skip) {
-                    Ok(s) => tz.map(|_| Cadence::Cron(s)),
-                    Err(e) => {
+                match text(r, n, "cron")
+                    .map(|t| Schedule::new(&t, tz.unwrap_or(Tz::UTC), CatchUp::Skip))
+                {
+                    Some(Ok(s)) => tz.map(|_| Cadence::Cron(s)),
+                    Some(Err(e)) => {
                         refuse(r, n, "cron", e);
                         None
                     }
+                    None => None,
                 }
             }
             (Some(_), Some(n)) => {

@@ -240,6 +240,10 @@ fn expect_is_refused_with_the_field_and_what_is_accepted() {
             "expect.grace:",
         ),
         ("{ every: 1w, amount: 100 CHF, when: now }", "when"),
+        // A list where a value goes: refused, never a panic, and the unknown key still reported.
+        ("{ every: [1w], amount: 100 CHF, when: now }", "when"),
+        ("{ cron: [x], amount: [100 CHF] }", "expect.cron"),
+        ("[1w]", "expect: expected a mapping"),
     ] {
         app.write(
             "workflows/weekly-dca.yaml",
