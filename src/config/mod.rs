@@ -214,10 +214,14 @@ pub enum Alert {
     WithdrawalUpdate,
     /// An exchange executed at a rate far from the market price.
     RateOffMarket,
+    /// No exchange of an order with `expect:` executed within a window and its grace.
+    MissedPurchase,
+    /// An exchange's cost differs from the order's `expect: { amount }` beyond the tolerance.
+    CostMismatch,
 }
 
 impl Alert {
-    pub const ALL: [Alert; 8] = [
+    pub const ALL: [Alert; 10] = [
         Alert::Interrupted,
         Alert::Refunded,
         Alert::PayoutMismatch,
@@ -226,6 +230,8 @@ impl Alert {
         Alert::UnrecognizedWebhook,
         Alert::WithdrawalUpdate,
         Alert::RateOffMarket,
+        Alert::MissedPurchase,
+        Alert::CostMismatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -238,6 +244,8 @@ impl Alert {
             Alert::UnrecognizedWebhook => "unrecognized_webhook",
             Alert::WithdrawalUpdate => "withdrawal_update",
             Alert::RateOffMarket => "rate_off_market",
+            Alert::MissedPurchase => "missed_purchase",
+            Alert::CostMismatch => "cost_mismatch",
         }
     }
 }

@@ -9,6 +9,8 @@ mod demo;
 mod electrum;
 mod engine;
 mod esplora;
+mod expect;
+mod exports;
 mod helpers;
 mod http_limits;
 mod init;
