@@ -19,6 +19,7 @@ mod alerts;
 mod copy;
 pub(crate) mod db;
 mod exchanges;
+mod expect;
 mod fires;
 mod health;
 mod inbox;
@@ -52,6 +53,7 @@ pub(crate) use db::Tx;
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
+pub use expect::ExpectAlert;
 pub use fires::{Fire, FireAction, WorkflowFires};
 pub use health::{WriteFailure, WriteHealth};
 pub use inbox::{InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored};
@@ -632,8 +634,11 @@ mod postgres_tests {
             "alert_windows",
             "exchange_events",
             "exchanges",
+            "expect_alerts",
             "fires",
             "health_probe",
+            "instances",
+            "job_leases",
             "orders",
             "outbox",
             "outbox_attempts",

@@ -205,6 +205,22 @@ async fn three_instances_killed_at_random_lose_nothing_and_double_nothing(backen
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // `status` lists the three, by the address each listens on.
+    let status = app.satflow(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let up: Vec<String> = addresses
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    for addr in &up {
+        assert!(
+            status.stdout.contains(&format!(" on {addr}, up since ")),
+            "{addr} not in {status:?}"
+        );
+    }
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = tokio::spawn(send_webhooks(
