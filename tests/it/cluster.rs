@@ -250,7 +250,12 @@ async fn three_instances_killed_at_random_lose_nothing_and_double_nothing(backen
         .collect();
     let base = format!("http://{}", last[0]);
     settle(&app, &base, Duration::from_secs(90)).await;
-    // A tick may fire between the settled check and the stop; stopping gracefully finishes it.
+    // Every run up to here has finished; ticks go on firing until the stop.
+    let settled_up_to = all_runs(&app)
+        .iter()
+        .filter_map(|r| r["id"].as_i64())
+        .max()
+        .unwrap_or(0);
     for child in &mut children {
         assert_eq!(terminate(child), 0);
     }
@@ -270,7 +275,21 @@ async fn three_instances_killed_at_random_lose_nothing_and_double_nothing(backen
     );
 
     let runs = all_runs(&app);
-    let unfinished: Vec<&Value> = runs.iter().filter(|r| r["status"] != "succeeded").collect();
+    // A tick that fired just before the stop may be cut there: its effect delivered after the
+    // runners stopped claiming, the run is queued again to finish at the next start. Only such
+    // a run may be unfinished (every run before the settled point finished).
+    let (cut, unfinished): (Vec<&Value>, Vec<&Value>) = runs
+        .iter()
+        .filter(|r| r["status"] != "succeeded")
+        .partition(|r| {
+            r["id"].as_i64().unwrap() > settled_up_to
+                && r["status"] == "queued"
+                && r["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s["status"] == "succeeded")
+        });
     assert!(unfinished.is_empty(), "runs not succeeded: {unfinished:#?}");
     let received = sink.received();
     // What each delivered key stands for: the fire time, or the exchange.
@@ -329,7 +348,7 @@ async fn three_instances_killed_at_random_lose_nothing_and_double_nothing(backen
         })
         .collect();
     println!(
-        "cluster ({backend:?}, {INSTANCES} instances): {KILLS} kills in {:.0} s; events {} acknowledged, {} event runs, {} fires run; effects {} expected, {} delivered ({} resent under the same key); lost {}, doubled {}, runs missing {}",
+        "cluster ({backend:?}, {INSTANCES} instances): {KILLS} kills in {:.0} s; events {} acknowledged, {} event runs, {} fires run; effects {} expected, {} delivered ({} resent under the same key); lost {}, doubled {}, runs missing {}; runs cut by the final stop {}",
         kill_phase.as_secs_f64(),
         acked.len(),
         events.len(),
@@ -340,6 +359,7 @@ async fn three_instances_killed_at_random_lose_nothing_and_double_nothing(backen
         lost.len(),
         doubled.len(),
         missing_runs.len(),
+        cut.len(),
     );
     assert!(!acked.is_empty() && !ticks.is_empty());
     assert!(
