@@ -30,6 +30,7 @@ pub mod qr;
 pub mod sandbox;
 pub mod source;
 pub mod store;
+pub mod treasury;
 pub mod wallet;
 pub mod withdraw;
 pub mod workflow;

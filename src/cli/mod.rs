@@ -9,6 +9,8 @@
 //! exits.
 
 mod addresses;
+mod approvals;
+mod audit;
 mod check;
 #[cfg(feature = "sandbox")]
 mod demo;
@@ -99,6 +101,14 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Withdrawals to cold storage: state, amount, address, transaction, or why not
     Withdrawals(withdrawals::WithdrawalsArgs),
+    /// The audit log of decisions and effects; `audit verify` checks its hash chain
+    Audit(audit::AuditArgs),
+    /// Steps waiting for approvals
+    Approvals(approvals::ApprovalsArgs),
+    /// Approve a step waiting for approvals
+    Approve(approvals::DecideArgs),
+    /// Reject a step waiting for approvals (the step fails)
+    Reject(approvals::RejectArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
     Order(order::OrderArgs),
     /// The Pocket simulator (and its control API), to rehearse workflows without money
@@ -160,6 +170,10 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(&config_path, &args),
         Command::Withdrawals(args) => withdrawals::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
+        Command::Audit(args) => audit::run(&config_path, &args),
+        Command::Approvals(args) => approvals::list(&config_path, &args),
+        Command::Approve(args) => approvals::approve(&config_path, &args),
+        Command::Reject(args) => approvals::reject(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),
         Command::Completions { shell } => {
             clap_complete::generate(

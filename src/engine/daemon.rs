@@ -66,6 +66,11 @@ pub async fn serve(
         source,
     })?;
     let owner = format!("{}-{}", std::process::id(), clock.now().timestamp_millis());
+    // What this daemon runs, on record: the hashes of the configuration and the workflows.
+    let files: Vec<&std::path::Path> = workflows.iter().map(|w| w.path.as_path()).collect();
+    let started =
+        crate::treasury::audit::configuration_entry("daemon.started", &config.path, &files);
+    store.audit(&started, clock.now()).await?;
     let metrics = metrics_handle();
     // Built once: every client, file and setting the parts share.
     let context = Context::build(

@@ -12,6 +12,8 @@
 
 mod alert_window;
 mod alerts;
+mod approvals;
+pub mod audit;
 mod exchanges;
 mod fires;
 mod health;
@@ -38,6 +40,7 @@ use crate::config::Database;
 
 pub use alert_window::ALERT_WINDOW;
 pub use alerts::AlertWindow;
+pub use approvals::{ApprovalRow, ApprovalStatus, Decided, Decision, NewApproval};
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };

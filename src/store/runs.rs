@@ -340,7 +340,7 @@ impl Store {
 }
 
 /// Extends `owner`'s lease on a running run; false if someone else holds it now.
-async fn hold_lease(
+pub(super) async fn hold_lease(
     tx: &mut Transaction<'static, Sqlite>,
     run_id: i64,
     owner: &str,

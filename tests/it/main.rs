@@ -24,6 +24,7 @@ mod report;
 mod robustness;
 mod sink;
 mod smtp;
+mod treasury;
 mod wallets;
 mod webhooks;
 mod withdrawals;

@@ -1,0 +1,246 @@
+//! Treasury controls over the real daemon: a withdrawal that needs two of three approvers waits,
+//! runs after two CLI approvals, fails after a rejection and after its deadline, and its
+//! proposer cannot approve it; the audit log holds every decision and effect, `audit verify`
+//! passes, and fails naming the row once a row is altered in the database by hand.
+
+use std::time::Duration;
+
+use satflow::sandbox::{self, SandboxOptions};
+use serde_json::Value;
+
+use super::helpers::{TestApp, eventually, terminate};
+use super::withdrawals::{hub_withdrawals, hub_yaml, with_providers};
+
+fn approvals(app: &TestApp, all: bool) -> Vec<Value> {
+    let mut args = vec!["approvals", "--json"];
+    if all {
+        args.push("--all");
+    }
+    let run = app.satflow(&args);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    doc["approvals"].as_array().unwrap().clone()
+}
+
+fn audit(app: &TestApp) -> Vec<Value> {
+    let run = app.satflow(&["audit", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    doc["entries"].as_array().unwrap().clone()
+}
+
+fn run_of(app: &TestApp, id: i64) -> Value {
+    app.runs()
+        .into_iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no run {id}"))
+}
+
+/// The number in `queued run N of workflow …`.
+fn queued_id(stdout: &str) -> i64 {
+    stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no run id in {stdout}"))
+}
+
+const RULE: &str = "approval: { required: 2, approvers: [alice, bob, carol], within: 48h }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_record() {
+    let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
+    let app = with_providers("1s", None, "hub", "min_amount_sat: 100000", |dir| {
+        hub_yaml(dir, addr)
+    });
+    app.write(
+        "workflows/sweep.yaml",
+        &format!(
+            "steps:\n  - id: sweep\n    uses: withdraw\n    with: {{ from: hub, to: {{ wallet: vault }}, min_amount_sat: 100000 }}\n    {RULE}\n"
+        ),
+    );
+    app.write(
+        "workflows/quick.yaml",
+        "steps:\n  - id: sweep\n    uses: withdraw\n    with: { from: hub, to: { wallet: vault }, min_amount_sat: 100000 }\n    \
+         approval: { required: 1, approvers: [bob], within: 2s }\n",
+    );
+    let check = app.satflow(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    sandbox.hub.lock().unwrap().balance_sat = 250_000;
+    let mut daemon = app.spawn(&["run"], "daemon.log");
+    app.started().await;
+
+    // Proposed by alice: it waits, nothing is withdrawn, each other approver is emailed.
+    let queued = app.satflow(&["trigger", "sweep", "--as", "alice"]);
+    assert_eq!(queued.code, 0, "{queued:?}");
+    let first = queued_id(&queued.stdout);
+    eventually(Duration::from_secs(20), "the approval request", || {
+        approvals(&app, false).len() == 1
+    })
+    .await;
+    let pending = approvals(&app, false).remove(0);
+    assert_eq!(pending["status"], "waiting_approval");
+    assert_eq!(pending["run_id"], first);
+    assert_eq!(pending["proposer"], "alice");
+    let id = pending["id"].as_i64().unwrap().to_string();
+    assert_eq!(run_of(&app, first)["status"], "waiting");
+    assert!(hub_withdrawals(&sandbox).is_empty());
+    eventually(Duration::from_secs(10), "the approvers' emails", || {
+        app.emails()
+            .iter()
+            .filter(|e| e.contains("needs your approval"))
+            .count()
+            == 2
+    })
+    .await;
+    let emails = app.emails().join("\n");
+    assert!(emails.contains("Hello bob"), "{emails}");
+    assert!(emails.contains("Hello carol"), "{emails}");
+    assert!(
+        !emails.contains("Hello alice"),
+        "the proposer is not asked: {emails}"
+    );
+    assert!(emails.contains("?token="), "{emails}");
+    assert!(
+        emails.contains(&super::withdrawals::vault_address(0)),
+        "the address: {emails}"
+    );
+
+    // The proposer cannot approve their own run; a stranger is not an approver.
+    let own = app.satflow(&["approve", &id, "--as", "alice"]);
+    assert_eq!(own.code, 1, "{own:?}");
+    assert!(own.stderr.contains("proposed this run"), "{own:?}");
+    let stranger = app.satflow(&["approve", &id, "--as", "mallory"]);
+    assert_eq!(stranger.code, 1, "{stranger:?}");
+
+    // One approval is not enough; the second lets the withdrawal go.
+    let one = app.satflow(&[
+        "approve",
+        &id,
+        "--as",
+        "bob",
+        "--comment",
+        "checked the address",
+    ]);
+    assert_eq!(one.code, 0, "{one:?}");
+    assert!(one.stdout.contains("1 of 2"), "{one:?}");
+    let again = app.satflow(&["approve", &id, "--as", "bob"]);
+    assert_eq!(again.code, 1, "{again:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        hub_withdrawals(&sandbox).is_empty(),
+        "one approval moved money"
+    );
+    let two = app.satflow(&["approve", &format!("run/{first}/sweep"), "--as", "carol"]);
+    assert_eq!(two.code, 0, "{two:?}");
+    eventually(Duration::from_secs(20), "the approved run", || {
+        run_of(&app, first)["status"] == "succeeded"
+    })
+    .await;
+    let made = hub_withdrawals(&sandbox);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].1, 250_000);
+
+    // A rejection fails the step with who and why; nothing is withdrawn.
+    sandbox.hub.lock().unwrap().balance_sat = 300_000;
+    let queued = app.satflow(&["trigger", "sweep"]);
+    let second = queued_id(&queued.stdout);
+    eventually(Duration::from_secs(20), "the second request", || {
+        approvals(&app, false).len() == 1
+    })
+    .await;
+    let id = approvals(&app, false)[0]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    assert_eq!(app.satflow(&["approve", &id, "--as", "bob"]).code, 0);
+    let no = app.satflow(&["reject", &id, "--as", "carol", "--reason", "not this week"]);
+    assert_eq!(no.code, 0, "{no:?}");
+    eventually(Duration::from_secs(20), "the rejected run", || {
+        run_of(&app, second)["status"] == "failed"
+    })
+    .await;
+    let failed = run_of(&app, second);
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by carol: not this week"),
+        "{failed}"
+    );
+    assert_eq!(hub_withdrawals(&sandbox).len(), 1);
+
+    // The deadline passes: the step fails and says so.
+    let queued = app.satflow(&["trigger", "quick"]);
+    let third = queued_id(&queued.stdout);
+    eventually(Duration::from_secs(20), "the expired run", || {
+        run_of(&app, third)["status"] == "failed"
+    })
+    .await;
+    let expired = run_of(&app, third);
+    assert!(
+        expired["error"]
+            .as_str()
+            .unwrap()
+            .contains("not given in time"),
+        "{expired}"
+    );
+    assert_eq!(hub_withdrawals(&sandbox).len(), 1);
+    let late = app.satflow(&["approve", &format!("run/{third}/sweep"), "--as", "bob"]);
+    assert_eq!(late.code, 1, "{late:?}");
+    assert_eq!(terminate(&mut daemon), 0);
+
+    // Every decision and effect is on record, in a chain that verifies.
+    let entries = audit(&app);
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "daemon.started",
+        "run.triggered",
+        "approval.requested",
+        "approval.refused_self",
+        "approval.approved_one",
+        "approval.approved",
+        "withdrawal.requested",
+        "approval.rejected",
+        "approval.expired",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let rejected = entries
+        .iter()
+        .find(|e| e["kind"] == "approval.rejected")
+        .unwrap();
+    assert_eq!(rejected["actor"], "carol");
+    let verify = app.satflow(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(verify.stdout.contains("intact"), "{verify:?}");
+
+    // A row altered by hand is found and named.
+    let target = entries
+        .iter()
+        .find(|e| e["kind"] == "withdrawal.requested")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.path().join("satflow.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'nobody' WHERE id = $1")
+        .bind(target)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let broken = app.satflow(&["audit", "verify"]);
+    assert_eq!(broken.code, 2, "{broken:?}");
+    assert!(
+        broken.stderr.contains(&format!("row {target}:")),
+        "{broken:?}"
+    );
+}
