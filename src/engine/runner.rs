@@ -293,6 +293,7 @@ impl Runner {
                     effects: outcome.effects.clone(),
                     reservation: outcome.reservation.clone(),
                     withdrawal: outcome.withdrawal.clone(),
+                    audit: outcome.audit.clone(),
                 };
                 match self
                     .store
@@ -322,6 +323,7 @@ impl Runner {
                             effects: Vec::new(),
                             reservation: None,
                             withdrawal: None,
+                            audit: Vec::new(),
                         };
                         self.store
                             .record_step(run.id, &self.owner, record, self.clock.now(), self.lease)

@@ -14,6 +14,7 @@ mod alert_window;
 mod alerts;
 mod approvals;
 pub mod audit;
+mod budgets;
 mod exchanges;
 mod fires;
 mod health;

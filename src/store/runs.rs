@@ -49,6 +49,8 @@ pub struct StepRecord<'a> {
     pub reservation: Option<Reservation>,
     /// A withdrawal the step plans, committed with it (before any provider is called).
     pub withdrawal: Option<NewWithdrawal>,
+    /// The step's decisions for the audit log, appended in the same transaction.
+    pub audit: Vec<super::audit::NewAudit>,
 }
 
 /// What became of recording a step.
@@ -259,6 +261,9 @@ impl Store {
             return Ok(Recorded::Conflict);
         }
         insert_items(&mut tx, &step.effects, now).await?;
+        for entry in &step.audit {
+            super::audit::append(&mut tx, entry, now).await?;
+        }
         if step.status == StepStatus::Waiting {
             sqlx::query("UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_until = NULL WHERE id = ?1")
                 .bind(run_id)

@@ -244,3 +244,140 @@ async fn a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_
         "{broken:?}"
     );
 }
+
+/// The step output of the last run of `workflow` for step `id`.
+fn step_output(app: &TestApp, run: &super::helpers::Run, id: &str) -> Value {
+    let _ = app;
+    let start = run
+        .stdout
+        .find('{')
+        .unwrap_or_else(|| panic!("no output in {run:?}"));
+    let line = run.stdout[start..].lines().next().unwrap();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line} ({id})"));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_reached_pauses_the_order_at_pocket_and_the_next_period_activates_it() {
+    use super::helpers::{Relay, sandbox_post};
+    use super::pocket::TestWallet;
+    use super::webhooks::{Daemon, SECRET};
+    use serde_json::json;
+
+    let relay = Relay::start().await;
+    let (addr, _sandbox) = sandbox::spawn(SandboxOptions {
+        webhook_url: Some(format!("{}/webhooks/pocket", relay.url)),
+        webhook_secret: Some(SECRET.into()),
+        retry_base: Duration::from_millis(200),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let wallet = TestWallet::new();
+    let pocket = format!("http://{addr}");
+    let d = Daemon::start(
+        &pocket,
+        0,
+        &format!("wallets:\n  cold: {{ xpub: {} }}\n", wallet.zpub),
+        &[(
+            "dca",
+            "steps:\n  - id: order\n    uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold }, \
+             limits: { per_month: 300 EUR, per_exchange: 250 EUR } }\n",
+        )],
+    )
+    .await;
+    relay.point_to(&d.url);
+    let app = &d.app;
+    let setup = app.set_up_order("dca", &wallet.key(0));
+    assert_eq!(setup.code, 0, "{setup:?}");
+    let order_id = setup.stdout.split_whitespace().nth(2).unwrap().to_string();
+    let pay = |amount: &str| {
+        let path = format!("sandbox/orders/{order_id}/payments");
+        let body = json!({ "amount": amount });
+        let pocket = pocket.clone();
+        async move { sandbox_post(&pocket, path, body).await }
+    };
+    let executed = |id: &str| d.exchange(id).is_some_and(|e| e["state"] == "executed");
+
+    // Within budget: the order stays active and the step says what was spent.
+    let first = pay("200.00").await;
+    let first_id = first["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(15), "the first exchange", || {
+        executed(&first_id)
+    })
+    .await;
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("\"paused\":false"), "{run:?}");
+
+    // A second exchange above per_exchange brings the month to its cap: paused at Pocket.
+    let second = pay("280.00").await;
+    let second_id = second["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(15), "the second exchange", || {
+        executed(&second_id)
+    })
+    .await;
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = step_output(app, &run, "order");
+    assert_eq!(out["active"], false, "{run:?}");
+    assert_eq!(out["patched"], true, "{run:?}");
+    assert_eq!(out["limits"]["paused"], true, "{run:?}");
+    assert!(
+        out["limits"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("per month"),
+        "{out}"
+    );
+    assert_eq!(
+        out["limits"]["above_per_exchange"][0]["exchange_id"],
+        second_id.as_str()
+    );
+    let refused = pay("50.00").await;
+    assert_eq!(refused["reason"]["code"], "order_inactive", "{refused}");
+    eventually(Duration::from_secs(10), "the budget emails", || {
+        let all = d.smtp.messages().join("\n");
+        all.contains("budget reached") && all.contains("above the per-exchange limit")
+    })
+    .await;
+
+    // The next period: the month's exchanges now lie in an earlier month (the clock moved on
+    // by as much), and the next run activates the order again.
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.path().join("satflow.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE exchanges SET first_seen_at = first_seen_at - $1")
+        .bind(40_i64 * 86_400_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let run = app.satflow(&["trigger", "dca", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = step_output(app, &run, "order");
+    assert_eq!(out["active"], true, "{run:?}");
+    assert_eq!(out["limits"]["paused"], false, "{run:?}");
+    let bought = pay("50.00").await;
+    assert!(bought["reason"].is_null(), "{bought}");
+
+    let entries = audit(app);
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "order.created",
+        "limits.paused",
+        "limits.above_per_exchange",
+        "order.patched",
+        "limits.within",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let verify = app.satflow(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    d.stop();
+}

@@ -1,0 +1,37 @@
+//! What an order's exchanges cost since a time, for its budget (`treasury::limits`).
+//!
+//! It only reads; a cost the database holds but satflow cannot read is an error, never zero.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::{Store, StoreError, from_millis};
+
+impl Store {
+    /// The executed (or settled) exchanges of `order_id` first seen at or after `since`:
+    /// (exchange id, cost, first seen). Refunded and interrupted ones cost nothing.
+    pub async fn order_spent_since(
+        &self,
+        order_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, Decimal, DateTime<Utc>)>, StoreError> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, cost, first_seen_at FROM exchanges
+             WHERE order_id = $1 AND state IN ('executed', 'settled') AND first_seen_at >= $2
+             ORDER BY first_seen_at",
+        )
+        .bind(order_id)
+        .bind(since.timestamp_millis())
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id, cost, at)| {
+                let cost = cost.unwrap_or_default();
+                let value = Decimal::from_str_exact(cost.trim()).map_err(|_| {
+                    StoreError::Corrupt(format!("exchange {id}: cost `{cost}` is not an amount"))
+                })?;
+                Ok((id, value, from_millis(at)))
+            })
+            .collect()
+    }
+}
