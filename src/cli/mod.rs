@@ -25,6 +25,7 @@ mod runs;
 mod sandbox;
 mod status;
 mod trigger;
+mod user;
 mod withdrawals;
 #[cfg(not(feature = "sandbox"))]
 mod without_sandbox;
@@ -99,6 +100,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Withdrawals to cold storage: state, amount, address, transaction, or why not
     Withdrawals(withdrawals::WithdrawalsArgs),
+    /// Dashboard accounts: `user add NAME --role viewer|operator|admin`, list, remove, passwd, role
+    User(user::UserArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
     Order(order::OrderArgs),
     /// The Pocket simulator (and its control API), to rehearse workflows without money
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(&config_path, &args),
         Command::Withdrawals(args) => withdrawals::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
+        Command::User(args) => user::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),
         Command::Completions { shell } => {
             clap_complete::generate(
