@@ -127,9 +127,7 @@ fn decide(
             eprintln!("error: `{id}` is not an approval; write its number as `satflow approvals` lists it, or run/RUN/STEP");
             return Ok(Outcome::UserError);
         };
-        if let Some(users) = store.user_names().await?
-            && !users.iter().any(|u| u == approver)
-        {
+        if !store.user_names().await?.iter().any(|u| u == approver) {
             eprintln!("error: --as {approver}: there is no user `{approver}` (add one with `satflow user add`)");
             return Ok(Outcome::UserError);
         }

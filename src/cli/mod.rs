@@ -27,6 +27,7 @@ mod runs;
 mod sandbox;
 mod status;
 mod trigger;
+mod user;
 mod withdrawals;
 #[cfg(not(feature = "sandbox"))]
 mod without_sandbox;
@@ -109,6 +110,8 @@ pub enum Command {
     Approve(approvals::DecideArgs),
     /// Reject a step waiting for approvals (the step fails)
     Reject(approvals::RejectArgs),
+    /// Dashboard accounts: `user add NAME --role viewer|operator|admin`, list, remove, passwd, role
+    User(user::UserArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
     Order(order::OrderArgs),
     /// The Pocket simulator (and its control API), to rehearse workflows without money
@@ -174,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Approvals(args) => approvals::list(&config_path, &args),
         Command::Approve(args) => approvals::approve(&config_path, &args),
         Command::Reject(args) => approvals::reject(&config_path, &args),
+        Command::User(args) => user::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -48,6 +48,14 @@ pub fn run(config_path: &Path, args: &TriggerArgs) -> anyhow::Result<Outcome> {
         let store = Store::open(&config.database).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let now = clock.now();
+        if let Some(proposer) = &args.proposer
+            && !store.user_names().await?.contains(proposer)
+        {
+            eprintln!(
+                "error: --as {proposer}: there is no user `{proposer}` (see `satflow user list`)"
+            );
+            return Ok(Outcome::UserError);
+        }
         let key = format!("{}-{}", now.timestamp_millis(), std::process::id());
         let id = store
             .queue_manual_run(

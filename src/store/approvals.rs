@@ -547,21 +547,11 @@ impl Store {
         Ok(hit)
     }
 
-    /// The names of the dashboard's users; `None` when this database has no users table yet.
-    pub async fn user_names(&self) -> Result<Option<Vec<String>>, StoreError> {
-        let has: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'users'",
-        )
-        .fetch_one(self.pool())
-        .await?;
-        if has == 0 {
-            return Ok(None);
-        }
-        Ok(Some(
-            sqlx::query_scalar("SELECT name FROM users ORDER BY name")
-                .fetch_all(self.pool())
-                .await?,
-        ))
+    /// The names of the dashboard's users.
+    pub async fn user_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT name FROM users ORDER BY name")
+            .fetch_all(self.pool())
+            .await?)
     }
 }
 

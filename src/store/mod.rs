@@ -24,6 +24,7 @@ mod outbox;
 mod prices;
 mod runs;
 mod status;
+pub mod users;
 mod wallets;
 mod withdrawals;
 
@@ -54,6 +55,7 @@ pub use runs::{Recorded, RunRow, StepRecord, StepRow};
 pub use status::{
     AttemptOutcome, OutboxStatus, RunStatus, StepStatus, Trigger, UnknownStatus, WithdrawalStatus,
 };
+pub use users::{Role, SessionRow, UserName, UserRow};
 pub use wallets::{AddressRow, Reservation};
 pub use withdrawals::{NewWithdrawal, WithdrawalRow, WithdrawalUpdate};
 

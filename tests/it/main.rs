@@ -5,6 +5,7 @@ mod check;
 mod cli_hygiene;
 mod clients;
 mod cln_tls;
+mod dashboard;
 mod demo;
 mod electrum;
 mod engine;

@@ -64,6 +64,24 @@ async fn a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_
         "steps:\n  - id: sweep\n    uses: withdraw\n    with: { from: hub, to: { wallet: vault }, min_amount_sat: 100000 }\n    \
          approval: { required: 1, approvers: [bob], within: 2s }\n",
     );
+    // The approvers must be users: `check` says which are not.
+    let add = |name: &str| {
+        let add = app.satflow_with_input(
+            &["user", "add", name, "--role", "operator"],
+            "a long enough password\n",
+        );
+        assert_eq!(add.code, 0, "{add:?}");
+    };
+    add("mallory");
+    let check = app.satflow(&["check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(
+        check.stdout.contains("there is no user `alice`"),
+        "{check:?}"
+    );
+    for name in ["alice", "bob", "carol"] {
+        add(name);
+    }
     let check = app.satflow(&["check"]);
     assert_eq!(check.code, 0, "{check:?}");
     sandbox.hub.lock().unwrap().balance_sat = 250_000;
@@ -206,6 +224,7 @@ async fn a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_
         "withdrawal.requested",
         "approval.rejected",
         "approval.expired",
+        "user.added",
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
