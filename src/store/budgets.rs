@@ -1,4 +1,5 @@
-//! What an order's exchanges cost since a time, for its budget (`treasury::limits`).
+//! What an order's exchanges cost since a time, for its budget (`treasury::limits`), and what
+//! a workflow's withdrawals took out since a time (`max_per_day_sat`).
 //!
 //! It only reads; a cost the database holds but satflow cannot read is an error, never zero.
 
@@ -33,5 +34,28 @@ impl Store {
                 Ok((id, value, from_millis(at)))
             })
             .collect()
+    }
+
+    /// The sats `workflow`'s withdrawals took out since `since` (requested, sent or
+    /// confirmed ones), for `max_per_day_sat`.
+    pub async fn withdrawn_since(
+        &self,
+        workflow: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let amounts: Vec<Option<i64>> = sqlx::query_scalar(
+            "SELECT amount_sat FROM withdrawals
+             WHERE workflow = $1 AND status IN ('requested', 'sent', 'confirmed') AND created_at >= $2",
+        )
+        .bind(workflow)
+        .bind(since.timestamp_millis())
+        .fetch_all(self.pool())
+        .await?;
+        amounts.into_iter().try_fold(0u64, |acc, a| {
+            let a = u64::try_from(a.unwrap_or(0))
+                .map_err(|_| StoreError::Corrupt("a withdrawal's amount_sat is negative".into()))?;
+            acc.checked_add(a)
+                .ok_or_else(|| StoreError::Corrupt("withdrawal amounts overflow".into()))
+        })
     }
 }

@@ -306,6 +306,7 @@ impl Store {
                     "run_id": claimed.item.run_id,
                     "step_id": claimed.item.step_id,
                     "effect": crate::treasury::audit::effect_detail(&claimed.item.kind, &claimed.item.payload),
+                    "result": crate::treasury::audit::effect_result(&claimed.item.kind, result.as_deref()),
                     "error": error,
                 }),
             };

@@ -135,6 +135,15 @@ pub fn effect_detail(outbox_kind: &str, payload: &Value) -> Value {
     payload.clone()
 }
 
+/// What a withdrawal's effect ended with (amount, address, or why it was skipped), for the
+/// log; other effects' answers stay out (an http.post's response is the receiver's, not ours).
+pub fn effect_result(outbox_kind: &str, result: Option<&str>) -> Value {
+    match (outbox_kind, result) {
+        (crate::withdraw::KIND, Some(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

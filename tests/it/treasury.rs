@@ -400,3 +400,64 @@ async fn a_budget_reached_pauses_the_order_at_pocket_and_the_next_period_activat
     assert_eq!(verify.code, 0, "{verify:?}");
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_over_max_per_day_sat_is_skipped_with_the_reason() {
+    let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
+    let app = with_providers(
+        "1s",
+        None,
+        "hub",
+        "min_amount_sat: 100000, max_per_day_sat: 300000",
+        |dir| hub_yaml(dir, addr),
+    );
+    sandbox.hub.lock().unwrap().balance_sat = 250_000;
+    let run = app.satflow(&["trigger", "sweep", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("\"withdrawn\":true"), "{run:?}");
+    sandbox.hub.lock().unwrap().balance_sat = 100_000;
+    let run = app.satflow(&["trigger", "sweep", "--wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("\"skipped\":true"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("100000 sat would bring today's withdrawals to more than max_per_day_sat 300000 sat (250000 sat withdrawn today)"),
+        "{run:?}"
+    );
+    assert_eq!(hub_withdrawals(&sandbox).len(), 1);
+    let entries = audit(&app);
+    let skipped = entries
+        .iter()
+        .filter(|e| e["kind"] == "withdrawal.requested")
+        .last()
+        .unwrap();
+    assert_eq!(skipped["detail"]["result"]["skipped"], true, "{skipped}");
+}
+
+#[test]
+fn check_refuses_bad_limits_and_approvals_naming_the_field() {
+    let app = TestApp::engine();
+    let mut config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
+    config.push_str(
+        "pocket: { base_url: \"http://127.0.0.1:9\", client_id: c, webhook_secret: s }\n\
+         wallets:\n  cold: { xpub: zpub6rFR7y4Q2AijF6Gk1bofHLs1d66hKFamhXWdWBup1Em25wfabZqkDqvaieV63fDQFaYmaatCG7jVNUpUiM2hAMo6SAVHcrUpSnHDpNzucB7 }\n",
+    );
+    app.write("satflow.yaml", &config);
+    app.write(
+        "workflows/dca.yaml",
+        "steps:\n  - id: order\n    uses: pocket.order\n    with: { currency: chf, fee_rate: 0.015, debitor_iban: CH9300762011623852957, payout: { wallet: cold }, \
+         limits: { per_month: 5000 EUR, per_week: lots, per_exchange: -3 CHF } }\n    \
+         approval: { required: 4, approvers: [alice, alice], within: 90d }\n",
+    );
+    let check = app.satflow(&["check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    for expected in [
+        "limits.per_month: 5000 EUR is not in the order's currency; write it in CHF",
+        "limits.per_week: \"lots\" is not an amount",
+        "limits.per_exchange: \"-3 CHF\" is not an amount",
+        "approval.approvers[1]: `alice` is listed twice",
+        "approval.within: \"90d\" is out of range",
+    ] {
+        assert!(check.stdout.contains(expected), "{expected}: {check:?}");
+    }
+}
