@@ -428,8 +428,7 @@ async fn a_withdrawal_over_max_per_day_sat_is_skipped_with_the_reason() {
     let entries = audit(&app);
     let skipped = entries
         .iter()
-        .filter(|e| e["kind"] == "withdrawal.requested")
-        .last()
+        .rfind(|e| e["kind"] == "withdrawal.requested")
         .unwrap();
     assert_eq!(skipped["detail"]["result"]["skipped"], true, "{skipped}");
 }
