@@ -541,6 +541,7 @@ mod tests {
             engine: EngineConfig::default(),
             alerts: Default::default(),
             templates: Default::default(),
+            dashboard: Default::default(),
         };
         Arc::new(Runner {
             store: store.clone(),

@@ -12,6 +12,7 @@
 
 mod alert_window;
 mod alerts;
+mod dashboard;
 mod exchanges;
 mod fires;
 mod health;
@@ -39,6 +40,7 @@ use crate::config::Database;
 
 pub use alert_window::ALERT_WINDOW;
 pub use alerts::AlertWindow;
+pub use dashboard::{LedgerStamp, Listing};
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
