@@ -670,3 +670,218 @@ async fn the_dashboard_in_chromium_shows_the_demo_and_enforces_roles_and_csrf() 
     b.wait_for_text("is queued").await;
     pool.close().await;
 }
+
+/// The CSRF token of the form in `html`.
+fn csrf_in(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf field in {html}"))
+        .to_string()
+}
+
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// The cookie header a browser would send back for the `Set-Cookie`s of `r`.
+fn cookie_header(cookies: &[String]) -> String {
+    cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_need_their_csrf_token_are_rate_limited_and_set_strict_cookies() {
+    let app = TestApp::engine();
+    // The dashboard on a listener of its own.
+    let dash_port = free_port();
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
+    app.write(
+        "satflow.yaml",
+        &format!("{config}dashboard: {{ listen: 127.0.0.1:{dash_port} }}\n"),
+    );
+    let added = app.satflow_with_input(
+        &["user", "add", "ann", "--role", "viewer"],
+        "ann-password\n",
+    );
+    assert_eq!(added.code, 0, "{added:?}");
+    let _daemon = Killed(app.spawn(&["run"], "daemon.log"));
+    let main = format!("http://{}", app.started().await);
+    let site = format!("http://127.0.0.1:{dash_port}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let login_page = loop {
+        if let Ok(r) = http.get(format!("{site}/login")).send().await {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard's own listener is not up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The main listener no longer serves the dashboard.
+    assert_eq!(
+        http.get(format!("{main}/")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{site}/")).send().await.unwrap().status(),
+        303
+    );
+
+    let login_cookies = set_cookies(&login_page);
+    let html = login_page.text().await.unwrap();
+    assert!(html.contains("name=\"viewport\""), "readable on a phone");
+    let csrf = csrf_in(&html);
+    let post = |cookie: String, form: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let site = site.clone();
+        async move {
+            http.post(format!("{site}/login"))
+                .header("cookie", cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let jar = cookie_header(&login_cookies);
+    // Without the token, or without the cookie it must match: refused.
+    let r = post(
+        jar.clone(),
+        vec![("name", "ann".into()), ("password", "ann-password".into())],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = post(
+        String::new(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "ann".into()),
+            ("password", "ann-password".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+
+    // The right password: a session in a strict cookie.
+    let r = post(
+        jar.clone(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "ann".into()),
+            ("password", "ann-password".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let cookies = set_cookies(&r);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("satflow_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Strict")
+            && !session.contains("Secure"),
+        "{session}"
+    );
+    let token = session.split(';').next().unwrap().to_string();
+    let db = std::fs::read(app.path().join("satflow.db")).unwrap();
+    let db = String::from_utf8_lossy(&db);
+    let bare = token.trim_start_matches("satflow_session=");
+    assert!(
+        !db.contains(bare),
+        "the database keeps only the token's hash"
+    );
+    let overview = http
+        .get(format!("{site}/"))
+        .header("cookie", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), 200);
+    let page = overview.text().await.unwrap();
+    assert!(page.contains("ann (viewer)"));
+    let session_csrf = csrf_in(&page);
+    // A POST with the session but not its token is refused; a viewer is refused a trigger.
+    let r = http
+        .post(format!("{site}/outbox/1/retry"))
+        .header("cookie", &token)
+        .form(&[("csrf", "0".repeat(64))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("CSRF token"));
+    let r = http
+        .post(format!("{site}/outbox/1/retry"))
+        .header("cookie", &token)
+        .form(&[("csrf", session_csrf.clone())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("your role may not"));
+    // Logging out ends the session.
+    let r = http
+        .post(format!("{site}/logout"))
+        .header("cookie", &token)
+        .form(&[("csrf", session_csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = http
+        .get(format!("{site}/"))
+        .header("cookie", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the session is over");
+
+    // Over TLS (as a proxy in front says), the cookies are Secure.
+    let r = http
+        .get(format!("{site}/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookies(&r).iter().all(|c| c.contains("; Secure")));
+
+    // Five wrong passwords, then even the right one waits.
+    for _ in 0..5 {
+        let r = post(
+            jar.clone(),
+            vec![
+                ("csrf", csrf.clone()),
+                ("name", "ann".into()),
+                ("password", "wrong-password".into()),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = post(
+        jar.clone(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "ann".into()),
+            ("password", "ann-password".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("Too many failed logins"));
+}
