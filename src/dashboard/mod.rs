@@ -723,6 +723,8 @@ fn workflows_json(d: &Dashboard, now: DateTime<Utc>) -> Vec<Value> {
                     "next_local": next.map(|t| t.format("%a %Y-%m-%d %H:%M %Z").to_string()),
                     "next_utc": next.map(|t| when(t.to_utc())),
                     "on": if w.on_events { "on exchange events" } else { "manual only" },
+                // A run of an event workflow without its event would only fail.
+                "event_only": w.on_events && w.schedule.is_none(),
                 });
                 (next, doc)
             })

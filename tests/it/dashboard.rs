@@ -3,6 +3,13 @@
 
 use crate::helpers::TestApp;
 
+/// The database file and its write-ahead log, as text: what someone with a copy could read.
+fn database_bytes(app: &TestApp) -> String {
+    let mut bytes = std::fs::read(app.path().join("satflow.db")).unwrap();
+    bytes.extend(std::fs::read(app.path().join("satflow.db-wal")).unwrap_or_default());
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[test]
 fn user_accounts_are_added_listed_changed_and_removed() {
     let app = TestApp::engine();
@@ -37,8 +44,7 @@ fn user_accounts_are_added_listed_changed_and_removed() {
         "no hash is shown: {list:?}"
     );
 
-    let db = std::fs::read(app.path().join("satflow.db")).unwrap();
-    let db = String::from_utf8_lossy(&db);
+    let db = database_bytes(&app);
     assert!(db.contains("$argon2id$"), "the hash is argon2id");
     assert!(
         !db.contains("a long password"),
@@ -798,8 +804,7 @@ async fn logins_need_their_csrf_token_are_rate_limited_and_set_strict_cookies() 
         "{session}"
     );
     let token = session.split(';').next().unwrap().to_string();
-    let db = std::fs::read(app.path().join("satflow.db")).unwrap();
-    let db = String::from_utf8_lossy(&db);
+    let db = database_bytes(&app);
     let bare = token.trim_start_matches("satflow_session=");
     assert!(
         !db.contains(bare),
