@@ -648,8 +648,8 @@ async fn play(dir: &Path, show_qr: bool, serve: bool) -> anyhow::Result<Outcome>
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "satflow".into());
     let config = dir.join("satflow.yaml");
-    let dashboard = format!("http://{addr}/");
     if serve {
+        let dashboard = format!("http://{addr}/");
         say(format!(
             "\nThe dashboard: {dashboard}  (log in as {DEMO_USER} / {DEMO_PASSWORD})\nThe daemon keeps running; stop it with Ctrl-C."
         ));
@@ -661,7 +661,7 @@ async fn play(dir: &Path, show_qr: bool, serve: bool) -> anyhow::Result<Outcome>
         return Ok(Outcome::Success);
     }
     say(format!(
-        "\nThe dashboard (`satflow demo --serve` keeps it up): {dashboard}  (log in as {DEMO_USER} / {DEMO_PASSWORD})"
+        "\nThe dashboard stopped with the demo's daemon: `satflow demo --serve` keeps it up (log in as {DEMO_USER} / {DEMO_PASSWORD})."
     ));
     say("Look around with:");
     for command in [
