@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod domain;
 pub mod engine;
 pub mod exchanges;

@@ -46,6 +46,16 @@ pub struct Config {
     pub alerts: BTreeSet<Alert>,
     /// The user's email templates by name (`templates:` folder), replacing built-ins.
     pub templates: BTreeMap<String, PathBuf>,
+    pub dashboard: DashboardConfig,
+}
+
+/// The `dashboard:` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardConfig {
+    /// A listener of its own; `None`: the dashboard is served on `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Mark the session cookie `Secure` even when the request did not say it came over TLS.
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +320,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
     let alerts_key = top.get("alerts");
     let alerts = r.alerts(alerts_key, &mut ctx);
     r.templates(top.get("templates"), &mut ctx, &mut names);
+    let dashboard = sections::dashboard::read(top.get("dashboard"), &mut ctx);
     let top_pos = top.pos;
     top.finish(&mut ctx);
 
@@ -342,6 +353,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
                 engine,
                 alerts,
                 templates: names.templates.clone(),
+                dashboard,
             })
     } else {
         None

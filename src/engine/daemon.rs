@@ -65,6 +65,22 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
+    let dashboard_listener = match config.dashboard.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let context_workflows: Vec<crate::dashboard::WorkflowInfo> = workflows
+        .iter()
+        .map(|w| crate::dashboard::WorkflowInfo {
+            name: w.name.clone(),
+            schedule: w.schedule.clone(),
+            on_events: !w.events.is_empty(),
+        })
+        .collect();
     let owner = format!("{}-{}", std::process::id(), clock.now().timestamp_millis());
     // What this daemon runs, on record: the hashes of the configuration and the workflows.
     let files: Vec<&std::path::Path> = workflows.iter().map(|w| w.path.as_path()).collect();
@@ -155,6 +171,31 @@ pub async fn serve(
         ),
         webhooks,
     );
+    let dashboard =
+        crate::dashboard::router(crate::dashboard::Dashboard::new(crate::dashboard::Parts {
+            store: store.clone(),
+            clock: Arc::clone(&clock),
+            config_path: config.path.clone(),
+            workflows: context_workflows,
+            wallets: config.wallets.keys().cloned().collect(),
+            secure_cookies: config.dashboard.secure_cookies,
+            wake_runner: Arc::clone(&wake_runner),
+            wake_outbox: Arc::clone(&runner.wake_outbox),
+        }));
+    // The dashboard on `listen` with everything else, or on a listener of its own.
+    let app = match dashboard_listener {
+        None => app.merge(dashboard),
+        Some(listener) => {
+            let mut dash_shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                crate::http::server::serve(listener, dashboard, async move {
+                    let _ = dash_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            });
+            app
+        }
+    };
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         crate::http::server::serve(listener, app, async move {

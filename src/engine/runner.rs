@@ -433,9 +433,11 @@ impl Runner {
                 continue;
             }
             if let Some(mailer) = &self.mailer {
+                // The dashboard's own listener when it has one.
+                let at = self.config.dashboard.listen.unwrap_or(self.config.listen);
                 let link = format!(
-                    "http://{}/approvals/run/{}/{}?token={token}",
-                    self.config.listen, run.id, step.id
+                    "http://{at}/approvals/run/{}/{}?token={token}",
+                    run.id, step.id
                 );
                 let body = approvals::email_body(
                     approver,
@@ -688,6 +690,7 @@ mod tests {
             engine: EngineConfig::default(),
             alerts: Default::default(),
             templates: Default::default(),
+            dashboard: Default::default(),
         };
         Arc::new(Runner {
             store: store.clone(),

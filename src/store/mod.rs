@@ -15,6 +15,7 @@ mod alerts;
 mod approvals;
 pub mod audit;
 mod budgets;
+mod dashboard;
 mod exchanges;
 mod fires;
 mod health;
@@ -43,6 +44,7 @@ use crate::config::Database;
 pub use alert_window::ALERT_WINDOW;
 pub use alerts::AlertWindow;
 pub use approvals::{ApprovalRow, ApprovalStatus, Decided, Decision, NewApproval};
+pub use dashboard::{LedgerStamp, Listing};
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
@@ -273,7 +275,9 @@ mod tests {
             "outbox",
             "outbox_attempts",
             "runs",
+            "sessions",
             "step_results",
+            "users",
             "wallet_addresses",
             "wallet_cursors",
             "webhook_inbox",

@@ -460,3 +460,158 @@ fn check_refuses_bad_limits_and_approvals_naming_the_field() {
         assert!(check.stdout.contains(expected), "{expected}: {check:?}");
     }
 }
+
+/// A session cookie for `name` on the dashboard at `site` (the login form, its CSRF token).
+async fn log_in(http: &reqwest::Client, site: &str, name: &str, password: &str) -> String {
+    let page = http.get(format!("{site}/login")).send().await.unwrap();
+    let jar: Vec<String> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let r = http
+        .post(format!("{site}/login"))
+        .header("cookie", jar.join("; "))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", name),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "login of {name}");
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("satflow_session="))
+        .expect("a session cookie")
+}
+
+fn csrf_in(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf field in {html}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_decides_through_the_emailed_link_once_on_the_dashboard() {
+    let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
+    let app = with_providers("1s", None, "hub", "min_amount_sat: 100000", |dir| {
+        hub_yaml(dir, addr)
+    });
+    app.write(
+        "workflows/sweep.yaml",
+        "steps:\n  - id: sweep\n    uses: withdraw\n    with: { from: hub, to: { wallet: vault }, min_amount_sat: 100000 }\n    \
+         approval: { required: 2, approvers: [bob, carol], within: 1h }\n",
+    );
+    for name in ["bob", "carol"] {
+        let add = app.satflow_with_input(
+            &["user", "add", name, "--role", "operator"],
+            "a long enough password\n",
+        );
+        assert_eq!(add.code, 0, "{add:?}");
+    }
+    sandbox.hub.lock().unwrap().balance_sat = 250_000;
+    let mut daemon = app.spawn(&["run"], "daemon.log");
+    let site = format!("http://{}", app.started().await);
+    let queued = app.satflow(&["trigger", "sweep"]);
+    let run = queued_id(&queued.stdout);
+    eventually(Duration::from_secs(20), "bob's email", || {
+        app.emails().iter().any(|e| e.contains("Hello bob"))
+    })
+    .await;
+    let email = app
+        .emails()
+        .into_iter()
+        .find(|e| e.contains("Hello bob"))
+        .unwrap();
+    let path = email
+        .split_whitespace()
+        .find_map(|w| w.find("/approvals/run/").map(|i| w[i..].to_string()))
+        .unwrap_or_else(|| panic!("no link in {email}"));
+    assert!(
+        path.starts_with(&format!("/approvals/run/{run}/sweep?token=")),
+        "{path}"
+    );
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Login is required: the link alone shows nothing.
+    let anonymous = http.get(format!("{site}{path}")).send().await.unwrap();
+    assert_ne!(anonymous.status(), 200);
+    let bob = log_in(&http, &site, "bob", "a long enough password").await;
+    let page = http
+        .get(format!("{site}{path}"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("id=\"decide\""), "{html}");
+    assert!(
+        html.contains(&super::withdrawals::vault_address(0)),
+        "what would happen: {html}"
+    );
+    let csrf = csrf_in(&html);
+    let token = path.split("token=").nth(1).unwrap().to_string();
+    let id = approvals(&app, false)[0]["id"].as_i64().unwrap();
+    let decide = |token: String| {
+        let http = http.clone();
+        let (site, bob, csrf) = (site.clone(), bob.clone(), csrf.clone());
+        async move {
+            http.post(format!("{site}/approvals/{id}/decide"))
+                .header("cookie", bob)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("token", token.as_str()),
+                    ("decision", "approve"),
+                    ("comment", "looks right"),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(decide(token.clone()).await.status(), 303);
+    // The link is spent.
+    let again = decide(token).await;
+    assert_eq!(again.status(), 403);
+    assert!(again.text().await.unwrap().contains("used already"));
+    let pending = approvals(&app, false);
+    assert_eq!(pending[0]["approved_by"], serde_json::json!(["bob"]));
+    // An operator does not see the audit log; the CLI approval of carol completes it.
+    let audit_page = http
+        .get(format!("{site}/audit"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit_page.status(), 403);
+    assert_eq!(
+        app.satflow(&["approve", &id.to_string(), "--as", "carol"])
+            .code,
+        0
+    );
+    eventually(Duration::from_secs(20), "the approved run", || {
+        run_of(&app, run)["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(hub_withdrawals(&sandbox).len(), 1);
+    assert_eq!(terminate(&mut daemon), 0);
+    let entries = audit(&app);
+    let bobs = entries
+        .iter()
+        .find(|e| e["kind"] == "approval.approved_one")
+        .unwrap();
+    assert_eq!(bobs["actor"], "bob");
+    assert_eq!(bobs["detail"]["via"], "dashboard");
+}
