@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod domain;
 pub mod engine;
 pub mod exchanges;
+pub mod expect;
 pub mod expr;
 pub mod health;
 pub mod http;

@@ -16,6 +16,7 @@ mod check;
 mod demo;
 mod exchanges;
 mod init;
+pub mod labels;
 mod logging;
 mod order;
 mod outbox;
@@ -98,8 +99,10 @@ pub enum Command {
     Addresses(addresses::AddressesArgs),
     /// Exchanges with their state and payout, and the events each went through
     Exchanges(exchanges::ExchangesArgs),
-    /// Totals (fiat spent, BTC stacked, average price, fees) and the ledger; --csv, --json
+    /// Totals (fiat spent, BTC stacked, average price, fees) and the ledger; --format csv, json, koinly, cointracker
     Report(report::ReportArgs),
+    /// BIP-329 labels (JSON Lines) of a wallet's addresses and payouts, for Sparrow and other wallets
+    Labels(labels::LabelsArgs),
     /// Withdrawals to cold storage: state, amount, address, transaction, or why not
     Withdrawals(withdrawals::WithdrawalsArgs),
     /// The audit log of decisions and effects; `audit verify` checks its hash chain
@@ -171,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::Addresses(args) => addresses::run(&config_path, &args),
         Command::Exchanges(args) => exchanges::run(&config_path, &args),
         Command::Report(args) => report::run(&config_path, &args),
+        Command::Labels(args) => labels::run(&config_path, &args),
         Command::Withdrawals(args) => withdrawals::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
         Command::Audit(args) => audit::run(&config_path, &args),

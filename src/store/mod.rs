@@ -17,6 +17,7 @@ pub mod audit;
 mod budgets;
 mod dashboard;
 mod exchanges;
+mod expect;
 mod fires;
 mod health;
 mod inbox;
@@ -48,6 +49,7 @@ pub use dashboard::{LedgerStamp, Listing};
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
+pub use expect::ExpectAlert;
 pub use fires::{Fire, FireAction, WorkflowFires};
 pub use health::{WriteFailure, WriteHealth};
 pub use inbox::{InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored};
