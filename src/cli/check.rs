@@ -52,8 +52,11 @@ fn approvers_problems(
     if rules.is_empty() {
         return Ok(Vec::new());
     }
-    let crate::config::Database::Sqlite(path) = &config.database;
-    if !path.exists() {
+    // A SQLite file not made yet holds no users (opening it would create it); PostgreSQL is
+    // asked.
+    if let crate::config::Database::Sqlite(path) = &config.database
+        && !path.exists()
+    {
         eprintln!(
             "warning: the approvers were not checked against the users: there is no database at {} yet",
             path.display()

@@ -225,7 +225,7 @@ async fn guard(State(d): State<Dashboard>, mut request: Request, next: Next) -> 
         None if matches!(*request.method(), Method::GET | Method::HEAD)
             && request.uri().path() != "/events" =>
         {
-            Redirect::to("/login").into_response()
+            Redirect::to(&login_for(request.uri())).into_response()
         }
         None => (
             StatusCode::UNAUTHORIZED,
@@ -472,6 +472,7 @@ fn login_form(
     status: StatusCode,
     error: Option<&str>,
     name: Option<&str>,
+    next: Option<&str>,
 ) -> Page {
     // The token already set is kept: a second GET of the login page (a redirected favicon
     // request, another tab) must not invalidate the form shown first.
@@ -481,7 +482,7 @@ fn login_form(
     let mut r = html(
         status,
         "login.html",
-        json!({ "csrf": csrf, "error": error, "name": name }),
+        json!({ "csrf": csrf, "error": error, "name": name, "next": next.map(|n| back_to(Some(n))) }),
     )?;
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -495,13 +496,18 @@ fn login_form(
     Ok(r)
 }
 
-async fn login_page(State(d): State<Dashboard>, headers: HeaderMap) -> Page {
+async fn login_page(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Page {
+    let next = q.get("next").map(String::as_str);
     if let Some(token) = auth::cookie(&headers, SESSION_COOKIE)
         && d.store().session(token, d.auth_now()).await?.is_some()
     {
-        return Ok(Redirect::to("/").into_response());
+        return Ok(Redirect::to(back_to(next)).into_response());
     }
-    login_form(&d, &headers, StatusCode::OK, None, None)
+    login_form(&d, &headers, StatusCode::OK, None, None, next)
 }
 
 #[derive(Deserialize)]
@@ -512,6 +518,37 @@ struct LoginForm {
     name: String,
     #[serde(default)]
     password: String,
+    /// The page asked for before the login (see `back_to`).
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Where a login goes on to: the page asked for (an approver's emailed link, say) when it is a
+/// path of this site, else the overview. Never another site: `//host` and `/\host` are refused.
+fn back_to(next: Option<&str>) -> &str {
+    match next {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && p.len() <= 2048
+                && !p.chars().any(char::is_control) =>
+        {
+            p
+        }
+        _ => "/",
+    }
+}
+
+/// The login page's address for a request of `uri` without a session.
+fn login_for(uri: &axum::http::Uri) -> String {
+    match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("/") => "/login".into(),
+        Some(p) => format!(
+            "/login?next={}",
+            url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>()
+        ),
+    }
 }
 
 async fn login(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Page {
@@ -527,6 +564,7 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<Log
             StatusCode::FORBIDDEN,
             Some("The login form expired (its CSRF token is missing or old); try again."),
             None,
+            f.next.as_deref(),
         );
     }
     let now = d.auth_now();
@@ -541,6 +579,7 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<Log
             StatusCode::TOO_MANY_REQUESTS,
             Some(&text),
             None,
+            f.next.as_deref(),
         );
     }
     let found = d.store().user_for_login(&f.name).await?;
@@ -563,6 +602,7 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<Log
             StatusCode::UNAUTHORIZED,
             Some("Wrong name or password."),
             Some(&f.name),
+            f.next.as_deref(),
         );
     };
     d.0.limiter.succeeded(&f.name);
@@ -573,7 +613,14 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<Log
         .await?;
     let _ = d.store().delete_expired_sessions(now).await;
     tracing::info!(user = %user.name, "logged in to the dashboard");
-    let mut r = Redirect::to("/").into_response();
+    let entry = crate::store::audit::NewAudit {
+        actor: user.name.as_str().to_string(),
+        kind: "user.logged_in".into(),
+        subject: format!("user/{}", user.name),
+        detail: json!({ "via": "dashboard" }),
+    };
+    d.store().audit(&entry, d.now()).await?;
+    let mut r = Redirect::to(back_to(f.next.as_deref())).into_response();
     let secure = secure(&d, &headers);
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -1281,6 +1328,24 @@ struct AddUserForm {
     password: String,
 }
 
+/// A decision taken on the dashboard, on the audit log with the session's user as its actor.
+async fn audit(
+    d: &Dashboard,
+    s: &Session,
+    kind: &str,
+    subject: &str,
+    detail: Value,
+) -> Result<(), Failure> {
+    let entry = crate::store::audit::NewAudit {
+        actor: s.user.name.as_str().to_string(),
+        kind: kind.into(),
+        subject: subject.into(),
+        detail: json!({ "via": "dashboard", "detail": detail }),
+    };
+    d.store().audit(&entry, d.now()).await?;
+    Ok(())
+}
+
 async fn add_user(
     State(d): State<Dashboard>,
     axum::Extension(s): axum::Extension<Session>,
@@ -1310,6 +1375,14 @@ async fn add_user(
         return bad(format!("there is already a user `{name}`"));
     }
     tracing::info!(by = %s.user.name, user = %name, %role, "user added from the dashboard");
+    audit(
+        &d,
+        &s,
+        "user.added",
+        &format!("user/{name}"),
+        json!({ "role": role.name() }),
+    )
+    .await?;
     Ok(Redirect::to("/users?done=added").into_response())
 }
 
@@ -1340,6 +1413,7 @@ async fn remove_user(
         );
     }
     tracing::info!(by = %s.user.name, user = %name, "user removed from the dashboard");
+    audit(&d, &s, "user.removed", &format!("user/{name}"), json!({})).await?;
     Ok(Redirect::to("/users?done=removed").into_response())
 }
 
@@ -1390,5 +1464,13 @@ async fn set_role(
         );
     }
     tracing::info!(by = %s.user.name, user = %name, %role, "role changed from the dashboard");
+    audit(
+        &d,
+        &s,
+        "user.role_changed",
+        &format!("user/{name}"),
+        json!({ "role": role.name() }),
+    )
+    .await?;
     Ok(Redirect::to("/users?done=role").into_response())
 }

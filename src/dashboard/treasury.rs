@@ -168,9 +168,8 @@ pub(super) async fn decide(
         );
     };
     let hash = crate::treasury::approvals::token_hash(token);
-    let bound = d.store().use_approval_token(&hash, d.now()).await?;
     let me = s.user.name.as_str();
-    if bound.as_ref().is_none_or(|(a, who)| *a != id || who != me) {
+    if !d.store().use_approval_token(&hash, id, me, d.now()).await? {
         return message(
             &s,
             StatusCode::FORBIDDEN,
@@ -197,7 +196,8 @@ pub(super) async fn decide(
         Decided::NoSuchApproval => "There is no such approval.".to_string(),
     };
     if matches!(outcome, Decided::Approved | Decided::Rejected) {
-        d.0.parts.wake_outbox.notify_one();
+        // The run is queued again: the runner carries on (or fails the step) now.
+        d.0.parts.wake_runner.notify_one();
     }
     match outcome {
         Decided::Counted { .. } | Decided::Approved | Decided::Rejected => {

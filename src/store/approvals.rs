@@ -6,9 +6,9 @@
 //! entry, so two approvers deciding at once are counted once each and the log never misses one.
 //! Nothing here decides what a step does: it only holds the step until people have decided.
 
+use super::db::{self, DbRow, Target, Tx};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
-use sqlx::{Row, Sqlite, Transaction};
 
 use super::audit::{NewAudit, append};
 use super::outbox::{NewItem, insert_items};
@@ -120,19 +120,17 @@ pub enum Decided {
 
 const COLUMNS: &str = "id, run_id, step_id, workflow, required, approvers, proposer, summary, status, created_at, deadline_at, decided_at, reason";
 
-async fn read_row(
-    conn: &mut sqlx::SqliteConnection,
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<ApprovalRow, StoreError> {
+/// The approval in `row`, with its votes read on `on` (the caller's transaction or the pool).
+async fn read_row<'e>(on: impl Into<Target<'e>>, row: &DbRow) -> Result<ApprovalRow, StoreError> {
     let id: i64 = row.try_get("id")?;
     let approvers: String = row.try_get("approvers")?;
     let summary: String = row.try_get("summary")?;
     let status: String = row.try_get("status")?;
-    let votes = sqlx::query(
+    let votes = db::query(
         "SELECT approver, decision, comment FROM approval_votes WHERE approval_id = $1 ORDER BY at, approver",
     )
     .bind(id)
-    .fetch_all(&mut *conn)
+    .fetch_all(on)
     .await?
     .iter()
     .map(|v| {
@@ -167,13 +165,13 @@ async fn read_row(
 
 /// Fails the waiting step with `error` and gives the run back to the runner (which fails it).
 async fn fail_step(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     run_id: i64,
     step_id: &str,
     error: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    db::query(
         "UPDATE step_results SET status = 'failed', error = $1, finished_at = $2
          WHERE run_id = $3 AND step_id = $4 AND status = 'waiting'",
     )
@@ -181,15 +179,15 @@ async fn fail_step(
     .bind(now_ms)
     .bind(run_id)
     .bind(step_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     queue_run(tx, run_id).await
 }
 
-async fn queue_run(tx: &mut Transaction<'static, Sqlite>, run_id: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE runs SET status = 'queued' WHERE id = $1 AND status = 'waiting'")
+async fn queue_run(tx: &mut Tx, run_id: i64) -> Result<(), StoreError> {
+    db::query("UPDATE runs SET status = 'queued' WHERE id = $1 AND status = 'waiting'")
         .bind(run_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
@@ -206,7 +204,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = db::query_scalar(
             "INSERT INTO runs (workflow, trigger, trigger_key, status, created_at)
              VALUES ($1, 'manual', $2, 'queued', $3)
              ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING RETURNING id",
@@ -214,16 +212,16 @@ impl Store {
         .bind(workflow)
         .bind(key)
         .bind(now.timestamp_millis())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(id) = id else {
             return Ok(None);
         };
         if let Some(proposer) = proposer {
-            sqlx::query("INSERT INTO run_proposers (run_id, proposer) VALUES ($1, $2)")
+            db::query("INSERT INTO run_proposers (run_id, proposer) VALUES ($1, $2)")
                 .bind(id)
                 .bind(proposer)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         let entry = NewAudit {
@@ -240,7 +238,7 @@ impl Store {
     /// Who proposed a manual run, if anyone said.
     pub async fn run_proposer(&self, run_id: i64) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT proposer FROM run_proposers WHERE run_id = $1")
+            db::query_scalar("SELECT proposer FROM run_proposers WHERE run_id = $1")
                 .bind(run_id)
                 .fetch_optional(self.pool())
                 .await?,
@@ -261,7 +259,7 @@ impl Store {
         if !super::runs::hold_lease(&mut tx, a.run_id, owner, now, lease).await? {
             return Ok(None);
         }
-        sqlx::query(
+        db::query(
             "INSERT INTO step_results (run_id, step_id, position, status, output_json, error, started_at, finished_at)
              VALUES ($1, $2, $3, 'waiting', NULL, NULL, $4, NULL)
              ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,
@@ -271,9 +269,9 @@ impl Store {
         .bind(&a.step_id)
         .bind(a.position as i64)
         .bind(a.started_at.timestamp_millis())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = db::query_scalar(
             "INSERT INTO approvals (run_id, step_id, workflow, required, approvers, proposer, summary, status, created_at, deadline_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9) RETURNING id",
         )
@@ -286,25 +284,25 @@ impl Store {
         .bind(a.summary.to_string())
         .bind(now_ms)
         .bind(a.deadline.timestamp_millis())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
         for (approver, hash) in &a.tokens {
-            sqlx::query(
+            db::query(
                 "INSERT INTO approval_tokens (token_hash, approval_id, approver, expires_at) VALUES ($1, $2, $3, $4)",
             )
             .bind(hash)
             .bind(id)
             .bind(approver)
             .bind(a.deadline.timestamp_millis())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         insert_items(&mut tx, &a.emails, now).await?;
-        sqlx::query(
+        db::query(
             "UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_until = NULL WHERE id = $1",
         )
         .bind(a.run_id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         let entry = NewAudit {
             actor: crate::treasury::audit::ENGINE.into(),
@@ -327,13 +325,12 @@ impl Store {
     }
 
     pub async fn approval(&self, id: i64) -> Result<Option<ApprovalRow>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+        let row = db::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(self.pool())
             .await?;
         match row {
-            Some(row) => Ok(Some(read_row(&mut conn, &row).await?)),
+            Some(row) => Ok(Some(read_row(self.pool(), &row).await?)),
             None => Ok(None),
         }
     }
@@ -343,32 +340,30 @@ impl Store {
         run_id: i64,
         step_id: &str,
     ) -> Result<Option<ApprovalRow>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let row = sqlx::query(&format!(
+        let row = db::query(&format!(
             "SELECT {COLUMNS} FROM approvals WHERE run_id = $1 AND step_id = $2"
         ))
         .bind(run_id)
         .bind(step_id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(self.pool())
         .await?;
         match row {
-            Some(row) => Ok(Some(read_row(&mut conn, &row).await?)),
+            Some(row) => Ok(Some(read_row(self.pool(), &row).await?)),
             None => Ok(None),
         }
     }
 
     /// The approvals, newest first; only the pending ones unless `all`.
     pub async fn approvals(&self, all: bool) -> Result<Vec<ApprovalRow>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let rows = sqlx::query(&format!(
+        let rows = db::query(&format!(
             "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' OR $1 = 1 ORDER BY id DESC LIMIT 500"
         ))
         .bind(i64::from(all))
-        .fetch_all(&mut *conn)
+        .fetch_all(self.pool())
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            out.push(read_row(&mut conn, row).await?);
+            out.push(read_row(self.pool(), row).await?);
         }
         Ok(out)
     }
@@ -385,9 +380,9 @@ impl Store {
     ) -> Result<Decided, StoreError> {
         let now_ms = now.timestamp_millis();
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+        let row = db::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
         let Some(row) = row else {
             return Ok(Decided::NoSuchApproval);
@@ -425,7 +420,7 @@ impl Store {
             Decision::Approve { comment } => ("approve", comment.clone()),
             Decision::Reject { reason } => ("reject", Some(reason.clone())),
         };
-        sqlx::query(
+        db::query(
             "INSERT INTO approval_votes (approval_id, approver, decision, comment, at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
@@ -433,40 +428,40 @@ impl Store {
         .bind(text)
         .bind(&comment)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         let approvals = a.votes.iter().filter(|(_, d, _)| d == "approve").count() as u32
             + u32::from(text == "approve");
         let outcome = match decision {
             Decision::Reject { reason } => {
                 let why = format!("rejected by {approver}: {reason}");
-                sqlx::query(
+                db::query(
                     "UPDATE approvals SET status = 'rejected', decided_at = $1, reason = $2 WHERE id = $3",
                 )
                 .bind(now_ms)
                 .bind(&why)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 fail_step(&mut tx, a.run_id, &a.step_id, &why, now_ms).await?;
                 Decided::Rejected
             }
             Decision::Approve { .. } if approvals >= a.required => {
-                sqlx::query(
+                db::query(
                     "UPDATE approvals SET status = 'approved', decided_at = $1 WHERE id = $2",
                 )
                 .bind(now_ms)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 // The step decides again, now approved: its waiting result goes, the run is
                 // queued and resumes at it.
-                sqlx::query(
+                db::query(
                     "DELETE FROM step_results WHERE run_id = $1 AND step_id = $2 AND status = 'waiting'",
                 )
                 .bind(a.run_id)
                 .bind(&a.step_id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 queue_run(&mut tx, a.run_id).await?;
                 Decided::Approved
@@ -501,7 +496,7 @@ impl Store {
 
     /// Fails the steps whose approvals' deadline passed; returns how many.
     pub async fn expire_approvals(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let due: Vec<i64> = sqlx::query_scalar(
+        let due: Vec<i64> = db::query_scalar(
             "SELECT id FROM approvals WHERE status = 'pending' AND deadline_at <= $1 ORDER BY id LIMIT 100",
         )
         .bind(now.timestamp_millis())
@@ -510,11 +505,11 @@ impl Store {
         let mut expired = 0;
         for id in due {
             let mut tx = self.begin_write().await?;
-            let row = sqlx::query(&format!(
+            let row = db::query(&format!(
                 "SELECT {COLUMNS} FROM approvals WHERE id = $1 AND status = 'pending'"
             ))
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             if let Some(row) = row {
                 let a = read_row(&mut tx, &row).await?;
@@ -526,40 +521,41 @@ impl Store {
         Ok(expired)
     }
 
-    /// Spends a link's token: the approval and approver it is bound to, once, before it
-    /// expires. `None` for a token unknown, used or expired.
+    /// Spends a link's token for `approver`'s decision on approval `id`: once, before it
+    /// expires, and only the token sent to that approver for that approval (another's token is
+    /// left alone). False for a token unknown, used, expired or bound to something else.
     pub async fn use_approval_token(
         &self,
         token_hash: &str,
+        id: i64,
+        approver: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<(i64, String)>, StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let hit: Option<(i64, String)> = sqlx::query_as(
+        let done = db::query(
             "UPDATE approval_tokens SET used_at = $1
-             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
-             RETURNING approval_id, approver",
+             WHERE token_hash = $2 AND approval_id = $3 AND approver = $4
+               AND used_at IS NULL AND expires_at > $1",
         )
         .bind(now.timestamp_millis())
         .bind(token_hash)
-        .fetch_optional(&mut *tx)
+        .bind(id)
+        .bind(approver)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
-        Ok(hit)
+        Ok(done.rows_affected() == 1)
     }
 
     /// The names of the dashboard's users.
     pub async fn user_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT name FROM users ORDER BY name")
+        Ok(db::query_scalar("SELECT name FROM users ORDER BY name")
             .fetch_all(self.pool())
             .await?)
     }
 }
 
-async fn expire_one(
-    tx: &mut Transaction<'static, Sqlite>,
-    a: &ApprovalRow,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+async fn expire_one(tx: &mut Tx, a: &ApprovalRow, now: DateTime<Utc>) -> Result<(), StoreError> {
     let now_ms = now.timestamp_millis();
     let given = a.votes.iter().filter(|(_, d, _)| d == "approve").count();
     let why = format!(
@@ -568,13 +564,13 @@ async fn expire_one(
         a.deadline.to_rfc3339(),
         a.approvers.join(", ")
     );
-    sqlx::query(
+    db::query(
         "UPDATE approvals SET status = 'expired', decided_at = $1, reason = $2 WHERE id = $3 AND status = 'pending'",
     )
     .bind(now_ms)
     .bind(&why)
     .bind(a.id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     fail_step(tx, a.run_id, &a.step_id, &why, now_ms).await?;
     let entry = NewAudit {

@@ -6,10 +6,10 @@
 //! canonical content (what its hash covers) must never change form either, or every row
 //! written before would stop verifying.
 
+use super::db::{self, DbRow, Tx};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, Sqlite, Transaction};
 
 use super::{Store, StoreError, from_millis};
 
@@ -88,13 +88,13 @@ pub fn hex(bytes: &[u8]) -> String {
 /// with concurrent writers the explicit id and `UNIQUE (prev_hash)` make a second writer that
 /// read the same last row fail instead of forking the chain.
 pub async fn append(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     entry: &NewAudit,
     now: DateTime<Utc>,
 ) -> Result<AuditRow, StoreError> {
     let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
+        db::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
             .await?;
     let (id, prev_hash) = match last {
         Some((id, hash)) => (
@@ -115,7 +115,7 @@ pub async fn append(
         &detail,
         &prev_hash,
     );
-    sqlx::query(
+    db::query(
         "INSERT INTO audit_log (id, at, actor, kind, subject, detail, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -127,7 +127,7 @@ pub async fn append(
     .bind(&detail)
     .bind(&prev_hash)
     .bind(&hash)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(AuditRow {
         id,
@@ -142,7 +142,7 @@ pub async fn append(
     })
 }
 
-fn audit_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRow, sqlx::Error> {
+fn audit_row(row: &DbRow) -> Result<AuditRow, sqlx::Error> {
     let at_ms: i64 = row.try_get("at")?;
     Ok(AuditRow {
         id: row.try_get("id")?,
@@ -172,7 +172,7 @@ impl Store {
         &self,
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT id, at, actor, kind, subject, detail, prev_hash, hash FROM audit_log
              WHERE at >= $1 ORDER BY id",
         )
@@ -235,6 +235,39 @@ mod tests {
             );
             prev = r.hash.clone();
         }
+    }
+
+    /// The same entries at the same times chain to the same hashes on both backends: the hash
+    /// is satflow's, over the texts as stored, never the database's.
+    #[tokio::test]
+    async fn the_chain_is_the_same_on_sqlite_and_postgres() {
+        let Some(pg) = super::super::test_postgres::TestDatabase::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let postgres = pg.store().await;
+        let now = crate::clock::system_now();
+        for store in [&sqlite, &postgres] {
+            for (i, kind) in ["order.patched", "approval.approved", "user.logged_in"]
+                .iter()
+                .enumerate()
+            {
+                let mut e = entry(kind);
+                e.detail =
+                    json!({ "amount": "5000.10", "sat": 250_000, "note": "Grüße \"quoted\"" });
+                store
+                    .audit(&e, now + chrono::Duration::milliseconds(i as i64))
+                    .await
+                    .unwrap();
+            }
+        }
+        let a = sqlite.audit_rows(None).await.unwrap();
+        let b = postgres.audit_rows(None).await.unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, b);
+        assert_eq!(crate::treasury::audit::verify(&b).unwrap(), 3);
+        postgres.close().await;
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use super::db;
 use super::{Store, StoreError, from_millis};
 
 impl Store {
@@ -16,7 +17,7 @@ impl Store {
         order_id: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<(String, Decimal, DateTime<Utc>)>, StoreError> {
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
             "SELECT id, cost, first_seen_at FROM exchanges
              WHERE order_id = $1 AND state IN ('executed', 'settled') AND first_seen_at >= $2
              ORDER BY first_seen_at",
@@ -43,7 +44,7 @@ impl Store {
         workflow: &str,
         since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let amounts: Vec<Option<i64>> = sqlx::query_scalar(
+        let amounts: Vec<Option<i64>> = db::query_scalar(
             "SELECT amount_sat FROM withdrawals
              WHERE workflow = $1 AND status IN ('requested', 'sent', 'confirmed') AND created_at >= $2",
         )

@@ -4,6 +4,7 @@
 //!
 //! Read-only: nothing here may write.
 
+use super::db;
 use super::{Store, StoreError};
 
 /// A list the dashboard pages through.
@@ -49,7 +50,7 @@ impl Store {
     /// How many rows `listing` has.
     pub async fn dashboard_count(&self, listing: Listing) -> Result<i64, StoreError> {
         let (_, from, _) = listing.sql();
-        Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {from}"))
+        Ok(db::query_scalar(&format!("SELECT COUNT(*) FROM {from}"))
             .fetch_one(self.pool())
             .await?)
     }
@@ -62,7 +63,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         let (id, from, order) = listing.sql();
-        Ok(sqlx::query_scalar(&format!(
+        Ok(db::query_scalar(&format!(
             "SELECT {id} FROM {from} ORDER BY {order} LIMIT $1 OFFSET $2"
         ))
         .bind(limit)
@@ -74,7 +75,7 @@ impl Store {
     /// The ledger's stamp: reading every exchange again is only needed when it moved.
     pub async fn ledger_stamp(&self) -> Result<LedgerStamp, StoreError> {
         let read = |table: &'static str| async move {
-            sqlx::query_as::<_, (i64, i64)>(&format!(
+            db::query_as::<(i64, i64)>(&format!(
                 "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM {table}"
             ))
             .fetch_one(self.pool())
@@ -89,7 +90,7 @@ impl Store {
     /// Names of the wallets that ever handed out an address.
     pub async fn wallets_with_addresses(&self) -> Result<Vec<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT DISTINCT wallet FROM wallet_addresses ORDER BY wallet")
+            db::query_scalar("SELECT DISTINCT wallet FROM wallet_addresses ORDER BY wallet")
                 .fetch_all(self.pool())
                 .await?,
         )

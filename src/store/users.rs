@@ -7,11 +7,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::db::{self, DbRow};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
 use sha2::Digest;
-use sqlx::Row;
 
 use super::{Store, StoreError, from_millis};
 
@@ -213,7 +213,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn user_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRow, StoreError> {
+fn user_row(r: &DbRow) -> Result<UserRow, StoreError> {
     let name: String = r.try_get("name")?;
     let role: String = r.try_get("role")?;
     Ok(UserRow {
@@ -235,7 +235,7 @@ impl Store {
         password_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO users (name, role, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
              ON CONFLICT (name) DO NOTHING",
         )
@@ -249,7 +249,7 @@ impl Store {
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRow>, StoreError> {
-        let r = sqlx::query("SELECT name, role, created_at, updated_at FROM users WHERE name = $1")
+        let r = db::query("SELECT name, role, created_at, updated_at FROM users WHERE name = $1")
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
@@ -258,17 +258,16 @@ impl Store {
 
     /// Every account, by name.
     pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name, role, created_at, updated_at FROM users ORDER BY name")
-                .fetch_all(self.pool())
-                .await?;
+        let rows = db::query("SELECT name, role, created_at, updated_at FROM users ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(user_row).collect()
     }
 
     /// How many accounts have `role`.
     pub async fn count_users_with_role(&self, role: Role) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = $1")
+            db::query_scalar("SELECT COUNT(*) FROM users WHERE role = $1")
                 .bind(role.name())
                 .fetch_one(self.pool())
                 .await?,
@@ -280,7 +279,7 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<(UserRow, String)>, StoreError> {
-        let r = sqlx::query(
+        let r = db::query(
             "SELECT name, role, created_at, updated_at, password_hash FROM users WHERE name = $1",
         )
         .bind(name)
@@ -295,13 +294,13 @@ impl Store {
     /// Removes an account and ends its sessions. `false`: there was none of that name.
     pub async fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+        db::query("DELETE FROM sessions WHERE user_name = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        let done = sqlx::query("DELETE FROM users WHERE name = $1")
+        let done = db::query("DELETE FROM users WHERE name = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -317,15 +316,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let done =
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE name = $3")
+            db::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE name = $3")
                 .bind(password_hash)
                 .bind(now.timestamp_millis())
                 .bind(name)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+        db::query("DELETE FROM sessions WHERE user_name = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -338,7 +337,7 @@ impl Store {
         role: Role,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE name = $3")
+        let done = db::query("UPDATE users SET role = $1, updated_at = $2 WHERE name = $3")
             .bind(role.name())
             .bind(now.timestamp_millis())
             .bind(name)
@@ -356,7 +355,7 @@ impl Store {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        db::query(
             "INSERT INTO sessions (token_hash, user_name, csrf, created_at, last_seen_at, expires_at)
              VALUES ($1, $2, $3, $4, $4, $5)",
         )
@@ -377,7 +376,7 @@ impl Store {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<SessionRow>, StoreError> {
-        let r = sqlx::query(
+        let r = db::query(
             "SELECT u.name, u.role, u.created_at, u.updated_at, s.csrf, s.created_at AS s_created, s.expires_at
              FROM sessions s JOIN users u ON u.name = s.user_name
              WHERE s.token_hash = $1 AND s.expires_at > $2",
@@ -404,7 +403,7 @@ impl Store {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE token_hash = $3")
+        db::query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE token_hash = $3")
             .bind(now.timestamp_millis())
             .bind(expires_at.timestamp_millis())
             .bind(token_hash(token))
@@ -415,7 +414,7 @@ impl Store {
 
     /// Ends a session (logout).
     pub async fn delete_session(&self, token: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        db::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash(token))
             .execute(self.pool())
             .await?;
@@ -424,7 +423,7 @@ impl Store {
 
     /// Forgets sessions that expired before `now`; how many.
     pub async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        let done = db::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now.timestamp_millis())
             .execute(self.pool())
             .await?;

@@ -95,7 +95,7 @@ fn free_port() -> u16 {
 
 /// A WebDriver session in headless Chromium: the few W3C WebDriver commands the tests use,
 /// spoken over HTTP with the reqwest client the project already has.
-struct Browser {
+pub(super) struct Browser {
     http: reqwest::Client,
     base: String,
     _driver: Killed,
@@ -103,7 +103,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(super) async fn start() -> Browser {
         let driver = std::env::var("SATFLOW_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
         assert!(
             Path::new(&driver).exists() && Path::new(CHROMIUM).exists(),
@@ -179,12 +179,12 @@ impl Browser {
         v["value"].clone()
     }
 
-    async fn goto(&self, url: &str) {
+    pub(super) async fn goto(&self, url: &str) {
         self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
             .await;
     }
 
-    async fn url(&self) -> String {
+    pub(super) async fn url(&self) -> String {
         self.cmd(reqwest::Method::GET, "/url", None)
             .await
             .as_str()
@@ -192,7 +192,7 @@ impl Browser {
             .to_string()
     }
 
-    async fn source(&self) -> String {
+    pub(super) async fn source(&self) -> String {
         self.cmd(reqwest::Method::GET, "/source", None)
             .await
             .as_str()
@@ -201,7 +201,7 @@ impl Browser {
     }
 
     /// The page's visible text.
-    async fn text(&self) -> String {
+    pub(super) async fn text(&self) -> String {
         self.script("return document.body.innerText", json!([]))
             .await
             .as_str()
@@ -220,7 +220,7 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
-    async fn has(&self, css: &str) -> bool {
+    pub(super) async fn has(&self, css: &str) -> bool {
         let v = self
             .cmd(
                 reqwest::Method::POST,
@@ -231,7 +231,7 @@ impl Browser {
         !v.as_array().unwrap().is_empty()
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(super) async fn type_into(&self, css: &str, text: &str) {
         let el = self.find(css).await;
         self.cmd(
             reqwest::Method::POST,
@@ -241,7 +241,7 @@ impl Browser {
         .await;
     }
 
-    async fn click(&self, css: &str) {
+    pub(super) async fn click(&self, css: &str) {
         let el = self.find(css).await;
         self.cmd(
             reqwest::Method::POST,
@@ -251,7 +251,7 @@ impl Browser {
         .await;
     }
 
-    async fn script(&self, script: &str, args: Value) -> Value {
+    pub(super) async fn script(&self, script: &str, args: Value) -> Value {
         self.cmd(
             reqwest::Method::POST,
             "/execute/sync",
@@ -260,7 +260,7 @@ impl Browser {
         .await
     }
 
-    async fn window(&self, width: u32, height: u32) {
+    pub(super) async fn window(&self, width: u32, height: u32) {
         self.cmd(
             reqwest::Method::POST,
             "/window/rect",
@@ -270,7 +270,7 @@ impl Browser {
     }
 
     /// A full-page screenshot into `docs/screenshots/NAME.png`.
-    async fn screenshot(&self, name: &str) {
+    pub(super) async fn screenshot(&self, name: &str) {
         // Make the window as tall as the page, so the screenshot holds all of it.
         let height = self
             .script("return document.documentElement.scrollHeight", json!([]))
@@ -295,7 +295,7 @@ impl Browser {
         self.window(width, 1000).await;
     }
 
-    async fn log_in(&self, site: &str, name: &str, password: &str) {
+    pub(super) async fn log_in(&self, site: &str, name: &str, password: &str) {
         self.goto(&format!("{site}/login")).await;
         self.type_into("#name", name).await;
         self.type_into("#password", password).await;
@@ -304,7 +304,7 @@ impl Browser {
         self.wait_for_url(&format!("{site}/")).await;
     }
 
-    async fn log_out(&self) {
+    pub(super) async fn log_out(&self) {
         self.click("header .who button").await;
         let url = self.url().await;
         let site = url.split("/").take(3).collect::<Vec<_>>().join("/");
@@ -312,7 +312,7 @@ impl Browser {
     }
 
     /// Waits (up to 30 s) until the browser is at `url`.
-    async fn wait_for_url(&self, url: &str) {
+    pub(super) async fn wait_for_url(&self, url: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.url().await != url {
             assert!(
@@ -326,7 +326,7 @@ impl Browser {
     }
 
     /// Waits (up to 30 s) until the page's text holds `needle`.
-    async fn wait_for_text(&self, needle: &str) {
+    pub(super) async fn wait_for_text(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = self.text().await;
@@ -400,6 +400,10 @@ async fn refused_without_a_session(site: &str) {
         "/report",
         "/report.csv",
         "/users",
+        "/approvals",
+        "/approvals/1",
+        "/approvals/run/1/sweep?token=abc",
+        "/audit",
         "/no-such-page",
         "/events",
     ] {
@@ -409,13 +413,25 @@ async fn refused_without_a_session(site: &str) {
             continue;
         }
         assert_eq!(r.status(), 303, "{path}");
-        assert_eq!(r.headers()["location"], "/login", "{path}");
+        // Back to the page asked for once logged in (an approver's emailed link, say).
+        let back = if path == "/" {
+            "/login".to_string()
+        } else {
+            format!(
+                "/login?next={}",
+                url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()
+            )
+        };
+        assert_eq!(r.headers()["location"], back.as_str(), "{path}");
     }
     for path in [
         "/outbox/1/retry",
         "/outbox/1/discard",
         "/trigger/weekly-dca",
         "/users",
+        "/users/demo/remove",
+        "/users/demo/role",
+        "/approvals/1/decide",
         "/logout",
     ] {
         let r = http
@@ -586,6 +602,13 @@ async fn the_dashboard_in_chromium_shows_the_demo_and_enforces_roles_and_csrf() 
         no_secret_in(name, &b.source().await);
         b.screenshot(name).await;
     }
+    // The demo's admin reads the audit log (its screenshot comes from tests/it/treasury.rs).
+    b.goto(&format!("{site}/audit")).await;
+    let text = b.text().await;
+    for want in ["chain intact", "daemon.started", "withdrawal.requested"] {
+        assert!(text.contains(want), "the audit page shows {want:?}: {text}");
+    }
+    no_secret_in("audit", &b.source().await);
     b.goto(&format!("{site}/")).await;
     let source = b.source().await;
     assert!(
@@ -598,7 +621,10 @@ async fn the_dashboard_in_chromium_shows_the_demo_and_enforces_roles_and_csrf() 
     b.window(1280, 1000).await;
     b.log_out().await;
     b.goto(&format!("{site}/outbox")).await;
-    assert!(b.url().await.ends_with("/login"), "logged out");
+    assert!(
+        b.url().await.ends_with("/login?next=%2Foutbox"),
+        "logged out"
+    );
 
     // A viewer sees, but is refused a retry, even by a form built by hand.
     b.log_in(&site, "victor", "victor-password").await;

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use satflow::sandbox::{self, SandboxOptions};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::helpers::{TestApp, eventually, terminate};
-use super::withdrawals::{hub_withdrawals, hub_yaml, with_providers};
+use super::dashboard::Browser;
+use super::helpers::{Backend, TestApp, eventually, on_both_backends, terminate};
+use super::withdrawals::{hub_withdrawals, hub_yaml, with_providers, with_providers_on};
 
 fn approvals(app: &TestApp, all: bool) -> Vec<Value> {
     let mut args = vec!["approvals", "--json"];
@@ -47,12 +48,20 @@ fn queued_id(stdout: &str) -> i64 {
 
 const RULE: &str = "approval: { required: 2, approvers: [alice, bob, carol], within: 48h }";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_record() {
+async fn a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_record(
+    backend: Backend,
+) {
     let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
-    let app = with_providers("1s", None, "hub", "min_amount_sat: 100000", |dir| {
-        hub_yaml(dir, addr)
-    });
+    let Some(app) = with_providers_on(
+        backend,
+        "1s",
+        None,
+        "hub",
+        "min_amount_sat: 100000",
+        |dir| hub_yaml(dir, addr),
+    ) else {
+        return;
+    };
     app.write(
         "workflows/sweep.yaml",
         &format!(
@@ -244,18 +253,10 @@ async fn a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_
         .unwrap()["id"]
         .as_i64()
         .unwrap();
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.path().join("satflow.db").display()
+    app.execute_sql(&format!(
+        "UPDATE audit_log SET actor = 'nobody' WHERE id = {target}"
     ))
-    .await
-    .unwrap();
-    sqlx::query("UPDATE audit_log SET actor = 'nobody' WHERE id = $1")
-        .bind(target)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    .await;
     let broken = app.satflow(&["audit", "verify"]);
     assert_eq!(broken.code, 2, "{broken:?}");
     assert!(
@@ -281,7 +282,6 @@ async fn a_budget_reached_pauses_the_order_at_pocket_and_the_next_period_activat
     use super::helpers::{Relay, sandbox_post};
     use super::pocket::TestWallet;
     use super::webhooks::{Daemon, SECRET};
-    use serde_json::json;
 
     let relay = Relay::start().await;
     let (addr, _sandbox) = sandbox::spawn(SandboxOptions {
@@ -461,59 +461,27 @@ fn check_refuses_bad_limits_and_approvals_naming_the_field() {
     }
 }
 
-/// A session cookie for `name` on the dashboard at `site` (the login form, its CSRF token).
-async fn log_in(http: &reqwest::Client, site: &str, name: &str, password: &str) -> String {
-    let page = http.get(format!("{site}/login")).send().await.unwrap();
-    let jar: Vec<String> = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .collect();
-    let csrf = csrf_in(&page.text().await.unwrap());
-    let r = http
-        .post(format!("{site}/login"))
-        .header("cookie", jar.join("; "))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("name", name),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "login of {name}");
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("satflow_session="))
-        .expect("a session cookie")
-}
-
-fn csrf_in(html: &str) -> String {
-    html.split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no csrf field in {html}"))
-        .to_string()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approver_decides_through_the_emailed_link_once_on_the_dashboard() {
+async fn an_approver_decides_through_the_emailed_link_in_chromium(backend: Backend) {
     let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
-    let app = with_providers("1s", None, "hub", "min_amount_sat: 100000", |dir| {
-        hub_yaml(dir, addr)
-    });
+    let Some(app) = with_providers_on(
+        backend,
+        "1s",
+        None,
+        "hub",
+        "min_amount_sat: 100000",
+        |dir| hub_yaml(dir, addr),
+    ) else {
+        return;
+    };
     app.write(
         "workflows/sweep.yaml",
         "steps:\n  - id: sweep\n    uses: withdraw\n    with: { from: hub, to: { wallet: vault }, min_amount_sat: 100000 }\n    \
          approval: { required: 2, approvers: [bob, carol], within: 1h }\n",
     );
-    for name in ["bob", "carol"] {
+    for (name, role) in [("bob", "operator"), ("carol", "operator"), ("ada", "admin")] {
         let add = app.satflow_with_input(
-            &["user", "add", name, "--role", "operator"],
-            "a long enough password\n",
+            &["user", "add", name, "--role", role],
+            &format!("{name}'s long password\n"),
         );
         assert_eq!(add.code, 0, "{add:?}");
     }
@@ -531,81 +499,108 @@ async fn an_approver_decides_through_the_emailed_link_once_on_the_dashboard() {
         .into_iter()
         .find(|e| e.contains("Hello bob"))
         .unwrap();
-    let path = email
+    let link = email
         .split_whitespace()
-        .find_map(|w| w.find("/approvals/run/").map(|i| w[i..].to_string()))
-        .unwrap_or_else(|| panic!("no link in {email}"));
+        .find(|w| w.contains("/approvals/run/"))
+        .unwrap_or_else(|| panic!("no link in {email}"))
+        .to_string();
+    let path = &link[link.find("/approvals/run/").unwrap()..];
     assert!(
         path.starts_with(&format!("/approvals/run/{run}/sweep?token=")),
         "{path}"
     );
-
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    // Login is required: the link alone shows nothing.
-    let anonymous = http.get(format!("{site}{path}")).send().await.unwrap();
-    assert_ne!(anonymous.status(), 200);
-    let bob = log_in(&http, &site, "bob", "a long enough password").await;
-    let page = http
-        .get(format!("{site}{path}"))
-        .header("cookie", &bob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
-    assert!(html.contains("id=\"decide\""), "{html}");
-    assert!(
-        html.contains(&super::withdrawals::vault_address(0)),
-        "what would happen: {html}"
-    );
-    let csrf = csrf_in(&html);
-    let token = path.split("token=").nth(1).unwrap().to_string();
     let id = approvals(&app, false)[0]["id"].as_i64().unwrap();
-    let decide = |token: String| {
-        let http = http.clone();
-        let (site, bob, csrf) = (site.clone(), bob.clone(), csrf.clone());
-        async move {
-            http.post(format!("{site}/approvals/{id}/decide"))
-                .header("cookie", bob)
-                .form(&[
-                    ("csrf", csrf.as_str()),
-                    ("token", token.as_str()),
-                    ("decision", "approve"),
-                    ("comment", "looks right"),
-                ])
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(decide(token.clone()).await.status(), 303);
-    // The link is spent.
-    let again = decide(token).await;
-    assert_eq!(again.status(), 403);
-    assert!(again.text().await.unwrap().contains("used already"));
-    let pending = approvals(&app, false);
-    assert_eq!(pending[0]["approved_by"], serde_json::json!(["bob"]));
-    // An operator does not see the audit log; the CLI approval of carol completes it.
-    let audit_page = http
-        .get(format!("{site}/audit"))
-        .header("cookie", &bob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(audit_page.status(), 403);
-    assert_eq!(
-        app.satflow(&["approve", &id.to_string(), "--as", "carol"])
-            .code,
-        0
-    );
+    // Screenshots once, from the SQLite run.
+    let screenshot = backend == Backend::Sqlite;
+
+    // The link needs a login, and the login goes on to the link.
+    let b = Browser::start().await;
+    b.goto(&format!("{site}{path}")).await;
+    assert!(b.url().await.starts_with(&format!("{site}/login?next=")));
+    b.type_into("#name", "bob").await;
+    b.type_into("#password", "bob's long password").await;
+    b.click("#login").await;
+    b.wait_for_url(&format!("{site}{path}")).await;
+    let text = b.text().await;
+    for want in [
+        "waiting_approval",
+        "0 of 2",
+        "bob, carol",
+        &super::withdrawals::vault_address(0),
+        "\"min_amount_sat\": 100000",
+    ] {
+        assert!(
+            text.contains(want),
+            "the approval page shows {want:?}: {text}"
+        );
+    }
+    if screenshot {
+        b.screenshot("approval").await;
+    }
+    let csrf = b
+        .script(
+            "return document.querySelector('#decide input[name=csrf]').value",
+            json!([]),
+        )
+        .await;
+    let token = path.split("token=").nth(1).unwrap().to_string();
+    b.type_into("#comment", "checked the address").await;
+    b.click("#approve").await;
+    b.wait_for_url(&format!("{site}/approvals/{id}?done=1"))
+        .await;
+    b.wait_for_text("1 of 2").await;
+    assert!(b.text().await.contains("checked the address"));
+    assert!(!b.has("#decide").await, "bob has decided");
+    assert_eq!(approvals(&app, false)[0]["approved_by"], json!(["bob"]));
+    // The link is spent: its token, posted again, decides nothing.
+    b.script(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
+         for (const [k, v] of [['csrf', arguments[1]], ['token', arguments[2]], ['decision', 'reject'], ['comment', 'again']]) {
+           const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i);
+         }
+         document.body.appendChild(f); f.submit();",
+        json!([format!("/approvals/{id}/decide"), csrf, token]),
+    )
+    .await;
+    b.wait_for_text("used already").await;
+    // An operator does not see the audit log.
+    b.goto(&format!("{site}/audit")).await;
+    b.wait_for_text("your role may not read the audit log")
+        .await;
+    b.goto(&format!("{site}/approvals")).await;
+    b.log_out().await;
+
+    // carol approves through the CLI: the withdrawal goes.
+    let two = app.satflow(&["approve", &id.to_string(), "--as", "carol"]);
+    assert_eq!(two.code, 0, "{two:?}");
     eventually(Duration::from_secs(20), "the approved run", || {
         run_of(&app, run)["status"] == "succeeded"
     })
     .await;
     assert_eq!(hub_withdrawals(&sandbox).len(), 1);
+
+    // An admin reads the audit log, with its verification, on the dashboard.
+    b.log_in(&site, "ada", "ada's long password").await;
+    b.goto(&format!("{site}/approvals")).await;
+    b.wait_for_text("approved").await;
+    if screenshot {
+        b.screenshot("approvals").await;
+    }
+    b.goto(&format!("{site}/audit")).await;
+    let text = b.text().await;
+    for want in [
+        "chain intact",
+        "approval.approved_one",
+        "approval.approved",
+        "withdrawal.requested",
+        "user.logged_in",
+        "daemon.started",
+    ] {
+        assert!(text.contains(want), "the audit page shows {want:?}: {text}");
+    }
+    if screenshot {
+        b.screenshot("audit").await;
+    }
     assert_eq!(terminate(&mut daemon), 0);
     let entries = audit(&app);
     let bobs = entries
@@ -614,4 +609,16 @@ async fn an_approver_decides_through_the_emailed_link_once_on_the_dashboard() {
         .unwrap();
     assert_eq!(bobs["actor"], "bob");
     assert_eq!(bobs["detail"]["via"], "dashboard");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["kind"] == "user.logged_in" && e["actor"] == "ada")
+    );
+    let verify = app.satflow(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
 }
+
+on_both_backends!(
+    a_withdrawal_waits_for_two_of_three_approvals_and_every_decision_is_on_record,
+    an_approver_decides_through_the_emailed_link_in_chromium,
+);
