@@ -54,7 +54,7 @@ for _ in $(seq 1 300); do curl -fs "$site/healthz" >/dev/null 2>&1 && break; sle
 csrf=$(curl -s -c jar -b jar "$site/login" | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -1)
 curl -s -c jar -b jar -o /dev/null --data "csrf=$csrf&name=bench&password=bench-password" "$site/login"
 echo "dashboard pages with $n exchanges ($profile build), $rounds requests each (the slowest includes the first, before the ledger is cached):"
-for path in / /exchanges "/exchanges?page=100" "/exchanges/00000000-0000-4000-8000-000000005000" /runs /outbox /report "/report?page=150" /report.csv; do
+for path in / /exchanges "/exchanges?page=100" "/exchanges/00000000-0000-4000-8000-000000005000" /runs /outbox /report "/report?page=150" /report.csv /approvals /audit; do
   times=()
   for _ in $(seq 1 "$rounds"); do
     code_time=$(curl -s -b jar -o /dev/null -w '%{http_code} %{time_total}' "$site$path")

@@ -41,6 +41,9 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             .into_iter()
             .filter(|e| !crate::store::is_final(e.state))
             .collect();
+        let instances = store
+            .live_instances(now, crate::instance::ALIVE_WITHIN)
+            .await?;
         let expect_alerts = store.expect_alerts(50).await?;
         let mut expected = Vec::new();
         for (workflow, e) in crate::expect::declared(&workflows) {
@@ -76,9 +79,6 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             };
             expected.push(line);
         }
-        let instances = store
-            .live_instances(now, crate::instance::ALIVE_WITHIN)
-            .await?;
         let dead_items: Vec<_> = store
             .outbox_items(200)
             .await?

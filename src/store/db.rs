@@ -19,6 +19,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// What ends a claim's SELECT: on PostgreSQL it locks the rows taken and passes over those
+    /// another instance's claim holds; SQLite has no row locks (its writers take turns).
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
 /// A pool of connections to one of the backends.
 #[derive(Clone, Debug)]
 pub(crate) enum Pool {
@@ -60,6 +71,18 @@ impl Pool {
         }
     }
 
+    /// A transaction that writes only rows it locked itself: a claim, whose SELECT ends with
+    /// `Backend::skip_locked`. PostgreSQL: a plain `BEGIN` without the write lock, so that
+    /// instances claim side by side, each passing over the rows another has locked (it never
+    /// waits for a lock, so it cannot deadlock with the write-locked transactions). SQLite:
+    /// `BEGIN IMMEDIATE`, as any write.
+    pub(crate) async fn begin_claim(&self) -> Result<Tx, sqlx::Error> {
+        match self {
+            Pool::Sqlite(_) => self.begin_write().await,
+            Pool::Pg(pool) => Ok(Tx(TxInner::Pg(pool.begin().await?))),
+        }
+    }
+
     pub(crate) async fn close(&self) {
         match self {
             Pool::Sqlite(pool) => pool.close().await,
@@ -87,7 +110,6 @@ impl Tx {
     }
 
     /// For the few statements that must differ between the backends.
-    #[allow(dead_code)]
     pub fn backend(&self) -> Backend {
         match self.0 {
             TxInner::Sqlite(_) => Backend::Sqlite,

@@ -4,10 +4,9 @@
 //! row (it would be raised again), never a row without its alert.
 
 use super::db;
-use chrono::{DateTime, Utc};
-
 use super::outbox::{NewItem, insert_items};
 use super::{Store, StoreError, from_millis};
+use chrono::{DateTime, Utc};
 
 /// An alert the checker raised.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -277,10 +277,21 @@ impl Store {
         self.begin_on(&self.durable).await
     }
 
-    /// The one place write transactions begin. A failed BEGIN is remembered for `/healthz`; a
-    /// SQLite connection goes back through `clean_on_release`, so it is never reused dirty.
+    /// A transaction for a claim that locks the rows it takes (see `Pool::begin_claim`).
+    pub(crate) async fn begin_claim(&self) -> Result<Tx, StoreError> {
+        let begun = self.pool.begin_claim().await;
+        self.begun(begun)
+    }
+
     async fn begin_on(&self, pool: &Pool) -> Result<Tx, StoreError> {
-        match pool.begin_write().await {
+        let begun = pool.begin_write().await;
+        self.begun(begun)
+    }
+
+    /// Where every write transaction begins. A failed BEGIN is remembered for `/healthz`; a
+    /// SQLite connection goes back through `clean_on_release`, so it is never reused dirty.
+    fn begun(&self, begun: Result<Tx, sqlx::Error>) -> Result<Tx, StoreError> {
+        match begun {
             Ok(tx) => Ok(tx),
             Err(err) => {
                 self.health.failed(&format!("cannot start a write: {err}"));
@@ -639,8 +650,11 @@ mod postgres_tests {
             "audit_log",
             "exchange_events",
             "exchanges",
+            "expect_alerts",
             "fires",
             "health_probe",
+            "instances",
+            "job_leases",
             "orders",
             "outbox",
             "outbox_attempts",

@@ -141,13 +141,15 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let now_ms = now.timestamp_millis();
-        let mut tx = self.begin_write().await?;
+        // Instances claim side by side; each passes over the items another is claiming.
+        let mut tx = self.begin_claim().await?;
+        let skip_locked = tx.backend().skip_locked();
         let rows = db::query(&format!(
             "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3
              WHERE id IN (SELECT id FROM outbox
                           WHERE status = 'pending' AND next_attempt_at <= $3
                             AND (lease_until IS NULL OR lease_until < $3)
-                          ORDER BY next_attempt_at, id LIMIT $4)
+                          ORDER BY next_attempt_at, id LIMIT $4 {skip_locked})
              RETURNING {ITEM_COLUMNS}"
         ))
         .bind(owner)
@@ -548,6 +550,54 @@ mod tests {
         let path = dir.path().join("db");
         let a = Store::open_sqlite(&path).await.unwrap();
         let b = Store::open_sqlite(&path).await.unwrap();
+        lease_ran_out(a, b).await;
+    }
+
+    #[tokio::test]
+    async fn an_instance_whose_lease_ran_out_cannot_mark_the_item_done_on_postgres() {
+        let Some(db) = crate::store::test_postgres::TestDatabase::create().await else {
+            return;
+        };
+        lease_ran_out(db.store().await, db.store().await).await;
+    }
+
+    #[tokio::test]
+    async fn instances_claiming_at_once_on_postgres_never_take_the_same_item() {
+        let Some(db) = crate::store::test_postgres::TestDatabase::create().await else {
+            return;
+        };
+        let stores = [db.store().await, db.store().await, db.store().await];
+        let t0 = crate::clock::system_now();
+        let items: Vec<NewItem> = (0..60).map(|i| item(&format!("k{i}"))).collect();
+        stores[0].enqueue(&items, t0).await.unwrap();
+        // The three claim in turns that overlap: each awaits PostgreSQL mid-transaction.
+        let (x, y, z) = tokio::join!(
+            claim_all(&stores[0], "i0", t0),
+            claim_all(&stores[1], "i1", t0),
+            claim_all(&stores[2], "i2", t0),
+        );
+        let claimed: Vec<i64> = [x, y, z].concat();
+        let distinct: std::collections::BTreeSet<i64> = claimed.iter().copied().collect();
+        assert_eq!(distinct.len(), 60, "every item claimed");
+        assert_eq!(claimed.len(), 60, "no item claimed twice: {claimed:?}");
+    }
+
+    /// Claims, three at a time, until nothing is left; the ids taken.
+    async fn claim_all(store: &Store, owner: &str, now: DateTime<Utc>) -> Vec<i64> {
+        let mut ids = Vec::new();
+        loop {
+            let claimed = store
+                .claim_due(owner, now, Duration::seconds(60), 3)
+                .await
+                .unwrap();
+            if claimed.is_empty() {
+                return ids;
+            }
+            ids.extend(claimed.iter().map(|c| c.item.id));
+        }
+    }
+
+    async fn lease_ran_out(a: Store, b: Store) {
         let t0 = crate::clock::system_now();
         let lease = Duration::seconds(2);
         a.enqueue(&[item("k")], t0).await.unwrap();

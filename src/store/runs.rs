@@ -135,14 +135,16 @@ impl Store {
         } else {
             format!("AND id NOT IN ({busy})")
         };
-        let mut tx = self.begin_write().await?;
+        // Instances claim side by side; each passes over the run another is claiming.
+        let mut tx = self.begin_claim().await?;
+        let skip_locked = tx.backend().skip_locked();
         let row = db::query(&format!(
             "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2,
                  started_at = COALESCE(started_at, $3)
              WHERE id = (SELECT id FROM runs
                          WHERE (status = 'queued' OR (status = 'running' AND lease_until < $3))
                            {not_busy}
-                         ORDER BY id LIMIT 1)
+                         ORDER BY id LIMIT 1 {skip_locked})
              RETURNING {RUN_COLUMNS}"
         ))
         .bind(owner)

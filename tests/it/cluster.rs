@@ -6,8 +6,8 @@
 //! fire or one webhook); a resend under the same key is the contract (the sink deduplicates it)
 //! and is counted, not refused.
 //!
-//! The database is SQLite (three processes on one file); `SATFLOW_TEST_POSTGRES_URL` has no
-//! effect here until the PostgreSQL backend lands.
+//! It runs on SQLite (three processes on one file) and on PostgreSQL (a database of its own on
+//! the server `SATFLOW_TEST_POSTGRES_URL` names; skipped with a note when none answers).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use satflow::pocket::webhook;
 use serde_json::{Value, json};
 
-use super::helpers::{TestApp, closed_port, listening, terminate};
+use super::helpers::{Backend, TestApp, closed_port, listening, on_both_backends, terminate};
 use super::sink::Sink;
 use super::webhooks::{SECRET, payload, uid};
 
@@ -34,8 +34,8 @@ fn next(seed: &mut u64) -> u64 {
 /// The instances' current addresses (`None` while one is down).
 type Addresses = Arc<Mutex<Vec<Option<String>>>>;
 
-fn setup(sink: &Sink) -> TestApp {
-    let app = TestApp::empty();
+fn setup(sink: &Sink, backend: Backend) -> Option<TestApp> {
+    let app = TestApp::empty_on(backend)?;
     // Read-backs go nowhere (a closed port): settled exchanges are final and never read back.
     let config = format!(
         "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
@@ -46,6 +46,8 @@ fn setup(sink: &Sink) -> TestApp {
         closed_port()
     );
     app.write("satflow.yaml", &config);
+    // The instances' files are the same satflow.yaml (on PostgreSQL, naming the test's database).
+    let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
     for i in 0..INSTANCES {
         app.write(&format!("i{i}.yaml"), &config);
     }
@@ -65,7 +67,7 @@ fn setup(sink: &Sink) -> TestApp {
     );
     let check = app.satflow(&["check"]);
     assert_eq!(check.code, 0, "{check:?}");
-    app
+    Some(app)
 }
 
 fn spawn(app: &TestApp, i: usize) -> std::process::Child {
@@ -157,12 +159,15 @@ async fn settle(app: &TestApp, base: &str, limit: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_killed_at_random_lose_nothing_and_double_nothing() {
+on_both_backends!(three_instances_killed_at_random_lose_nothing_and_double_nothing);
+
+async fn three_instances_killed_at_random_lose_nothing_and_double_nothing(backend: Backend) {
     let sink = Sink::start().await;
     // Effects take a while, so kills land while deliveries are in flight.
     sink.set_delay(Duration::from_millis(50));
-    let app = setup(&sink);
+    let Some(app) = setup(&sink, backend) else {
+        return;
+    };
     let started = Instant::now();
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -199,6 +204,22 @@ async fn three_instances_killed_at_random_lose_nothing_and_double_nothing() {
             "healthz does not show three instances: {health}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // `status` lists the three, by the address each listens on.
+    let status = app.satflow(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let up: Vec<String> = addresses
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    for addr in &up {
+        assert!(
+            status.stdout.contains(&format!(" on {addr}, up since ")),
+            "{addr} not in {status:?}"
+        );
     }
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -308,7 +329,7 @@ async fn three_instances_killed_at_random_lose_nothing_and_double_nothing() {
         })
         .collect();
     println!(
-        "cluster (sqlite, {INSTANCES} instances): {KILLS} kills in {:.0} s; events {} acknowledged, {} event runs, {} fires run; effects {} expected, {} delivered ({} resent under the same key); lost {}, doubled {}, runs missing {}",
+        "cluster ({backend:?}, {INSTANCES} instances): {KILLS} kills in {:.0} s; events {} acknowledged, {} event runs, {} fires run; effects {} expected, {} delivered ({} resent under the same key); lost {}, doubled {}, runs missing {}",
         kill_phase.as_secs_f64(),
         acked.len(),
         events.len(),

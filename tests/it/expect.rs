@@ -10,7 +10,9 @@ use satflow::pocket::types::{Exchange, Order};
 use satflow::store::{Effects, Store};
 use serde_json::{Value, json};
 
-use super::helpers::{TestApp, closed_port, eventually, listening, terminate};
+use super::helpers::{
+    Backend, TestApp, closed_port, eventually, listening, on_both_backends, terminate,
+};
 use super::smtp::{Mime, SmtpSink};
 
 const WORKFLOW: &str = r#"name: weekly-dca
@@ -27,8 +29,8 @@ steps:
       expect: { every: 1w, amount: 100 CHF, grace: 3d, tolerance: 1% }
 "#;
 
-fn setup(smtp: &SmtpSink) -> TestApp {
-    let app = TestApp::empty();
+fn setup(smtp: &SmtpSink, backend: Backend) -> Option<TestApp> {
+    let app = TestApp::empty_on(backend)?;
     app.write(
         "satflow.yaml",
         &format!(
@@ -42,7 +44,7 @@ fn setup(smtp: &SmtpSink) -> TestApp {
         ),
     );
     app.write("workflows/weekly-dca.yaml", WORKFLOW);
-    app
+    Some(app)
 }
 
 /// `satflow run` with its clock starting at `now`.
@@ -117,16 +119,17 @@ fn status(app: &TestApp) -> Value {
     serde_json::from_str(&run.stdout).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missed_week_and_a_cost_off_raise_one_alert_each_across_restarts() {
+on_both_backends!(a_missed_week_and_a_cost_off_raise_one_alert_each_across_restarts);
+
+async fn a_missed_week_and_a_cost_off_raise_one_alert_each_across_restarts(backend: Backend) {
     let smtp = SmtpSink::start().await;
-    let app = setup(&smtp);
+    let Some(app) = setup(&smtp, backend) else {
+        return;
+    };
     let check = app.satflow(&["check"]);
     assert_eq!(check.code, 0, "{check:?}");
     // The order was created on Monday 30 Nov: weeks run from Mondays 00:00 UTC.
-    let store = Store::open_sqlite(&app.path().join("satflow.db"))
-        .await
-        .unwrap();
+    let store = app.store().await;
     let order: Order = serde_json::from_value(json!({
         "id": "order-w", "active": true, "fee_rate": 0.015,
         "payment_method": { "currency": "chf" }, "payout_method": { "bitcoin_address": "x" },

@@ -238,6 +238,20 @@ impl TestApp {
         Some(app)
     }
 
+    /// The app's database (the one its satflow.yaml names), opened through the library.
+    pub async fn store(&self) -> satflow::store::Store {
+        match &self.pg {
+            Some(pg) => satflow::store::Store::open_postgres(&satflow::config::PostgresUrl::new(
+                pg.url.clone(),
+            ))
+            .await
+            .unwrap(),
+            None => satflow::store::Store::open_sqlite(&self.path().join("satflow.db"))
+                .await
+                .unwrap(),
+        }
+    }
+
     /// A copy of `tests/corpus/base`: a good satflow.yaml, the files it names, one good workflow.
     pub fn with_base() -> TestApp {
         let app = TestApp::empty();

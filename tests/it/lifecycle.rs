@@ -9,7 +9,7 @@ use satflow::pocket::webhook;
 use satflow::sandbox::{self, SandboxOptions};
 use serde_json::{Value, json};
 
-use super::helpers::{Relay, eventually, nothing_in_flight};
+use super::helpers::{Backend, Relay, eventually, nothing_in_flight, on_both_backends};
 use super::pocket::TestWallet;
 use super::sink::Sink;
 use super::webhooks::{Daemon, SECRET, UNKNOWN_ORDER, payload};
@@ -34,7 +34,7 @@ struct Setup {
 
 /// The sandbox, a daemon with an xpub order set up, and a workflow listening for executed and
 /// settled exchanges.
-async fn setup() -> Setup {
+async fn setup(backend: Backend) -> Option<Setup> {
     // The daemon binds port 0: the sandbox's webhooks wait in the relay until it is up.
     let relay = Relay::start().await;
     let (addr, sb) = sandbox::spawn(SandboxOptions {
@@ -47,7 +47,8 @@ async fn setup() -> Setup {
     let wallet = TestWallet::new();
     let sink = Sink::start().await;
     let pocket = format!("http://{addr}");
-    let d = Daemon::start(
+    let d = Daemon::start_on(
+        backend,
         &pocket,
         0,
         &format!("wallets:\n  cold: {{ xpub: {} }}\n", wallet.zpub),
@@ -62,12 +63,12 @@ async fn setup() -> Setup {
             ),
         ],
     )
-    .await;
+    .await?;
     relay.point_to(&d.url);
     let setup = d.app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
     let order_id = setup.stdout.split_whitespace().nth(2).unwrap().to_string();
-    Setup {
+    Some(Setup {
         d,
         pocket,
         order_id,
@@ -75,7 +76,7 @@ async fn setup() -> Setup {
         sink,
         _sandbox: sb,
         _relay: relay,
-    }
+    })
 }
 
 impl Setup {
@@ -156,9 +157,10 @@ impl Setup {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_exchange_is_identified_then_executed_once_and_settled() {
-    let s = setup().await;
+async fn an_interrupted_exchange_is_identified_then_executed_once_and_settled(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     // Pocket holds the payment before executing it: nothing is bought yet.
     let e = s
         .control(
@@ -246,9 +248,12 @@ async fn an_interrupted_exchange_is_identified_then_executed_once_and_settled() 
     s.d.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_exchange_settled_with_its_old_action_is_settled_by_read_back() {
-    let s = setup().await;
+async fn an_interrupted_exchange_settled_with_its_old_action_is_settled_by_read_back(
+    backend: Backend,
+) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     let e = s
         .control(
             &format!("sandbox/orders/{}/payments", s.order_id),
@@ -304,10 +309,12 @@ fn as_webhook(event: &str, exchange: &str) -> String {
     json!({ "event": event, "payload": payload }).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_alerted() {
+async fn pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_alerted(
+    backend: Backend,
+) {
     let sink = Sink::start().await;
-    let d = Daemon::start(
+    let Some(d) = Daemon::start_on(
+        backend,
         "http://127.0.0.1:9",
         0,
         "",
@@ -316,7 +323,10 @@ async fn pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_aler
             &listener(&sink, "exchange.executed, exchange.interrupted"),
         )],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let id = "a2d75998-5ee5-4501-a4cf-4e3788732b7a";
     let interrupted = include_str!("../fixtures/pocket/interrupted_webhook.json");
     assert_eq!(post_fixture(&d, interrupted).await.1["status"], "stored");
@@ -481,3 +491,9 @@ async fn a_storm_of_refused_webhooks_is_kept_bounded_and_alerted_once_with_a_cou
     let d = std::sync::Arc::into_inner(d).unwrap();
     d.stop();
 }
+
+on_both_backends!(
+    an_interrupted_exchange_is_identified_then_executed_once_and_settled,
+    an_interrupted_exchange_settled_with_its_old_action_is_settled_by_read_back,
+    pocket_documented_payloads_drive_the_lifecycle_and_a_new_action_is_alerted,
+);
