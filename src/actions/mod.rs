@@ -72,6 +72,8 @@ pub struct StepOutcome {
     pub reservation: Option<Reservation>,
     /// A withdrawal planned by the step, committed with it.
     pub withdrawal: Option<NewWithdrawal>,
+    /// The step's decisions for the audit log (a budget applied), committed with it.
+    pub audit: Vec<crate::store::audit::NewAudit>,
 }
 
 impl StepOutcome {
@@ -83,6 +85,7 @@ impl StepOutcome {
             effects: Vec::new(),
             reservation: None,
             withdrawal: None,
+            audit: Vec::new(),
         }
     }
 
@@ -94,6 +97,7 @@ impl StepOutcome {
             effects,
             reservation: None,
             withdrawal: None,
+            audit: Vec::new(),
         }
     }
 
@@ -106,6 +110,7 @@ impl StepOutcome {
             effects: vec![effect],
             reservation: None,
             withdrawal: None,
+            audit: Vec::new(),
         }
     }
 
@@ -118,6 +123,7 @@ impl StepOutcome {
             effects: Vec::new(),
             reservation: None,
             withdrawal: None,
+            audit: Vec::new(),
         }
     }
 }

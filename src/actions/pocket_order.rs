@@ -41,6 +41,8 @@ pub struct PocketOrder {
     pub payout_pos: Pos,
     pub active: Condition,
     pub affiliate_id: Option<String>,
+    /// Budgets: a cap reached pauses the order until the period ends.
+    pub limits: Option<crate::treasury::limits::Limits>,
     /// What the user's bank sends for this order, watched by the missed-purchase checker.
     pub expect: Option<crate::expect::Expect>,
 }
@@ -109,6 +111,13 @@ impl ActionStep for PocketOrder {
         let affiliate_id = m
             .get("affiliate_id")
             .and_then(|n| string(n, &r.field("affiliate_id"), r.ctx));
+        let limits = m.get("limits").and_then(|n| {
+            let literal = match &currency {
+                Some(Param::Value(c)) => Some(*c),
+                _ => None,
+            };
+            crate::treasury::limits::read(n, &r.field("limits"), literal, r.ctx)
+        });
         let expect = match m.get("expect") {
             Some(n) => {
                 let expect = crate::expect::Expect::read(r, n);
@@ -141,6 +150,7 @@ impl ActionStep for PocketOrder {
             payout_pos: payout.1,
             active: active?,
             affiliate_id,
+            limits,
         })
     }
 
@@ -193,6 +203,15 @@ impl ActionStep for PocketOrder {
                 Err(e) => return StepOutcome::failed(format!("active: {e}")),
             },
         };
+        let budget = match &self.limits {
+            Some(limits) => match budget(cx, limits, &stored).await {
+                Ok(v) => Some(v),
+                Err(e) => return StepOutcome::failed(format!("limits: {e}")),
+            },
+            None => None,
+        };
+        // A cap reached pauses the order whatever `active` says; the next period frees it.
+        let active = active && budget.as_ref().is_none_or(|v| v.reached.is_none());
         let fee_rate = match cx.param(&self.fee_rate, FeeRate::from_str) {
             Ok(rate) => rate,
             Err(e) => return StepOutcome::failed(format!("fee_rate: {e}")),
@@ -206,11 +225,21 @@ impl ActionStep for PocketOrder {
             Err(e) => return StepOutcome::failed(e.to_string()),
         };
         let read_failures = (!failed.is_empty()).then_some(failed);
+        let (limits_output, limit_effects, limit_audit) = match (&self.limits, &budget) {
+            (Some(limits), Some(verdict)) => {
+                let (effects, audit) = budget_effects(cx, limits, verdict, &remote, patch.active);
+                (Some(verdict.output(limits)), effects, audit)
+            }
+            _ => (None, Vec::new(), Vec::new()),
+        };
         if patch.is_empty() {
-            return StepOutcome::succeeded(
-                with_reads(order_output(&remote, created, false), Some(read_attempts), read_failures),
-                Vec::new(),
-            );
+            let mut output = with_reads(order_output(&remote, created, false), Some(read_attempts), read_failures);
+            if let Some(l) = &limits_output {
+                output["limits"] = l.clone();
+            }
+            let mut outcome = StepOutcome::succeeded(output, limit_effects);
+            outcome.audit = limit_audit;
+            return outcome;
         }
         let payload = PatchPayload {
             order_id: remote.id.clone(),
@@ -218,12 +247,104 @@ impl ActionStep for PocketOrder {
             created,
             read_attempts: Some(read_attempts),
             read_failures,
+            limits: limits_output,
         };
         match OrderPatchEffect::item(cx.key(), cx.waiter(), &payload) {
-            Ok(item) => StepOutcome::waiting(item),
+            Ok(item) => {
+                let mut outcome = StepOutcome::waiting(item);
+                outcome.effects.extend(limit_effects);
+                outcome.audit = limit_audit;
+                outcome
+            }
             Err(e) => StepOutcome::failed(format!("cannot write the order patch: {e}")),
         }
     }
+}
+
+/// What the order's limits decide now, from its exchanges of this month and week.
+async fn budget(
+    cx: &StepCx<'_>,
+    limits: &crate::treasury::limits::Limits,
+    stored: &crate::store::OrderRow,
+) -> Result<crate::treasury::limits::Verdict, String> {
+    use crate::treasury::limits::{Spent, decide, month, week};
+    let now = cx.clock.now();
+    let since = month(now).1.min(week(now).1);
+    let rows = cx
+        .store
+        .order_spent_since(&stored.id, since)
+        .await
+        .map_err(|e| e.to_string())?;
+    let spent: Vec<Spent> = rows
+        .into_iter()
+        .map(|(exchange_id, cost, at)| Spent { exchange_id, cost, at })
+        .collect();
+    decide(limits, &spent, now, stored.checked_at)
+}
+
+/// The email and audit entries of the budget's decision: a pause (when this step patches the
+/// order inactive because of it), a release (when it patches it active again in a new
+/// period), and each exchange above `per_exchange`. Keys make each email once.
+fn budget_effects(
+    cx: &StepCx<'_>,
+    limits: &crate::treasury::limits::Limits,
+    verdict: &crate::treasury::limits::Verdict,
+    remote: &Order,
+    patch_active: Option<bool>,
+) -> (Vec<crate::store::NewItem>, Vec<crate::store::audit::NewAudit>) {
+    use crate::store::audit::NewAudit;
+    use crate::treasury::limits::reason;
+    let mut effects = Vec::new();
+    let mut audit = Vec::new();
+    let subject = format!("order/{}", remote.id);
+    let workflow = &cx.run.workflow;
+    let mut mail = |key: String, subject: String, body: String| {
+        if let Some(mailer) = cx.mailer {
+            match crate::treasury::approvals::email_item(mailer, cx.env, key, &subject, &body) {
+                Ok(item) => effects.push(item),
+                Err(e) => tracing::error!(%e, "cannot compose a budget email"),
+            }
+        }
+    };
+    match (&verdict.reached, patch_active) {
+        (Some(r), Some(false)) => {
+            let why = reason(r);
+            mail(
+                format!("limits/{}/{}/{}", remote.id, r.cap, r.period),
+                format!("[satflow] {workflow}: order paused, budget reached ({})", r.period),
+                format!("The Pocket order {} of workflow `{workflow}` is paused: {why}.\n\nsatflow sets it active again at the first run of the next period.\n", remote.id),
+            );
+            audit.push(NewAudit {
+                actor: crate::treasury::audit::ENGINE.into(),
+                kind: "limits.paused".into(),
+                subject: subject.clone(),
+                detail: json!({ "workflow": workflow, "reason": why, "cap": r.cap, "period": r.period, "spent": r.spent.to_string(), "limit": r.limit.to_string() }),
+            });
+        }
+        (None, Some(true)) => audit.push(NewAudit {
+            actor: crate::treasury::audit::ENGINE.into(),
+            kind: "limits.within".into(),
+            subject: subject.clone(),
+            detail: json!({ "workflow": workflow, "active": true, "spent_this_month": verdict.spent_month.to_string(), "spent_this_week": verdict.spent_week.to_string() }),
+        }),
+        _ => {}
+    }
+    if let Some(cap) = limits.per_exchange {
+        for big in &verdict.above_per_exchange {
+            mail(
+                format!("limits/{}/per_exchange/{}", remote.id, big.exchange_id),
+                format!("[satflow] {workflow}: an exchange above {cap}"),
+                format!("Exchange {} of the Pocket order {} cost {} {}, above the per-exchange limit of {cap}.\n", big.exchange_id, remote.id, big.cost, cap.currency.code().to_uppercase()),
+            );
+            audit.push(NewAudit {
+                actor: crate::treasury::audit::ENGINE.into(),
+                kind: "limits.above_per_exchange".into(),
+                subject: format!("exchange/{}", big.exchange_id),
+                detail: json!({ "workflow": workflow, "order_id": remote.id, "cost": big.cost.to_string(), "limit": cap.to_string() }),
+            });
+        }
+    }
+    (effects, audit)
 }
 
 /// The payout and where its wallet or node is named.
@@ -481,6 +602,9 @@ pub struct PatchPayload {
     /// `null` when the first read succeeded.
     #[serde(default)]
     pub read_failures: Option<Vec<String>>,
+    /// What the order's budget decided (the step's `limits` output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Value>,
 }
 
 /// The fields to set; an absent one is left as it is.
@@ -542,11 +666,15 @@ impl Effect for OrderPatchEffect {
             .patch_order(&payload.order_id, &patch)
             .await
             .map_err(|e| e.handler_error())?;
-        Ok(with_reads(
+        let mut output = with_reads(
             order_output(&order, payload.created, true),
             payload.read_attempts,
             payload.read_failures,
-        ))
+        );
+        if let Some(limits) = payload.limits {
+            output["limits"] = limits;
+        }
+        Ok(output)
     }
 }
 

@@ -27,6 +27,7 @@ pub struct Withdraw {
     pub max_fee_percent: Option<Decimal>,
     pub max_fee_rate: Option<Decimal>,
     pub keep_sat: u64,
+    pub max_per_day_sat: Option<u64>,
 }
 
 impl ActionStep for Withdraw {
@@ -104,6 +105,19 @@ impl ActionStep for Withdraw {
             }
             None => 0,
         };
+        let max_per_day_sat = match m.get("max_per_day_sat") {
+            Some(n) => match unsigned(n, &r.field("max_per_day_sat"), r.ctx)? {
+                0 => {
+                    r.ctx.error(
+                        n.pos,
+                        format!("{}: 0 would refuse every withdrawal; write a positive number of satoshis, or leave it out for no daily cap", r.field("max_per_day_sat")),
+                    );
+                    return None;
+                }
+                max => Some(max),
+            },
+            None => None,
+        };
         if let (Some(min), Some(n)) = (min_amount_sat, min_node)
             && min < 1000
         {
@@ -120,6 +134,7 @@ impl ActionStep for Withdraw {
             max_fee_percent,
             max_fee_rate,
             keep_sat,
+            max_per_day_sat,
         })
     }
 
@@ -170,6 +185,7 @@ impl ActionStep for Withdraw {
             max_fee_percent: self.max_fee_percent,
             max_fee_rate: self.max_fee_rate,
             keep_sat: self.keep_sat,
+            max_per_day_sat: self.max_per_day_sat,
         };
         let item = match WithdrawEffect::item(cx.key(), cx.waiter(), &item) {
             Ok(item) => item,

@@ -50,7 +50,15 @@ pub struct DemoArgs {
     /// paths are printed, either way)
     #[arg(long)]
     pub show_qr: bool,
+    /// Keep the daemon (and the simulated Pocket) running after the demo, to look around in
+    /// the dashboard, until Ctrl-C
+    #[arg(long)]
+    pub serve: bool,
 }
+
+/// The demo's dashboard login (an admin): public, like the demo's keys.
+pub const DEMO_USER: &str = "demo";
+pub const DEMO_PASSWORD: &str = "satflow-demo";
 
 /// Accounts 0 and 1 of the BIP-84 branch of the published test seed (`wallet::test_seed`).
 const COLD: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
@@ -86,7 +94,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::UserError);
         }
     };
-    let outcome = runtime()?.block_on(play(&args.dir, args.show_qr));
+    let outcome = runtime()?.block_on(play(&args.dir, args.show_qr, args.serve));
     // Whatever the demo left (emails, QR codes, the database), so that the next demo replaces
     // it — and only it.
     let written: Vec<String> = listing(&args.dir)
@@ -484,7 +492,7 @@ fn cold_key() -> SecretKey {
         .private_key
 }
 
-async fn play(dir: &Path, show_qr: bool) -> anyhow::Result<Outcome> {
+async fn play(dir: &Path, show_qr: bool, serve: bool) -> anyhow::Result<Outcome> {
     say("satflow demo: three weeks of stacking, played on this machine in seconds.");
     say("Pocket and the Lightning Peach hub are simulated, the Lightning node is a stand-in, the");
     say("keys are public test keys: no account, no network, no money.");
@@ -558,6 +566,19 @@ async fn play(dir: &Path, show_qr: bool) -> anyhow::Result<Outcome> {
         .map_err(|r| anyhow::anyhow!(r.message))?;
     }
     let store = Store::open(&config.database).await?;
+    // A dashboard login for the demo (the folder was emptied of the previous demo's database).
+    let demo_user = crate::store::UserName::parse(DEMO_USER)?;
+    if store.user(DEMO_USER).await?.is_none() {
+        let hash = crate::store::users::hash_password(DEMO_PASSWORD);
+        store
+            .add_user(
+                &demo_user,
+                crate::store::Role::Admin,
+                &hash,
+                crate::clock::system_now(),
+            )
+            .await?;
+    }
     let dca_order = store
         .order_for_workflow("weekly-dca")
         .await?
@@ -596,8 +617,13 @@ async fn play(dir: &Path, show_qr: bool) -> anyhow::Result<Outcome> {
         dir, &store, &clock, &control, &node, &dca_order, &ln_order, &mut seen,
     )
     .await;
-    let _ = stop.send(true);
-    let _ = daemon.await;
+    let mut daemon = Some(daemon);
+    if (result.is_err() || !serve)
+        && let Some(daemon) = daemon.take()
+    {
+        let _ = stop.send(true);
+        let _ = daemon.await;
+    }
     result?;
 
     say("\n── The report (`satflow report`)");
@@ -622,6 +648,21 @@ async fn play(dir: &Path, show_qr: bool) -> anyhow::Result<Outcome> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "satflow".into());
     let config = dir.join("satflow.yaml");
+    if serve {
+        let dashboard = format!("http://{addr}/");
+        say(format!(
+            "\nThe dashboard: {dashboard}  (log in as {DEMO_USER} / {DEMO_PASSWORD})\nThe daemon keeps running; stop it with Ctrl-C."
+        ));
+        super::shutdown_signal().await;
+        let _ = stop.send(true);
+        if let Some(daemon) = daemon {
+            let _ = daemon.await;
+        }
+        return Ok(Outcome::Success);
+    }
+    say(format!(
+        "\nThe dashboard stopped with the demo's daemon: `satflow demo --serve` keeps it up (log in as {DEMO_USER} / {DEMO_PASSWORD})."
+    ));
     say("Look around with:");
     for command in [
         "runs",

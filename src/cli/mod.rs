@@ -9,6 +9,8 @@
 //! exits.
 
 mod addresses;
+mod approvals;
+mod audit;
 mod check;
 mod db;
 #[cfg(feature = "sandbox")]
@@ -27,6 +29,7 @@ mod runs;
 mod sandbox;
 mod status;
 mod trigger;
+mod user;
 mod withdrawals;
 #[cfg(not(feature = "sandbox"))]
 mod without_sandbox;
@@ -103,6 +106,16 @@ pub enum Command {
     Labels(labels::LabelsArgs),
     /// Withdrawals to cold storage: state, amount, address, transaction, or why not
     Withdrawals(withdrawals::WithdrawalsArgs),
+    /// The audit log of decisions and effects; `audit verify` checks its hash chain
+    Audit(audit::AuditArgs),
+    /// Steps waiting for approvals
+    Approvals(approvals::ApprovalsArgs),
+    /// Approve a step waiting for approvals
+    Approve(approvals::DecideArgs),
+    /// Reject a step waiting for approvals (the step fails)
+    Reject(approvals::RejectArgs),
+    /// Dashboard accounts: `user add NAME --role viewer|operator|admin`, list, remove, passwd, role
+    User(user::UserArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
     Order(order::OrderArgs),
     /// The Pocket simulator (and its control API), to rehearse workflows without money
@@ -168,6 +181,11 @@ pub fn main() -> ExitCode {
         Command::Labels(args) => labels::run(&config_path, &args),
         Command::Withdrawals(args) => withdrawals::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
+        Command::Audit(args) => audit::run(&config_path, &args),
+        Command::Approvals(args) => approvals::list(&config_path, &args),
+        Command::Approve(args) => approvals::approve(&config_path, &args),
+        Command::Reject(args) => approvals::reject(&config_path, &args),
+        Command::User(args) => user::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -340,6 +340,13 @@ async fn setup_with(
     store
         .save_order(&workflow.name, kind, &order, crate::clock::system_now())
         .await?;
+    let created = crate::store::audit::NewAudit {
+        actor: crate::treasury::audit::cli_actor(),
+        kind: "order.created".into(),
+        subject: format!("order/{}", order.id),
+        detail: serde_json::json!({ "workflow": workflow.name, "payout_kind": kind, "active": order.active, "currency": order.currency(), "fee_rate": order.fee_rate }),
+    };
+    store.audit(&created, crate::clock::system_now()).await?;
     store.close().await;
 
     println!(

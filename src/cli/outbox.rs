@@ -40,7 +40,7 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
         let now = crate::clock::system_now();
         match &args.action {
             Some(OutboxCommand::Retry { id }) => {
-                return Ok(if store.retry_item(*id, now).await? {
+                return Ok(if store.retry_item(*id, &crate::treasury::audit::cli_actor(), now).await? {
                     println!("item {id} is queued again; a running daemon sends it within a second");
                     Outcome::Success
                 } else {
@@ -49,7 +49,7 @@ pub fn run(config_path: &Path, args: &OutboxArgs) -> anyhow::Result<Outcome> {
                 });
             }
             Some(OutboxCommand::Discard { id }) => {
-                return Ok(if store.discard_item(*id, now).await? {
+                return Ok(if store.discard_item(*id, &crate::treasury::audit::cli_actor(), now).await? {
                     println!("item {id} is discarded");
                     Outcome::Success
                 } else {

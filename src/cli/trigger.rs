@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::{Outcome, Setup, load_setup, print_problems, runtime};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::daemon::{Workers, workers};
-use crate::store::{RunStatus, Store, Trigger};
+use crate::store::{RunStatus, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct TriggerArgs {
@@ -18,6 +18,9 @@ pub struct TriggerArgs {
     /// Run it in the foreground and wait for the outcome, instead of leaving it to the daemon
     #[arg(long)]
     pub wait: bool,
+    /// Who proposes this run (a dashboard user): they cannot approve its steps
+    #[arg(long = "as", value_name = "NAME")]
+    pub proposer: Option<String>,
 }
 
 pub fn run(config_path: &Path, args: &TriggerArgs) -> anyhow::Result<Outcome> {
@@ -45,9 +48,23 @@ pub fn run(config_path: &Path, args: &TriggerArgs) -> anyhow::Result<Outcome> {
         let store = Store::open(&config.database).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let now = clock.now();
+        if let Some(proposer) = &args.proposer
+            && !store.user_names().await?.contains(proposer)
+        {
+            eprintln!(
+                "error: --as {proposer}: there is no user `{proposer}` (see `satflow user list`)"
+            );
+            return Ok(Outcome::UserError);
+        }
         let key = format!("{}-{}", now.timestamp_millis(), std::process::id());
         let id = store
-            .queue_run(&args.workflow, Trigger::Manual, &key, None, now)
+            .queue_manual_run(
+                &args.workflow,
+                &key,
+                args.proposer.as_deref(),
+                &crate::treasury::audit::cli_actor(),
+                now,
+            )
             .await?
             .expect("a fresh manual key is never taken");
         println!("queued run {id} of workflow {}", args.workflow);

@@ -53,6 +53,16 @@ pub struct Config {
     pub healthcheck: Option<HealthcheckUrl>,
     /// The user's email templates by name (`templates:` folder), replacing built-ins.
     pub templates: BTreeMap<String, PathBuf>,
+    pub dashboard: DashboardConfig,
+}
+
+/// The `dashboard:` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardConfig {
+    /// A listener of its own; `None`: the dashboard is served on `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Mark the session cookie `Secure` even when the request did not say it came over TLS.
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,6 +482,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
     let alert_routes = r.alerts(alerts_key, &names, &mut ctx);
     let alerts: BTreeSet<Alert> = alert_routes.keys().copied().collect();
     r.templates(top.get("templates"), &mut ctx, &mut names);
+    let dashboard = sections::dashboard::read(top.get("dashboard"), &mut ctx);
     let top_pos = top.pos;
     top.finish(&mut ctx);
 
@@ -510,6 +521,7 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
                 notify,
                 healthcheck,
                 templates: names.templates.clone(),
+                dashboard,
             })
     } else {
         None

@@ -66,9 +66,30 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
+    let dashboard_listener = match config.dashboard.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let context_workflows: Vec<crate::dashboard::WorkflowInfo> = workflows
+        .iter()
+        .map(|w| crate::dashboard::WorkflowInfo {
+            name: w.name.clone(),
+            schedule: w.schedule.clone(),
+            on_events: !w.events.is_empty(),
+        })
+        .collect();
     // The instance id is the owner written on every lease this daemon takes.
     let host = instance::host_name();
     let owner = instance::new_id(&host, clock.as_ref());
+    // What this daemon runs, on record: the hashes of the configuration and the workflows.
+    let files: Vec<&std::path::Path> = workflows.iter().map(|w| w.path.as_path()).collect();
+    let started =
+        crate::treasury::audit::configuration_entry("daemon.started", &config.path, &files);
+    store.audit(&started, clock.now()).await?;
     let metrics = metrics_handle();
     // Built once: every client, file and setting the parts share.
     let context = Context::build(
@@ -182,6 +203,31 @@ pub async fn serve(
         .with_instance(owner.clone()),
         webhooks,
     );
+    let dashboard =
+        crate::dashboard::router(crate::dashboard::Dashboard::new(crate::dashboard::Parts {
+            store: store.clone(),
+            clock: Arc::clone(&clock),
+            config_path: config.path.clone(),
+            workflows: context_workflows,
+            wallets: config.wallets.keys().cloned().collect(),
+            secure_cookies: config.dashboard.secure_cookies,
+            wake_runner: Arc::clone(&wake_runner),
+            wake_outbox: Arc::clone(&runner.wake_outbox),
+        }));
+    // The dashboard on `listen` with everything else, or on a listener of its own.
+    let app = match dashboard_listener {
+        None => app.merge(dashboard),
+        Some(listener) => {
+            let mut dash_shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                crate::http::server::serve(listener, dashboard, async move {
+                    let _ = dash_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            });
+            app
+        }
+    };
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         crate::http::server::serve(listener, app, async move {

@@ -103,6 +103,11 @@ impl Runner {
                 renewed_at = tokio::time::Instant::now();
                 reached_database &= self.renew(&busy).await;
             }
+            // A step whose approvals ran out of time fails (its run is queued to end).
+            if let Err(err) = self.store.expire_approvals(self.clock.now()).await {
+                logs::store_error(&self.store, RUNNER, &err);
+                reached_database = false;
+            }
             while busy.len() < CONCURRENCY {
                 let taken: Vec<i64> = busy.iter().copied().collect();
                 match self
@@ -313,6 +318,14 @@ impl Runner {
                     },
                     None => self.perform(&run, step, &ctx).await,
                 };
+                // A step whose effects need approvals records them only once approved.
+                let outcome = match self
+                    .gate(&run, workflow, step, position, started_at, &ctx, outcome)
+                    .await?
+                {
+                    Gate::Record(outcome) => *outcome,
+                    Gate::Held => return Ok(()),
+                };
                 let record = StepRecord {
                     step_id: &step.id,
                     position,
@@ -323,6 +336,7 @@ impl Runner {
                     effects: outcome.effects.clone(),
                     reservation: outcome.reservation.clone(),
                     withdrawal: outcome.withdrawal.clone(),
+                    audit: outcome.audit.clone(),
                 };
                 match self
                     .store
@@ -352,6 +366,7 @@ impl Runner {
                             effects: Vec::new(),
                             reservation: None,
                             withdrawal: None,
+                            audit: Vec::new(),
                         };
                         self.store
                             .record_step(run.id, &self.owner, record, self.clock.now(), self.lease)
@@ -396,6 +411,132 @@ impl Runner {
             tracing::warn!(run = run.id, owner = %self.owner, "the run's end was refused: another instance holds its lease now");
         }
         Ok(())
+    }
+
+    /// Holds an effectful outcome of a step with `approval:` until its approvals are given: the
+    /// first time, the request (with the approvers' emails) is recorded instead of the outcome
+    /// and the run waits; once approved, the outcome (decided again) is recorded as usual; a
+    /// rejected or expired request fails the step.
+    #[allow(clippy::too_many_arguments)]
+    async fn gate(
+        &self,
+        run: &RunRow,
+        workflow: &Workflow,
+        step: &Step,
+        position: usize,
+        started_at: chrono::DateTime<chrono::Utc>,
+        ctx: &Value,
+        outcome: StepOutcome,
+    ) -> Result<Gate, StoreError> {
+        use crate::store::ApprovalStatus;
+        use crate::treasury::approvals;
+        let Some(rule) = &step.approval else {
+            return Ok(Gate::Record(Box::new(outcome)));
+        };
+        if outcome.status == StepStatus::Failed || !approvals::needs_approval(&outcome) {
+            return Ok(Gate::Record(Box::new(outcome)));
+        }
+        if let Some(when) = &rule.when {
+            match eval_condition(&self.env, when, ctx) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Gate::Record(Box::new(outcome))),
+                Err(e) => {
+                    return Ok(Gate::Record(Box::new(StepOutcome::failed(format!(
+                        "approval.when: {e}"
+                    )))));
+                }
+            }
+        }
+        match self.store.approval_for_step(run.id, &step.id).await? {
+            Some(a) if a.status == ApprovalStatus::Approved => {
+                return Ok(Gate::Record(Box::new(outcome)));
+            }
+            Some(a) if a.status == ApprovalStatus::Pending => {
+                self.store.release_to_waiting(run.id, &self.owner).await?;
+                return Ok(Gate::Held);
+            }
+            Some(a) => {
+                let why = a
+                    .reason
+                    .unwrap_or_else(|| format!("the approval was {}", a.status.name()));
+                return Ok(Gate::Record(Box::new(StepOutcome::failed(why))));
+            }
+            None => {}
+        }
+        let now = self.clock.now();
+        let deadline = now + rule.within;
+        let summary = approvals::summary(&workflow.name, &step.id, step.uses, rule, &outcome);
+        let proposer = self.store.run_proposer(run.id).await?;
+        let mut tokens = Vec::new();
+        let mut emails = Vec::new();
+        for approver in &rule.approvers {
+            let (token, hash) = match approvals::new_token() {
+                Ok(t) => t,
+                Err(e) => return Ok(Gate::Record(Box::new(StepOutcome::failed(e)))),
+            };
+            tokens.push((approver.clone(), hash));
+            if proposer.as_deref() == Some(approver.as_str()) {
+                continue;
+            }
+            if let Some(mailer) = &self.mailer {
+                // The dashboard's own listener when it has one.
+                let at = self.config.dashboard.listen.unwrap_or(self.config.listen);
+                let link = format!(
+                    "http://{at}/approvals/run/{}/{}?token={token}",
+                    run.id, step.id
+                );
+                let body = approvals::email_body(
+                    approver,
+                    &format!("run/{}/{}", run.id, step.id),
+                    &summary,
+                    &deadline.to_rfc3339(),
+                    &link,
+                );
+                let subject = format!(
+                    "[satflow] approval needed from {approver}: {} step {}",
+                    workflow.name, step.id
+                );
+                match approvals::email_item(
+                    mailer,
+                    &self.env,
+                    format!("approval/run/{}/{}/{approver}", run.id, step.id),
+                    &subject,
+                    &body,
+                ) {
+                    Ok(item) => emails.push(item),
+                    Err(e) => tracing::error!(run = run.id, %e, "cannot compose an approval email"),
+                }
+            }
+        }
+        let request = crate::store::NewApproval {
+            run_id: run.id,
+            step_id: step.id.clone(),
+            position,
+            workflow: workflow.name.clone(),
+            required: rule.required,
+            approvers: rule.approvers.clone(),
+            proposer,
+            summary,
+            started_at,
+            deadline,
+            tokens,
+            emails,
+        };
+        if self
+            .store
+            .request_approval(&self.owner, &request, now, self.lease)
+            .await?
+            .is_some()
+        {
+            tracing::info!(run = run.id, step = %step.id, required = rule.required, "step waits for approvals");
+            self.wake_outbox.notify_one();
+        } else {
+            tracing::warn!(
+                run = run.id,
+                "another daemon took this run over; leaving it"
+            );
+        }
+        Ok(Gate::Held)
     }
 
     async fn fail(
@@ -536,6 +677,14 @@ impl Runner {
     }
 }
 
+/// What the approval gate lets through.
+enum Gate {
+    /// Record this outcome (no approval needed, approved, or the step fails).
+    Record(Box<StepOutcome>),
+    /// The step waits for approvals; the run is handed back.
+    Held,
+}
+
 /// A stand-in for a workflow that is gone, so its failure can still be reported.
 fn placeholder(name: &str) -> Workflow {
     Workflow {
@@ -595,6 +744,7 @@ mod tests {
             notify: Default::default(),
             healthcheck: None,
             templates: Default::default(),
+            dashboard: Default::default(),
         };
         Arc::new(Runner {
             store: store.clone(),
@@ -641,6 +791,7 @@ mod tests {
             uses,
             action,
             condition: condition.map(str::to_string),
+            approval: None,
             pos: crate::source::Pos { line: 1, col: 1 },
             index: 0,
         }

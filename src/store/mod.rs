@@ -16,7 +16,11 @@
 
 mod alert_window;
 mod alerts;
+mod approvals;
+pub mod audit;
+mod budgets;
 mod copy;
+mod dashboard;
 pub(crate) mod db;
 mod exchanges;
 mod expect;
@@ -29,6 +33,7 @@ mod outbox;
 mod prices;
 mod runs;
 mod status;
+pub mod users;
 mod wallets;
 mod withdrawals;
 
@@ -47,7 +52,9 @@ use crate::config::{Database, PostgresUrl};
 
 pub use alert_window::ALERT_WINDOW;
 pub use alerts::AlertWindow;
+pub use approvals::{ApprovalRow, ApprovalStatus, Decided, Decision, NewApproval};
 pub use copy::{CopyError, TableCopy};
+pub use dashboard::{LedgerStamp, Listing};
 pub use db::Backend;
 pub(crate) use db::Tx;
 pub use exchanges::{
@@ -64,6 +71,7 @@ pub use runs::{Recorded, RunRow, StepRecord, StepRow};
 pub use status::{
     AttemptOutcome, OutboxStatus, RunStatus, StepStatus, Trigger, UnknownStatus, WithdrawalStatus,
 };
+pub use users::{Role, SessionRow, UserName, UserRow};
 pub use wallets::{AddressRow, Reservation};
 pub use withdrawals::{NewWithdrawal, WithdrawalRow, WithdrawalUpdate};
 
@@ -344,6 +352,8 @@ mod tests {
                 .await
                 .unwrap();
         for table in [
+            "approvals",
+            "audit_log",
             "schedule_anchors",
             "pending_challenges",
             "exchange_events",
@@ -353,7 +363,9 @@ mod tests {
             "outbox",
             "outbox_attempts",
             "runs",
+            "sessions",
             "step_results",
+            "users",
             "wallet_addresses",
             "wallet_cursors",
             "webhook_inbox",
@@ -632,6 +644,10 @@ mod postgres_tests {
         .unwrap();
         for table in [
             "alert_windows",
+            "approval_tokens",
+            "approval_votes",
+            "approvals",
+            "audit_log",
             "exchange_events",
             "exchanges",
             "expect_alerts",
@@ -644,9 +660,12 @@ mod postgres_tests {
             "outbox_attempts",
             "pending_challenges",
             "price_quotes",
+            "run_proposers",
             "runs",
             "schedule_anchors",
+            "sessions",
             "step_results",
+            "users",
             "wallet_addresses",
             "wallet_cursors",
             "webhook_inbox",

@@ -293,6 +293,30 @@ impl Store {
             )
             .await?;
         }
+        // An effect that moved money or changed an order is on record with its outcome, in
+        // the transaction that records it.
+        if status != OutboxStatus::Pending
+            && let Some(kind) = crate::treasury::audit::effect_kind(&claimed.item.kind)
+        {
+            let entry = super::audit::NewAudit {
+                actor: crate::treasury::audit::ENGINE.into(),
+                kind: if status == OutboxStatus::Done {
+                    kind.to_string()
+                } else {
+                    format!("{kind}.failed")
+                },
+                subject: format!("outbox/{id}"),
+                detail: serde_json::json!({
+                    "key": claimed.item.key,
+                    "run_id": claimed.item.run_id,
+                    "step_id": claimed.item.step_id,
+                    "effect": crate::treasury::audit::effect_detail(&claimed.item.kind, &claimed.item.payload),
+                    "result": crate::treasury::audit::effect_result(&claimed.item.kind, result.as_deref()),
+                    "error": error,
+                }),
+            };
+            super::audit::append(&mut tx, &entry, now).await?;
+        }
         // A provider that refuses everything kills many items at once: their alerts are
         // coalesced, one email an hour with a count.
         if status == OutboxStatus::Dead
@@ -372,7 +396,12 @@ impl Store {
 
     /// Puts a dead item back in the queue with a fresh attempt budget; a run that failed
     /// because of it waits for it again. False when there is no dead item `id`.
-    pub async fn retry_item(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn retry_item(
+        &self,
+        id: i64,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let item: Option<(Option<i64>, Option<String>)> = db::query_as(
             "UPDATE outbox SET status = 'pending', budget_from = attempts, next_attempt_at = $1, updated_at = $1
@@ -402,13 +431,19 @@ impl Store {
             .execute(&mut tx)
             .await?;
         }
+        audit_decision(&mut tx, "outbox.retried", id, actor, run_id, now).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Gives up on a pending or dead item without another attempt (and without an alert); a
     /// step waiting for it fails. False when there is no such item.
-    pub async fn discard_item(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn discard_item(
+        &self,
+        id: i64,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let now_ms = now.timestamp_millis();
         let mut tx = self.begin_write().await?;
         let item: Option<(Option<i64>, Option<String>)> = db::query_as(
@@ -435,9 +470,29 @@ impl Store {
             )
             .await?;
         }
+        audit_decision(&mut tx, "outbox.discarded", id, actor, run_id, now).await?;
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// A person's retry or discard of an item, on record in the transaction that does it.
+async fn audit_decision(
+    tx: &mut Tx,
+    kind: &str,
+    id: i64,
+    actor: &str,
+    run_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let entry = super::audit::NewAudit {
+        actor: actor.to_string(),
+        kind: kind.to_string(),
+        subject: format!("outbox/{id}"),
+        detail: serde_json::json!({ "run_id": run_id }),
+    };
+    super::audit::append(tx, &entry, now).await?;
+    Ok(())
 }
 
 /// Ends a step that waited for an item and gives its run back to the runner.

@@ -49,6 +49,8 @@ pub struct StepRecord<'a> {
     pub reservation: Option<Reservation>,
     /// A withdrawal the step plans, committed with it (before any provider is called).
     pub withdrawal: Option<NewWithdrawal>,
+    /// The step's decisions for the audit log, appended in the same transaction.
+    pub audit: Vec<super::audit::NewAudit>,
 }
 
 /// What became of recording a step.
@@ -275,6 +277,9 @@ impl Store {
             return Ok(Recorded::Conflict);
         }
         insert_items(&mut tx, &step.effects, now).await?;
+        for entry in &step.audit {
+            super::audit::append(&mut tx, entry, now).await?;
+        }
         if step.status == StepStatus::Waiting {
             db::query("UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_until = NULL WHERE id = $1")
                 .bind(run_id)
@@ -356,7 +361,7 @@ impl Store {
 }
 
 /// Extends `owner`'s lease on a running run; false if someone else holds it now.
-async fn hold_lease(
+pub(super) async fn hold_lease(
     tx: &mut Tx,
     run_id: i64,
     owner: &str,
@@ -410,6 +415,7 @@ mod tests {
             }],
             reservation: None,
             withdrawal: None,
+            audit: Vec::new(),
         };
         assert_eq!(
             a.record_step(run.id, "a", step("s1"), t1, lease)

@@ -61,6 +61,10 @@ pub struct Item {
     #[serde(with = "explicit_decimal")]
     pub max_fee_rate: Option<Decimal>,
     pub keep_sat: u64,
+    /// At most this much leaves by this workflow per UTC day; a withdrawal that would go over
+    /// is skipped with the reason. Absent: no daily cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_day_sat: Option<u64>,
 }
 
 /// A cap written as decimal text or `null` — present either way (a custom deserializer makes
@@ -339,6 +343,34 @@ async fn attempt(
             .await
             .map_err(store_error)?;
         return recorded(store, key).await;
+    }
+    if let Some(max) = item.max_per_day_sat {
+        let day = now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc();
+        let today = store
+            .withdrawn_since(&row.workflow, day)
+            .await
+            .map_err(store_error)?;
+        let amount = balance.saturating_sub(item.keep_sat);
+        if today.checked_add(amount).is_none_or(|total| total > max) {
+            let update = WithdrawalUpdate {
+                status: WithdrawalStatus::Skipped,
+                balance_sat: Some(balance),
+                fee_rate: Some(fee_rate.to_string()),
+                reason: Some(format!(
+                    "{amount} sat would bring today's withdrawals to more than max_per_day_sat {max} sat ({today} sat withdrawn today)"
+                )),
+                ..Default::default()
+            };
+            store
+                .update_withdrawal(key, &update, None, now())
+                .await
+                .map_err(store_error)?;
+            return recorded(store, key).await;
+        }
     }
     let keep = item.keep_sat;
     // The row says the provider is being called, and with what balance, before it is.

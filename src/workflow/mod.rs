@@ -135,6 +135,8 @@ pub struct Step {
     pub action: Action,
     /// `if:` — the step is skipped when this is false.
     pub condition: Option<String>,
+    /// `approval:` — its effects wait for these approvals.
+    pub approval: Option<crate::treasury::approvals::ApprovalRule>,
     /// Where the step's `uses:` is written, for problems found across steps or workflows.
     pub pos: Pos,
     /// The step's place in the file's list, as in `steps[N]` of messages.
@@ -502,6 +504,10 @@ fn read_step(
             }
         }
     });
+    let approval = m.get("approval").and_then(|n| {
+        let scope = expr::Scope { earlier, all_ids };
+        crate::treasury::approvals::read(n, prefix, jinja, &scope, ctx)
+    });
     let with_node = m.get("with");
     m.finish(ctx);
     let uses_node = uses_node?;
@@ -531,6 +537,7 @@ fn read_step(
         uses,
         action,
         condition,
+        approval,
         pos: uses_node.pos,
         index,
     })

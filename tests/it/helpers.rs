@@ -376,6 +376,24 @@ impl TestApp {
             .collect()
     }
 
+    /// Runs one SQL statement on the app's database (its SQLite file or its PostgreSQL
+    /// database), behind satflow's back: what someone with write access to it could do.
+    pub async fn execute_sql(&self, sql: &str) {
+        match &self.pg {
+            Some(pg) => {
+                let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            None => {
+                let url = format!("sqlite://{}", self.path().join("satflow.db").display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
     pub fn set_env(&mut self, name: &str, value: &str) {
         self.env.push((name.into(), value.into()));
     }

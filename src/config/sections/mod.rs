@@ -4,6 +4,7 @@
 //! The sections with settings of their own each have their file; what several share (paths,
 //! URLs, secrets, durations, named entries) is here.
 
+pub mod dashboard;
 mod email;
 mod lightning;
 mod notify;
