@@ -8,6 +8,8 @@
 #
 #   scripts/bench.sh                 # builds both release binaries, then measures
 #   NO_BUILD=1 scripts/bench.sh      # measures target/release/satflow as it is (sizes: that one)
+#   BIN=path/to/satflow scripts/bench.sh   # measures that binary (implies NO_BUILD)
+#   NO_RATES=1 scripts/bench.sh      # sizes and memory only (no `cargo bench`)
 #   N=5000 RATE=1000 SECS=10 WORKFLOWS=10000 SETTLE=10 scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +44,7 @@ stripped_size() {
 mib() { awk -v b="$1" 'BEGIN { printf "%.2f MiB (%d bytes)", b / 1048576, b }'; }
 
 # --- the binaries -------------------------------------------------------------------------
-if [ -z "${NO_BUILD:-}" ]; then
+if [ -z "${NO_BUILD:-}" ] && [ -z "${BIN:-}" ]; then
   echo "building release without default features ..." >&2
   cargo build --release --quiet --no-default-features --bin satflow
   cp target/release/satflow "$work/satflow-min"
@@ -50,7 +52,7 @@ if [ -z "${NO_BUILD:-}" ]; then
   echo "building release with default features ..." >&2
   cargo build --release --quiet --bin satflow
 fi
-cp target/release/satflow "$work/satflow"
+cp "${BIN:-target/release/satflow}" "$work/satflow"
 bin=$work/satflow
 size_default=$(stripped_size "$bin")
 if [ -f "$work/satflow-min" ]; then
@@ -128,15 +130,17 @@ echo "idle: $many scheduled workflows, ${settle} s after /healthz 200 ..." >&2
 read -r rssN hwmN threadsN readyN < <(idle_figures "$big/satflow.yaml" "$port")
 
 # --- rates, latency, cold start ----------------------------------------------------------
-echo "rates and latency (cargo bench --bench footprint) ..." >&2
-cargo bench --quiet --bench footprint -- all "n=$n" "rate=$rate" "secs=$secs" | tee "$work/rates.txt" >&2
-cargo bench --quiet --bench footprint -- coldstart "bin=$bin" runs=5 | tee -a "$work/rates.txt" >&2
 declare -A f
-while read -r tag key value; do
-  [ "$tag" = FIGURE ] && f[$key]=$value
-done < "$work/rates.txt"
+if [ -z "${NO_RATES:-}" ]; then
+  echo "rates and latency (cargo bench --bench footprint) ..." >&2
+  cargo bench --quiet --bench footprint -- all "n=$n" "rate=$rate" "secs=$secs" | tee "$work/rates.txt" >&2
+  cargo bench --quiet --bench footprint -- coldstart "bin=$bin" runs=5 | tee -a "$work/rates.txt" >&2
+  while read -r tag key value; do
+    [ "$tag" = FIGURE ] && f[$key]=$value
+  done < "$work/rates.txt"
+fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }'; }
-raw=${f[raw_insert_per_s]}
+raw=${f[raw_insert_per_s]:-0}
 
 echo
 echo "satflow footprint and speed — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -147,6 +151,7 @@ fi
 printf '%-52s %s KiB (peak %s KiB, %s threads)\n' "idle RSS, demo's five workflows" "$rss5" "$hwm5" "$threads5"
 printf '%-52s %s KiB (peak %s KiB, %s threads)\n' "idle RSS, $many scheduled workflows" "$rssN" "$hwmN" "$threadsN"
 printf '%-52s %s ms / %s ms\n' "start to /healthz 200 (five / $many workflows)" "$ready5" "$readyN"
+if [ -n "${NO_RATES:-}" ]; then exit 0; fi
 printf '%-52s %.0f/s\n' "raw SQLite, one fsync per insert" "$raw"
 printf '%-52s %.0f/s (%s raw)\n' "webhook ingest (acknowledged)" "${f[webhook_ingest_per_s]}" "$(ratio "${f[webhook_ingest_per_s]}" "$raw")"
 printf '%-52s %.0f/s (%s raw)\n' "exchange events applied" "${f[exchange_apply_per_s]}" "$(ratio "${f[exchange_apply_per_s]}" "$raw")"
