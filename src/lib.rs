@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod exchanges;
+pub mod expect;
 pub mod expr;
 pub mod health;
 pub mod http;

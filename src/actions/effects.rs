@@ -8,6 +8,7 @@ use super::http_post::HttpEffect;
 use super::pocket_order::OrderPatchEffect;
 use super::pocket_payout::PayoutEffect;
 use super::withdraw::WithdrawEffect;
+use crate::notify::channels::{FanoutEffect, NtfyEffect, TelegramEffect, WebhookEffect};
 use crate::outbox::handlers::email::EmailEffect;
 use crate::outbox::handlers::{HandlerFuture, Registry};
 use crate::outbox::{Effect, HandlerError, Handlers};
@@ -68,6 +69,10 @@ effects! {
     OrderPatchEffect,
     PayoutEffect,
     WithdrawEffect,
+    FanoutEffect,
+    NtfyEffect,
+    TelegramEffect,
+    WebhookEffect,
 }
 
 impl Registry for Effects {
@@ -101,7 +106,11 @@ mod tests {
                 "email",
                 "pocket.order.patch",
                 "pocket.payout",
-                "withdraw"
+                "withdraw",
+                "notify.fanout",
+                "notify.ntfy",
+                "notify.telegram",
+                "notify.webhook"
             ]
         );
     }

@@ -244,4 +244,5 @@ registry! {
     PriceQuote(price_quote::PriceQuote),
     Email(email::Email),
     HttpPost(http_post::HttpPost),
+    Notify(notify::Notify),
 }

@@ -41,6 +41,8 @@ pub struct PocketOrder {
     pub payout_pos: Pos,
     pub active: Condition,
     pub affiliate_id: Option<String>,
+    /// What the user's bank sends for this order, watched by the missed-purchase checker.
+    pub expect: Option<crate::expect::Expect>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,8 +109,31 @@ impl ActionStep for PocketOrder {
         let affiliate_id = m
             .get("affiliate_id")
             .and_then(|n| string(n, &r.field("affiliate_id"), r.ctx));
+        let expect = match m.get("expect") {
+            Some(n) => {
+                let expect = crate::expect::Expect::read(r, n);
+                if let (Some(e), Some(Param::Value(c))) = (&expect, &currency)
+                    && e.currency != *c
+                {
+                    r.ctx.error(
+                        n.pos,
+                        format!(
+                            "{}: the amount is in {}, but the order is paid in {}; write the amount in {}",
+                            r.field("expect.amount"),
+                            e.currency.code().to_uppercase(),
+                            c.code().to_uppercase(),
+                            c.code().to_uppercase()
+                        ),
+                    );
+                    return None;
+                }
+                Some(expect?)
+            }
+            None => None,
+        };
         let payout = payout?;
         Some(PocketOrder {
+            expect,
             currency: currency?,
             fee_rate: fee_rate?,
             debitor_iban: iban?,

@@ -14,6 +14,7 @@ mod check;
 mod demo;
 mod exchanges;
 mod init;
+pub mod labels;
 mod logging;
 mod order;
 mod outbox;
@@ -95,8 +96,10 @@ pub enum Command {
     Addresses(addresses::AddressesArgs),
     /// Exchanges with their state and payout, and the events each went through
     Exchanges(exchanges::ExchangesArgs),
-    /// Totals (fiat spent, BTC stacked, average price, fees) and the ledger; --csv, --json
+    /// Totals (fiat spent, BTC stacked, average price, fees) and the ledger; --format csv, json, koinly, cointracker
     Report(report::ReportArgs),
+    /// BIP-329 labels (JSON Lines) of a wallet's addresses and payouts, for Sparrow and other wallets
+    Labels(labels::LabelsArgs),
     /// Withdrawals to cold storage: state, amount, address, transaction, or why not
     Withdrawals(withdrawals::WithdrawalsArgs),
     /// Pocket orders: `order setup WORKFLOW` creates the order a workflow declares
@@ -158,6 +161,7 @@ pub fn main() -> ExitCode {
         Command::Addresses(args) => addresses::run(&config_path, &args),
         Command::Exchanges(args) => exchanges::run(&config_path, &args),
         Command::Report(args) => report::run(&config_path, &args),
+        Command::Labels(args) => labels::run(&config_path, &args),
         Command::Withdrawals(args) => withdrawals::run(&config_path, &args),
         Command::Order(args) => order::run(&config_path, &args),
         Command::Sandbox(args) => sandbox::run(&config_path, &args),

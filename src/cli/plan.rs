@@ -56,6 +56,11 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
         }
     };
     let orders = super::runtime()?.block_on(declared_orders(&config, &workflows));
+    let expectations: std::collections::HashMap<String, String> =
+        crate::expect::declared(&workflows)
+            .into_iter()
+            .map(|(w, e)| (w, e.describe()))
+            .collect();
     let from = args.from.unwrap_or_else(crate::clock::system_now);
     let utc = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut scheduled = Vec::new();
@@ -110,6 +115,7 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
                     None => Value::Null,
                 },
                 "drift": o.drift,
+                "expect": expectations.get(&o.workflow),
             })).collect::<Vec<_>>(),
             "unscheduled": unscheduled.iter().map(|w| json!({
                 "workflow": w.name,
@@ -143,6 +149,12 @@ pub fn run(config_path: &Path, args: &PlanArgs) -> anyhow::Result<Outcome> {
         writeln!(out, "Declared orders:")?;
         for o in &orders {
             writeln!(out, "  {}: {}", o.workflow, o.declared)?;
+            if let Some(expect) = expectations.get(&o.workflow) {
+                writeln!(
+                    out,
+                    "    expects {expect}: one alert per missed payment (missed_purchase), one per cost off (cost_mismatch)"
+                )?;
+            }
             match (&o.order_id, &o.remote) {
                 (None, _) => writeln!(
                     out,

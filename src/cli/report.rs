@@ -1,5 +1,6 @@
-//! `satflow report [--csv | --json]`: totals (fiat spent, bitcoin stacked, average price paid,
-//! fees) and the ledger's entries.
+//! `satflow report [--format text|csv|json|koinly|cointracker]`: totals (fiat spent, bitcoin
+//! stacked, average price paid, fees) and the ledger's entries, as text, as satflow's own CSV or
+//! JSON, or in a tax tool's import format (docs/exports.md).
 //!
 //! An absurd stored value never stops the report: its entry is left out and a warning naming
 //! it goes to stderr (and into `--json`), so stdout stays the report alone.
@@ -13,12 +14,36 @@ use crate::ledger;
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// One CSV row per ledger entry, for accounting and tax tools
-    #[arg(long, conflicts_with = "json")]
+    /// Same as --format csv
+    #[arg(long, conflicts_with_all = ["json", "format"])]
     pub csv: bool,
-    /// Totals and entries as one JSON document
-    #[arg(long)]
+    /// Same as --format json
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// text (default), csv (one row per ledger entry), json (totals and entries), koinly
+    /// (Koinly's universal CSV) or cointracker (CoinTracker's CSV)
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Csv,
+    Json,
+    Koinly,
+    Cointracker,
+}
+
+impl ReportArgs {
+    fn format(&self) -> Format {
+        match (self.format, self.csv, self.json) {
+            (Some(f), _, _) => f,
+            (None, true, _) => Format::Csv,
+            (None, _, true) => Format::Json,
+            _ => Format::Text,
+        }
+    }
 }
 
 pub fn run(config_path: &Path, args: &ReportArgs) -> anyhow::Result<Outcome> {
@@ -34,18 +59,29 @@ pub fn run(config_path: &Path, args: &ReportArgs) -> anyhow::Result<Outcome> {
         for reason in &skipped {
             eprintln!("warning: {reason}");
         }
-        if args.csv {
-            print!("{}", ledger::csv(&entries)?);
-            return Ok(Outcome::Success);
-        }
-        if args.json {
-            let doc = json!({
-                "totals": ledger::totals_json(&totals),
-                "entries": entries.iter().map(ledger::entry_json).collect::<Vec<_>>(),
-                "warnings": skipped,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-            return Ok(Outcome::Success);
+        match args.format() {
+            Format::Text => {}
+            Format::Csv => {
+                print!("{}", ledger::csv(&entries)?);
+                return Ok(Outcome::Success);
+            }
+            Format::Koinly => {
+                print!("{}", ledger::exports::koinly(&entries)?);
+                return Ok(Outcome::Success);
+            }
+            Format::Cointracker => {
+                print!("{}", ledger::exports::cointracker(&entries)?);
+                return Ok(Outcome::Success);
+            }
+            Format::Json => {
+                let doc = json!({
+                    "totals": ledger::totals_json(&totals),
+                    "entries": entries.iter().map(ledger::entry_json).collect::<Vec<_>>(),
+                    "warnings": skipped,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(Outcome::Success);
+            }
         }
         print!("{}", text(&entries, &totals));
         Ok(Outcome::Success)

@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{Outcome, Setup, daemon_runtime, load_setup, print_problems};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::engine::daemon::{self, DaemonError};
 use crate::workflow::Workflow;
@@ -104,13 +104,17 @@ struct Generation {
 
 impl Generation {
     /// Starts a daemon on `config` and waits until it listens, or until it fails to start.
-    async fn start(config: &Arc<Config>, workflows: &[Workflow]) -> anyhow::Result<Generation> {
+    async fn start(
+        config: &Arc<Config>,
+        workflows: &[Workflow],
+        clock: &Arc<dyn Clock>,
+    ) -> anyhow::Result<Generation> {
         let (stop, stopped) = watch::channel(false);
         let (ready, listening) = oneshot::channel::<SocketAddr>();
         let mut task = tokio::spawn(daemon::serve_shared(
             Arc::clone(config),
             workflows.to_vec(),
-            Arc::new(SystemClock),
+            Arc::clone(clock),
             stopped,
             Some(ready),
         ));
@@ -141,7 +145,9 @@ async fn supervise(
     mut workflows: Vec<Workflow>,
 ) -> anyhow::Result<Outcome> {
     let mut signals = Signals::new()?;
-    let mut running = Generation::start(&config, &workflows).await?;
+    // One clock for every generation: a reload does not move the daemon's time.
+    let clock = engine_clock();
+    let mut running = Generation::start(&config, &workflows, &clock).await?;
     loop {
         let signal = tokio::select! {
             signal = signals.next() => signal,
@@ -180,7 +186,7 @@ async fn supervise(
                 if let Err(err) = running.stop().await {
                     tracing::warn!(error = %err, "the previous setup stopped with an error");
                 }
-                running = match Generation::start(&new_config, &new_workflows).await {
+                running = match Generation::start(&new_config, &new_workflows, &clock).await {
                     Ok(started) => {
                         tracing::info!(
                             workflows = new_workflows.len(),
@@ -195,10 +201,27 @@ async fn supervise(
                             error = %err,
                             "reload refused: the new setup cannot start; starting the previous one again"
                         );
-                        Generation::start(&config, &workflows).await?
+                        Generation::start(&config, &workflows, &clock).await?
                     }
                 };
             }
         }
     }
+}
+
+/// Debug builds only: an RFC 3339 time the daemon's clock starts at (then moves with real
+/// time), so the integration tests can put the daemon weeks ahead. Release builds never read it.
+pub const TEST_NOW_VAR: &str = "SATFLOW_TEST_NOW";
+
+fn engine_clock() -> Arc<dyn Clock> {
+    #[cfg(debug_assertions)]
+    if let Ok(text) = std::env::var(TEST_NOW_VAR) {
+        match chrono::DateTime::parse_from_rfc3339(text.trim()) {
+            Ok(start) => return Arc::new(crate::clock::JumpClock::new(start.to_utc())),
+            Err(e) => tracing::warn!(
+                "{TEST_NOW_VAR} ignored: {e} (expected an RFC 3339 time, e.g. 2026-12-10T09:00:00Z)"
+            ),
+        }
+    }
+    Arc::new(SystemClock)
 }

@@ -41,6 +41,41 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             .into_iter()
             .filter(|e| !crate::store::is_final(e.state))
             .collect();
+        let expect_alerts = store.expect_alerts(50).await?;
+        let mut expected = Vec::new();
+        for (workflow, e) in crate::expect::declared(&workflows) {
+            let order = store.order_for_workflow(&workflow).await?;
+            let line = match &order {
+                None => format!("{workflow}: expects {}; no order yet", e.describe()),
+                Some(o) => {
+                    let times: Vec<_> = store
+                        .exchanges(i64::MAX)
+                        .await?
+                        .into_iter()
+                        .filter(|x| x.order_id.as_deref() == Some(o.id.as_str()))
+                        .filter(|x| {
+                            matches!(
+                                x.state,
+                                crate::pocket::types::ExchangeState::Executed
+                                    | crate::pocket::types::ExchangeState::Settled
+                            )
+                        })
+                        .map(|x| x.exchange.executed_on.unwrap_or(x.first_seen_at))
+                        .collect();
+                    let last = times.iter().max().map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+                    let current = e.windows(o.created_at, now).into_iter().last();
+                    format!(
+                        "{workflow}: expects {}; last purchase {}{}",
+                        e.describe(),
+                        last.unwrap_or_else(|| "none yet".into()),
+                        current
+                            .map(|w| format!("; this window's payment is due by {}", w.deadline.format("%Y-%m-%d %H:%M UTC")))
+                            .unwrap_or_default()
+                    )
+                }
+            };
+            expected.push(line);
+        }
         let dead_items: Vec<_> = store
             .outbox_items(200)
             .await?
@@ -61,6 +96,11 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
                     "next_check_at": e.next_check_at.map(|t| t.to_rfc3339()),
                 })).collect::<Vec<_>>(),
                 "webhooks": { "unrecognized_kept": unrecognized },
+                "expected_purchases": expected,
+                "expect_alerts": expect_alerts.iter().map(|a| json!({
+                    "workflow": a.workflow, "kind": a.kind, "ref": a.reference,
+                    "message": a.message, "raised_at": a.raised_at.to_rfc3339(),
+                })).collect::<Vec<_>>(),
                 "alerts_held_back": held_back.iter().map(|(kind, count)| json!({"kind": kind, "count": count})).collect::<Vec<_>>(),
                 "outbox": {
                     "pending": pending,
@@ -98,6 +138,15 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             }
             for (kind, count) in &held_back {
                 println!("Alerts held back this hour: {count} {kind} (one summary email follows)");
+            }
+            if !expected.is_empty() {
+                println!("Expected purchases:");
+                for line in &expected {
+                    println!("  {line}");
+                }
+                for a in &expect_alerts {
+                    println!("  {} {}: {} (raised {})", a.workflow, a.kind, a.message, a.raised_at.to_rfc3339());
+                }
             }
             println!("Outbox: {pending} pending, {dead} dead");
             for i in &dead_items {

@@ -20,7 +20,7 @@ use url::Url;
 use crate::domain::WalletKey;
 use crate::source::{Ctx, Diagnostics, Env, MapReader, load_file};
 
-pub use sections::{DEFAULT_LISTEN, list_names};
+pub use sections::{DEFAULT_LISTEN, list_names, webhook_key};
 
 /// Where `satflow.yaml` is looked for when `-c` is not given.
 pub fn default_path() -> PathBuf {
@@ -43,7 +43,14 @@ pub struct Config {
     pub prices: PricesConfig,
     pub outbox: OutboxConfig,
     pub engine: EngineConfig,
+    /// The alerts switched on (routed to at least one target).
     pub alerts: BTreeSet<Alert>,
+    /// Where each alert that is on goes: `email` or a name under `notify:`.
+    pub alert_routes: BTreeMap<Alert, Vec<String>>,
+    /// The notification targets besides email (`notify:`), by name.
+    pub notify: BTreeMap<String, NotifyTarget>,
+    /// The healthchecks.io-style URL pinged while the daemon lives (`healthcheck:`).
+    pub healthcheck: Option<HealthcheckUrl>,
     /// The user's email templates by name (`templates:` folder), replacing built-ins.
     pub templates: BTreeMap<String, PathBuf>,
 }
@@ -224,10 +231,14 @@ pub enum Alert {
     WithdrawalUpdate,
     /// An exchange executed at a rate far from the market price.
     RateOffMarket,
+    /// No exchange of an order with `expect:` executed within a window and its grace.
+    MissedPurchase,
+    /// An exchange's cost differs from the order's `expect: { amount }` beyond the tolerance.
+    CostMismatch,
 }
 
 impl Alert {
-    pub const ALL: [Alert; 8] = [
+    pub const ALL: [Alert; 10] = [
         Alert::Interrupted,
         Alert::Refunded,
         Alert::PayoutMismatch,
@@ -236,6 +247,8 @@ impl Alert {
         Alert::UnrecognizedWebhook,
         Alert::WithdrawalUpdate,
         Alert::RateOffMarket,
+        Alert::MissedPurchase,
+        Alert::CostMismatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -248,7 +261,108 @@ impl Alert {
             Alert::UnrecognizedWebhook => "unrecognized_webhook",
             Alert::WithdrawalUpdate => "withdrawal_update",
             Alert::RateOffMarket => "rate_off_market",
+            Alert::MissedPurchase => "missed_purchase",
+            Alert::CostMismatch => "cost_mismatch",
         }
+    }
+}
+
+/// The name under which `alerts:` routes to the `email` section.
+pub const EMAIL_TARGET: &str = "email";
+
+/// A notification target of `notify:`. Its secrets are `SecretString`; its URLs are shown by
+/// scheme and host only (an ntfy topic or a webhook path is a password of its own).
+pub enum NotifyTarget {
+    Ntfy {
+        /// The topic URL, e.g. https://ntfy.sh/mytopic.
+        url: Url,
+        token: Option<SecretString>,
+        /// 1 (min) to 5 (max/urgent); ntfy's default (3) when unset.
+        priority: Option<u8>,
+    },
+    Telegram {
+        bot_token: SecretString,
+        /// A chat's numeric id (negative for groups) or `@channelusername`.
+        chat_id: String,
+        /// The Bot API's base URL (https://api.telegram.org; another for a local Bot API
+        /// server or a test).
+        api_url: Url,
+    },
+    /// A receiver of Standard Webhooks (signed with HMAC-SHA256).
+    Webhook { url: Url, secret: SecretString },
+}
+
+/// The kind of a notification target, as far as routing and checking need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    Ntfy,
+    Telegram,
+    Webhook,
+}
+
+impl NotifyTarget {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            NotifyTarget::Ntfy { .. } => ChannelKind::Ntfy,
+            NotifyTarget::Telegram { .. } => ChannelKind::Telegram,
+            NotifyTarget::Webhook { .. } => ChannelKind::Webhook,
+        }
+    }
+}
+
+/// `scheme://host[:port]/…`: a URL as logs and errors may show it.
+pub fn url_origin(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{}://{host}:{port}/…", url.scheme()),
+        (Some(host), None) => format!("{}://{host}/…", url.scheme()),
+        _ => format!("{}://…", url.scheme()),
+    }
+}
+
+impl std::fmt::Debug for NotifyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotifyTarget::Ntfy { url, priority, .. } => f
+                .debug_struct("Ntfy")
+                .field("url", &url_origin(url))
+                .field("priority", priority)
+                .finish_non_exhaustive(),
+            NotifyTarget::Telegram {
+                chat_id, api_url, ..
+            } => f
+                .debug_struct("Telegram")
+                .field("chat_id", chat_id)
+                .field("api_url", &url_origin(api_url))
+                .finish_non_exhaustive(),
+            NotifyTarget::Webhook { url, .. } => f
+                .debug_struct("Webhook")
+                .field("url", &url_origin(url))
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The healthcheck URL (healthchecks.io: `https://hc-ping.com/<uuid>`). Whoever knows it can
+/// ping the check, so it is shown as [`HealthcheckUrl::shown`] only.
+#[derive(Clone)]
+pub struct HealthcheckUrl(pub Url);
+
+impl HealthcheckUrl {
+    /// The URL with its path cut to its first 4 characters: enough to tell checks apart.
+    pub fn shown(&self) -> String {
+        let path = self.0.path().trim_start_matches('/');
+        let head: String = path.chars().take(4).collect();
+        match (self.0.host_str(), self.0.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}/{head}…", self.0.scheme()),
+            (Some(h), None) => format!("{}://{h}/{head}…", self.0.scheme()),
+            _ => format!("{}://…", self.0.scheme()),
+        }
+    }
+}
+
+impl std::fmt::Debug for HealthcheckUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
     }
 }
 
@@ -268,6 +382,8 @@ pub struct Names {
     pub price_source: Option<PriceSource>,
     /// User email templates by name, with the file each lives in.
     pub templates: BTreeMap<String, PathBuf>,
+    /// The targets under `notify:`, by name (`email` is not among them).
+    pub notify_targets: BTreeMap<String, ChannelKind>,
 }
 
 /// The result of reading satflow.yaml.
@@ -324,14 +440,25 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
     let prices = r.prices(top.get("prices"), &mut ctx, &mut names);
     let outbox = r.outbox(top.get("outbox"), &mut ctx);
     let engine = r.engine(top.get("engine"), &mut ctx);
+    let notify = top
+        .get("notify")
+        .map(|n| r.notify(n, &mut ctx, &mut names))
+        .unwrap_or_default();
+    let healthcheck = top
+        .get("healthcheck")
+        .and_then(|n| r.healthcheck(n, &mut ctx));
     let alerts_key = top.get("alerts");
-    let alerts = r.alerts(alerts_key, &mut ctx);
+    let alert_routes = r.alerts(alerts_key, &names, &mut ctx);
+    let alerts: BTreeSet<Alert> = alert_routes.keys().copied().collect();
     r.templates(top.get("templates"), &mut ctx, &mut names);
     let top_pos = top.pos;
     top.finish(&mut ctx);
 
     // Cross-section rules, once every section has been read.
-    if !alerts.is_empty() && !names.has_email {
+    let emailed = alert_routes
+        .values()
+        .any(|targets| targets.iter().any(|t| t == EMAIL_TARGET));
+    if emailed && !names.has_email {
         let pos = alerts_key.map_or(top_pos, |n| n.pos);
         ctx.error(
             pos,
@@ -358,6 +485,9 @@ pub fn load(path: &Path, env: &dyn Env, diags: &mut Diagnostics) -> Loaded {
                 outbox,
                 engine,
                 alerts,
+                alert_routes,
+                notify,
+                healthcheck,
                 templates: names.templates.clone(),
             })
     } else {

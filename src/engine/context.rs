@@ -47,14 +47,32 @@ impl Context {
             .email
             .as_ref()
             .map(|e| Mailer::new(e, config.templates.clone()).with_clock(Arc::clone(&clock)));
-        let alerts = Alerts::new(mailer.clone(), config.alerts.clone());
+        let clients = Arc::new(
+            Clients::build(&config)
+                .with_withdraw_nodes(&config, crate::withdraw::call_timeouts(&config)),
+        );
+        let channels = config
+            .notify
+            .iter()
+            .map(|(name, target)| (name.clone(), target.kind()))
+            .collect();
+        let pinger = config.healthcheck.clone().map(|url| {
+            Arc::new(crate::notify::channels::healthcheck::Pinger::new(
+                url,
+                clients.http.clone(),
+            ))
+        });
+        let alerts = Alerts::routed(
+            mailer.clone(),
+            config.alert_routes.clone(),
+            channels,
+            config.templates.clone(),
+        )
+        .with_healthcheck(pinger);
         let payout_wallets = payout_wallets(workflows);
         let explorers = explorers(&config, &payout_wallets);
         Context {
-            clients: Arc::new(
-                Clients::build(&config)
-                    .with_withdraw_nodes(&config, crate::withdraw::call_timeouts(&config)),
-            ),
+            clients,
             env: crate::expr::environment(),
             mailer,
             alerts,

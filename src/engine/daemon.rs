@@ -113,12 +113,27 @@ pub async fn serve_shared(
         .filter(|w| !w.events.is_empty())
         .cloned()
         .collect();
+    // The missed-purchase checker runs at each scheduler pass (`expect:` on pocket.order).
+    let expectations = crate::expect::declared(&workflows);
+    let checker = (!expectations.is_empty()).then(|| {
+        Arc::new(crate::expect::Checker {
+            store: store.clone(),
+            expectations,
+            alerts: context.alerts.clone(),
+            env: context.env.clone(),
+            wake_outbox: Arc::clone(&runner.wake_outbox),
+        })
+    });
     tasks.spawn(scheduler_loop(
         store.clone(),
         Arc::clone(&clock),
         workflows,
         heartbeats.scheduler.clone(),
         Arc::clone(&wake_runner),
+        PassHooks {
+            healthcheck: context.alerts.healthcheck().cloned(),
+            checker,
+        },
         shutdown.clone(),
     ));
     // Webhooks are stored by the HTTP handler and applied by the processor, which also reads
@@ -299,14 +314,27 @@ async fn withdrawal_follower(
     }
 }
 
+/// What runs after each scheduler pass besides firing schedules.
+struct PassHooks {
+    /// The outside liveness ping (`healthcheck:`).
+    healthcheck: Option<Arc<crate::notify::channels::healthcheck::Pinger>>,
+    /// The missed-purchase checker (`expect:` on pocket.order).
+    checker: Option<Arc<crate::expect::Checker>>,
+}
+
 async fn scheduler_loop(
     store: Store,
     clock: Arc<dyn Clock>,
     workflows: Vec<Workflow>,
     heartbeat: Heartbeat,
     wake_runner: Arc<Notify>,
+    hooks: PassHooks,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let PassHooks {
+        healthcheck,
+        checker,
+    } = hooks;
     let mut scheduler = loop {
         match Scheduler::load(&store, &workflows, clock.now()).await {
             Ok(s) => break s,
@@ -323,6 +351,7 @@ async fn scheduler_loop(
             }
         }
     };
+    let mut last_check: Option<chrono::DateTime<chrono::Utc>> = None;
     while !*shutdown.borrow() {
         match scheduler.tick(&store, clock.now()).await {
             Ok(queued) => {
@@ -331,8 +360,22 @@ async fn scheduler_loop(
                 }
                 heartbeat.beat(clock.now());
                 logs::recovered("scheduler");
+                // Sent from a task of its own: a slow or failing ping never holds the pass.
+                if let Some(pinger) = &healthcheck {
+                    pinger.pass(clock.now());
+                }
             }
             Err(err) => logs::store_error(&store, "scheduler", &err),
+        }
+        // At most once a minute: a pass reads every exchange, and windows are days long.
+        let now = clock.now();
+        if let Some(checker) = &checker
+            && last_check.is_none_or(|t| now < t || now - t >= chrono::Duration::minutes(1))
+        {
+            last_check = Some(now);
+            if let Err(err) = checker.pass(now).await {
+                logs::store_error(&store, "missed-purchase checker", &err);
+            }
         }
         let now = clock.now();
         let wait = scheduler

@@ -382,6 +382,9 @@ impl Runner {
         {
             metrics::counter!("satflow_runs_total", "outcome" => "failed").increment(1);
             tracing::error!(run = run.id, workflow = %run.workflow, %error, "run failed");
+            if let Some(pinger) = self.alerts.healthcheck() {
+                pinger.fail();
+            }
             if queued_alert {
                 self.wake_outbox.notify_one();
             }
@@ -540,6 +543,9 @@ mod tests {
             outbox: OutboxConfig::default(),
             engine: EngineConfig::default(),
             alerts: Default::default(),
+            alert_routes: Default::default(),
+            notify: Default::default(),
+            healthcheck: None,
             templates: Default::default(),
         };
         Arc::new(Runner {

@@ -8,6 +8,7 @@
 //! never a panic.
 
 pub mod chart;
+pub mod exports;
 
 use std::collections::BTreeMap;
 

@@ -13,8 +13,9 @@ use minijinja::Environment;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::channels::{self, ChannelMessage, Fanout, healthcheck::Pinger};
 use super::templates;
-use crate::config::{Alert, EmailConfig};
+use crate::config::{Alert, ChannelKind, EMAIL_TARGET, EmailConfig};
 use crate::store::NewItem;
 
 /// The outbox kind of emails.
@@ -188,25 +189,78 @@ pub fn message_id(key: &str, from: &Mailbox) -> String {
     format!("<{hex}.satflow@{}>", from.email.domain())
 }
 
-/// The built-in alert emails that are switched on.
-#[derive(Debug, Clone)]
+/// The built-in alerts that are switched on, and where each goes: by email, to the targets of
+/// `notify:`, or both. An alert for several targets is one fan-out item that queues one item
+/// per target (see `notify::channels`).
+#[derive(Debug, Clone, Default)]
 pub struct Alerts {
     mailer: Option<Mailer>,
-    enabled: BTreeSet<Alert>,
+    routes: BTreeMap<Alert, Vec<String>>,
+    /// The kind of each target under `notify:`.
+    channels: BTreeMap<String, ChannelKind>,
+    /// The user's templates (alerts to channels are rendered from them too).
+    templates: BTreeMap<String, PathBuf>,
+    healthcheck: Option<std::sync::Arc<Pinger>>,
 }
 
 impl Alerts {
+    /// `enabled` by email only.
     pub fn new(mailer: Option<Mailer>, enabled: BTreeSet<Alert>) -> Self {
-        Alerts { mailer, enabled }
+        let routes = enabled
+            .into_iter()
+            .map(|a| (a, vec![EMAIL_TARGET.to_string()]))
+            .collect();
+        Alerts {
+            mailer,
+            routes,
+            ..Default::default()
+        }
     }
 
-    /// Whether `alert` would be sent (it is switched on and there is an email section).
+    /// As `alerts:` routes them, with the kinds of the targets of `notify:`.
+    pub fn routed(
+        mailer: Option<Mailer>,
+        routes: BTreeMap<Alert, Vec<String>>,
+        channels: BTreeMap<String, ChannelKind>,
+        templates: BTreeMap<String, PathBuf>,
+    ) -> Self {
+        Alerts {
+            mailer,
+            routes,
+            channels,
+            templates,
+            healthcheck: None,
+        }
+    }
+
+    /// With the healthcheck pinger (told when a run fails).
+    pub fn with_healthcheck(mut self, pinger: Option<std::sync::Arc<Pinger>>) -> Self {
+        self.healthcheck = pinger;
+        self
+    }
+
+    /// The healthcheck pinger, when `healthcheck:` is set.
+    pub fn healthcheck(&self) -> Option<&std::sync::Arc<Pinger>> {
+        self.healthcheck.as_ref()
+    }
+
+    /// Whether `alert` would be sent (it is routed to a target that can be reached).
     pub fn enabled(&self, alert: Alert) -> bool {
-        self.mailer.is_some() && self.enabled.contains(&alert)
+        self.routes
+            .get(&alert)
+            .is_some_and(|targets| targets.iter().any(|t| self.reachable(t)))
     }
 
-    /// The alert email `alert` for the thing `key` names, or `None` when that alert is off, or
+    fn reachable(&self, target: &str) -> bool {
+        match target {
+            EMAIL_TARGET => self.mailer.is_some(),
+            other => self.channels.contains_key(other),
+        }
+    }
+
+    /// The alert `alert` for the thing `key` names, or `None` when that alert is off, or
     /// when it cannot be rendered (logged: an alert must never stop the work it reports on).
+    /// One target: its item; several: one fan-out item that queues one item per target.
     pub fn item(
         &self,
         env: &Environment<'_>,
@@ -214,25 +268,101 @@ impl Alerts {
         key: &str,
         ctx: &Value,
     ) -> Option<NewItem> {
-        let mailer = self.mailer.as_ref()?;
-        if !self.enabled.contains(&alert) {
-            return None;
-        }
         let key = format!("alert/{}/{key}", alert.name());
-        match mailer.compose(
-            env,
-            key,
-            Content::Template(alert.name()),
-            ctx,
-            None,
-            true,
-            None,
-        ) {
-            Ok(item) => Some(item),
-            Err(err) => {
-                tracing::error!(alert = alert.name(), %err, "cannot compose an alert email");
-                None
+        self.route(env, alert, key, Content::Template(alert.name()), ctx)
+    }
+
+    /// The items of one alert, `content` rendered with `ctx`, for each of its targets; `key`
+    /// is the email's key, the other targets' keys end in `/<target>`.
+    fn route(
+        &self,
+        env: &Environment<'_>,
+        alert: Alert,
+        key: String,
+        content: Content<'_>,
+        ctx: &Value,
+    ) -> Option<NewItem> {
+        let targets = self.routes.get(&alert)?;
+        let mut items = Vec::new();
+        for target in targets {
+            let composed = match target.as_str() {
+                EMAIL_TARGET => {
+                    let Some(mailer) = &self.mailer else {
+                        continue;
+                    };
+                    mailer.compose(env, key.clone(), content.again(), ctx, None, true, None)
+                }
+                name => {
+                    let Some(kind) = self.channels.get(name) else {
+                        continue;
+                    };
+                    self.channel_item(env, alert, *kind, name, &key, content.again(), ctx)
+                }
+            };
+            match composed {
+                Ok(item) => items.push(item),
+                Err(err) => {
+                    tracing::error!(alert = alert.name(), %target, %err, "cannot compose an alert")
+                }
             }
+        }
+        match items.len() {
+            0 => None,
+            1 => items.pop(),
+            _ => Some(Fanout::item(format!("{key}/all"), items)),
+        }
+    }
+
+    /// The alert for the channel target `name`: the template's subject as title, its body as
+    /// the message, the context as the details a webhook receiver gets.
+    #[allow(clippy::too_many_arguments)]
+    fn channel_item(
+        &self,
+        env: &Environment<'_>,
+        alert: Alert,
+        kind: ChannelKind,
+        name: &str,
+        key: &str,
+        content: Content<'_>,
+        ctx: &Value,
+    ) -> Result<NewItem, String> {
+        let (subject, body) = match content {
+            Content::Inline { subject, body } => (subject.to_string(), body.to_string()),
+            Content::Template(t) => {
+                let t = templates::find(t, &self.templates)
+                    .ok_or_else(|| format!("there is no template `{t}`"))??;
+                (t.subject, t.body)
+            }
+        };
+        let render = |text: &str| crate::expr::render(env, text, ctx);
+        let title = render(&subject)?.trim().replace(['\r', '\n'], " ");
+        let message = render(&body)?.trim().to_string();
+        let key = format!("{key}/{name}");
+        let now = self
+            .mailer
+            .as_ref()
+            .and_then(|m| m.clock.as_ref())
+            .map_or_else(crate::clock::system_now, |c| c.now());
+        let message = ChannelMessage {
+            target: name.to_string(),
+            title,
+            message,
+            event_type: format!("alert.{}", alert.name()),
+            data: json!({ "kind": alert.name(), "context": ctx }),
+            id: channels::message_id(&key),
+            timestamp: now.to_rfc3339(),
+            alert: true,
+        };
+        channels::item(kind, key, &message, None).map_err(|e| e.to_string())
+    }
+}
+
+impl Content<'_> {
+    /// The same content, for another target.
+    fn again(&self) -> Content<'_> {
+        match self {
+            Content::Template(t) => Content::Template(t),
+            Content::Inline { subject, body } => Content::Inline { subject, body },
         }
     }
 }
@@ -264,14 +394,15 @@ impl Alerts {
         Ok(sent)
     }
 
-    /// The one email that reports the alerts of a kind held back in a window (coalescing:
-    /// at most one alert email per kind and hour). `None` without an email section.
+    /// The one message that reports the alerts of a kind held back in a window (coalescing:
+    /// at most one alert per kind and hour), to the targets of that kind. `None` when it
+    /// has none.
     pub fn summary(
         &self,
         env: &Environment<'_>,
         window: &crate::store::AlertWindow,
     ) -> Option<NewItem> {
-        let mailer = self.mailer.as_ref()?;
+        let alert = Alert::ALL.into_iter().find(|a| a.name() == window.kind)?;
         let key = format!(
             "alert/{}/summary/{}",
             window.kind,
@@ -291,21 +422,7 @@ impl Alerts {
                     {% if kind == \"unrecognized_webhook\" %}`satflow status` shows how many unrecognized webhooks are stored (the newest are kept).\n\
                     {% elif kind == \"dead_letter\" %}`satflow outbox` lists the dead items; `satflow outbox retry ID` sends one again.\n\
                     {% elif kind == \"run_failed\" %}`satflow runs` lists the failed runs with their errors.\n{% endif %}";
-        match mailer.compose(
-            env,
-            key,
-            Content::Inline { subject, body },
-            &ctx,
-            None,
-            true,
-            None,
-        ) {
-            Ok(item) => Some(item),
-            Err(err) => {
-                tracing::error!(kind = %window.kind, %err, "cannot compose an alert summary");
-                None
-            }
-        }
+        self.route(env, alert, key, Content::Inline { subject, body }, &ctx)
     }
 }
 

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-const BUILT_IN: [(&str, &str); 11] = [
+const BUILT_IN: [(&str, &str); 13] = [
     ("order_created", include_str!("templates/order_created.txt")),
     ("run_failed", include_str!("templates/run_failed.txt")),
     ("interrupted", include_str!("templates/interrupted.txt")),
@@ -32,9 +32,14 @@ const BUILT_IN: [(&str, &str); 11] = [
         include_str!("templates/rate_off_market.txt"),
     ),
     ("weekly_digest", include_str!("templates/weekly_digest.txt")),
+    (
+        "missed_purchase",
+        include_str!("templates/missed_purchase.txt"),
+    ),
+    ("cost_mismatch", include_str!("templates/cost_mismatch.txt")),
 ];
 
-pub const BUILT_IN_NAMES: [&str; 11] = [
+pub const BUILT_IN_NAMES: [&str; 13] = [
     BUILT_IN[0].0,
     BUILT_IN[1].0,
     BUILT_IN[2].0,
@@ -46,6 +51,8 @@ pub const BUILT_IN_NAMES: [&str; 11] = [
     BUILT_IN[8].0,
     BUILT_IN[9].0,
     BUILT_IN[10].0,
+    BUILT_IN[11].0,
+    BUILT_IN[12].0,
 ];
 
 /// Variables a template sees beyond the workflow's (`event`, `steps`, `run`, `workflow`).

@@ -13,6 +13,7 @@
 mod alert_window;
 mod alerts;
 mod exchanges;
+mod expect;
 mod fires;
 mod health;
 mod inbox;
@@ -41,6 +42,7 @@ pub use alerts::AlertWindow;
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
+pub use expect::ExpectAlert;
 pub use fires::{Fire, FireAction, WorkflowFires};
 pub use health::{WriteFailure, WriteHealth};
 pub use inbox::{InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored};

@@ -6,14 +6,16 @@
 
 mod email;
 mod lightning;
+mod notify;
 mod pocket;
 mod prices;
 mod wallets;
 mod withdraw;
 
+pub use notify::webhook_key;
 pub use withdraw::check_withdraw_nodes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -26,9 +28,9 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::{
-    Alert, Database, EmailConfig, EmailTransport, EngineConfig, InvoiceSource, LightningNode,
-    Names, NodeKind, OutboxConfig, PocketConfig, PriceSource, PricesConfig, WalletConfig,
-    WithdrawProvider,
+    Alert, ChannelKind, Database, EmailConfig, EmailTransport, EngineConfig, HealthcheckUrl,
+    InvoiceSource, LightningNode, Names, NodeKind, NotifyTarget, OutboxConfig, PocketConfig,
+    PriceSource, PricesConfig, WalletConfig, WithdrawProvider,
 };
 use crate::domain::HumanDuration;
 use crate::domain::{ScriptType, WalletKey};
@@ -265,43 +267,6 @@ impl Reader<'_> {
         }
         m.finish(ctx);
         engine
-    }
-
-    pub fn alerts(&self, node: Option<&Node>, ctx: &mut Ctx<'_>) -> BTreeSet<Alert> {
-        let Some(node) = node else {
-            return Alert::ALL.into_iter().collect();
-        };
-        let Kind::Seq(items) = &node.kind else {
-            ctx.error(
-                node.pos,
-                "alerts: expected a list, e.g. alerts: [interrupted, refunded] (or [] for none)",
-            );
-            return BTreeSet::new();
-        };
-        let accepted: Vec<&str> = Alert::ALL.iter().map(|a| a.name()).collect();
-        let mut out = BTreeSet::new();
-        for item in items {
-            let Some(name) = string(item, "alerts", ctx) else {
-                continue;
-            };
-            match Alert::ALL.into_iter().find(|a| a.name() == name) {
-                Some(alert) => {
-                    out.insert(alert);
-                }
-                None => {
-                    let hint = did_you_mean(&name, &accepted);
-                    ctx.error(
-                        item.pos,
-                        format!(
-                            "alerts: {} is not a built-in alert; {hint}accepted: {}",
-                            describe(&name),
-                            accepted.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
-        out
     }
 
     /// The user's email templates (`NAME.txt` in `templates:`, `templates/` by default when it

@@ -48,9 +48,10 @@ impl Effect for EmailEffect {
     }
 }
 
-/// Whether a stored item is a built-in alert email.
+/// Whether a stored item is a built-in alert (an email, or a message to another channel).
 pub fn is_alert(kind: &str, payload: &Value) -> bool {
-    kind == EmailEffect::KIND && EmailEffect::decode(payload).is_ok_and(|p| p.alert)
+    (kind == EmailEffect::KIND && EmailEffect::decode(payload).is_ok_and(|p| p.alert))
+        || crate::notify::channels::is_alert(kind, payload)
 }
 
 /// How long one SMTP delivery may take: shorter than the outbox's bound on a handler under the
