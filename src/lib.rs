@@ -15,6 +15,7 @@ pub mod expect;
 pub mod expr;
 pub mod health;
 pub mod http;
+pub mod instance;
 pub mod ledger;
 pub mod lightning;
 pub mod logs;

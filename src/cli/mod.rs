@@ -10,6 +10,7 @@
 
 mod addresses;
 mod check;
+mod db;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod exchanges;
@@ -107,6 +108,8 @@ pub enum Command {
     /// The Pocket simulator (and its control API), to rehearse workflows without money
     #[cfg_attr(not(feature = "sandbox"), command(hide = true))]
     Sandbox(sandbox::SandboxArgs),
+    /// Move or back up the database: `db copy --from URL --to URL`, `db backup PATH`
+    Db(db::DbArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -158,6 +161,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&config_path, &args),
         Command::Runs(args) => runs::run(&config_path, &args),
         Command::Outbox(args) => outbox::run(&config_path, &args),
+        Command::Db(args) => db::run(&config_path, &args),
         Command::Addresses(args) => addresses::run(&config_path, &args),
         Command::Exchanges(args) => exchanges::run(&config_path, &args),
         Command::Report(args) => report::run(&config_path, &args),

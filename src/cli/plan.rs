@@ -205,8 +205,12 @@ async fn declared_orders(
     workflows: &[Workflow],
 ) -> Vec<DeclaredOrder> {
     use crate::workflow::{Action, Condition, Param};
-    let crate::config::Database::Sqlite(path) = &config.database;
-    let store = if path.exists() {
+    let exists = match &config.database {
+        crate::config::Database::Sqlite(path) => path.exists(),
+        // A server's database is there to be read (the schema is brought up to date).
+        crate::config::Database::Postgres(_) => true,
+    };
+    let store = if exists {
         crate::store::Store::open(&config.database).await.ok()
     } else {
         None

@@ -1,4 +1,4 @@
-//! `satflow status`: next fires, recent runs, unsettled exchanges, held-back alerts, the outbox
+//! `satflow status`: the instances alive, next fires, recent runs, unsettled exchanges, held-back alerts, the outbox
 //! backlog and dead letters.
 
 use std::path::Path;
@@ -76,6 +76,9 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             };
             expected.push(line);
         }
+        let instances = store
+            .live_instances(now, crate::instance::ALIVE_WITHIN)
+            .await?;
         let dead_items: Vec<_> = store
             .outbox_items(200)
             .await?
@@ -88,6 +91,7 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
                 run_docs.push(super::runs::run_json(&store, run).await?);
             }
             let doc = json!({
+                "instances": instances.iter().map(crate::instance::json).collect::<Vec<_>>(),
                 "next_fires": next.iter().map(|(w, t)| json!({"workflow": w, "at": t.to_rfc3339()})).collect::<Vec<_>>(),
                 "runs": run_docs,
                 "unsettled_exchanges": open_exchanges.iter().map(|e| json!({
@@ -112,6 +116,21 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
+            println!("Instances alive:");
+            for i in &instances {
+                println!(
+                    "  {}  {} pid {} on {}, up since {}, last beat {}",
+                    i.id,
+                    i.host,
+                    i.pid,
+                    i.listen,
+                    i.started_at.to_rfc3339(),
+                    i.heartbeat_at.to_rfc3339()
+                );
+            }
+            if instances.is_empty() {
+                println!("  (none: no daemon is running on this database)");
+            }
             println!("Next fires:");
             for (w, t) in &next {
                 println!("  {t}  {w}");

@@ -58,6 +58,44 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
+    Postgres(PostgresUrl),
+}
+
+/// A `postgres://` URL as written (it may hold a password): `Debug` and `redacted` show it
+/// without the password, `expose` is for opening the connection only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Takes a URL the config reader checked (scheme, host, `sslmode`).
+    pub fn new(url: String) -> PostgresUrl {
+        PostgresUrl(url)
+    }
+
+    /// The URL with its password: only for connecting, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without password nor query (`postgres://user@host:port/db`), for messages.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.set_query(None);
+                url.to_string()
+            }
+            Err(_) => "postgres://(unreadable URL)".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({})", self.redacted())
+    }
 }
 
 #[derive(Debug)]
@@ -528,6 +566,43 @@ mod tests {
         assert_eq!(config.prices.sources, vec![PriceSource::Peach]);
         assert!(config.alerts.is_empty());
         assert!(config.pocket.is_none());
+    }
+
+    #[test]
+    fn a_postgres_url_from_the_environment_is_taken_and_its_password_never_shown() {
+        let env = [(
+            "DATABASE_URL",
+            "postgres://satflow:pg-s3cret@db.example.com:5433/treasury?sslmode=verify-full",
+        )];
+        let (_dir, loaded, problems) = load_text("database: ${DATABASE_URL}\nalerts: []\n", &env);
+        assert!(problems.is_empty(), "{problems:?}");
+        let config = loaded.config.expect("a valid config");
+        let Database::Postgres(url) = &config.database else {
+            panic!("{:?}", config.database);
+        };
+        assert_eq!(url.expose(), env[0].1);
+        assert_eq!(
+            url.redacted(),
+            "postgres://satflow:***@db.example.com:5433/treasury"
+        );
+        assert!(!format!("{config:?}").contains("pg-s3cret"));
+
+        for (text, expected) in [
+            (
+                "postgres://u:p@h/db?sslmode=sometimes",
+                "sslmode=sometimes is not an sslmode; accepted: disable, allow, prefer, require, verify-ca, verify-full",
+            ),
+            ("postgresql://u:pw-secret@/db", "empty host"),
+        ] {
+            let (_dir, loaded, problems) = load_text(
+                &format!("database: \"{text}\"\nalerts: []\n"),
+                &[("X", "y")],
+            );
+            assert!(loaded.config.is_none());
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains(expected), "{problems:?}");
+            assert!(!problems[0].contains("pw-secret"), "{problems:?}");
+        }
     }
 
     #[test]

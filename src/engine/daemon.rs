@@ -21,6 +21,7 @@ use crate::exchanges::Processor;
 use crate::health::{Heartbeat, Heartbeats, Limits};
 use crate::http::webhook::WebhookState;
 use crate::http::{AppState, metrics_handle, router};
+use crate::instance::{self, Jobs};
 use crate::logs;
 use crate::outbox::handlers::email::EmailSender;
 use crate::outbox::{Dispatcher, Handlers};
@@ -76,7 +77,9 @@ pub async fn serve_shared(
         addr: config.listen,
         source,
     })?;
-    let owner = format!("{}-{}", std::process::id(), clock.now().timestamp_millis());
+    // The instance id is the owner written on every lease this daemon takes.
+    let host = instance::host_name();
+    let owner = instance::new_id(&host, clock.as_ref());
     let metrics = metrics_handle();
     // Built once: every client, file and setting the parts share.
     let context = Context::build(
@@ -97,10 +100,23 @@ pub async fn serve_shared(
         dispatcher: dispatcher.heartbeat.clone(),
     };
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(instance::heartbeat(
+        store.clone(),
+        instance::row(&owner, &host, addr, clock.as_ref()),
+        Arc::clone(&clock),
+        shutdown.clone(),
+    ));
+    let jobs = Jobs {
+        store: store.clone(),
+        owner: owner.clone(),
+        clock: Arc::clone(&clock),
+        lease: context.lease,
+    };
     tasks.spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     tasks.spawn(Arc::clone(&runner).run(shutdown.clone()));
     if !config.withdraw.is_empty() {
         tasks.spawn(withdrawal_follower(
+            jobs.clone(),
             store.clone(),
             Arc::clone(&config),
             Arc::clone(&context.clients),
@@ -154,7 +170,7 @@ pub async fn serve_shared(
             explorers: context.explorers.clone(),
             payout_wallets: context.payout_wallets.clone(),
         });
-        tasks.spawn(processor.run(shutdown.clone()));
+        tasks.spawn(processor.run(shutdown.clone(), jobs.clone()));
         WebhookState::start(
             &mut tasks,
             store.clone(),
@@ -173,7 +189,8 @@ pub async fn serve_shared(
             heartbeats,
             limits,
             metrics,
-        ),
+        )
+        .with_instance(owner.clone()),
         webhooks,
     );
     let mut http_shutdown = shutdown.clone();
@@ -290,8 +307,9 @@ pub fn workers_in(
     })
 }
 
-/// Follows withdrawals until their transactions are confirmed.
+/// Follows withdrawals until their transactions are confirmed, on one instance at a time.
 async fn withdrawal_follower(
+    jobs: Jobs,
     store: Store,
     config: Arc<Config>,
     clients: Arc<Clients>,
@@ -303,9 +321,11 @@ async fn withdrawal_follower(
         .follow_every
         .clamp(std::time::Duration::from_millis(100), MAX_SCHEDULER_SLEEP);
     while !*shutdown.borrow() {
-        match crate::withdraw::follow(&store, &config, &clients, &clock).await {
-            Ok(_) => logs::recovered("following withdrawals"),
-            Err(err) => logs::store_error(&store, "following withdrawals", &err),
+        if jobs.hold(instance::WITHDRAWALS, every).await {
+            match crate::withdraw::follow(&store, &config, &clients, &clock).await {
+                Ok(_) => logs::recovered("following withdrawals"),
+                Err(err) => logs::store_error(&store, "following withdrawals", &err),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

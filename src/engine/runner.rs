@@ -226,6 +226,49 @@ impl Runner {
         } else {
             "run resumed"
         };
+        // The order keeper of a workflow (its `pocket.order` step) runs on one instance at a
+        // time: a run that finds another instance keeping that order goes back to the queue
+        // after a pause, to be taken again once that instance is done.
+        let keeper = workflow
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::PocketOrder(_)))
+            .then(|| crate::instance::order_keeper(&workflow.name));
+        if let Some(job) = &keeper {
+            let held = self
+                .store
+                .hold_job(
+                    job,
+                    &self.owner,
+                    self.clock.now(),
+                    crate::instance::KEEPER_LEASE,
+                )
+                .await?;
+            if !held {
+                tracing::info!(run = run.id, workflow = %workflow.name, "another instance keeps this workflow's order now; the run waits its turn");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                self.store.release_to_waiting(run.id, &self.owner).await?;
+                return Ok(());
+            }
+        }
+        let result = self.execute_steps(&run, workflow, recorded, verb).await;
+        if let Some(job) = &keeper
+            && let Err(err) = self.store.release_job(job, &self.owner).await
+        {
+            tracing::warn!(%err, "cannot hand back the order keeper's lease; it expires by itself");
+        }
+        result
+    }
+
+    /// The steps of `run` from its first unrecorded one.
+    async fn execute_steps(
+        &self,
+        run: &RunRow,
+        workflow: &Workflow,
+        recorded: HashMap<String, crate::store::StepRow>,
+        verb: &str,
+    ) -> Result<(), StoreError> {
+        let run = run.clone();
         tracing::info!(run = run.id, workflow = %workflow.name, trigger = %run.trigger, done = recorded.len(), "{verb}");
         let mut outputs = Map::new();
         for (position, step) in workflow.steps.iter().enumerate() {
@@ -348,6 +391,9 @@ impl Runner {
         {
             metrics::counter!("satflow_runs_total", "outcome" => "succeeded").increment(1);
             tracing::info!(run = run.id, workflow = %workflow.name, "run succeeded");
+        } else {
+            // Fenced: this instance's lease ran out and another took the run over.
+            tracing::warn!(run = run.id, owner = %self.owner, "the run's end was refused: another instance holds its lease now");
         }
         Ok(())
     }
@@ -388,6 +434,8 @@ impl Runner {
             if queued_alert {
                 self.wake_outbox.notify_one();
             }
+        } else {
+            tracing::warn!(run = run.id, owner = %self.owner, "the run's failure was refused: another instance holds its lease now");
         }
         Ok(())
     }

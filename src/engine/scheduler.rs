@@ -249,10 +249,15 @@ mod tests {
         }
 
         async fn run_times(store: &Store) -> Vec<String> {
-            sqlx::query_scalar("SELECT trigger_key FROM runs ORDER BY trigger_key")
-                .fetch_all(store.pool())
+            let mut keys: Vec<String> = store
+                .recent_runs(10_000)
                 .await
                 .unwrap()
+                .into_iter()
+                .map(|r| r.trigger_key)
+                .collect();
+            keys.sort();
+            keys
         }
 
         #[tokio::test]

@@ -86,7 +86,12 @@ pub struct Processor {
 impl Processor {
     /// Runs until `shutdown`: processes the inbox as webhooks arrive and reads back exchanges
     /// that are due.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Read-backs run on one instance at a time: the one holding the reconciler's job lease.
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        jobs: crate::instance::Jobs,
+    ) {
         let every = self.reconcile_every();
         let mut next_reconcile = tokio::time::Instant::now();
         while !*shutdown.borrow() {
@@ -95,14 +100,19 @@ impl Processor {
                 Ok(_) => {}
                 Err(err) => crate::logs::store_error(&self.store, "webhook inbox", &err),
             }
-            if tokio::time::Instant::now() >= next_reconcile {
+            let pass = every.min(Duration::from_secs(60));
+            if tokio::time::Instant::now() >= next_reconcile
+                && jobs.hold(crate::instance::RECONCILER, pass).await
+            {
                 if let Err(err) = self.reconcile_once().await {
                     crate::logs::store_error(&self.store, "reconciliation", &err);
                 }
                 if let Err(err) = self.follow_payouts().await {
                     crate::logs::store_error(&self.store, "payout confirmations", &err);
                 }
-                next_reconcile = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
+                next_reconcile = tokio::time::Instant::now() + pass;
+            } else if tokio::time::Instant::now() >= next_reconcile {
+                next_reconcile = tokio::time::Instant::now() + pass;
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -825,8 +835,7 @@ mod tests {
                 &mut diags,
             );
             let config = loaded.config.unwrap_or_else(|| panic!("{diags:?}"));
-            let crate::config::Database::Sqlite(path) = &config.database;
-            let store = Store::open_sqlite(path).await.unwrap();
+            let store = Store::open(&config.database).await.unwrap();
             let workflows = EventKind::ALL
                 .into_iter()
                 .map(|kind| crate::workflow::Workflow {

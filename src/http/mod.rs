@@ -41,6 +41,8 @@ pub struct AppState {
     pub heartbeats: Heartbeats,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
+    /// This daemon's instance id, when it registered itself (shown beside the live instances).
+    pub instance: Option<String>,
     last_probe: Arc<Mutex<LastProbe>>,
 }
 
@@ -58,8 +60,15 @@ impl AppState {
             heartbeats,
             limits,
             metrics,
+            instance: None,
             last_probe: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The state of the daemon registered as instance `id`.
+    pub fn with_instance(mut self, id: String) -> AppState {
+        self.instance = Some(id);
+        self
     }
 }
 
@@ -134,11 +143,12 @@ async fn probe(state: &AppState) -> Result<(), String> {
 /// Asks every part, concurrently and each within `HEALTH_QUESTION_LIMIT`.
 async fn check_health(state: &AppState) -> (StatusCode, Value) {
     let store = &state.store;
-    let (probe, oldest, backlog, inbox) = tokio::join!(
+    let (probe, oldest, backlog, inbox, instances) = tokio::join!(
         probe(state),
         bounded(store.oldest_pending_webhook()),
         bounded(store.outbox_backlog()),
         bounded(store.inbox_backlog()),
+        bounded(store.live_instances(state.clock.now(), crate::instance::ALIVE_WITHIN)),
     );
     let now = state.clock.now();
     let observed = Observed {
@@ -167,6 +177,9 @@ async fn check_health(state: &AppState) -> (StatusCode, Value) {
         "checks": verdict.checks,
         "webhooks": inbox.ok().map(|(pending, unrecognized, failed)| json!({ "pending": pending, "unrecognized": unrecognized, "failed": failed })),
         "outbox": backlog.ok().map(|(pending, dead)| json!({ "pending": pending, "dead": dead })),
+        // Informative: another instance being down does not make this one unhealthy.
+        "instance": state.instance,
+        "instances": instances.ok().map(|rows| rows.iter().map(crate::instance::json).collect::<Vec<_>>()),
     });
     let status = if verdict.healthy() {
         StatusCode::OK

@@ -268,6 +268,12 @@ impl Dispatcher {
             if matches!(completion, Completion::Dead { .. }) {
                 self.wake.notify_one();
             }
+        } else {
+            // Fenced: the lease ran out and the item was claimed again (by another instance,
+            // or by this one for a later attempt); that attempt's outcome is the one recorded.
+            metrics::counter!("satflow_outbox_fenced_total").increment(1);
+            tracing::warn!(id = item.id, kind = %item.kind, attempt = claimed.attempt, owner = %self.owner,
+                "this attempt's outcome was refused: its lease ran out and the item was claimed again");
         }
         Ok(())
     }

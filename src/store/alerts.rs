@@ -5,8 +5,8 @@
 //! It must never lose a count: a closed window that still holds suppressed alerts keeps
 //! counting until its summary has been queued.
 
+use super::db::{self};
 use chrono::{DateTime, Duration, Utc};
-use sqlx::Row;
 
 use super::alert_window::admit;
 use super::outbox::{NewItem, insert_items};
@@ -47,9 +47,9 @@ impl Store {
         now: DateTime<Utc>,
         window: Duration,
     ) -> Result<Vec<AlertWindow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT kind, window_start, suppressed_count, first_suppressed, last_suppressed FROM alert_windows
-             WHERE suppressed_count > 0 AND window_start <= ?1 ORDER BY kind",
+             WHERE suppressed_count > 0 AND window_start <= $1 ORDER BY kind",
         )
         .bind(now.timestamp_millis().saturating_sub(window.num_milliseconds()))
         .fetch_all(self.pool())
@@ -81,16 +81,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let moved = sqlx::query(
-            "UPDATE alert_windows SET window_start = ?3, suppressed_count = 0, first_suppressed = NULL,
+        let moved = db::query(
+            "UPDATE alert_windows SET window_start = $3, suppressed_count = 0, first_suppressed = NULL,
                  last_suppressed = NULL
-             WHERE kind = ?1 AND window_start = ?2 AND suppressed_count = ?4",
+             WHERE kind = $1 AND window_start = $2 AND suppressed_count = $4",
         )
         .bind(&window.kind)
         .bind(window.window_start.timestamp_millis())
         .bind(now.timestamp_millis())
         .bind(window.suppressed)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected()
             == 1;
@@ -108,7 +108,7 @@ impl Store {
 
     /// How many alerts of each kind are held back in open windows, for `status`.
     pub async fn alerts_held_back(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(db::query_as(
             "SELECT kind, suppressed_count FROM alert_windows WHERE suppressed_count > 0 ORDER BY kind",
         )
         .fetch_all(self.pool())
@@ -189,11 +189,10 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let keys: Vec<String> =
-            sqlx::query_scalar("SELECT idempotency_key FROM outbox ORDER BY id")
-                .fetch_all(store.pool())
-                .await
-                .unwrap();
+        let keys: Vec<String> = db::query_scalar("SELECT idempotency_key FROM outbox ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
         assert_eq!(keys, ["alert/k/0", "alert/k/summary"]);
         // Other kinds have their own window.
         assert!(

@@ -5,9 +5,9 @@
 //! It must never decide a state from anything but the observation it is given, nor move a
 //! state back: a late `interrupted` after `executed` is recorded and changes no state.
 
+use super::db::{self, DbRow};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
 
 use super::outbox::{NewItem, insert_items};
 use super::{Store, StoreError, from_millis};
@@ -127,7 +127,7 @@ pub struct Observation<'a> {
 
 const COLUMNS: &str = "id, order_id, state, raw_json, first_seen_at, updated_at, next_check_at, check_count, confirmations";
 
-fn exchange_row(row: &sqlx::sqlite::SqliteRow) -> Result<ExchangeRow, StoreError> {
+fn exchange_row(row: &DbRow) -> Result<ExchangeRow, StoreError> {
     let raw: String = row.try_get("raw_json")?;
     let state: String = row.try_get("state")?;
     Ok(ExchangeRow {
@@ -197,14 +197,14 @@ impl Store {
         let body_hash = crate::pocket::webhook::body_hash(raw.as_bytes());
         let mut tx = self.begin_write().await?;
         let previous: Option<String> =
-            sqlx::query_scalar("SELECT state FROM exchanges WHERE id = ?1")
+            db::query_scalar("SELECT state FROM exchanges WHERE id = $1")
                 .bind(&exchange.id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
         let previous = previous.as_deref().map(parse_state).transpose()?;
-        let new_event = sqlx::query(
+        let new_event = db::query(
             "INSERT INTO exchange_events (exchange_id, event, body_hash, source, recorded_at, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (exchange_id, event, body_hash) DO NOTHING",
         )
         .bind(&exchange.id)
@@ -213,7 +213,7 @@ impl Store {
         .bind(o.source)
         .bind(now_ms)
         .bind(&raw)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected()
             == 1;
@@ -243,18 +243,18 @@ impl Store {
             } else {
                 o.next_check.map(|t| t.timestamp_millis())
             };
-            sqlx::query(
+            db::query(
                 "INSERT INTO exchanges (id, order_id, state, pair, cost, amount, rate, fee, payout_json, reason_json, action_json,
                                         raw_json, first_seen_at, updated_at, next_check_at, confirm_next_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, order_id),
-                     pair = COALESCE(excluded.pair, pair), cost = COALESCE(excluded.cost, cost),
-                     amount = COALESCE(excluded.amount, amount), rate = COALESCE(excluded.rate, rate),
-                     fee = COALESCE(excluded.fee, fee), payout_json = excluded.payout_json,
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, exchanges.order_id),
+                     pair = COALESCE(excluded.pair, exchanges.pair), cost = COALESCE(excluded.cost, exchanges.cost),
+                     amount = COALESCE(excluded.amount, exchanges.amount), rate = COALESCE(excluded.rate, exchanges.rate),
+                     fee = COALESCE(excluded.fee, exchanges.fee), payout_json = excluded.payout_json,
                      reason_json = excluded.reason_json, action_json = excluded.action_json,
                      raw_json = excluded.raw_json, updated_at = excluded.updated_at,
                      next_check_at = excluded.next_check_at, check_count = 0,
-                     confirm_next_at = COALESCE(excluded.confirm_next_at, confirm_next_at)",
+                     confirm_next_at = COALESCE(excluded.confirm_next_at, exchanges.confirm_next_at)",
             )
             .bind(&exchange.id)
             .bind(&exchange.order_id)
@@ -271,16 +271,16 @@ impl Store {
             .bind(now_ms)
             .bind(next)
             .bind(confirm_next)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         } else if refresh {
-            sqlx::query(
-                "UPDATE exchanges SET order_id = COALESCE(?2, order_id), pair = COALESCE(?3, pair),
-                     cost = COALESCE(?4, cost), amount = COALESCE(?5, amount), rate = COALESCE(?6, rate),
-                     fee = COALESCE(?7, fee), payout_json = COALESCE(?8, payout_json), reason_json = ?9,
-                     action_json = ?10, raw_json = ?11, updated_at = ?12,
-                     confirm_next_at = COALESCE(confirm_next_at, ?13)
-                 WHERE id = ?1",
+            db::query(
+                "UPDATE exchanges SET order_id = COALESCE($2, order_id), pair = COALESCE($3, pair),
+                     cost = COALESCE($4, cost), amount = COALESCE($5, amount), rate = COALESCE($6, rate),
+                     fee = COALESCE($7, fee), payout_json = COALESCE($8, payout_json), reason_json = $9,
+                     action_json = $10, raw_json = $11, updated_at = $12,
+                     confirm_next_at = COALESCE(confirm_next_at, $13)
+                 WHERE id = $1",
             )
             .bind(&exchange.id)
             .bind(&exchange.order_id)
@@ -295,7 +295,7 @@ impl Store {
             .bind(&raw)
             .bind(now_ms)
             .bind(confirm_next)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         let seen = Seen {
@@ -316,16 +316,16 @@ impl Store {
                     .map(|r| (r.workflow.as_str(), r.event.as_str(), &r.context)),
             );
         for (workflow, event, context) in runs {
-            sqlx::query(
+            db::query(
                 "INSERT INTO runs (workflow, trigger, trigger_key, event_json, status, created_at)
-                 VALUES (?1, 'event', ?2, ?3, 'queued', ?4)
+                 VALUES ($1, 'event', $2, $3, 'queued', $4)
                  ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING",
             )
             .bind(workflow)
             .bind(format!("{}/{event}", exchange.id))
             .bind(context.to_string())
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         insert_items(&mut tx, &effects.items, now).await?;
@@ -341,12 +341,12 @@ impl Store {
             .await?;
         }
         if let Some(id) = o.inbox_id {
-            sqlx::query(
-                "UPDATE webhook_inbox SET status = 'processed', processed_at = ?1 WHERE id = ?2",
+            db::query(
+                "UPDATE webhook_inbox SET status = 'processed', processed_at = $1 WHERE id = $2",
             )
             .bind(now_ms)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -358,8 +358,8 @@ impl Store {
     }
 
     pub async fn exchanges(&self, limit: i64) -> Result<Vec<ExchangeRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM exchanges ORDER BY updated_at DESC LIMIT ?1"
+        let rows = db::query(&format!(
+            "SELECT {COLUMNS} FROM exchanges ORDER BY updated_at DESC LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(self.pool())
@@ -368,7 +368,7 @@ impl Store {
     }
 
     pub async fn exchange(&self, id: &str) -> Result<Option<ExchangeRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM exchanges WHERE id = ?1"))
+        let row = db::query(&format!("SELECT {COLUMNS} FROM exchanges WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
@@ -376,8 +376,8 @@ impl Store {
     }
 
     pub async fn exchange_events(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT event, source, recorded_at, payload FROM exchange_events WHERE exchange_id = ?1 ORDER BY recorded_at, event, body_hash",
+        let rows = db::query(
+            "SELECT event, source, recorded_at, payload FROM exchange_events WHERE exchange_id = $1 ORDER BY recorded_at, event, body_hash",
         )
         .bind(id)
         .fetch_all(self.pool())
@@ -402,9 +402,9 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<ExchangeRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM exchanges WHERE next_check_at IS NOT NULL AND next_check_at <= ?1
-             ORDER BY next_check_at LIMIT ?2"
+        let rows = db::query(&format!(
+            "SELECT {COLUMNS} FROM exchanges WHERE next_check_at IS NOT NULL AND next_check_at <= $1
+             ORDER BY next_check_at LIMIT $2"
         ))
         .bind(now.timestamp_millis())
         .bind(limit)
@@ -416,13 +416,13 @@ impl Store {
     /// When to read an exchange back next (after a read that changed nothing).
     pub async fn schedule_check(&self, id: &str, next: DateTime<Utc>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE exchanges SET next_check_at = ?1, check_count = check_count + 1
-             WHERE id = ?2 AND next_check_at IS NOT NULL",
+        db::query(
+            "UPDATE exchanges SET next_check_at = $1, check_count = check_count + 1
+             WHERE id = $2 AND next_check_at IS NOT NULL",
         )
         .bind(next.timestamp_millis())
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -434,9 +434,9 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<ExchangeRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM exchanges WHERE confirm_next_at IS NOT NULL AND confirm_next_at <= ?1
-             ORDER BY confirm_next_at LIMIT ?2"
+        let rows = db::query(&format!(
+            "SELECT {COLUMNS} FROM exchanges WHERE confirm_next_at IS NOT NULL AND confirm_next_at <= $1
+             ORDER BY confirm_next_at LIMIT $2"
         ))
         .bind(now.timestamp_millis())
         .bind(limit)
@@ -453,11 +453,11 @@ impl Store {
         next: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE exchanges SET confirmations = COALESCE(?1, confirmations), confirm_next_at = ?2 WHERE id = ?3")
+        db::query("UPDATE exchanges SET confirmations = COALESCE($1, confirmations), confirm_next_at = $2 WHERE id = $3")
             .bind(confirmations)
             .bind(next.map(|t| t.timestamp_millis()))
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -465,8 +465,8 @@ impl Store {
 
     /// How many exchanges of `order_id` are settled (to find the expected payout address).
     pub async fn settled_count(&self, order_id: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM exchanges WHERE order_id = ?1 AND state = 'settled'",
+        Ok(db::query_scalar(
+            "SELECT COUNT(*) FROM exchanges WHERE order_id = $1 AND state = 'settled'",
         )
         .bind(order_id)
         .fetch_one(self.pool())

@@ -4,8 +4,7 @@
 //! row (it would be raised again), never a row without its alert.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-
+use super::db;
 use super::outbox::{NewItem, insert_items};
 use super::{Store, StoreError, from_millis};
 
@@ -34,7 +33,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let new = sqlx::query(
+        let new = db::query(
             "INSERT INTO expect_alerts (workflow, kind, ref, message, raised_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (workflow, kind, ref) DO NOTHING",
@@ -44,7 +43,7 @@ impl Store {
         .bind(reference)
         .bind(message)
         .bind(now.timestamp_millis())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected()
             == 1;
@@ -62,7 +61,7 @@ impl Store {
 
     /// The checker's alerts, newest first, at most `limit`.
     pub async fn expect_alerts(&self, limit: i64) -> Result<Vec<ExpectAlert>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT workflow, kind, ref, message, raised_at FROM expect_alerts
              ORDER BY raised_at DESC, workflow, ref LIMIT $1",
         )

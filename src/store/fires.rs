@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use super::db::{self};
 use super::{Store, StoreError, from_millis};
 
 /// What to do about one fire time; the scheduler decides it, the store records it.
@@ -30,16 +31,15 @@ impl Store {
     ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let mut tx = self.begin_write().await?;
         for workflow in workflows {
-            sqlx::query("INSERT INTO schedule_anchors (workflow, since) VALUES (?1, ?2) ON CONFLICT (workflow) DO NOTHING")
+            db::query("INSERT INTO schedule_anchors (workflow, since) VALUES ($1, $2) ON CONFLICT (workflow) DO NOTHING")
                 .bind(workflow)
                 .bind(now.timestamp_millis())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT workflow, since FROM schedule_anchors")
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<(String, i64)> = db::query_as("SELECT workflow, since FROM schedule_anchors")
+            .fetch_all(&mut tx)
+            .await?;
         tx.commit().await?;
         Ok(rows.into_iter().map(|(w, t)| (w, from_millis(t))).collect())
     }
@@ -47,7 +47,7 @@ impl Store {
     /// The latest fire recorded for each workflow, run or skipped.
     pub async fn last_fires(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT workflow, MAX(scheduled_for) FROM fires GROUP BY workflow")
+            db::query_as("SELECT workflow, MAX(scheduled_for) FROM fires GROUP BY workflow")
                 .fetch_all(self.pool())
                 .await?;
         Ok(rows.into_iter().map(|(w, t)| (w, from_millis(t))).collect())
@@ -65,35 +65,35 @@ impl Store {
         let mut queued = Vec::new();
         for (workflow, fires) in fires {
             for (at, action) in fires.iter() {
-                let inserted = sqlx::query(
-                    "INSERT INTO fires (workflow, scheduled_for, recorded_at) VALUES (?1, ?2, ?3)
+                let inserted = db::query(
+                    "INSERT INTO fires (workflow, scheduled_for, recorded_at) VALUES ($1, $2, $3)
                      ON CONFLICT (workflow, scheduled_for) DO NOTHING",
                 )
                 .bind(workflow)
                 .bind(at.timestamp_millis())
                 .bind(now.timestamp_millis())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?
                 .rows_affected();
                 if inserted == 0 || *action == FireAction::Skip {
                     continue;
                 }
-                let run_id: i64 = sqlx::query_scalar(
+                let run_id: i64 = db::query_scalar(
                     "INSERT INTO runs (workflow, trigger, trigger_key, status, created_at)
-                     VALUES (?1, 'schedule', ?2, 'queued', ?3) RETURNING id",
+                     VALUES ($1, 'schedule', $2, 'queued', $3) RETURNING id",
                 )
                 .bind(workflow)
                 .bind(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .bind(now.timestamp_millis())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
-                sqlx::query(
-                    "UPDATE fires SET run_id = ?1 WHERE workflow = ?2 AND scheduled_for = ?3",
+                db::query(
+                    "UPDATE fires SET run_id = $1 WHERE workflow = $2 AND scheduled_for = $3",
                 )
                 .bind(run_id)
                 .bind(workflow)
                 .bind(at.timestamp_millis())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 queued.push(run_id);
             }

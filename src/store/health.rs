@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 
+use super::db;
 use super::{Store, StoreError, from_millis};
 
 /// The last write that failed in this process.
@@ -54,13 +55,13 @@ impl Store {
     /// that writes reach the database file now.
     pub async fn probe_write(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         let result = async {
-            let mut tx = self.probe.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(
-                "INSERT INTO health_probe (id, at) VALUES (1, ?1)
+            let mut tx = self.probe.begin_write().await?;
+            db::query(
+                "INSERT INTO health_probe (id, at) VALUES (1, $1)
                  ON CONFLICT (id) DO UPDATE SET at = excluded.at",
             )
             .bind(now.timestamp_millis())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             tx.commit().await
         }
@@ -74,7 +75,7 @@ impl Store {
     /// When the oldest webhook still waiting to be processed arrived (the first pending one:
     /// ids follow arrival, and the `(status, id)` index makes this one row's read).
     pub async fn oldest_pending_webhook(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar(
+        let at: Option<i64> = db::query_scalar(
             "SELECT received_at FROM webhook_inbox WHERE status = 'pending' ORDER BY id LIMIT 1",
         )
         .fetch_optional(&self.probe)

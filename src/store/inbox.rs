@@ -3,8 +3,8 @@
 //! body); unrecognized bodies are kept for a bounded time and count, and their alerts are
 //! coalesced, so a storm of them can neither fill the disk nor the user's mailbox.
 
+use super::db::{self, Tx};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::alert_window::ALERT_WINDOW;
 use super::outbox::{NewItem, insert_items};
@@ -48,19 +48,16 @@ pub struct InboxRow {
 
 /// Keeps the newest `KEEP_UNRECOGNIZED` unrecognized bodies of the last
 /// `KEEP_UNRECOGNIZED_DAYS` days: they are kept to be looked at, not for ever.
-async fn prune_unrecognized(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+async fn prune_unrecognized(tx: &mut Tx, now: DateTime<Utc>) -> Result<(), StoreError> {
     let cutoff = (now - chrono::Duration::days(KEEP_UNRECOGNIZED_DAYS)).timestamp_millis();
-    sqlx::query(
-        "DELETE FROM webhook_inbox WHERE status = 'unrecognized' AND (received_at < ?1 OR id < (
+    db::query(
+        "DELETE FROM webhook_inbox WHERE status = 'unrecognized' AND (received_at < $1 OR id < (
              SELECT MIN(id) FROM (SELECT id FROM webhook_inbox WHERE status = 'unrecognized'
-                                  ORDER BY id DESC LIMIT ?2)))",
+                                  ORDER BY id DESC LIMIT $2) AS newest))",
     )
     .bind(cutoff)
     .bind(KEEP_UNRECOGNIZED)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -78,9 +75,9 @@ impl Store {
         let mut unrecognized = false;
         for w in batch {
             let hash = crate::pocket::webhook::body_hash(&w.body);
-            let id: Option<i64> = sqlx::query_scalar(
+            let id: Option<i64> = db::query_scalar(
                 "INSERT INTO webhook_inbox (received_at, correlation_id, retry_count, event, exchange_id, body, status, body_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (exchange_id, event, body_hash) WHERE exchange_id IS NOT NULL DO NOTHING RETURNING id",
             )
             .bind(now.timestamp_millis())
@@ -91,7 +88,7 @@ impl Store {
             .bind(&w.body)
             .bind(if w.recognized { "pending" } else { "unrecognized" })
             .bind(&hash)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
             unrecognized |= !w.recognized;
             match id {
@@ -99,9 +96,9 @@ impl Store {
                     if let Some(alert) = &w.alert {
                         // The same body again raises nothing; a new one is coalesced.
                         let known: Option<i64> =
-                            sqlx::query_scalar("SELECT id FROM outbox WHERE idempotency_key = ?1")
+                            db::query_scalar("SELECT id FROM outbox WHERE idempotency_key = $1")
                                 .bind(&alert.key)
-                                .fetch_optional(&mut *tx)
+                                .fetch_optional(&mut tx)
                                 .await?;
                         let admitted = match (&w.alert_kind, known) {
                             (_, Some(_)) => false,
@@ -128,9 +125,9 @@ impl Store {
 
     /// Webhooks waiting to be processed, oldest first.
     pub async fn pending_webhooks(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT id, received_at, event, exchange_id, body FROM webhook_inbox
-             WHERE status = 'pending' ORDER BY id LIMIT ?1",
+             WHERE status = 'pending' ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.pool())
@@ -157,11 +154,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE webhook_inbox SET status = 'failed', error = ?1, processed_at = ?2 WHERE id = ?3")
+        db::query("UPDATE webhook_inbox SET status = 'failed', error = $1, processed_at = $2 WHERE id = $3")
             .bind(error)
             .bind(now.timestamp_millis())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -173,8 +170,8 @@ impl Store {
         exchange_id: &str,
         event: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT MIN(received_at) FROM webhook_inbox WHERE exchange_id = ?1 AND event = ?2",
+        let at: Option<Option<i64>> = db::query_scalar(
+            "SELECT MIN(received_at) FROM webhook_inbox WHERE exchange_id = $1 AND event = $2",
         )
         .bind(exchange_id)
         .bind(event)
@@ -185,9 +182,10 @@ impl Store {
 
     /// `(pending, unrecognized, failed)` counts, for status and health.
     pub async fn inbox_backlog(&self) -> Result<(i64, i64, i64), StoreError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(status = 'pending'), 0) AS p, COALESCE(SUM(status = 'unrecognized'), 0) AS u,
-                    COALESCE(SUM(status = 'failed'), 0) AS f FROM webhook_inbox",
+        let row = db::query(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS p,
+                    COALESCE(SUM(CASE WHEN status = 'unrecognized' THEN 1 ELSE 0 END), 0) AS u,
+                    COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS f FROM webhook_inbox",
         )
         .fetch_one(self.pool())
         .await?;

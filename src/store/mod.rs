@@ -1,22 +1,29 @@
 //! The database: the source of truth and the only queue. All SQL in satflow lives under this
-//! folder.
+//! folder, written once for both backends (see `db`): SQLite (one file, the default) or
+//! PostgreSQL (`database: postgres://…`, several instances may share it).
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL` (durable at each checkpoint, fast commits),
 //! a busy timeout so concurrent writers wait instead of failing, and `BEGIN IMMEDIATE` for every
-//! write transaction so two writers never deadlock upgrading read locks. Transactions here must
-//! stay short and must never be held across network I/O.
+//! write transaction so two writers never deadlock upgrading read locks. PostgreSQL write
+//! transactions take one advisory lock first, so writers take the same turns there (see
+//! `db::PG_WRITE_LOCK`). Transactions here must stay short and must never be held across
+//! network I/O.
 //!
 //! A write that fails (a full disk, an I/O error, a lock held too long) must never leave its
-//! connection in the pool believing it is still inside a transaction: every connection handed
-//! back is checked, and one that is not clean is closed and replaced (see `clean_on_release`).
+//! connection in the pool believing it is still inside a transaction: every SQLite connection
+//! handed back is checked, and one that is not clean is closed and replaced (see
+//! `clean_on_release`).
 
 mod alert_window;
 mod alerts;
+mod copy;
+pub(crate) mod db;
 mod exchanges;
 mod expect;
 mod fires;
 mod health;
 mod inbox;
+mod instances;
 mod orders;
 mod outbox;
 mod prices;
@@ -30,15 +37,19 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
-use crate::config::Database;
+use crate::config::{Database, PostgresUrl};
 
 pub use alert_window::ALERT_WINDOW;
 pub use alerts::AlertWindow;
+pub use copy::{CopyError, TableCopy};
+pub use db::Backend;
+pub(crate) use db::Tx;
 pub use exchanges::{
     Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
 };
@@ -46,6 +57,7 @@ pub use expect::ExpectAlert;
 pub use fires::{Fire, FireAction, WorkflowFires};
 pub use health::{WriteFailure, WriteHealth};
 pub use inbox::{InboxRow, KEEP_UNRECOGNIZED, KEEP_UNRECOGNIZED_DAYS, NewWebhook, Stored};
+pub use instances::InstanceRow;
 pub use orders::OrderRow;
 pub use outbox::{AttemptRow, Claimed, Completion, ItemRow, NewItem};
 pub use runs::{Recorded, RunRow, StepRecord, StepRow};
@@ -55,18 +67,25 @@ pub use status::{
 pub use wallets::{AddressRow, Reservation};
 pub use withdrawals::{NewWithdrawal, WithdrawalRow, WithdrawalUpdate};
 
+use db::Pool;
+
 /// Times are stored as milliseconds since the Unix epoch.
 pub(crate) fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// The migrations in `migrations/`, embedded in the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations in `migrations/sqlite/` and `migrations/postgres/`, embedded in the binary.
+/// The two folders hold the same schema, version for version.
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    /// `target` is the URL without its password.
+    #[error("cannot open the PostgreSQL database {target}: {source}")]
+    OpenPostgres { target: String, source: sqlx::Error },
     #[error("cannot bring the database schema up to date: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -77,13 +96,15 @@ pub enum StoreError {
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    /// One connection with `synchronous=FULL`, for writes that an answer to the outside world
-    /// depends on (the webhook inbox): committed means on disk.
-    durable: SqlitePool,
-    /// One connection with a short busy timeout, opened on first use, for `/healthz`: a locked
-    /// database is seen in a fraction of a second, not after the writers' ten.
-    probe: SqlitePool,
+    pool: Pool,
+    /// SQLite: one connection with `synchronous=FULL`, for writes that an answer to the outside
+    /// world depends on (the webhook inbox): committed means on disk. PostgreSQL: the main pool
+    /// (a commit is flushed to the WAL before it returns, `synchronous_commit` left on).
+    durable: Pool,
+    /// One connection with a short busy (SQLite) or lock (PostgreSQL) timeout, opened on first
+    /// use, for `/healthz`: a locked database is seen in a fraction of a second, not after the
+    /// writers' ten.
+    probe: Pool,
     /// The last write that failed, for `/healthz`.
     health: Arc<WriteHealth>,
 }
@@ -129,12 +150,53 @@ async fn is_clean(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
     Ok(autocommit != 0 && !conn.is_in_transaction())
 }
 
+/// How many connections an instance keeps to PostgreSQL: enough for the runner, the
+/// dispatcher, the webhook writer and the readers at once, few enough for a shared server.
+const POSTGRES_CONNECTIONS: u32 = 8;
+
 impl Store {
     /// Opens (creating it if needed) and migrates the configured database.
     pub async fn open(database: &Database) -> Result<Store, StoreError> {
         match database {
             Database::Sqlite(path) => Store::open_sqlite(path).await,
+            Database::Postgres(url) => Store::open_postgres(url).await,
         }
+    }
+
+    /// Opens and migrates a PostgreSQL database (which must exist). TLS is used as the URL's
+    /// `sslmode` says (rustls, with the webpki roots unless `sslrootcert` names others).
+    pub async fn open_postgres(url: &PostgresUrl) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::OpenPostgres {
+            target: url.redacted(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(open_err)?
+            .application_name("satflow");
+        let health = Arc::new(WriteHealth::default());
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        // Instances starting together: sqlx's migrator holds an advisory lock while it runs,
+        // the others wait and find it done.
+        POSTGRES_MIGRATOR.run(&pool).await?;
+        let timeout = format!("{}ms", PROBE_BUSY_TIMEOUT.as_millis());
+        let probe = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options.options([
+                ("lock_timeout", timeout.as_str()),
+                ("statement_timeout", "2000ms"),
+            ]));
+        Ok(Store {
+            pool: Pool::Pg(pool.clone()),
+            durable: Pool::Pg(pool),
+            probe: Pool::Pg(probe),
+            health,
+        })
     }
 
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
@@ -178,7 +240,7 @@ impl Store {
         .connect_with(options.clone())
         .await
         .map_err(open_err)?;
-        MIGRATOR.run(&pool).await?;
+        SQLITE_MIGRATOR.run(&pool).await?;
         drop(lock);
         let durable = clean_on_release(SqlitePoolOptions::new().max_connections(1), &health)
             .connect_with(options.clone().synchronous(SqliteSynchronous::Full))
@@ -192,31 +254,33 @@ impl Store {
         )
         .connect_lazy_with(options.busy_timeout(PROBE_BUSY_TIMEOUT));
         Ok(Store {
-            pool,
-            durable,
-            probe,
+            pool: Pool::Sqlite(pool),
+            durable: Pool::Sqlite(durable),
+            probe: Pool::Sqlite(probe),
             health,
         })
     }
 
-    /// A write transaction, started with `BEGIN IMMEDIATE` so it holds the write lock from the
-    /// start (waiting up to the busy timeout) instead of failing halfway.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.begin_immediate(&self.pool).await
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
     }
 
-    /// A write transaction on the `synchronous=FULL` connection: committed means on disk.
-    pub(crate) async fn begin_durable(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.begin_immediate(&self.durable).await
+    /// A write transaction, holding the write lock from the start (waiting up to the busy
+    /// timeout) instead of failing halfway.
+    pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
+        self.begin_on(&self.pool).await
     }
 
-    /// The one place write transactions begin. A failed BEGIN is remembered for `/healthz`; the
-    /// connection goes back through `clean_on_release`, so it is never reused dirty.
-    async fn begin_immediate(
-        &self,
-        pool: &SqlitePool,
-    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        match pool.begin_with("BEGIN IMMEDIATE").await {
+    /// A write transaction on the durable connection: committed means on disk.
+    pub(crate) async fn begin_durable(&self) -> Result<Tx, StoreError> {
+        self.begin_on(&self.durable).await
+    }
+
+    /// The one place write transactions begin. A failed BEGIN is remembered for `/healthz`; a
+    /// SQLite connection goes back through `clean_on_release`, so it is never reused dirty.
+    async fn begin_on(&self, pool: &Pool) -> Result<Tx, StoreError> {
+        match pool.begin_write().await {
             Ok(tx) => Ok(tx),
             Err(err) => {
                 self.health.failed(&format!("cannot start a write: {err}"));
@@ -230,7 +294,7 @@ impl Store {
         &self.health
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
 
@@ -239,6 +303,15 @@ impl Store {
         self.probe.close().await;
         self.durable.close().await;
         self.pool.close().await;
+    }
+
+    /// The SQLite pool, for the tests that reach into SQLite itself.
+    #[cfg(test)]
+    fn sqlite(pool: &Pool) -> &sqlx::SqlitePool {
+        match pool {
+            Pool::Sqlite(p) => p,
+            Pool::Pg(_) => panic!("a SQLite test on a PostgreSQL store"),
+        }
     }
 }
 
@@ -253,18 +326,18 @@ mod tests {
         let path = dir.path().join("satflow.db");
         let store = Store::open_sqlite(&path).await.unwrap();
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(store.pool())
+            .fetch_one(Store::sqlite(store.pool()))
             .await
             .unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(store.pool())
+            .fetch_one(Store::sqlite(store.pool()))
             .await
             .unwrap();
         assert_eq!(sync, 1, "synchronous=NORMAL");
         let tables: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-                .fetch_all(store.pool())
+                .fetch_all(Store::sqlite(store.pool()))
                 .await
                 .unwrap();
         for table in [
@@ -291,17 +364,17 @@ mod tests {
         // Reopening applies nothing twice.
         let again = Store::open_sqlite(&path).await.unwrap();
         let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-            .fetch_one(again.pool())
+            .fetch_one(Store::sqlite(again.pool()))
             .await
             .unwrap();
-        assert_eq!(applied, MIGRATOR.iter().count() as i64);
+        assert_eq!(applied, SQLITE_MIGRATOR.iter().count() as i64);
     }
 
     /// Makes every statement on every connection `pool` has now fail while `fail` is set, the
     /// way SQLite fails a write on a full disk or an I/O error: the statement is interrupted
     /// and SQLite rolls the whole transaction back by itself.
     async fn fail_writes_while(
-        pool: &SqlitePool,
+        pool: &sqlx::SqlitePool,
         fail: &Arc<std::sync::atomic::AtomicBool>,
         steps: i32,
     ) {
@@ -352,8 +425,8 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
         let now = crate::clock::system_now();
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        fail_writes_while(&store.pool, &fail, steps).await;
-        fail_writes_while(&store.durable, &fail, steps).await;
+        fail_writes_while(Store::sqlite(&store.pool), &fail, steps).await;
+        fail_writes_while(Store::sqlite(&store.durable), &fail, steps).await;
         let event = serde_json::json!({ "padding": "y".repeat(300) });
 
         // A connection replaced after its failure has no such handler: each pool fails at
@@ -430,7 +503,7 @@ mod tests {
         let bad_status = sqlx::query(
             "INSERT INTO runs (workflow, trigger, trigger_key, status, created_at) VALUES ('w', 'manual', 'k', 'exploded', 0)",
         )
-        .execute(store.pool())
+        .execute(Store::sqlite(store.pool()))
         .await;
         assert!(
             bad_status.is_err(),
@@ -439,11 +512,262 @@ mod tests {
         let bad_index = sqlx::query(
             "INSERT INTO wallet_cursors (wallet, key_id, next_index) VALUES ('cold', 'k', -1)",
         )
-        .execute(store.pool())
+        .execute(Store::sqlite(store.pool()))
         .await;
         assert!(
             bad_index.is_err(),
             "a negative address index must be refused"
         );
+    }
+}
+
+/// A PostgreSQL database of its own for a unit test, dropped with it. The server is
+/// `SATFLOW_TEST_POSTGRES_URL`, else `postgres://postgres@127.0.0.1:5432/postgres`; when none
+/// answers the test is skipped here without a word (the integration suite prints the one
+/// line that says so), unless `SATFLOW_REQUIRE_POSTGRES=1`, which makes it fail.
+#[cfg(test)]
+pub(crate) mod test_postgres {
+    use sqlx::Connection;
+
+    use super::Store;
+    use crate::config::PostgresUrl;
+
+    pub(crate) struct TestDatabase {
+        name: String,
+        admin: String,
+        pub(crate) url: PostgresUrl,
+    }
+
+    fn admin_url() -> String {
+        std::env::var("SATFLOW_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    async fn admin(url: &str) -> Option<sqlx::PgConnection> {
+        let conn = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sqlx::PgConnection::connect(url),
+        )
+        .await;
+        match conn {
+            Ok(Ok(conn)) => Some(conn),
+            _ if std::env::var("SATFLOW_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+                panic!("SATFLOW_REQUIRE_POSTGRES=1 but no PostgreSQL server answers")
+            }
+            _ => None,
+        }
+    }
+
+    impl TestDatabase {
+        pub(crate) async fn create() -> Option<TestDatabase> {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let admin_url = admin_url();
+            let mut conn = admin(&admin_url).await?;
+            let name = format!(
+                "satflow_unit_{}_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                crate::clock::system_now().timestamp_subsec_nanos()
+            );
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let mut url = url::Url::parse(&admin_url).unwrap();
+            url.set_path(&format!("/{name}"));
+            Some(TestDatabase {
+                name,
+                admin: admin_url,
+                url: PostgresUrl::new(url.to_string()),
+            })
+        }
+
+        pub(crate) async fn store(&self) -> Store {
+            Store::open_postgres(&self.url).await.unwrap()
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let admin_url = self.admin.clone();
+            // Its own thread and runtime: Drop runs inside the test's runtime.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async move {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::query(&drop).execute(&mut conn).await;
+                        }
+                    })
+            })
+            .join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod postgres_tests {
+    use super::test_postgres::TestDatabase;
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_with_the_schema_and_migrating_again_applies_nothing() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        assert_eq!(store.backend(), Backend::Postgres);
+        let tables: Vec<String> = db::query_scalar(
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+             WHERE table_schema = 'public' ORDER BY table_name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        for table in [
+            "alert_windows",
+            "exchange_events",
+            "exchanges",
+            "fires",
+            "health_probe",
+            "orders",
+            "outbox",
+            "outbox_attempts",
+            "pending_challenges",
+            "price_quotes",
+            "runs",
+            "schedule_anchors",
+            "step_results",
+            "wallet_addresses",
+            "wallet_cursors",
+            "webhook_inbox",
+            "withdrawals",
+        ] {
+            assert!(
+                tables.iter().any(|t| t == table),
+                "missing {table}: {tables:?}"
+            );
+        }
+        store.close().await;
+        let again = db.store().await;
+        let applied: i64 = db::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, POSTGRES_MIGRATOR.iter().count() as i64);
+        assert_eq!(
+            POSTGRES_MIGRATOR
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>(),
+            SQLITE_MIGRATOR
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>(),
+            "the two backends' migrations go version for version"
+        );
+        again.close().await;
+    }
+
+    #[tokio::test]
+    async fn sslmode_require_connects_over_tls() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let plain = db.store().await;
+        let ssl: String = db::query_scalar("SHOW ssl")
+            .fetch_one(plain.pool())
+            .await
+            .unwrap();
+        let tls_of_this_session =
+            "SELECT COUNT(*) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl";
+        plain.close().await;
+        if ssl != "on" {
+            // A server without TLS cannot show it (Debian's cluster has it on by default).
+            return;
+        }
+        let mut url = url::Url::parse(db.url.expose()).unwrap();
+        url.set_query(Some("sslmode=require"));
+        let store = Store::open_postgres(&PostgresUrl::new(url.to_string()))
+            .await
+            .unwrap();
+        let tls: i64 = db::query_scalar(tls_of_this_session)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tls, 1, "the session runs over TLS (rustls)");
+        let mut url = url::Url::parse(db.url.expose()).unwrap();
+        url.set_query(Some("sslmode=disable"));
+        let store = Store::open_postgres(&PostgresUrl::new(url.to_string()))
+            .await
+            .unwrap();
+        let tls: i64 = db::query_scalar(tls_of_this_session)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tls, 0, "sslmode=disable stays in the clear");
+    }
+
+    #[tokio::test]
+    async fn money_and_big_integers_come_back_exact() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let now = crate::clock::system_now();
+        // More digits than an f64 holds: stored as text, read back as written.
+        let price = "91234.123456789012345678";
+        store.save_price("peach", "eur", price, now).await.unwrap();
+        let (back, at) = store.cached_price("peach", "eur").await.unwrap().unwrap();
+        assert_eq!(back, price);
+        assert_eq!(
+            back.parse::<rust_decimal::Decimal>().unwrap().to_string(),
+            price
+        );
+        assert_eq!(at.timestamp_millis(), now.timestamp_millis());
+        // 21 million BTC in sats and beyond i32: BIGINT both ways.
+        let sats: i64 = 2_100_000_000_000_000;
+        db::query(
+            "INSERT INTO withdrawals (key, workflow, provider, wallet, address, address_index, status, amount_sat, created_at, updated_at)
+             VALUES ('w', 'w', 'hub', 'vault', 'bc1q', 0, 'sent', $1, 0, 0)",
+        )
+        .bind(sats)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let row = store.withdrawal("w").await.unwrap().unwrap();
+        assert_eq!(row.amount_sat, Some(sats as u64));
+        assert_eq!(row.status, WithdrawalStatus::Sent);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_probe_sees_a_held_write_lock_without_waiting_the_writers_timeout() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let now = crate::clock::system_now();
+        store.probe_write(now).await.unwrap();
+        // Another instance in the middle of a write transaction.
+        let mut other = store.pool().begin_write().await.unwrap();
+        db::query("UPDATE health_probe SET at = 0")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(store.probe_write(now).await.is_err());
+        // Not a speed target: only that the probe does not wait like a writer.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        other.commit().await.unwrap();
+        store.probe_write(now).await.unwrap();
+        store.close().await;
     }
 }

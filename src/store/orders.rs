@@ -1,8 +1,8 @@
 //! Pocket orders as satflow knows them (one current order per declaring workflow), and the
 //! challenge an interrupted `order setup` keeps pending.
 
+use super::db::{self, DbRow};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::{Store, StoreError, from_millis};
 use crate::pocket::types::{Challenge, Order};
@@ -18,7 +18,7 @@ pub struct OrderRow {
     pub checked_at: Option<DateTime<Utc>>,
 }
 
-fn order_row(row: &sqlx::sqlite::SqliteRow) -> Result<OrderRow, StoreError> {
+fn order_row(row: &DbRow) -> Result<OrderRow, StoreError> {
     let raw: String = row.try_get("raw_json")?;
     Ok(OrderRow {
         id: row.try_get("id")?,
@@ -44,9 +44,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let raw = serde_json::to_string(order).expect("an order serialises");
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        db::query(
             "INSERT INTO orders (id, workflow, side, currency, fee_rate, active, payout_kind, payout_json, payment_json, raw_json, created_at, updated_at)
-             VALUES (?1, ?2, 'buy', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+             VALUES ($1, $2, 'buy', $3, $4, $5, $6, $7, $8, $9, $10, $10)
              ON CONFLICT (id) DO UPDATE SET raw_json = excluded.raw_json, active = excluded.active,
                  fee_rate = excluded.fee_rate, updated_at = excluded.updated_at",
         )
@@ -60,11 +60,11 @@ impl Store {
         .bind(order.payment_method.to_string())
         .bind(raw)
         .bind(now.timestamp_millis())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        sqlx::query("DELETE FROM pending_challenges WHERE workflow = ?1")
+        db::query("DELETE FROM pending_challenges WHERE workflow = $1")
             .bind(workflow)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -72,9 +72,9 @@ impl Store {
 
     /// The workflow's current order: the one created last.
     pub async fn order_for_workflow(&self, workflow: &str) -> Result<Option<OrderRow>, StoreError> {
-        let row = sqlx::query(
+        let row = db::query(
             "SELECT id, workflow, payout_kind, raw_json, created_at, checked_at FROM orders
-             WHERE workflow = ?1 ORDER BY created_at DESC LIMIT 1",
+             WHERE workflow = $1 ORDER BY created_at DESC LIMIT 1",
         )
         .bind(workflow)
         .fetch_optional(self.pool())
@@ -84,7 +84,7 @@ impl Store {
 
     /// The order with Pocket's id `id`, if satflow made it.
     pub async fn order_by_id(&self, id: &str) -> Result<Option<OrderRow>, StoreError> {
-        let row = sqlx::query("SELECT id, workflow, payout_kind, raw_json, created_at, checked_at FROM orders WHERE id = ?1")
+        let row = db::query("SELECT id, workflow, payout_kind, raw_json, created_at, checked_at FROM orders WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
@@ -100,27 +100,27 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let first: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT checked_at FROM orders WHERE id = ?1")
+            db::query_scalar("SELECT checked_at FROM orders WHERE id = $1")
                 .bind(&order.id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
-        sqlx::query(
-            "UPDATE orders SET raw_json = ?1, active = ?2, fee_rate = ?3, checked_at = ?4, updated_at = ?4 WHERE id = ?5",
+        db::query(
+            "UPDATE orders SET raw_json = $1, active = $2, fee_rate = $3, checked_at = $4, updated_at = $4 WHERE id = $5",
         )
         .bind(serde_json::to_string(order).expect("an order serialises"))
         .bind(order.active)
         .bind(order.fee_rate.map(|f| f.to_string()))
         .bind(now.timestamp_millis())
         .bind(&order.id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(matches!(first, Some(None)))
     }
 
     pub async fn pending_challenge(&self, workflow: &str) -> Result<Option<Challenge>, StoreError> {
-        let row = sqlx::query(
-            "SELECT challenge_id, token, expires_at FROM pending_challenges WHERE workflow = ?1",
+        let row = db::query(
+            "SELECT challenge_id, token, expires_at FROM pending_challenges WHERE workflow = $1",
         )
         .bind(workflow)
         .fetch_optional(self.pool())
@@ -144,8 +144,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO pending_challenges (workflow, challenge_id, token, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+        db::query(
+            "INSERT INTO pending_challenges (workflow, challenge_id, token, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (workflow) DO UPDATE SET challenge_id = excluded.challenge_id, token = excluded.token,
                  expires_at = excluded.expires_at, created_at = excluded.created_at",
         )
@@ -154,7 +154,7 @@ impl Store {
         .bind(&challenge.token)
         .bind(challenge.expires_on.timestamp_millis())
         .bind(now.timestamp_millis())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())

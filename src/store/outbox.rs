@@ -2,9 +2,9 @@
 //! with a lease, completed with their attempt history. Completing an item that a step waits for
 //! also completes the step and hands its run back to the runner, in the same transaction.
 
+use super::db::{self, DbRow, Tx};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use sqlx::{Row, Sqlite, Transaction};
 
 use super::status::{AttemptOutcome, OutboxStatus, StepStatus};
 use super::{Store, StoreError, from_millis};
@@ -78,7 +78,7 @@ pub enum Completion {
 
 const ITEM_COLUMNS: &str = "id, kind, idempotency_key, payload_json, status, attempts, attempts - budget_from AS budget_used, next_attempt_at, last_error, result_json, run_id, step_id, created_at, updated_at";
 
-fn item_row(row: &sqlx::sqlite::SqliteRow) -> Result<ItemRow, sqlx::Error> {
+fn item_row(row: &DbRow) -> Result<ItemRow, sqlx::Error> {
     let payload: String = row.try_get("payload_json")?;
     let result: Option<String> = row.try_get("result_json")?;
     Ok(ItemRow {
@@ -101,14 +101,14 @@ fn item_row(row: &sqlx::sqlite::SqliteRow) -> Result<ItemRow, sqlx::Error> {
 
 /// Queues items inside the caller's transaction; an item whose key exists already is skipped.
 pub async fn insert_items(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     items: &[NewItem],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     for item in items {
-        sqlx::query(
+        db::query(
             "INSERT INTO outbox (kind, idempotency_key, payload_json, status, next_attempt_at, run_id, step_id, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?4, ?4)
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $4, $4)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&item.kind)
@@ -117,7 +117,7 @@ pub async fn insert_items(
         .bind(now.timestamp_millis())
         .bind(item.run.as_ref().map(|(r, _)| *r))
         .bind(item.run.as_ref().map(|(_, s)| s.as_str()))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(())
@@ -142,47 +142,47 @@ impl Store {
     ) -> Result<Vec<Claimed>, StoreError> {
         let now_ms = now.timestamp_millis();
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(&format!(
-            "UPDATE outbox SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1, updated_at = ?3
+        let rows = db::query(&format!(
+            "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3
              WHERE id IN (SELECT id FROM outbox
-                          WHERE status = 'pending' AND next_attempt_at <= ?3
-                            AND (lease_until IS NULL OR lease_until < ?3)
-                          ORDER BY next_attempt_at, id LIMIT ?4)
+                          WHERE status = 'pending' AND next_attempt_at <= $3
+                            AND (lease_until IS NULL OR lease_until < $3)
+                          ORDER BY next_attempt_at, id LIMIT $4)
              RETURNING {ITEM_COLUMNS}"
         ))
         .bind(owner)
         .bind((now + lease).timestamp_millis())
         .bind(now_ms)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let item = item_row(row)?;
             let attempt = item.attempts;
-            let previous: Option<Option<AttemptOutcome>> = sqlx::query_scalar(
-                "SELECT outcome FROM outbox_attempts WHERE outbox_id = ?1 AND attempt = ?2",
+            let previous: Option<Option<AttemptOutcome>> = db::query_scalar(
+                "SELECT outcome FROM outbox_attempts WHERE outbox_id = $1 AND attempt = $2",
             )
             .bind(item.id)
             .bind(attempt - 1)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
-            sqlx::query(
-                "UPDATE outbox_attempts SET outcome = 'unknown', finished_at = ?1,
+            db::query(
+                "UPDATE outbox_attempts SET outcome = 'unknown', finished_at = $1,
                      error = 'satflow stopped before this attempt reported back'
-                 WHERE outbox_id = ?2 AND outcome IS NULL",
+                 WHERE outbox_id = $2 AND outcome IS NULL",
             )
             .bind(now_ms)
             .bind(item.id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO outbox_attempts (outbox_id, attempt, started_at) VALUES (?1, ?2, ?3)",
+            db::query(
+                "INSERT INTO outbox_attempts (outbox_id, attempt, started_at) VALUES ($1, $2, $3)",
             )
             .bind(item.id)
             .bind(attempt)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             claimed.push(Claimed {
                 item,
@@ -242,11 +242,11 @@ impl Store {
                 AttemptOutcome::Dead,
             ),
         };
-        let updated = sqlx::query(
-            "UPDATE outbox SET status = ?1, next_attempt_at = COALESCE(?2, next_attempt_at),
-                 last_error = COALESCE(?3, last_error), result_json = COALESCE(?4, result_json),
-                 lease_owner = NULL, lease_until = NULL, updated_at = ?5
-             WHERE id = ?6 AND status = 'pending' AND lease_owner = ?7",
+        let updated = db::query(
+            "UPDATE outbox SET status = $1, next_attempt_at = COALESCE($2, next_attempt_at),
+                 last_error = COALESCE($3, last_error), result_json = COALESCE($4, result_json),
+                 lease_owner = NULL, lease_until = NULL, updated_at = $5
+             WHERE id = $6 AND status = 'pending' AND lease_owner = $7 AND attempts = $8",
         )
         .bind(status)
         .bind(next)
@@ -255,16 +255,19 @@ impl Store {
         .bind(now_ms)
         .bind(id)
         .bind(owner)
-        .execute(&mut *tx)
+        // The fence: the lease is (owner, attempt). An owner whose lease ran out and who took
+        // the item again meanwhile holds a later attempt; its earlier one is refused too.
+        .bind(claimed.attempt)
+        .execute(&mut tx)
         .await?
         .rows_affected();
         if updated == 0 {
             // Another daemon took the item over after our lease ran out; its attempt counts.
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE outbox_attempts SET finished_at = ?1, outcome = ?2, http_status = ?3, error = ?4
-             WHERE outbox_id = ?5 AND attempt = ?6",
+        db::query(
+            "UPDATE outbox_attempts SET finished_at = $1, outcome = $2, http_status = $3, error = $4
+             WHERE outbox_id = $5 AND attempt = $6",
         )
         .bind(now_ms)
         .bind(outcome)
@@ -272,7 +275,7 @@ impl Store {
         .bind(error)
         .bind(id)
         .bind(claimed.attempt)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         if status != OutboxStatus::Pending
             && let (Some(run_id), Some(step_id)) = (claimed.item.run_id, &claimed.item.step_id)
@@ -302,8 +305,8 @@ impl Store {
 
     /// The newest items first.
     pub async fn outbox_items(&self, limit: i64) -> Result<Vec<ItemRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ITEM_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?1"
+        let rows = db::query(&format!(
+            "SELECT {ITEM_COLUMNS} FROM outbox ORDER BY id DESC LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(self.pool())
@@ -312,7 +315,7 @@ impl Store {
     }
 
     pub async fn outbox_item(&self, id: i64) -> Result<Option<ItemRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {ITEM_COLUMNS} FROM outbox WHERE id = ?1"))
+        let row = db::query(&format!("SELECT {ITEM_COLUMNS} FROM outbox WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
@@ -320,9 +323,9 @@ impl Store {
     }
 
     pub async fn outbox_attempts(&self, id: i64) -> Result<Vec<AttemptRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT attempt, started_at, finished_at, outcome, http_status, error
-             FROM outbox_attempts WHERE outbox_id = ?1 ORDER BY attempt",
+             FROM outbox_attempts WHERE outbox_id = $1 ORDER BY attempt",
         )
         .bind(id)
         .fetch_all(self.pool())
@@ -344,8 +347,9 @@ impl Store {
 
     /// `(pending, dead)` counts.
     pub async fn outbox_backlog(&self) -> Result<(i64, i64), StoreError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(status = 'pending'), 0) AS pending, COALESCE(SUM(status = 'dead'), 0) AS dead FROM outbox",
+        let row = db::query(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
+                    COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead FROM outbox",
         )
         .fetch_one(self.pool())
         .await?;
@@ -354,8 +358,10 @@ impl Store {
 
     /// When the next pending item becomes due, for the dispatcher's sleep.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(COALESCE(MAX(next_attempt_at, lease_until), next_attempt_at)) FROM outbox WHERE status = 'pending'",
+        let next: Option<i64> = db::query_scalar(
+            // The later of the two, portably (SQLite has no GREATEST, PostgreSQL no MAX(a, b)).
+            "SELECT MIN(CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END)
+             FROM outbox WHERE status = 'pending'",
         )
         .fetch_one(self.pool())
         .await?;
@@ -366,32 +372,32 @@ impl Store {
     /// because of it waits for it again. False when there is no dead item `id`.
     pub async fn retry_item(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let item: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
-            "UPDATE outbox SET status = 'pending', budget_from = attempts, next_attempt_at = ?1, updated_at = ?1
-             WHERE id = ?2 AND status = 'dead' RETURNING run_id, step_id",
+        let item: Option<(Option<i64>, Option<String>)> = db::query_as(
+            "UPDATE outbox SET status = 'pending', budget_from = attempts, next_attempt_at = $1, updated_at = $1
+             WHERE id = $2 AND status = 'dead' RETURNING run_id, step_id",
         )
         .bind(now.timestamp_millis())
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some((run_id, step_id)) = item else {
             return Ok(false);
         };
         if let (Some(run_id), Some(step_id)) = (run_id, step_id) {
-            sqlx::query(
+            db::query(
                 "UPDATE step_results SET status = 'waiting', error = NULL, finished_at = NULL
-                 WHERE run_id = ?1 AND step_id = ?2 AND status = 'failed'",
+                 WHERE run_id = $1 AND step_id = $2 AND status = 'failed'",
             )
             .bind(run_id)
             .bind(&step_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
+            db::query(
                 "UPDATE runs SET status = 'waiting', error = NULL, finished_at = NULL
-                 WHERE id = ?1 AND status IN ('failed', 'queued')",
+                 WHERE id = $1 AND status IN ('failed', 'queued')",
             )
             .bind(run_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -403,14 +409,14 @@ impl Store {
     pub async fn discard_item(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let now_ms = now.timestamp_millis();
         let mut tx = self.begin_write().await?;
-        let item: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+        let item: Option<(Option<i64>, Option<String>)> = db::query_as(
             "UPDATE outbox SET status = 'dead', last_error = 'discarded by the user', lease_owner = NULL,
-                 lease_until = NULL, updated_at = ?1
-             WHERE id = ?2 AND status IN ('pending', 'dead') RETURNING run_id, step_id",
+                 lease_until = NULL, updated_at = $1
+             WHERE id = $2 AND status IN ('pending', 'dead') RETURNING run_id, step_id",
         )
         .bind(now_ms)
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some((run_id, step_id)) = item else {
             return Ok(false);
@@ -434,7 +440,7 @@ impl Store {
 
 /// Ends a step that waited for an item and gives its run back to the runner.
 async fn resume_waiting_step(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     run_id: i64,
     step_id: &str,
     succeeded: bool,
@@ -442,9 +448,9 @@ async fn resume_waiting_step(
     error: Option<&str>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let changed = sqlx::query(
-        "UPDATE step_results SET status = ?1, output_json = COALESCE(?2, output_json), error = ?3, finished_at = ?4
-         WHERE run_id = ?5 AND step_id = ?6 AND status = 'waiting'",
+    let changed = db::query(
+        "UPDATE step_results SET status = $1, output_json = COALESCE($2, output_json), error = $3, finished_at = $4
+         WHERE run_id = $5 AND step_id = $6 AND status = 'waiting'",
     )
     .bind(if succeeded {
         StepStatus::Succeeded
@@ -456,14 +462,74 @@ async fn resume_waiting_step(
     .bind(now_ms)
     .bind(run_id)
     .bind(step_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if changed == 1 {
-        sqlx::query("UPDATE runs SET status = 'queued' WHERE id = ?1 AND status = 'waiting'")
+        db::query("UPDATE runs SET status = 'queued' WHERE id = $1 AND status = 'waiting'")
             .bind(run_id)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str) -> NewItem {
+        NewItem {
+            kind: "http.post".into(),
+            key: key.into(),
+            payload: serde_json::json!({}),
+            run: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_whose_lease_ran_out_cannot_mark_the_item_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let a = Store::open_sqlite(&path).await.unwrap();
+        let b = Store::open_sqlite(&path).await.unwrap();
+        let t0 = crate::clock::system_now();
+        let lease = Duration::seconds(2);
+        a.enqueue(&[item("k")], t0).await.unwrap();
+        let first = a.claim_due("a", t0, lease, 10).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // Claimed once: nobody else gets it while the lease holds.
+        assert!(b.claim_due("b", t0, lease, 10).await.unwrap().is_empty());
+        // A stalls past its lease; B takes the item over and A's late outcome is refused.
+        let t1 = t0 + Duration::seconds(3);
+        let second = b.claim_due("b", t1, lease, 10).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert!(
+            second[0].previous_unknown,
+            "A's attempt never reported back"
+        );
+        let done = Completion::Done(serde_json::json!({"by": "a"}));
+        assert!(!a.complete(&first[0], "a", &done, None, t1).await.unwrap());
+        // A claiming again for itself (a later attempt) does not revive its first attempt.
+        let t2 = t1 + Duration::seconds(3);
+        let third = a.claim_due("a", t2, lease, 10).await.unwrap();
+        assert_eq!(third[0].attempt, 3);
+        assert!(!a.complete(&first[0], "a", &done, None, t2).await.unwrap());
+        assert!(!b.complete(&second[0], "b", &done, None, t2).await.unwrap());
+        let done = Completion::Done(serde_json::json!({"by": "a, third"}));
+        assert!(a.complete(&third[0], "a", &done, None, t2).await.unwrap());
+        let row = a.outbox_item(first[0].item.id).await.unwrap().unwrap();
+        assert_eq!(row.status, OutboxStatus::Done);
+        assert_eq!(row.result, Some(serde_json::json!({"by": "a, third"})));
+        let attempts = a.outbox_attempts(row.id).await.unwrap();
+        let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Some(AttemptOutcome::Unknown),
+                Some(AttemptOutcome::Unknown),
+                Some(AttemptOutcome::Done)
+            ]
+        );
+    }
 }

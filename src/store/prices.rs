@@ -1,7 +1,7 @@
 //! The price cache: the last quote per source and currency.
 
+use super::db::{self};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::{Store, StoreError, from_millis};
 
@@ -12,8 +12,8 @@ impl Store {
         source: &str,
         currency: &str,
     ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
-        let r = sqlx::query(
-            "SELECT price, fetched_at FROM price_quotes WHERE source = ?1 AND currency = ?2",
+        let r = db::query(
+            "SELECT price, fetched_at FROM price_quotes WHERE source = $1 AND currency = $2",
         )
         .bind(source)
         .bind(currency)
@@ -33,15 +33,15 @@ impl Store {
         fetched_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO price_quotes (source, currency, price, fetched_at) VALUES (?1, ?2, ?3, ?4)
+        db::query(
+            "INSERT INTO price_quotes (source, currency, price, fetched_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (source, currency) DO UPDATE SET price = excluded.price, fetched_at = excluded.fetched_at",
         )
         .bind(source)
         .bind(currency)
         .bind(price)
         .bind(fetched_at.timestamp_millis())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())

@@ -1,9 +1,9 @@
 //! Runs and their step results: queueing, claiming with a lease, recording each step before the
 //! next starts, finishing. A step's result and the outbox items it causes commit together.
 
+use super::db::{self, DbRow, Tx};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use sqlx::{Row, Sqlite, Transaction};
 
 use super::outbox::{NewItem, insert_items};
 use super::status::{RunStatus, StepStatus, Trigger};
@@ -63,7 +63,7 @@ pub enum Recorded {
 
 const RUN_COLUMNS: &str = "id, workflow, trigger, trigger_key, event_json, status, created_at, started_at, finished_at, error";
 
-fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
+fn run_row(row: &DbRow) -> Result<RunRow, sqlx::Error> {
     let event: Option<String> = row.try_get("event_json")?;
     Ok(RunRow {
         id: row.try_get("id")?,
@@ -95,9 +95,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = db::query_scalar(
             "INSERT INTO runs (workflow, trigger, trigger_key, event_json, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5)
+             VALUES ($1, $2, $3, $4, 'queued', $5)
              ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING RETURNING id",
         )
         .bind(workflow)
@@ -105,7 +105,7 @@ impl Store {
         .bind(key)
         .bind(event.map(Value::to_string))
         .bind(now.timestamp_millis())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(id)
@@ -121,22 +121,32 @@ impl Store {
         lease: Duration,
         busy: &[i64],
     ) -> Result<Option<RunRow>, StoreError> {
-        let busy = Value::from(busy.to_vec()).to_string();
+        // The ids are integers written into the text (no array type is common to both
+        // backends); formatting an i64 cannot inject anything.
+        let busy = busy
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let not_busy = if busy.is_empty() {
+            String::new()
+        } else {
+            format!("AND id NOT IN ({busy})")
+        };
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE runs SET status = 'running', lease_owner = ?1, lease_until = ?2,
-                 started_at = COALESCE(started_at, ?3)
+        let row = db::query(&format!(
+            "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2,
+                 started_at = COALESCE(started_at, $3)
              WHERE id = (SELECT id FROM runs
-                         WHERE (status = 'queued' OR (status = 'running' AND lease_until < ?3))
-                           AND id NOT IN (SELECT value FROM json_each(?4))
+                         WHERE (status = 'queued' OR (status = 'running' AND lease_until < $3))
+                           {not_busy}
                          ORDER BY id LIMIT 1)
              RETURNING {RUN_COLUMNS}"
         ))
         .bind(owner)
         .bind((now + lease).timestamp_millis())
         .bind(now.timestamp_millis())
-        .bind(busy)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(row.as_ref().map(run_row).transpose()?)
@@ -156,22 +166,26 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
-        let renewed: Vec<i64> = sqlx::query_scalar(
-            "UPDATE runs SET lease_until = ?1
-             WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'running' AND lease_owner = ?3
-             RETURNING id",
-        )
+        let ids = runs
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let renewed: Vec<i64> = db::query_scalar(&format!(
+            "UPDATE runs SET lease_until = $1
+             WHERE id IN ({ids}) AND status = 'running' AND lease_owner = $2
+             RETURNING id"
+        ))
         .bind((now + lease).timestamp_millis())
-        .bind(Value::from(runs.to_vec()).to_string())
         .bind(owner)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(renewed)
     }
 
     pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+        let row = db::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
@@ -180,8 +194,8 @@ impl Store {
 
     /// The newest runs first.
     pub async fn recent_runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
+        let rows = db::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(self.pool())
@@ -190,9 +204,9 @@ impl Store {
     }
 
     pub async fn steps(&self, run_id: i64) -> Result<Vec<StepRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT step_id, position, status, output_json, error, started_at, finished_at
-             FROM step_results WHERE run_id = ?1 ORDER BY position",
+             FROM step_results WHERE run_id = $1 ORDER BY position",
         )
         .bind(run_id)
         .fetch_all(self.pool())
@@ -237,9 +251,9 @@ impl Store {
             return Ok(Recorded::Conflict);
         }
         let finished = (step.status != StepStatus::Waiting).then_some(now.timestamp_millis());
-        sqlx::query(
+        db::query(
             "INSERT INTO step_results (run_id, step_id, position, status, output_json, error, started_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,
                  output_json = excluded.output_json, error = excluded.error, finished_at = excluded.finished_at",
         )
@@ -251,7 +265,7 @@ impl Store {
         .bind(&step.error)
         .bind(step.started_at.timestamp_millis())
         .bind(finished)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         if let Some(w) = &step.withdrawal
             && !super::withdrawals::insert(&mut tx, w, now).await?
@@ -260,9 +274,9 @@ impl Store {
         }
         insert_items(&mut tx, &step.effects, now).await?;
         if step.status == StepStatus::Waiting {
-            sqlx::query("UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_until = NULL WHERE id = ?1")
+            db::query("UPDATE runs SET status = 'waiting', lease_owner = NULL, lease_until = NULL WHERE id = $1")
                 .bind(run_id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         tx.commit().await?;
@@ -280,9 +294,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE runs SET status = ?1, error = ?2, finished_at = ?3, lease_owner = NULL, lease_until = NULL
-             WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
+        let done = db::query(
+            "UPDATE runs SET status = $1, error = $2, finished_at = $3, lease_owner = NULL, lease_until = NULL
+             WHERE id = $4 AND status = 'running' AND lease_owner = $5",
         )
         .bind(if succeeded {
             RunStatus::Succeeded
@@ -293,7 +307,7 @@ impl Store {
         .bind(now.timestamp_millis())
         .bind(run_id)
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected();
         // Runs failing together (a provider down for every workflow) send one email an hour
@@ -312,15 +326,15 @@ impl Store {
     /// run waits, or is queued again if the item finished in the meantime.
     pub async fn release_to_waiting(&self, run_id: i64, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        db::query(
             "UPDATE runs SET lease_owner = NULL, lease_until = NULL,
-                 status = CASE WHEN EXISTS (SELECT 1 FROM step_results WHERE run_id = ?1 AND status = 'waiting')
+                 status = CASE WHEN EXISTS (SELECT 1 FROM step_results WHERE run_id = $1 AND status = 'waiting')
                                THEN 'waiting' ELSE 'queued' END
-             WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+             WHERE id = $1 AND status = 'running' AND lease_owner = $2",
         )
         .bind(run_id)
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -329,7 +343,7 @@ impl Store {
     /// Counts of runs by status, for `status` and the metrics.
     pub async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>, StoreError> {
         let rows =
-            sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status ORDER BY status")
+            db::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status ORDER BY status")
                 .fetch_all(self.pool())
                 .await?;
         rows.iter()
@@ -341,20 +355,86 @@ impl Store {
 
 /// Extends `owner`'s lease on a running run; false if someone else holds it now.
 async fn hold_lease(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     run_id: i64,
     owner: &str,
     now: DateTime<Utc>,
     lease: Duration,
 ) -> Result<bool, StoreError> {
-    let held = sqlx::query(
-        "UPDATE runs SET lease_until = ?1 WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
+    let held = db::query(
+        "UPDATE runs SET lease_until = $1 WHERE id = $2 AND status = 'running' AND lease_owner = $3",
     )
     .bind((now + lease).timestamp_millis())
     .bind(run_id)
     .bind(owner)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     Ok(held == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_instance_whose_run_lease_ran_out_can_record_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let a = Store::open_sqlite(&path).await.unwrap();
+        let b = Store::open_sqlite(&path).await.unwrap();
+        let t0 = crate::clock::system_now();
+        let lease = Duration::seconds(2);
+        a.queue_run("w", Trigger::Manual, "m1", None, t0)
+            .await
+            .unwrap();
+        let run = a.claim_run("a", t0, lease, &[]).await.unwrap().unwrap();
+        assert!(b.claim_run("b", t0, lease, &[]).await.unwrap().is_none());
+        let t1 = t0 + Duration::seconds(3);
+        let taken = b.claim_run("b", t1, lease, &[]).await.unwrap().unwrap();
+        assert_eq!(taken.id, run.id);
+        let step = |id| StepRecord {
+            step_id: id,
+            position: 0,
+            status: StepStatus::Succeeded,
+            output: None,
+            error: None,
+            started_at: t1,
+            effects: vec![NewItem {
+                kind: "http.post".into(),
+                key: format!("run/{}/step/{id}", run.id),
+                payload: Value::Null,
+                run: None,
+            }],
+            reservation: None,
+            withdrawal: None,
+        };
+        assert_eq!(
+            a.record_step(run.id, "a", step("s1"), t1, lease)
+                .await
+                .unwrap(),
+            Recorded::LeaseLost
+        );
+        assert!(
+            !a.finish_run(run.id, "a", true, None, None, t1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            a.outbox_items(10).await.unwrap().is_empty(),
+            "a fenced step queues no effect"
+        );
+        assert_eq!(
+            b.record_step(run.id, "b", step("s1"), t1, lease)
+                .await
+                .unwrap(),
+            Recorded::Done
+        );
+        assert!(
+            b.finish_run(run.id, "b", true, None, None, t1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(a.outbox_items(10).await.unwrap().len(), 1);
+    }
 }

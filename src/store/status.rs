@@ -1,5 +1,5 @@
 //! What started a run, and the states a run, a step result, an outbox item, an outbox attempt and a withdrawal can be
-//! in, as enums stored as TEXT through `sqlx::Type`.
+//! in, as enums stored as TEXT (the same on SQLite and PostgreSQL).
 //!
 //! The texts are the ones the schema's CHECK constraints allow and the rows already hold; they
 //! are also what `runs`, `outbox` and `withdrawals` print and what their JSON carries, so a
@@ -26,6 +26,55 @@ macro_rules! status_text {
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.pad(self.name())
+            }
+        }
+
+        // Stored as its text, on any backend that stores texts.
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $ty
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $ty
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'q str as sqlx::Encode<'q, DB>>::encode(self.name(), buf)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $ty
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&'r str as sqlx::Decode<'r, DB>>::decode(value)?.parse()?)
+            }
+        }
+
+        impl super::db::IntoArg for $ty {
+            fn into_arg(self) -> super::db::Arg {
+                super::db::Arg::Text(Some(self.name().to_owned()))
+            }
+        }
+
+        impl super::db::IntoArg for Option<$ty> {
+            fn into_arg(self) -> super::db::Arg {
+                super::db::Arg::Text(self.map(|v| v.name().to_owned()))
             }
         }
 
@@ -56,10 +105,7 @@ pub struct UnknownStatus {
 }
 
 /// What started a run.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
-)]
-#[sqlx(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     Schedule,
@@ -74,10 +120,7 @@ status_text!(Trigger {
 });
 
 /// Where a run is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
-)]
-#[sqlx(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Queued,
@@ -106,10 +149,7 @@ impl RunStatus {
 
 /// A recorded step's result. The schema also allows `running`, which nothing writes: a step is
 /// recorded once it has an outcome.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
-)]
-#[sqlx(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
     Succeeded,
@@ -127,10 +167,7 @@ status_text!(StepStatus {
 });
 
 /// An outbox item's state.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
-)]
-#[sqlx(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboxStatus {
     /// Due now or later (retries included).
@@ -147,10 +184,7 @@ status_text!(OutboxStatus {
 });
 
 /// How one outbox attempt ended. An attempt still open has none.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
-)]
-#[sqlx(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptOutcome {
     Done,
@@ -168,10 +202,7 @@ status_text!(AttemptOutcome {
 });
 
 /// Where a withdrawal is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
-)]
-#[sqlx(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WithdrawalStatus {
     /// Decided by its step, no provider called yet.
@@ -395,6 +426,19 @@ mod tests {
         let store = crate::store::Store::open_sqlite(&dir.path().join("db"))
             .await
             .unwrap();
+        rows_of_today_read_back(store).await;
+    }
+
+    /// The same on PostgreSQL (the enums are TEXT there too).
+    #[tokio::test]
+    async fn rows_of_today_read_back_through_the_store_on_postgres() {
+        let Some(db) = crate::store::test_postgres::TestDatabase::create().await else {
+            return;
+        };
+        rows_of_today_read_back(db.store().await).await;
+    }
+
+    async fn rows_of_today_read_back(store: crate::store::Store) {
         let pool = store.pool();
         for (id, (trigger, status)) in [
             ("schedule", "queued"),
@@ -406,9 +450,9 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            sqlx::query(
+            crate::store::db::query(
                 "INSERT INTO runs (id, workflow, trigger, trigger_key, status, created_at)
-                 VALUES (?1, 'w', ?2, ?3, ?4, 0)",
+                 VALUES ($1, 'w', $2, $3, $4, 0)",
             )
             .bind(id as i64 + 1)
             .bind(trigger)
@@ -422,9 +466,9 @@ mod tests {
             .iter()
             .enumerate()
         {
-            sqlx::query(
+            crate::store::db::query(
                 "INSERT INTO step_results (run_id, step_id, position, status, started_at)
-                 VALUES (1, ?1, ?2, ?3, 0)",
+                 VALUES (1, $1, $2, $3, 0)",
             )
             .bind(format!("s{position}"))
             .bind(position as i64)
@@ -434,9 +478,9 @@ mod tests {
             .unwrap();
         }
         for (id, status) in ["pending", "done", "dead"].iter().enumerate() {
-            sqlx::query(
+            crate::store::db::query(
                 "INSERT INTO outbox (id, kind, idempotency_key, payload_json, status, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, 'http', ?2, '{}', ?3, 0, 0, 0)",
+                 VALUES ($1, 'http', $2, '{}', $3, 0, 0, 0)",
             )
             .bind(id as i64 + 1)
             .bind(format!("key{id}"))
@@ -455,8 +499,8 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            sqlx::query(
-                "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, outcome) VALUES (1, ?1, 0, ?2)",
+            crate::store::db::query(
+                "INSERT INTO outbox_attempts (outbox_id, attempt, started_at, outcome) VALUES (1, $1, 0, $2)",
             )
             .bind(attempt as i64 + 1)
             .bind(outcome)
@@ -474,9 +518,9 @@ mod tests {
             "failed",
         ];
         for (i, status) in withdrawals.iter().enumerate() {
-            sqlx::query(
+            crate::store::db::query(
                 "INSERT INTO withdrawals (key, workflow, provider, wallet, address, address_index, status, created_at, updated_at)
-                 VALUES (?1, 'w', 'hub', 'vault', ?2, ?3, ?4, ?3, ?3)",
+                 VALUES ($1, 'w', 'hub', 'vault', $2, $3, $4, $3, $3)",
             )
             .bind(format!("w{i}"))
             .bind(format!("bc1q{i}"))

@@ -1,8 +1,8 @@
 //! Address rotation: each wallet's next index (which only moves forward) and the addresses
 //! handed out or seen used. A reservation commits with the step that uses the address.
 
+use super::db::{self, Tx};
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, Transaction};
 
 use super::{Store, StoreError, from_millis};
 
@@ -34,7 +34,7 @@ impl Store {
     /// `(key id, next index)` of a wallet, if it ever handed out an address.
     pub async fn wallet_cursor(&self, wallet: &str) -> Result<Option<(String, u32)>, StoreError> {
         let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT key_id, next_index FROM wallet_cursors WHERE wallet = ?1")
+            db::query_as("SELECT key_id, next_index FROM wallet_cursors WHERE wallet = $1")
                 .bind(wallet)
                 .fetch_optional(self.pool())
                 .await?;
@@ -43,9 +43,9 @@ impl Store {
 
     /// The addresses of a wallet satflow knows about (reserved or used), by index.
     pub async fn wallet_addresses(&self, wallet: &str) -> Result<Vec<AddressRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT idx, address, state, used_by, COALESCE(used_at, reserved_at) AS at FROM wallet_addresses
-             WHERE wallet = ?1 ORDER BY idx",
+             WHERE wallet = $1 ORDER BY idx",
         )
         .bind(wallet)
         .fetch_all(self.pool())
@@ -81,25 +81,25 @@ impl Store {
 }
 
 pub(super) async fn mark_used(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     wallet: &str,
     index: u32,
     address: &str,
     used_by: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    db::query(
         "INSERT INTO wallet_addresses (wallet, idx, address, state, used_by, reserved_at, used_at)
-         VALUES (?1, ?2, ?3, 'used', ?4, ?5, ?5)
+         VALUES ($1, $2, $3, 'used', $4, $5, $5)
          ON CONFLICT (wallet, idx) DO UPDATE SET state = 'used', used_at = excluded.used_at,
-             used_by = COALESCE(used_by, excluded.used_by)",
+             used_by = COALESCE(wallet_addresses.used_by, excluded.used_by)",
     )
     .bind(wallet)
     .bind(i64::from(index))
     .bind(address)
     .bind(used_by)
     .bind(now.timestamp_millis())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -107,27 +107,27 @@ pub(super) async fn mark_used(
 /// Takes the reserved address inside the caller's transaction, if the wallet's cursor is still
 /// where the decision assumed; false when another run moved it first (decide again).
 pub(super) async fn reserve(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     r: &Reservation,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let next = i64::from(r.index) + 1;
     let moved = match r.expected_next {
-        None => sqlx::query("INSERT INTO wallet_cursors (wallet, key_id, next_index) VALUES (?1, ?2, ?3) ON CONFLICT (wallet) DO NOTHING")
+        None => db::query("INSERT INTO wallet_cursors (wallet, key_id, next_index) VALUES ($1, $2, $3) ON CONFLICT (wallet) DO NOTHING")
             .bind(&r.wallet)
             .bind(&r.key_id)
             .bind(next)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?
             .rows_affected(),
-        Some(expected) => sqlx::query(
-            "UPDATE wallet_cursors SET next_index = ?1 WHERE wallet = ?2 AND key_id = ?3 AND next_index = ?4",
+        Some(expected) => db::query(
+            "UPDATE wallet_cursors SET next_index = $1 WHERE wallet = $2 AND key_id = $3 AND next_index = $4",
         )
         .bind(next)
         .bind(&r.wallet)
         .bind(&r.key_id)
         .bind(i64::from(expected))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected(),
     };
@@ -137,16 +137,16 @@ pub(super) async fn reserve(
     for (index, address) in &r.skipped {
         mark_used(tx, &r.wallet, *index, address, "found used on chain", now).await?;
     }
-    let inserted = sqlx::query(
+    let inserted = db::query(
         "INSERT INTO wallet_addresses (wallet, idx, address, state, used_by, reserved_at)
-         VALUES (?1, ?2, ?3, 'reserved', ?4, ?5) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, 'reserved', $4, $5) ON CONFLICT DO NOTHING",
     )
     .bind(&r.wallet)
     .bind(i64::from(r.index))
     .bind(&r.address)
     .bind(&r.used_by)
     .bind(now.timestamp_millis())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     Ok(inserted == 1)

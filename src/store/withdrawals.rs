@@ -1,8 +1,8 @@
 //! Withdrawals: planned with the step that decides them, then requested, sent, confirmed — or
 //! skipped or failed, with the reason.
 
+use super::db::{self, DbRow, Tx};
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, Transaction};
 
 use super::status::WithdrawalStatus;
 use super::{NewItem, Store, StoreError, from_millis};
@@ -76,7 +76,7 @@ const COLUMNS: &str =
     "key, workflow, provider, wallet, address, status, balance_sat, amount_sat, fee_sat, fee_rate,
     provider_ref, txid, reason, confirmations, created_at, updated_at";
 
-fn row(r: &sqlx::sqlite::SqliteRow) -> Result<WithdrawalRow, sqlx::Error> {
+fn row(r: &DbRow) -> Result<WithdrawalRow, sqlx::Error> {
     let sats = |name: &str| -> Result<Option<u64>, sqlx::Error> {
         Ok(r.try_get::<Option<i64>, _>(name)?.map(|v| v as u64))
     };
@@ -104,24 +104,24 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> Result<WithdrawalRow, sqlx::Error> {
 /// address is already another withdrawal's (one that reused a skipped address concurrently),
 /// and the step must decide again.
 pub(super) async fn insert(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     w: &NewWithdrawal,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let taken: Option<String> = sqlx::query_scalar(
-        "SELECT key FROM withdrawals WHERE wallet = ?1 AND address = ?2 AND key != ?3 AND status != 'skipped' LIMIT 1",
+    let taken: Option<String> = db::query_scalar(
+        "SELECT key FROM withdrawals WHERE wallet = $1 AND address = $2 AND key != $3 AND status != 'skipped' LIMIT 1",
     )
     .bind(&w.wallet)
     .bind(&w.address)
     .bind(&w.key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     if taken.is_some() {
         return Ok(false);
     }
-    sqlx::query(
+    db::query(
         "INSERT INTO withdrawals (key, workflow, provider, wallet, address, address_index, status, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'planned', ?7, ?7) ON CONFLICT (key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, 'planned', $7, $7) ON CONFLICT (key) DO NOTHING",
     )
     .bind(&w.key)
     .bind(&w.workflow)
@@ -130,14 +130,14 @@ pub(super) async fn insert(
     .bind(&w.address)
     .bind(i64::from(w.address_index))
     .bind(now.timestamp_millis())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(true)
 }
 
 impl Store {
     pub async fn withdrawal(&self, key: &str) -> Result<Option<WithdrawalRow>, StoreError> {
-        let r = sqlx::query(&format!("SELECT {COLUMNS} FROM withdrawals WHERE key = ?1"))
+        let r = db::query(&format!("SELECT {COLUMNS} FROM withdrawals WHERE key = $1"))
             .bind(key)
             .fetch_optional(self.pool())
             .await?;
@@ -145,8 +145,8 @@ impl Store {
     }
 
     pub async fn withdrawals(&self, limit: i64) -> Result<Vec<WithdrawalRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM withdrawals ORDER BY created_at DESC LIMIT ?1"
+        let rows = db::query(&format!(
+            "SELECT {COLUMNS} FROM withdrawals ORDER BY created_at DESC LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(self.pool())
@@ -162,8 +162,8 @@ impl Store {
         workflow: &str,
         wallet: &str,
     ) -> Result<Option<(String, u32)>, StoreError> {
-        let r = sqlx::query(
-            "SELECT address, address_index, status FROM withdrawals WHERE workflow = ?1 AND wallet = ?2
+        let r = db::query(
+            "SELECT address, address_index, status FROM withdrawals WHERE workflow = $1 AND wallet = $2
              ORDER BY created_at DESC LIMIT 1",
         )
         .bind(workflow)
@@ -184,8 +184,8 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<WithdrawalRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM withdrawals WHERE next_check_at IS NOT NULL AND next_check_at <= ?1 ORDER BY next_check_at LIMIT 50"
+        let rows = db::query(&format!(
+            "SELECT {COLUMNS} FROM withdrawals WHERE next_check_at IS NOT NULL AND next_check_at <= $1 ORDER BY next_check_at LIMIT 50"
         ))
         .bind(now.timestamp_millis())
         .fetch_all(self.pool())
@@ -202,12 +202,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE withdrawals SET status = ?1, balance_sat = COALESCE(?2, balance_sat), amount_sat = COALESCE(?3, amount_sat),
-                 fee_sat = COALESCE(?4, fee_sat), fee_rate = COALESCE(?5, fee_rate), provider_ref = COALESCE(?6, provider_ref),
-                 txid = COALESCE(?7, txid), reason = COALESCE(?8, reason), confirmations = COALESCE(?9, confirmations),
-                 next_check_at = ?10, updated_at = ?11
-             WHERE key = ?12",
+        db::query(
+            "UPDATE withdrawals SET status = $1, balance_sat = COALESCE($2, balance_sat), amount_sat = COALESCE($3, amount_sat),
+                 fee_sat = COALESCE($4, fee_sat), fee_rate = COALESCE($5, fee_rate), provider_ref = COALESCE($6, provider_ref),
+                 txid = COALESCE($7, txid), reason = COALESCE($8, reason), confirmations = COALESCE($9, confirmations),
+                 next_check_at = $10, updated_at = $11
+             WHERE key = $12",
         )
         .bind(u.status)
         .bind(u.balance_sat.map(|v| v as i64))
@@ -221,7 +221,7 @@ impl Store {
         .bind(u.next_check_at.map(|t| t.timestamp_millis()))
         .bind(now.timestamp_millis())
         .bind(key)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         super::outbox::insert_items(&mut tx, notify.as_slice(), now).await?;
         tx.commit().await?;

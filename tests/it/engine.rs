@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::helpers::{TestApp, eventually, listening, terminate};
+use super::helpers::{Backend, TestApp, eventually, listening, on_both_backends, terminate};
 use super::sink::{Reply, Sink};
 
 /// A manual workflow of `n` http.post steps to `/1` … `/n` of the sink.
@@ -36,10 +36,13 @@ async fn healthy(app: &TestApp) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_runs_a_triggered_workflow_reports_health_and_stops_on_sigterm() {
+async fn the_daemon_runs_a_triggered_workflow_reports_health_and_stops_on_sigterm(
+    backend: Backend,
+) {
     let sink = Sink::start().await;
-    let app = TestApp::engine();
+    let Some(app) = TestApp::engine_on(backend) else {
+        return;
+    };
     chain(&app, "hook", &sink, 2, "");
     app.write(
         "workflows/hook.yaml",
@@ -104,10 +107,11 @@ async fn the_daemon_runs_a_triggered_workflow_reports_health_and_stops_on_sigter
     assert!(log.contains("stopped"), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_outbox_retries_honours_retry_after_reconciles_and_dead_letters() {
+async fn the_outbox_retries_honours_retry_after_reconciles_and_dead_letters(backend: Backend) {
     let sink = Sink::start().await;
-    let app = TestApp::engine();
+    let Some(app) = TestApp::engine_on(backend) else {
+        return;
+    };
     chain(&app, "flaky", &sink, 3, "");
     sink.script([
         // s1: a 503, then a 429 asking for 1 s, then through.
@@ -199,10 +203,11 @@ async fn the_outbox_retries_honours_retry_after_reconciles_and_dead_letters() {
     assert_eq!(terminate(&mut daemon), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_daemons_on_one_database_run_each_fire_once() {
+async fn two_daemons_on_one_database_run_each_fire_once(backend: Backend) {
     let sink = Sink::start().await;
-    let app = TestApp::engine();
+    let Some(app) = TestApp::engine_on(backend) else {
+        return;
+    };
     chain(
         &app,
         "tick",
@@ -261,14 +266,15 @@ async fn two_daemons_on_one_database_run_each_fire_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_moments_loses_no_effect_and_repeats_no_finished_step() {
+async fn sigkill_at_random_moments_loses_no_effect_and_repeats_no_finished_step(backend: Backend) {
     const RUNS: usize = 30;
     const STEPS: usize = 3;
     const KILLS: usize = 50;
     let sink = Sink::start().await;
     sink.set_delay(Duration::from_millis(250));
-    let app = TestApp::engine();
+    let Some(app) = TestApp::engine_on(backend) else {
+        return;
+    };
     chain(&app, "chain", &sink, STEPS, "");
     for _ in 0..RUNS {
         let run = app.satflow(&["trigger", "chain", "-c", "satflow.yaml"]);
@@ -344,10 +350,11 @@ async fn sigkill_at_random_moments_loses_no_effect_and_repeats_no_finished_step(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
+async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again(backend: Backend) {
     let smtp = super::smtp::SmtpSink::start().await;
-    let app = TestApp::engine();
+    let Some(app) = TestApp::engine_on(backend) else {
+        return;
+    };
     let config = std::fs::read_to_string(app.path().join("satflow.yaml")).unwrap();
     let closed = super::helpers::closed_port();
     app.write(
@@ -417,3 +424,11 @@ async fn emails_go_over_smtp_and_a_dead_alert_does_not_alert_again() {
         "{items:#?}"
     );
 }
+
+on_both_backends!(
+    the_daemon_runs_a_triggered_workflow_reports_health_and_stops_on_sigterm,
+    the_outbox_retries_honours_retry_after_reconciles_and_dead_letters,
+    two_daemons_on_one_database_run_each_fire_once,
+    sigkill_at_random_moments_loses_no_effect_and_repeats_no_finished_step,
+    emails_go_over_smtp_and_a_dead_alert_does_not_alert_again,
+);

@@ -8,7 +8,191 @@ pub struct TestApp {
     env: Vec<(String, String)>,
     /// The log of the daemon (`satflow run`) spawned last: it says which port it bound.
     daemon_log: std::sync::Mutex<Option<PathBuf>>,
+    /// The PostgreSQL database of an app on that backend: its satflow.yaml is pointed there,
+    /// and the database is dropped with the app.
+    pg: Option<PgDatabase>,
 }
+
+/// Which database a test's daemon runs on. The suites that must hold on both (engine,
+/// outbox, crashes, webhooks, withdrawals) run each test once per backend, through
+/// `on_both_backends!`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the PostgreSQL tests find a server when `SATFLOW_TEST_POSTGRES_URL` is not set.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The server the PostgreSQL tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("SATFLOW_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+/// Runs `work` to its end on a runtime and a thread of its own: apps are made and dropped in
+/// sync code that runs inside the tests' runtimes.
+fn block_on<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join()
+    .unwrap()
+}
+
+async fn admin_connection(url: &str) -> Result<sqlx::PgConnection, String> {
+    use sqlx::Connection;
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sqlx::PgConnection::connect(url),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}
+
+/// Whether a PostgreSQL server answers for the tests. Asked once per test process; when none
+/// does, ONE line says so on the terminal (not captured: it must be seen in a plain `cargo
+/// test`), unless `SATFLOW_REQUIRE_POSTGRES=1`, which makes every PostgreSQL test fail.
+pub fn postgres_available() -> bool {
+    static ANSWER: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let answer = ANSWER.get_or_init(|| {
+        let url = postgres_admin_url();
+        let answer = block_on(async move { admin_connection(&url).await.map(|_| ()) });
+        if answer.is_err() && !postgres_required() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: PostgreSQL tests skipped: no PostgreSQL server answers at {} (start one, or set SATFLOW_TEST_POSTGRES_URL=postgres://USER@HOST:PORT/DB; SATFLOW_REQUIRE_POSTGRES=1 makes this a failure)",
+                redacted(&postgres_admin_url())
+            );
+        }
+        answer
+    });
+    match answer {
+        Ok(()) => true,
+        Err(e) if postgres_required() => panic!(
+            "SATFLOW_REQUIRE_POSTGRES=1 but no PostgreSQL server answers at {}: {e}",
+            redacted(&postgres_admin_url())
+        ),
+        Err(_) => false,
+    }
+}
+
+fn postgres_required() -> bool {
+    std::env::var("SATFLOW_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// A database of its own for one test, created on the test server and dropped (with any
+/// connection a killed daemon left) when the test ends.
+pub struct PgDatabase {
+    name: String,
+    /// The database's URL, for satflow.yaml.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// A new empty database, or None (the test is skipped) when no server answers.
+    pub fn create() -> Option<PgDatabase> {
+        if !postgres_available() {
+            return None;
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "satflow_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let admin = postgres_admin_url();
+        let mut url = url::Url::parse(&admin).expect("SATFLOW_TEST_POSTGRES_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        let create = format!("CREATE DATABASE {name}");
+        block_on(async move {
+            let mut conn = admin_connection(&admin).await.unwrap();
+            sqlx::query(&create).execute(&mut conn).await.unwrap();
+        });
+        Some(PgDatabase {
+            name,
+            url: url.to_string(),
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let admin = postgres_admin_url();
+        block_on(async move {
+            if let Ok(mut conn) = admin_connection(&admin).await {
+                let _ = sqlx::query(&drop).execute(&mut conn).await;
+            }
+        });
+    }
+}
+
+/// `contents` of a satflow.yaml with its `database:` line (added if there is none) naming `url`.
+fn with_database(contents: &str, url: &str) -> String {
+    let line = format!("database: \"{url}\"");
+    let mut found = false;
+    let mut out: Vec<String> = contents
+        .lines()
+        .map(|l| {
+            if l.starts_with("database:") {
+                found = true;
+                line.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        out.insert(0, line);
+    }
+    out.join("\n") + "\n"
+}
+
+/// Runs each named `async fn NAME(backend: Backend)` as two tests, `NAME::sqlite` and
+/// `NAME::postgres` (which passes without running when no PostgreSQL server answers, unless
+/// `SATFLOW_REQUIRE_POSTGRES=1`).
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )+};
+}
+pub(crate) use on_both_backends;
 
 /// What a run of the binary printed and how it exited.
 #[derive(Debug)]
@@ -39,7 +223,19 @@ impl TestApp {
             dir: tempfile::tempdir().expect("temp dir"),
             env: Vec::new(),
             daemon_log: std::sync::Mutex::new(None),
+            pg: None,
         }
+    }
+
+    /// An empty folder whose satflow.yaml, when written, uses `backend`: on PostgreSQL, a
+    /// database of its own replaces whatever `database:` the test writes. None when that
+    /// backend cannot be had here (the test is skipped).
+    pub fn empty_on(backend: Backend) -> Option<TestApp> {
+        let mut app = TestApp::empty();
+        if backend == Backend::Postgres {
+            app.pg = Some(PgDatabase::create()?);
+        }
+        Some(app)
     }
 
     /// A copy of `tests/corpus/base`: a good satflow.yaml, the files it names, one good workflow.
@@ -53,17 +249,29 @@ impl TestApp {
         self.dir.path()
     }
 
+    /// Writes a file of the setup; on PostgreSQL, satflow.yaml's `database:` names the app's
+    /// own database whatever the test wrote.
     pub fn write(&self, relative: &str, contents: &str) {
         let path = self.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, contents).unwrap();
+        match &self.pg {
+            Some(pg) if relative == "satflow.yaml" => {
+                std::fs::write(path, with_database(contents, &pg.url)).unwrap()
+            }
+            _ => std::fs::write(path, contents).unwrap(),
+        }
     }
 
     /// A setup for the engine: an empty workflows folder, emails as files in `mail/`, short
     /// leases and retry delays so crashes and retries play out in seconds. The daemon binds
     /// port 0; `started` reads back the port it got.
     pub fn engine() -> TestApp {
-        let app = TestApp::empty();
+        TestApp::engine_on(Backend::Sqlite).expect("SQLite is always there")
+    }
+
+    /// `engine()` on `backend`; None when that backend cannot be had here.
+    pub fn engine_on(backend: Backend) -> Option<TestApp> {
+        let app = TestApp::empty_on(backend)?;
         app.write(
             "satflow.yaml",
             "database: sqlite://satflow.db\nlisten: 127.0.0.1:0\n\
@@ -72,7 +280,7 @@ impl TestApp {
              outbox: { base_delay: 100ms, max_delay: 2s, max_attempts: 4 }\n",
         );
         std::fs::create_dir_all(app.path().join("workflows")).unwrap();
-        app
+        Some(app)
     }
 
     /// The address the daemon spawned last listens on, as its log reported it. Call it once

@@ -5,6 +5,8 @@ mod check;
 mod cli_hygiene;
 mod clients;
 mod cln_tls;
+mod cluster;
+mod db_copy;
 mod demo;
 mod electrum;
 mod engine;

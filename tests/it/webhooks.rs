@@ -8,7 +8,10 @@ use satflow::pocket::webhook;
 use satflow::sandbox::{self, SandboxOptions};
 use serde_json::{Value, json};
 
-use super::helpers::{Relay, TestApp, eventually, nothing_in_flight, sandbox_post, terminate};
+use super::helpers::{
+    Backend, Relay, TestApp, eventually, nothing_in_flight, on_both_backends, sandbox_post,
+    terminate,
+};
 use super::pocket::TestWallet;
 use super::sink::Sink;
 use super::smtp::SmtpSink;
@@ -32,8 +35,21 @@ impl Daemon {
         extra: &str,
         workflows: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_on(Backend::Sqlite, pocket_url, listen_port, extra, workflows)
+            .await
+            .expect("SQLite is always there")
+    }
+
+    /// `start` on `backend`; None when that backend cannot be had here.
+    pub async fn start_on(
+        backend: Backend,
+        pocket_url: &str,
+        listen_port: u16,
+        extra: &str,
+        workflows: &[(&str, &str)],
+    ) -> Option<Daemon> {
+        let app = TestApp::empty_on(backend)?;
         let smtp = SmtpSink::start().await;
-        let app = TestApp::empty();
         app.write(
             "satflow.yaml",
             &format!(
@@ -64,12 +80,12 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Daemon {
+        Some(Daemon {
             app,
             child,
             smtp,
             url,
-        }
+        })
     }
 
     pub async fn post(&self, body: &[u8], signature: Option<&str>) -> (u16, Value) {
@@ -152,9 +168,10 @@ pub fn payload(id: &str, state: &str) -> Value {
     p
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_verified_before_anything_else_and_stored_once() {
-    let d = Daemon::start("http://127.0.0.1:9", 0, "", &[]).await;
+async fn webhooks_are_verified_before_anything_else_and_stored_once(backend: Backend) {
+    let Some(d) = Daemon::start_on(backend, "http://127.0.0.1:9", 0, "", &[]).await else {
+        return;
+    };
     // The documented test vector: a valid signature over a body satflow does not understand.
     let vector = br#"{"val":123,"val1":123456}"#;
     let good = "sha256=89cc7396704998f25bd0019bdc2ec30de78ff0c89add39685b30df608ba2a8d6";
@@ -264,9 +281,11 @@ async fn webhooks_are_verified_before_anything_else_and_stored_once() {
     d.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_out_of_order_pair_ends_in_the_furthest_state() {
-    let d = Daemon::start("http://127.0.0.1:9", 0, "alerts: []\n", &[]).await;
+async fn every_out_of_order_pair_ends_in_the_furthest_state(backend: Backend) {
+    let Some(d) = Daemon::start_on(backend, "http://127.0.0.1:9", 0, "alerts: []\n", &[]).await
+    else {
+        return;
+    };
     let states = ["executed", "interrupted", "settled", "refunded"];
     // Pocket's lifecycle: interrupted comes before executed; settled and refunded are final.
     let rank = |s: &str| match s {
@@ -307,14 +326,23 @@ async fn every_out_of_order_pair_ends_in_the_furthest_state() {
     d.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_and_refunded_exchanges_email_once_and_start_event_workflows() {
+async fn interrupted_and_refunded_exchanges_email_once_and_start_event_workflows(backend: Backend) {
     let sink = Sink::start().await;
     let workflow = format!(
         "on: {{ event: [exchange.interrupted, exchange.refunded] }}\nsteps:\n  - uses: http.post\n    with: {{ url: \"{}\", json: {{ id: \"{{{{ event.exchange_id }}}}\", what: \"{{{{ event.name }}}}\" }} }}\n",
         sink.url("/event")
     );
-    let d = Daemon::start("http://127.0.0.1:9", 0, "", &[("listen", &workflow)]).await;
+    let Some(d) = Daemon::start_on(
+        backend,
+        "http://127.0.0.1:9",
+        0,
+        "",
+        &[("listen", &workflow)],
+    )
+    .await
+    else {
+        return;
+    };
     for _ in 0..3 {
         d.send("exchange.interrupted", payload("x-int", "interrupted"))
             .await;
@@ -366,8 +394,9 @@ async fn interrupted_and_refunded_exchanges_email_once_and_start_event_workflows
     d.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_checked() {
+async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_checked(
+    backend: Backend,
+) {
     // The daemon binds port 0: the sandbox's webhooks wait in the relay until it is up.
     let relay = Relay::start().await;
     let (addr, _sb) = sandbox::spawn(SandboxOptions {
@@ -385,7 +414,7 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
         chain.default_height = Some(800_000);
     }
     let pocket = format!("http://{addr}");
-    let d = Daemon::start(
+    let Some(d) = Daemon::start_on(backend,
         &pocket,
         0,
         &format!("wallets:\n  cold: {{ xpub: {}, esplora_url: \"{}\" }}\n", wallet.zpub, esplora.url),
@@ -394,7 +423,10 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
             "steps:\n  - uses: pocket.order\n    with: { currency: eur, fee_rate: 0.015, debitor_iban: DE89370400440532013000, payout: { wallet: cold } }\n",
         )],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     relay.point_to(&d.url);
     let setup = d.app.set_up_order("dca", &wallet.key(0));
     assert_eq!(setup.code, 0, "{setup:?}");
@@ -498,8 +530,7 @@ async fn reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_chec
     d.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exchange_far_from_the_market_price_raises_one_alert() {
+async fn an_exchange_far_from_the_market_price_raises_one_alert(backend: Backend) {
     let (market, _sb) = satflow::sandbox::spawn(Default::default()).await;
     let r = reqwest::Client::new()
         .put(format!("http://{market}/sandbox/price"))
@@ -508,13 +539,17 @@ async fn an_exchange_far_from_the_market_price_raises_one_alert() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let d = Daemon::start(
+    let Some(d) = Daemon::start_on(
+        backend,
         "http://127.0.0.1:9",
         0,
         &format!("prices: {{ peach_url: \"http://{market}\", sanity_percent: 5 }}\n"),
         &[],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let now = chrono::Utc::now().to_rfc3339();
     let mut fair = payload("x-fair", "executed");
     fair["executed_on"] = json!(now);
@@ -554,3 +589,11 @@ async fn an_exchange_far_from_the_market_price_raises_one_alert() {
     assert!(d.exchange("x-fair").is_some() && d.exchange("x-odd").is_some());
     d.stop();
 }
+
+on_both_backends!(
+    webhooks_are_verified_before_anything_else_and_stored_once,
+    every_out_of_order_pair_ends_in_the_furthest_state,
+    interrupted_and_refunded_exchanges_email_once_and_start_event_workflows,
+    reconciliation_finds_what_withheld_webhooks_missed_and_payouts_are_checked,
+    an_exchange_far_from_the_market_price_raises_one_alert,
+);

@@ -12,7 +12,7 @@ use satflow::withdraw::hub::HubClient;
 use serde_json::Value;
 
 use super::esplora::Esplora;
-use super::helpers::{Run, TestApp, eventually};
+use super::helpers::{Backend, Run, TestApp, eventually, on_both_backends};
 use super::lnnode::{self, StandIn};
 
 /// Account 1 of the "abandon … about" test seed.
@@ -37,7 +37,20 @@ pub(super) fn with_providers(
     policy: &str,
     providers: impl FnOnce(&std::path::Path) -> String,
 ) -> TestApp {
-    let app = TestApp::engine();
+    with_providers_on(Backend::Sqlite, lease, esplora, from, policy, providers)
+        .expect("SQLite is always there")
+}
+
+/// `with_providers` on `backend`; None when that backend cannot be had here.
+pub(super) fn with_providers_on(
+    backend: Backend,
+    lease: &str,
+    esplora: Option<&str>,
+    from: &str,
+    policy: &str,
+    providers: impl FnOnce(&std::path::Path) -> String,
+) -> Option<TestApp> {
+    let app = TestApp::engine_on(backend)?;
     let config = std::fs::read_to_string(app.path().join("satflow.yaml"))
         .unwrap()
         .replace(
@@ -61,7 +74,7 @@ pub(super) fn with_providers(
     );
     let check = app.satflow(&["check"]);
     assert_eq!(check.code, 0, "{check:?}");
-    app
+    Some(app)
 }
 
 pub(super) fn hub_yaml(app_dir: &std::path::Path, sandbox: std::net::SocketAddr) -> String {
@@ -101,17 +114,21 @@ fn trigger_and_wait(app: &TestApp) -> Run {
     app.satflow(&["trigger", "sweep", "--wait"])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confirmation() {
+async fn the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confirmation(
+    backend: Backend,
+) {
     let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
     let esplora = Esplora::start().await;
-    let app = with_providers(
+    let Some(app) = with_providers_on(
+        backend,
         "1s",
         Some(&esplora.url),
         "hub",
         "min_amount_sat: 100000, max_fee_percent: 1",
         |dir| hub_yaml(dir, addr),
-    );
+    ) else {
+        return;
+    };
     sandbox.hub.lock().unwrap().balance_sat = 250_000;
 
     let run = trigger_and_wait(&app);
@@ -227,18 +244,20 @@ async fn the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confi
     assert_eq!(withdrawals(&app)[0]["status"], "failed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_lnd_wallet_is_swept_with_a_label_and_a_high_fee_skips_the_period() {
+async fn an_lnd_wallet_is_swept_with_a_label_and_a_high_fee_skips_the_period(backend: Backend) {
     let node = lnnode::lnd().await;
     node.state.lock().unwrap().onchain_sat = 500_000;
     let esplora = Esplora::start().await;
-    let app = with_providers(
+    let Some(app) = with_providers_on(
+        backend,
         "1s",
         Some(&esplora.url),
         "cold",
         "min_amount_sat: 50000, max_fee_rate: 20, keep_sat: 100000",
         |dir| lnd_yaml(dir, &node),
-    );
+    ) else {
+        return;
+    };
 
     let run = trigger_and_wait(&app);
     assert_eq!(run.code, 0, "{run:?}");
@@ -325,17 +344,19 @@ async fn kill_while_the_provider_answers(
 
 /// A hub withdrawal whose answer is lost to a SIGKILL; `meanwhile` runs before the restart.
 async fn hub_crash(
+    backend: Backend,
     meanwhile: impl FnOnce(&Sandbox, &Esplora),
-) -> (Value, Vec<(String, u64, String, &'static str)>) {
+) -> Option<(Value, Vec<(String, u64, String, &'static str)>)> {
     let (addr, sandbox) = sandbox::spawn(SandboxOptions::default()).await;
     let esplora = Esplora::start().await;
-    let app = with_providers(
+    let app = with_providers_on(
+        backend,
         "4s",
         Some(&esplora.url),
         "hub",
         "min_amount_sat: 1000",
         |dir| hub_yaml(dir, addr),
-    );
+    )?;
     {
         let mut hub = sandbox.hub.lock().unwrap();
         hub.balance_sat = 75_000;
@@ -347,12 +368,15 @@ async fn hub_crash(
         || meanwhile(&sandbox, &esplora),
     )
     .await;
-    (row, hub_withdrawals(&sandbox))
+    Some((row, hub_withdrawals(&sandbox)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_the_hub_withdrew_is_reconciled_without_a_second_withdrawal() {
-    let (row, made) = hub_crash(|_, _| {}).await;
+async fn a_crash_after_the_hub_withdrew_is_reconciled_without_a_second_withdrawal(
+    backend: Backend,
+) {
+    let Some((row, made)) = hub_crash(backend, |_, _| {}).await else {
+        return;
+    };
     assert_eq!(made.len(), 1, "exactly one withdrawal");
     assert_eq!(row["status"], "requested", "{row}");
     assert_eq!(row["amount_sat"], 75_000);
@@ -365,11 +389,10 @@ async fn a_crash_after_the_hub_withdrew_is_reconciled_without_a_second_withdrawa
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_hub_funds_after_a_crash_do_not_hide_the_withdrawal_that_was_made() {
+async fn new_hub_funds_after_a_crash_do_not_hide_the_withdrawal_that_was_made(backend: Backend) {
     // Payments reach the hub while satflow is down, and the hub has sent the withdrawal: the
     // balance is above what was seen, but the fresh address has received the coins.
-    let (row, made) = hub_crash(|sandbox, esplora| {
+    let Some((row, made)) = hub_crash(backend, |sandbox, esplora| {
         let mut hub = sandbox.hub.lock().unwrap();
         hub.balance_sat += 90_000;
         esplora
@@ -379,7 +402,10 @@ async fn new_hub_funds_after_a_crash_do_not_hide_the_withdrawal_that_was_made() 
             .used
             .insert(hub.withdrawals[0].address.clone());
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     assert_eq!(made.len(), 1, "no second withdrawal: {made:?}");
     assert_eq!(row["status"], "requested", "{row}");
     assert!(
@@ -391,8 +417,7 @@ async fn new_hub_funds_after_a_crash_do_not_hide_the_withdrawal_that_was_made() 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_lnd_sent_finds_the_labelled_transaction_on_restart() {
+async fn a_crash_after_lnd_sent_finds_the_labelled_transaction_on_restart(backend: Backend) {
     let node = lnnode::lnd().await;
     {
         let mut s = node.state.lock().unwrap();
@@ -400,13 +425,16 @@ async fn a_crash_after_lnd_sent_finds_the_labelled_transaction_on_restart() {
         s.send_delay = Duration::from_millis(2500);
     }
     let esplora = Esplora::start().await;
-    let app = with_providers(
+    let Some(app) = with_providers_on(
+        backend,
         "4s",
         Some(&esplora.url),
         "cold",
         "min_amount_sat: 1000",
         |dir| lnd_yaml(dir, &node),
-    );
+    ) else {
+        return;
+    };
     let row = kill_while_the_provider_answers(
         &app,
         || !node.state.lock().unwrap().sent.is_empty(),
@@ -466,3 +494,11 @@ async fn the_hub_client_refreshes_expired_tokens_and_the_simulator_checks_signat
     let refused = wrong.balance().await.unwrap_err().to_string();
     assert!(refused.contains("invalid email or password"), "{refused}");
 }
+
+on_both_backends!(
+    the_hub_balance_moves_to_a_fresh_vault_address_and_is_followed_to_confirmation,
+    an_lnd_wallet_is_swept_with_a_label_and_a_high_fee_skips_the_period,
+    a_crash_after_the_hub_withdrew_is_reconciled_without_a_second_withdrawal,
+    new_hub_funds_after_a_crash_do_not_hide_the_withdrawal_that_was_made,
+    a_crash_after_lnd_sent_finds_the_labelled_transaction_on_restart,
+);

@@ -66,11 +66,13 @@ impl Reader<'_> {
                 Some(Database::Sqlite(resolve_path(self.dir, Path::new(path))))
             }
             _ if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                ctx.error(
-                    node.pos,
-                    "database: PostgreSQL is not supported by this version of satflow yet; use sqlite://PATH",
-                );
-                None
+                match check_postgres_url(&url) {
+                    Ok(()) => Some(Database::Postgres(super::PostgresUrl::new(url))),
+                    Err(problem) => {
+                        ctx.error(node.pos, format!("database: {problem}"));
+                        None
+                    }
+                }
             }
             _ => {
                 // A database URL may hold a password: name the scheme, never the URL.
@@ -78,7 +80,7 @@ impl Reader<'_> {
                 ctx.error(
                     node.pos,
                     format!(
-                        "database: not a database URL satflow can open (scheme: {scheme}); write sqlite://PATH (relative to this file's folder), e.g. sqlite://satflow.db"
+                        "database: not a database URL satflow can open (scheme: {scheme}); write sqlite://PATH (relative to this file's folder), e.g. sqlite://satflow.db, or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
                     ),
                 );
                 None
@@ -580,4 +582,40 @@ pub mod bounds {
         DAY,
         "how often a requested withdrawal is looked at until it is confirmed",
     );
+}
+
+/// The `sslmode` values a PostgreSQL URL may carry (libpq's, all honoured through rustls).
+const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// Checks a `postgres://` URL before the store opens it. The problem never quotes the URL (it
+/// may hold a password): it names the part that is wrong and what is accepted.
+fn check_postgres_url(raw: &str) -> Result<(), String> {
+    let url = Url::parse(raw).map_err(|e| {
+        format!(
+            "not a PostgreSQL URL ({e}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE, e.g. postgres://satflow@localhost/satflow"
+        )
+    })?;
+    let host_param = url.query_pairs().any(|(k, _)| k == "host");
+    if url.host_str().is_none_or(str::is_empty) && !host_param {
+        return Err(
+            "the PostgreSQL URL names no host; write postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+                .to_string(),
+        );
+    }
+    for (key, value) in url.query_pairs() {
+        if key == "sslmode" && !SSL_MODES.contains(&value.as_ref()) {
+            return Err(format!(
+                "sslmode={value} is not an sslmode; accepted: {}",
+                SSL_MODES.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
