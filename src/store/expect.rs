@@ -3,10 +3,10 @@
 //! A row and the alert it stands for are written in one transaction: never an alert without its
 //! row (it would be raised again), never a row without its alert.
 
-use chrono::{DateTime, Utc};
 use super::db;
 use super::outbox::{NewItem, insert_items};
 use super::{Store, StoreError, from_millis};
+use chrono::{DateTime, Utc};
 
 /// An alert the checker raised.
 #[derive(Debug, Clone, PartialEq, Eq)]

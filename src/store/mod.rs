@@ -51,7 +51,8 @@ pub use copy::{CopyError, TableCopy};
 pub use db::Backend;
 pub(crate) use db::Tx;
 pub use exchanges::{
-    Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
+    Applied, Decide, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress,
+    is_final, rank,
 };
 pub use expect::ExpectAlert;
 pub use fires::{Fire, FireAction, WorkflowFires};
