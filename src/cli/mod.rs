@@ -293,8 +293,23 @@ fn missing_config(config_path: &std::path::Path) -> Option<Diagnostic> {
 /// The async runtime for commands that need one: two workers are plenty (a Pi has four small
 /// cores, and SQLite serialises writers anyway).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    runtime_with(config::EngineConfig::DEFAULT_WORKERS_CAP)
+}
+
+/// The daemon's runtime: `engine.worker_threads`, or one worker per core and at most two.
+fn daemon_runtime(engine: &config::EngineConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    runtime_with(engine.workers(cores))
+}
+
+/// Blocking threads (file reads, DNS lookups) are few and short here: a bounded handful instead
+/// of tokio's 512, each of which would keep a stack and a malloc arena.
+const MAX_BLOCKING_THREADS: usize = 8;
+
+fn runtime_with(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
 }

@@ -236,6 +236,22 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// How often requested withdrawals are looked at until they are confirmed.
     pub follow_every: Duration,
+    /// The async runtime's worker threads; `None`: one per core, at most two (SQLite
+    /// serialises writers, and every thread costs memory a Raspberry Pi does not have spare).
+    pub worker_threads: Option<usize>,
+}
+
+impl EngineConfig {
+    /// The most worker threads the default picks, whatever the core count.
+    pub const DEFAULT_WORKERS_CAP: usize = 2;
+    /// What `worker_threads` accepts.
+    pub const WORKERS: std::ops::RangeInclusive<u64> = 1..=64;
+
+    /// The worker threads to start: the configured count, or the default for `cores`.
+    pub fn workers(&self, cores: usize) -> usize {
+        self.worker_threads
+            .unwrap_or_else(|| cores.clamp(1, Self::DEFAULT_WORKERS_CAP))
+    }
 }
 
 impl Default for EngineConfig {
@@ -244,6 +260,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             follow_every: Duration::from_secs(300),
+            worker_threads: None,
         }
     }
 }

@@ -51,10 +51,21 @@ pub async fn serve(
     config: Config,
     workflows: Vec<Workflow>,
     clock: Arc<dyn Clock>,
+    shutdown: watch::Receiver<bool>,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), DaemonError> {
+    serve_shared(Arc::new(config), workflows, clock, shutdown, ready).await
+}
+
+/// `serve` for a configuration the caller keeps too (a reload that fails to start goes back to
+/// the previous one).
+pub async fn serve_shared(
+    config: Arc<Config>,
+    workflows: Vec<Workflow>,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), DaemonError> {
-    let config = Arc::new(config);
     let store = Store::open(&config.database).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -21,7 +21,9 @@ use crate::config::{Alert, Config};
 use crate::notify::email::Alerts;
 use crate::pocket::PocketClient;
 use crate::pocket::types::{Exchange, ExchangeState};
-use crate::store::{Applied, Effects, NewRun, Observation, Store, StoreError, UsedAddress};
+use crate::store::{
+    Applied, Decide, Effects, NewRun, Observation, Seen, Store, StoreError, UsedAddress,
+};
 use crate::wallet::address_at_path;
 use crate::wallet::chain::ChainSource;
 
@@ -34,6 +36,11 @@ const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
 /// Confirmations after which a payout is no longer followed.
 const DEEP_ENOUGH: u64 = 6;
+
+/// How many stored webhooks one pass of the inbox reads, and applies in one transaction at
+/// most: enough that a burst is applied at many per commit, few enough that the transaction
+/// holds the write lock for milliseconds, not longer (webhook acknowledgements wait for it).
+const INBOX_BATCH: i64 = 64;
 
 /// How many addresses past the expected one a payout address is looked for.
 const ADDRESS_WINDOW: u32 = 20;
@@ -129,9 +136,17 @@ impl Processor {
             .map_or(Duration::from_secs(600), |p| p.reconcile_every)
     }
 
-    /// Applies the stored webhooks, oldest first; returns how many.
+    /// Applies the stored webhooks, oldest first, many to a transaction; returns how many.
+    ///
+    /// A batch is applied exactly as one webhook after the other would be (in the order they
+    /// were stored, each seeing what the earlier ones wrote), with one commit: each row is
+    /// marked processed in the transaction of its effects, so a crash leaves every row either
+    /// applied with all it caused or pending. The only thing read before the transaction that
+    /// an earlier row of the same batch could change is an order's count of settled exchanges
+    /// (the payout check): a second settle of one order starts the next batch.
     pub async fn process_inbox(&self) -> Result<usize, StoreError> {
-        let pending = self.store.pending_webhooks(64).await?;
+        let pending = self.store.pending_webhooks(INBOX_BATCH).await?;
+        let mut readable = Vec::with_capacity(pending.len());
         for row in &pending {
             let parsed: Result<(String, Exchange), String> =
                 serde_json::from_slice::<Value>(&row.body)
@@ -147,8 +162,7 @@ impl Processor {
                     if !EventKind::ALL.iter().any(|k| k.name() == event) {
                         tracing::warn!(%event, exchange = %exchange.id, "a webhook event satflow does not know; its exchange is applied by its fields");
                     }
-                    self.observe("webhook", &event, &exchange, Some(row.id))
-                        .await?;
+                    readable.push((row.id, event, exchange));
                 }
                 Err(e) => {
                     tracing::error!(id = row.id, error = %e, "a stored webhook cannot be read");
@@ -156,6 +170,36 @@ impl Processor {
                         .webhook_failed(row.id, &e, self.clock.now())
                         .await?;
                 }
+            }
+        }
+        let mut rest = readable.as_slice();
+        while !rest.is_empty() {
+            let now = self.clock.now();
+            let mut batch = Vec::with_capacity(rest.len());
+            let mut settling = std::collections::HashSet::new();
+            for (id, event, exchange) in rest {
+                let state = webhook_state("webhook", event, exchange);
+                let p = self
+                    .prepare("webhook", event, state, exchange, Some(*id), now)
+                    .await?;
+                if let Some(order) = p.counts_settled_of()
+                    && !settling.insert(order.to_owned())
+                {
+                    break;
+                }
+                batch.push(p);
+            }
+            rest = &rest[batch.len()..];
+            let observations = batch
+                .iter()
+                .map(|p| {
+                    let decide: Decide<'_> = Box::new(move |seen| self.effects(p, seen));
+                    (p.observation(), decide)
+                })
+                .collect();
+            let applied = self.store.apply_observations(observations, now).await?;
+            for (p, applied) in batch.iter().zip(&applied) {
+                self.applied(p, applied);
             }
         }
         Ok(pending.len())
@@ -364,9 +408,7 @@ impl Processor {
         exchange: &Exchange,
         inbox_id: Option<i64>,
     ) -> Result<Applied, StoreError> {
-        let state = ExchangeState::of_event(event)
-            .filter(|_| source == "webhook")
-            .unwrap_or_else(|| exchange.state());
+        let state = webhook_state(source, event, exchange);
         self.observe_as(source, event, state, exchange, inbox_id)
             .await
     }
@@ -381,12 +423,32 @@ impl Processor {
         inbox_id: Option<i64>,
     ) -> Result<Applied, StoreError> {
         let now = self.clock.now();
-        // Read before the transaction: the order (its workflow, its xpub) and the payout check.
+        let p = self
+            .prepare(source, event, state, exchange, inbox_id, now)
+            .await?;
+        let applied = self
+            .store
+            .apply_observation(&p.observation(), now, |seen| self.effects(&p, seen))
+            .await?;
+        self.applied(&p, &applied);
+        Ok(applied)
+    }
+
+    /// Everything an observation needs that is read outside its transaction: the order (its
+    /// workflow, its xpub), the payout check and the market price.
+    async fn prepare<'e>(
+        &self,
+        source: &'e str,
+        event: &'e str,
+        state: ExchangeState,
+        exchange: &'e Exchange,
+        inbox_id: Option<i64>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Prepared<'e>, StoreError> {
         let order = match &exchange.order_id {
             Some(id) => self.store.order_by_id(id).await?,
             None => None,
         };
-        let workflow = order.as_ref().map(|o| o.workflow.as_str());
         let (mismatch, paid_index) = if state == ExchangeState::Settled {
             self.payout_check(exchange, order.as_ref()).await?
         } else {
@@ -427,101 +489,110 @@ impl Processor {
                 }),
             _ => None,
         };
-        let observation = Observation {
+        Ok(Prepared {
             source,
             event,
             state,
             exchange,
             inbox_id,
+            order,
+            stages,
+            off_market,
+            mismatch,
             next_check,
-        };
-        let applied = self
-            .store
-            .apply_observation(&observation, now, |seen| {
-                let mut effects = Effects::default();
-                if !seen.new_event {
-                    return effects;
+            used_address,
+        })
+    }
+
+    /// The runs and alerts of an observation, from what the store saw while applying it.
+    fn effects(&self, p: &Prepared<'_>, seen: &Seen) -> Effects {
+        let mut effects = Effects::default();
+        if !seen.new_event {
+            return effects;
+        }
+        let exchange = p.exchange;
+        let workflow = p.order.as_ref().map(|o| o.workflow.as_str());
+        effects.used_address = p.used_address.clone();
+        for stage in &p.stages {
+            let context =
+                ExchangeEvent::new(stage.event(), *stage, seen.state, exchange, workflow).to_json();
+            if let Some(kind) = EventKind::ALL
+                .into_iter()
+                .find(|k| k.name() == stage.event())
+            {
+                for name in self.workflows.starting(
+                    kind,
+                    &context,
+                    p.order.as_ref().map(|o| o.payout_kind.as_str()),
+                    &self.env,
+                ) {
+                    effects.stage_runs.push(NewRun {
+                        workflow: name,
+                        event: stage.event().to_string(),
+                        context: context.clone(),
+                    });
                 }
-                effects.used_address = used_address.clone();
-                for stage in &stages {
-                    let context =
-                        ExchangeEvent::new(stage.event(), *stage, seen.state, exchange, workflow)
-                            .to_json();
-                    if let Some(kind) = EventKind::ALL
-                        .into_iter()
-                        .find(|k| k.name() == stage.event())
-                    {
-                        for name in self.workflows.starting(
-                            kind,
-                            &context,
-                            order.as_ref().map(|o| o.payout_kind.as_str()),
-                            &self.env,
-                        ) {
-                            effects.stage_runs.push(NewRun {
-                                workflow: name,
-                                event: stage.event().to_string(),
-                                context: context.clone(),
-                            });
-                        }
-                    }
-                    let ctx = json!({ "event": context });
-                    let alert = match stage {
-                        // A second interrupted with a new action is a new alert; the same
-                        // action again is not.
-                        ExchangeState::Interrupted => Some((
-                            Alert::Interrupted,
-                            format!("{}/{}", exchange.id, action_key(exchange)),
-                        )),
-                        ExchangeState::Refunded => Some((Alert::Refunded, exchange.id.clone())),
-                        _ => None,
-                    };
-                    effects.items.extend(
-                        alert.and_then(|(a, key)| self.alerts.item(&self.env, a, &key, &ctx)),
-                    );
-                }
-                let context =
-                    ExchangeEvent::new(event, state, seen.state, exchange, workflow).to_json();
-                if let Some(details) = &off_market {
-                    let mut ctx = json!({ "event": context });
-                    if let (Some(event), Some(details)) =
-                        (ctx["event"].as_object_mut(), details.as_object())
-                    {
-                        event.extend(details.clone());
-                    }
-                    effects.items.extend(self.alerts.item(
-                        &self.env,
-                        Alert::RateOffMarket,
-                        &exchange.id,
-                        &ctx,
-                    ));
-                }
-                if let Some(mismatch) = &mismatch {
-                    let mut ctx = json!({ "event": context });
-                    ctx["event"]["address"] = json!(mismatch.address);
-                    ctx["event"]["expected"] = json!(mismatch.expected);
-                    effects.items.extend(self.alerts.item(
-                        &self.env,
-                        Alert::PayoutMismatch,
-                        &exchange.id,
-                        &ctx,
-                    ));
-                }
-                effects
-            })
-            .await?;
+            }
+            let ctx = json!({ "event": context });
+            let alert = match stage {
+                // A second interrupted with a new action is a new alert; the same action
+                // again is not.
+                ExchangeState::Interrupted => Some((
+                    Alert::Interrupted,
+                    format!("{}/{}", exchange.id, action_key(exchange)),
+                )),
+                ExchangeState::Refunded => Some((Alert::Refunded, exchange.id.clone())),
+                _ => None,
+            };
+            effects
+                .items
+                .extend(alert.and_then(|(a, key)| self.alerts.item(&self.env, a, &key, &ctx)));
+        }
+        let context =
+            ExchangeEvent::new(p.event, p.state, seen.state, exchange, workflow).to_json();
+        if let Some(details) = &p.off_market {
+            let mut ctx = json!({ "event": context });
+            if let (Some(event), Some(details)) =
+                (ctx["event"].as_object_mut(), details.as_object())
+            {
+                event.extend(details.clone());
+            }
+            effects.items.extend(self.alerts.item(
+                &self.env,
+                Alert::RateOffMarket,
+                &exchange.id,
+                &ctx,
+            ));
+        }
+        if let Some(mismatch) = &p.mismatch {
+            let mut ctx = json!({ "event": context });
+            ctx["event"]["address"] = json!(mismatch.address);
+            ctx["event"]["expected"] = json!(mismatch.expected);
+            effects.items.extend(self.alerts.item(
+                &self.env,
+                Alert::PayoutMismatch,
+                &exchange.id,
+                &ctx,
+            ));
+        }
+        effects
+    }
+
+    /// Logs what an applied observation did and wakes whoever its effects are for.
+    fn applied(&self, p: &Prepared<'_>, applied: &Applied) {
+        let (exchange, source, event) = (&p.exchange.id, p.source, p.event);
         if applied.transitioned {
-            tracing::info!(exchange = %exchange.id, state = applied.state.name(), source, "exchange moved");
+            tracing::info!(%exchange, state = applied.state.name(), source, "exchange moved");
         } else if applied.new_event {
-            tracing::info!(exchange = %exchange.id, event, source, state = applied.state.name(), "event recorded; the exchange stays where it is");
+            tracing::info!(%exchange, event, source, state = applied.state.name(), "event recorded; the exchange stays where it is");
         }
         if applied.new_event {
             self.wake_runner.notify_one();
             self.wake_outbox.notify_one();
         }
-        if let Some(m) = &mismatch {
-            tracing::error!(exchange = %exchange.id, address = %m.address, "payout to an address outside the order's wallet");
+        if let Some(m) = &p.mismatch {
+            tracing::error!(%exchange, address = %m.address, "payout to an address outside the order's wallet");
         }
-        Ok(applied)
     }
 
     /// A settled on-chain payout must go to an address of the order's own wallet: the order's
@@ -594,6 +665,49 @@ impl Processor {
 struct Mismatch {
     address: String,
     expected: String,
+}
+
+/// An observation with what was read for it before its transaction (see `Processor::prepare`).
+struct Prepared<'e> {
+    source: &'e str,
+    event: &'e str,
+    state: ExchangeState,
+    exchange: &'e Exchange,
+    inbox_id: Option<i64>,
+    order: Option<crate::store::OrderRow>,
+    stages: Vec<ExchangeState>,
+    off_market: Option<Value>,
+    mismatch: Option<Mismatch>,
+    next_check: Option<chrono::DateTime<chrono::Utc>>,
+    used_address: Option<UsedAddress>,
+}
+
+impl Prepared<'_> {
+    fn observation(&self) -> Observation<'_> {
+        Observation {
+            source: self.source,
+            event: self.event,
+            state: self.state,
+            exchange: self.exchange,
+            inbox_id: self.inbox_id,
+            next_check: self.next_check,
+        }
+    }
+
+    /// A settle whose payout check counts the order's settled exchanges: it must not share a
+    /// transaction with another settle of the same order, whose count it would not see.
+    fn counts_settled_of(&self) -> Option<&str> {
+        (self.state == ExchangeState::Settled)
+            .then_some(self.exchange.order_id.as_deref())
+            .flatten()
+    }
+}
+
+/// The state an observation stands for: a known webhook event's, else the one its fields show.
+fn webhook_state(source: &str, event: &str, exchange: &Exchange) -> ExchangeState {
+    ExchangeState::of_event(event)
+        .filter(|_| source == "webhook")
+        .unwrap_or_else(|| exchange.state())
 }
 
 /// The network an address is for, when no wallet says it.

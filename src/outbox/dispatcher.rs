@@ -23,8 +23,9 @@ use crate::logs;
 use crate::notify::email::Alerts;
 use crate::store::{Claimed, Completion, Store, StoreError};
 
-/// How many items one pass claims at most; they are handled concurrently.
-const BATCH: i64 = 16;
+/// How many items one pass claims at most; they are handled concurrently, so this is also the
+/// bound on deliveries in flight.
+const BATCH: i64 = 64;
 
 /// How often closed alert windows are looked for.
 const SUMMARY_EVERY: Duration = Duration::seconds(30);
@@ -65,6 +66,11 @@ fn internal_error(panic: Box<dyn std::any::Any + Send>) -> String {
 
 impl Dispatcher {
     /// Claims and handles the items due now; returns how many were handled.
+    ///
+    /// The claimed items are carried out concurrently (at most `BATCH` at once: that many are
+    /// claimed); the outcomes are recorded as they come, every outcome already in at the time
+    /// in one transaction, so a fast batch takes a commit or two and a slow item holds back
+    /// nobody's record but its own. Each item keeps its own lease fence and attempt row.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, StoreError> {
         let claimed = self
             .store
@@ -80,40 +86,40 @@ impl Dispatcher {
             items.insert(task.id(), item);
         }
         let mut first_error = None;
-        while let Some(done) = tasks.join_next_with_id().await {
-            match done {
-                Ok((_, Ok(()))) => {}
-                Ok((_, Err(err))) => {
-                    first_error.get_or_insert(err);
-                }
-                // The handler's own panics are caught in `attempt`; this is a panic around it.
-                Err(join) if join.is_panic() => {
-                    let Some(claimed) = items.remove(&join.id()) else {
-                        continue;
-                    };
-                    let error = internal_error(join.into_panic());
-                    if let Err(err) = self.record_panic(&claimed, error).await {
-                        first_error.get_or_insert(err);
+        while let Some(first) = tasks.join_next_with_id().await {
+            let mut finished = vec![first];
+            while let Some(more) = tasks.try_join_next_with_id() {
+                finished.push(more);
+            }
+            let mut outcomes = Vec::with_capacity(finished.len());
+            for done in finished {
+                let (id, completion) = match done {
+                    Ok((id, completion)) => (id, completion),
+                    // The handler's own panics are caught in `attempt`; this is a panic around
+                    // it (reading the clock, classifying the error): the item is dead with why.
+                    Err(join) if join.is_panic() => {
+                        let id = join.id();
+                        let completion = Completion::Dead {
+                            http_status: None,
+                            error: internal_error(join.into_panic()),
+                        };
+                        (id, completion)
                     }
+                    // Cancelled: only a runtime shutting down does that; the lease runs out.
+                    Err(_) => continue,
+                };
+                if let Some(claimed) = items.remove(&id) {
+                    outcomes.push((claimed, completion));
                 }
-                Err(_) => {}
+            }
+            if let Err(err) = self.record(outcomes).await {
+                first_error.get_or_insert(err);
             }
         }
         match first_error {
             Some(err) => Err(err),
             None => Ok(count),
         }
-    }
-
-    /// Declares `claimed` dead with `error` (and its alert), when its attempt panicked.
-    async fn record_panic(&self, claimed: &Claimed, error: String) -> Result<(), StoreError> {
-        let item = &claimed.item;
-        tracing::error!(id = item.id, kind = %item.kind, %error, "an outbox item's attempt panicked; it is dead");
-        let completion = Completion::Dead {
-            http_status: None,
-            error,
-        };
-        self.record(claimed, completion).await
     }
 
     /// Runs until `shutdown` turns true, then returns once in-flight items are recorded.
@@ -165,7 +171,7 @@ impl Dispatcher {
         skip_all,
         fields(item_id = claimed.item.id, kind = %claimed.item.kind, run_id = claimed.item.run_id, step_id = claimed.item.step_id.as_deref(), attempt = claimed.attempt)
     )]
-    async fn attempt(self: Arc<Self>, claimed: Claimed) -> Result<(), StoreError> {
+    async fn attempt(self: Arc<Self>, claimed: Claimed) -> Completion {
         let item = &claimed.item;
         let started = Instant::now();
         // The handler runs in a task of its own, so a panic in it (a response nobody foresaw)
@@ -194,7 +200,7 @@ impl Dispatcher {
         metrics::histogram!("satflow_outbox_handler_seconds", "kind" => item.kind.clone())
             .record(started.elapsed().as_secs_f64());
         let now = self.clock.now();
-        let completion = match result {
+        match result {
             Ok(value) => Completion::Done(value),
             Err(e @ HandlerError::Permanent { .. }) => Completion::Dead {
                 http_status: e.http_status(),
@@ -222,58 +228,67 @@ impl Dispatcher {
                     error: e.to_string(),
                 }
             }
-        };
-        self.record(&claimed, completion).await
+        }
     }
 
-    /// Logs and records `completion` of `claimed` (with a dead-letter alert when it is dead),
-    /// and wakes whoever waits for it.
-    async fn record(&self, claimed: &Claimed, completion: Completion) -> Result<(), StoreError> {
-        let item = &claimed.item;
-        let now = self.clock.now();
-        let dead_alert = match &completion {
-            // An alert that dies does not alert again.
-            Completion::Dead { error, .. } if !is_alert(&item.kind, &item.payload) => {
-                let ctx = json!({ "event": {
-                    "item_id": item.id,
-                    "kind": item.kind,
-                    "idempotency_key": item.key,
-                    "attempts": item.attempts,
-                    "last_error": error,
-                }});
-                self.alerts
-                    .item(&self.env, Alert::DeadLetter, &item.key, &ctx)
-            }
-            _ => None,
-        };
-        match &completion {
-            Completion::Done(_) => {
-                tracing::info!(id = item.id, kind = %item.kind, key = %item.key, "outbox item done")
-            }
-            Completion::Retry { error, at, .. } => {
-                tracing::warn!(id = item.id, kind = %item.kind, %error, retry_at = %at, "outbox item will be retried")
-            }
-            Completion::Dead { error, .. } => {
-                tracing::error!(id = item.id, kind = %item.kind, %error, "outbox item is dead")
-            }
+    /// Logs and records the outcomes in one transaction (with a dead-letter alert for each
+    /// item that died), and wakes whoever waits for them.
+    async fn record(&self, outcomes: Vec<(Claimed, Completion)>) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
         }
-        let recorded = self
-            .store
-            .complete(claimed, &self.owner, &completion, dead_alert, now)
-            .await?;
-        if recorded {
-            if item.run_id.is_some() && !matches!(completion, Completion::Retry { .. }) {
-                self.wake_runner.notify_one();
+        let now = self.clock.now();
+        let rows = outcomes
+            .iter()
+            .map(|(claimed, completion)| {
+                let item = &claimed.item;
+                let dead_alert = match completion {
+                    // An alert that dies does not alert again.
+                    Completion::Dead { error, .. } if !is_alert(&item.kind, &item.payload) => {
+                        let ctx = json!({ "event": {
+                            "item_id": item.id,
+                            "kind": item.kind,
+                            "idempotency_key": item.key,
+                            "attempts": item.attempts,
+                            "last_error": error,
+                        }});
+                        self.alerts
+                            .item(&self.env, Alert::DeadLetter, &item.key, &ctx)
+                    }
+                    _ => None,
+                };
+                match completion {
+                    Completion::Done(_) => {
+                        tracing::info!(id = item.id, kind = %item.kind, key = %item.key, "outbox item done")
+                    }
+                    Completion::Retry { error, at, .. } => {
+                        tracing::warn!(id = item.id, kind = %item.kind, %error, retry_at = %at, "outbox item will be retried")
+                    }
+                    Completion::Dead { error, .. } => {
+                        tracing::error!(id = item.id, kind = %item.kind, %error, "outbox item is dead")
+                    }
+                }
+                (claimed, completion.clone(), dead_alert)
+            })
+            .collect();
+        let recorded = self.store.complete_all(&self.owner, rows, now).await?;
+        for ((claimed, completion), recorded) in outcomes.iter().zip(recorded) {
+            let item = &claimed.item;
+            if recorded {
+                if item.run_id.is_some() && !matches!(completion, Completion::Retry { .. }) {
+                    self.wake_runner.notify_one();
+                }
+                if matches!(completion, Completion::Dead { .. }) {
+                    self.wake.notify_one();
+                }
+            } else {
+                // Fenced: the lease ran out and the item was claimed again (by another
+                // instance, or by this one for a later attempt); that attempt's outcome is the
+                // one recorded.
+                metrics::counter!("satflow_outbox_fenced_total").increment(1);
+                tracing::warn!(id = item.id, kind = %item.kind, attempt = claimed.attempt, owner = %self.owner,
+                    "this attempt's outcome was refused: its lease ran out and the item was claimed again");
             }
-            if matches!(completion, Completion::Dead { .. }) {
-                self.wake.notify_one();
-            }
-        } else {
-            // Fenced: the lease ran out and the item was claimed again (by another instance,
-            // or by this one for a later attempt); that attempt's outcome is the one recorded.
-            metrics::counter!("satflow_outbox_fenced_total").increment(1);
-            tracing::warn!(id = item.id, kind = %item.kind, attempt = claimed.attempt, owner = %self.owner,
-                "this attempt's outcome was refused: its lease ran out and the item was claimed again");
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! It must never decide a state from anything but the observation it is given, nor move a
 //! state back: a late `interrupted` after `executed` is recorded and changes no state.
 
-use super::db::{self, DbRow};
+use super::db::{self, DbRow, Tx};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -189,172 +189,28 @@ impl Store {
         now: DateTime<Utc>,
         decide: impl FnOnce(&Seen) -> Effects,
     ) -> Result<Applied, StoreError> {
-        let now_ms = now.timestamp_millis();
-        let exchange = o.exchange;
-        let raw = serde_json::to_string(exchange).map_err(|e| {
-            StoreError::Corrupt(format!("exchange {} cannot be written: {e}", exchange.id))
-        })?;
-        let body_hash = crate::pocket::webhook::body_hash(raw.as_bytes());
         let mut tx = self.begin_write().await?;
-        let previous: Option<String> =
-            db::query_scalar("SELECT state FROM exchanges WHERE id = $1")
-                .bind(&exchange.id)
-                .fetch_optional(&mut tx)
-                .await?;
-        let previous = previous.as_deref().map(parse_state).transpose()?;
-        let new_event = db::query(
-            "INSERT INTO exchange_events (exchange_id, event, body_hash, source, recorded_at, payload)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (exchange_id, event, body_hash) DO NOTHING",
-        )
-        .bind(&exchange.id)
-        .bind(o.event)
-        .bind(&body_hash)
-        .bind(o.source)
-        .bind(now_ms)
-        .bind(&raw)
-        .execute(&mut tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let transitioned = previous.is_none_or(|p| o.state.rank() > p.rank());
-        // The same state seen again with a different body (a second action, a payout that
-        // was confirmed) refreshes what is shown; it never changes the state.
-        let refresh = new_event && previous == Some(o.state);
-        let state = if transitioned {
-            o.state
-        } else {
-            previous.unwrap_or(o.state)
-        };
-        // As received (a JSON null reads as none of them).
-        let payout = exchange.payout.as_ref().map(|p| p.as_json().to_string());
-        let reason = exchange.reason.as_ref().map(|r| r.as_json().to_string());
-        let action = exchange.action.as_ref().map(|a| a.as_json().to_string());
-        // An on-chain payout is followed to its confirmations, where an explorer is configured.
-        let confirm_next = (o.state == ExchangeState::Settled
-            && exchange
-                .payout
-                .as_ref()
-                .is_some_and(|p| p.txid.is_some() && p.bitcoin_address.is_some()))
-        .then_some(now_ms);
-        if transitioned {
-            let next = if o.state.is_final() {
-                None
-            } else {
-                o.next_check.map(|t| t.timestamp_millis())
-            };
-            db::query(
-                "INSERT INTO exchanges (id, order_id, state, pair, cost, amount, rate, fee, payout_json, reason_json, action_json,
-                                        raw_json, first_seen_at, updated_at, next_check_at, confirm_next_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, exchanges.order_id),
-                     pair = COALESCE(excluded.pair, exchanges.pair), cost = COALESCE(excluded.cost, exchanges.cost),
-                     amount = COALESCE(excluded.amount, exchanges.amount), rate = COALESCE(excluded.rate, exchanges.rate),
-                     fee = COALESCE(excluded.fee, exchanges.fee), payout_json = excluded.payout_json,
-                     reason_json = excluded.reason_json, action_json = excluded.action_json,
-                     raw_json = excluded.raw_json, updated_at = excluded.updated_at,
-                     next_check_at = excluded.next_check_at, check_count = 0,
-                     confirm_next_at = COALESCE(excluded.confirm_next_at, exchanges.confirm_next_at)",
-            )
-            .bind(&exchange.id)
-            .bind(&exchange.order_id)
-            .bind(o.state.name())
-            .bind(&exchange.pair)
-            .bind(text(exchange.cost))
-            .bind(text(exchange.amount))
-            .bind(text(exchange.rate))
-            .bind(text(exchange.fee))
-            .bind(&payout)
-            .bind(&reason)
-            .bind(&action)
-            .bind(&raw)
-            .bind(now_ms)
-            .bind(next)
-            .bind(confirm_next)
-            .execute(&mut tx)
-            .await?;
-        } else if refresh {
-            db::query(
-                "UPDATE exchanges SET order_id = COALESCE($2, order_id), pair = COALESCE($3, pair),
-                     cost = COALESCE($4, cost), amount = COALESCE($5, amount), rate = COALESCE($6, rate),
-                     fee = COALESCE($7, fee), payout_json = COALESCE($8, payout_json), reason_json = $9,
-                     action_json = $10, raw_json = $11, updated_at = $12,
-                     confirm_next_at = COALESCE(confirm_next_at, $13)
-                 WHERE id = $1",
-            )
-            .bind(&exchange.id)
-            .bind(&exchange.order_id)
-            .bind(&exchange.pair)
-            .bind(text(exchange.cost))
-            .bind(text(exchange.amount))
-            .bind(text(exchange.rate))
-            .bind(text(exchange.fee))
-            .bind(&payout)
-            .bind(&reason)
-            .bind(&action)
-            .bind(&raw)
-            .bind(now_ms)
-            .bind(confirm_next)
-            .execute(&mut tx)
-            .await?;
-        }
-        let seen = Seen {
-            previous,
-            state,
-            transitioned,
-            new_event,
-        };
-        let effects = decide(&seen);
-        let runs = effects
-            .runs
-            .iter()
-            .map(|(workflow, context)| (workflow.as_str(), o.event, context))
-            .chain(
-                effects
-                    .stage_runs
-                    .iter()
-                    .map(|r| (r.workflow.as_str(), r.event.as_str(), &r.context)),
-            );
-        for (workflow, event, context) in runs {
-            db::query(
-                "INSERT INTO runs (workflow, trigger, trigger_key, event_json, status, created_at)
-                 VALUES ($1, 'event', $2, $3, 'queued', $4)
-                 ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING",
-            )
-            .bind(workflow)
-            .bind(format!("{}/{event}", exchange.id))
-            .bind(context.to_string())
-            .bind(now_ms)
-            .execute(&mut tx)
-            .await?;
-        }
-        insert_items(&mut tx, &effects.items, now).await?;
-        if let Some(used) = &effects.used_address {
-            super::wallets::mark_used(
-                &mut tx,
-                &used.wallet,
-                used.index,
-                &used.address,
-                &used.used_by,
-                now,
-            )
-            .await?;
-        }
-        if let Some(id) = o.inbox_id {
-            db::query(
-                "UPDATE webhook_inbox SET status = 'processed', processed_at = $1 WHERE id = $2",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut tx)
-            .await?;
+        let applied = apply_in(&mut tx, o, now, decide).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Applies observations in one transaction, in the order given, each exactly as
+    /// [`Store::apply_observation`] would (each `decide` sees what the ones before it wrote):
+    /// all of them or, on an error, none. One commit for many is what lets a burst of webhooks
+    /// be applied at the disk's pace rather than at one transaction each.
+    pub async fn apply_observations<'a>(
+        &self,
+        batch: Vec<(Observation<'a>, Decide<'a>)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut applied = Vec::with_capacity(batch.len());
+        for (o, decide) in batch {
+            applied.push(apply_in(&mut tx, &o, now, decide).await?);
         }
         tx.commit().await?;
-        Ok(Applied {
-            transitioned,
-            new_event,
-            state,
-        })
+        Ok(applied)
     }
 
     pub async fn exchanges(&self, limit: i64) -> Result<Vec<ExchangeRow>, StoreError> {
@@ -472,4 +328,177 @@ impl Store {
         .fetch_one(self.pool())
         .await?)
     }
+}
+
+/// What an observation leads to, decided from what was seen (see [`Store::apply_observations`]).
+pub type Decide<'a> = Box<dyn FnOnce(&Seen) -> Effects + Send + 'a>;
+
+/// One observation applied inside `tx` (see [`Store::apply_observation`]).
+async fn apply_in(
+    tx: &mut Tx,
+    o: &Observation<'_>,
+    now: DateTime<Utc>,
+    decide: impl FnOnce(&Seen) -> Effects,
+) -> Result<Applied, StoreError> {
+    let now_ms = now.timestamp_millis();
+    let exchange = o.exchange;
+    let raw = serde_json::to_string(exchange).map_err(|e| {
+        StoreError::Corrupt(format!("exchange {} cannot be written: {e}", exchange.id))
+    })?;
+    let body_hash = crate::pocket::webhook::body_hash(raw.as_bytes());
+    let previous: Option<String> = db::query_scalar("SELECT state FROM exchanges WHERE id = $1")
+        .bind(&exchange.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let previous = previous.as_deref().map(parse_state).transpose()?;
+    let new_event = db::query(
+        "INSERT INTO exchange_events (exchange_id, event, body_hash, source, recorded_at, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (exchange_id, event, body_hash) DO NOTHING",
+    )
+    .bind(&exchange.id)
+    .bind(o.event)
+    .bind(&body_hash)
+    .bind(o.source)
+    .bind(now_ms)
+    .bind(&raw)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let transitioned = previous.is_none_or(|p| o.state.rank() > p.rank());
+    // The same state seen again with a different body (a second action, a payout that
+    // was confirmed) refreshes what is shown; it never changes the state.
+    let refresh = new_event && previous == Some(o.state);
+    let state = if transitioned {
+        o.state
+    } else {
+        previous.unwrap_or(o.state)
+    };
+    // As received (a JSON null reads as none of them).
+    let payout = exchange.payout.as_ref().map(|p| p.as_json().to_string());
+    let reason = exchange.reason.as_ref().map(|r| r.as_json().to_string());
+    let action = exchange.action.as_ref().map(|a| a.as_json().to_string());
+    // An on-chain payout is followed to its confirmations, where an explorer is configured.
+    let confirm_next = (o.state == ExchangeState::Settled
+        && exchange
+            .payout
+            .as_ref()
+            .is_some_and(|p| p.txid.is_some() && p.bitcoin_address.is_some()))
+    .then_some(now_ms);
+    if transitioned {
+        let next = if o.state.is_final() {
+            None
+        } else {
+            o.next_check.map(|t| t.timestamp_millis())
+        };
+        db::query(
+            "INSERT INTO exchanges (id, order_id, state, pair, cost, amount, rate, fee, payout_json, reason_json, action_json,
+                                    raw_json, first_seen_at, updated_at, next_check_at, confirm_next_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, order_id = COALESCE(excluded.order_id, exchanges.order_id),
+                 pair = COALESCE(excluded.pair, exchanges.pair), cost = COALESCE(excluded.cost, exchanges.cost),
+                 amount = COALESCE(excluded.amount, exchanges.amount), rate = COALESCE(excluded.rate, exchanges.rate),
+                 fee = COALESCE(excluded.fee, exchanges.fee), payout_json = excluded.payout_json,
+                 reason_json = excluded.reason_json, action_json = excluded.action_json,
+                 raw_json = excluded.raw_json, updated_at = excluded.updated_at,
+                 next_check_at = excluded.next_check_at, check_count = 0,
+                 confirm_next_at = COALESCE(excluded.confirm_next_at, exchanges.confirm_next_at)",
+        )
+        .bind(&exchange.id)
+        .bind(&exchange.order_id)
+        .bind(o.state.name())
+        .bind(&exchange.pair)
+        .bind(text(exchange.cost))
+        .bind(text(exchange.amount))
+        .bind(text(exchange.rate))
+        .bind(text(exchange.fee))
+        .bind(&payout)
+        .bind(&reason)
+        .bind(&action)
+        .bind(&raw)
+        .bind(now_ms)
+        .bind(next)
+        .bind(confirm_next)
+        .execute(&mut *tx)
+        .await?;
+    } else if refresh {
+        db::query(
+            "UPDATE exchanges SET order_id = COALESCE($2, order_id), pair = COALESCE($3, pair),
+                 cost = COALESCE($4, cost), amount = COALESCE($5, amount), rate = COALESCE($6, rate),
+                 fee = COALESCE($7, fee), payout_json = COALESCE($8, payout_json), reason_json = $9,
+                 action_json = $10, raw_json = $11, updated_at = $12,
+                 confirm_next_at = COALESCE(confirm_next_at, $13)
+             WHERE id = $1",
+        )
+        .bind(&exchange.id)
+        .bind(&exchange.order_id)
+        .bind(&exchange.pair)
+        .bind(text(exchange.cost))
+        .bind(text(exchange.amount))
+        .bind(text(exchange.rate))
+        .bind(text(exchange.fee))
+        .bind(&payout)
+        .bind(&reason)
+        .bind(&action)
+        .bind(&raw)
+        .bind(now_ms)
+        .bind(confirm_next)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let seen = Seen {
+        previous,
+        state,
+        transitioned,
+        new_event,
+    };
+    let effects = decide(&seen);
+    let runs = effects
+        .runs
+        .iter()
+        .map(|(workflow, context)| (workflow.as_str(), o.event, context))
+        .chain(
+            effects
+                .stage_runs
+                .iter()
+                .map(|r| (r.workflow.as_str(), r.event.as_str(), &r.context)),
+        );
+    for (workflow, event, context) in runs {
+        db::query(
+            "INSERT INTO runs (workflow, trigger, trigger_key, event_json, status, created_at)
+             VALUES ($1, 'event', $2, $3, 'queued', $4)
+             ON CONFLICT (workflow, trigger, trigger_key) DO NOTHING",
+        )
+        .bind(workflow)
+        .bind(format!("{}/{event}", exchange.id))
+        .bind(context.to_string())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_items(tx, &effects.items, now).await?;
+    if let Some(used) = &effects.used_address {
+        super::wallets::mark_used(
+            tx,
+            &used.wallet,
+            used.index,
+            &used.address,
+            &used.used_by,
+            now,
+        )
+        .await?;
+    }
+    if let Some(id) = o.inbox_id {
+        db::query("UPDATE webhook_inbox SET status = 'processed', processed_at = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(Applied {
+        transitioned,
+        new_event,
+        state,
+    })
 }

@@ -58,7 +58,8 @@ pub use dashboard::{LedgerStamp, Listing};
 pub use db::Backend;
 pub(crate) use db::Tx;
 pub use exchanges::{
-    Applied, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress, is_final, rank,
+    Applied, Decide, Effects, EventRow, ExchangeRow, NewRun, Observation, Seen, UsedAddress,
+    is_final, rank,
 };
 pub use expect::ExpectAlert;
 pub use fires::{Fire, FireAction, WorkflowFires};
@@ -219,7 +220,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Sized for an idle daemon on a Pi: 512 KiB of page cache per connection, not 2 MB.
+            .pragma("cache_size", "-512");
         // Two daemons starting together would both create the schema: the first to open the
         // database migrates it while holding this lock, the other waits and finds it done.
         let mut lock_path = path.as_os_str().to_owned();
@@ -236,10 +239,16 @@ impl Store {
             .map_err(|e| open_err(sqlx::Error::Io(e)))?;
         let health = Arc::new(WriteHealth::default());
         // A Pi has little memory and SQLite serialises writers anyway: a handful of connections.
-        let pool = clean_on_release(SqlitePoolOptions::new().max_connections(4), &health)
-            .connect_with(options.clone())
-            .await
-            .map_err(open_err)?;
+        // Connections a burst opened (each a thread and a page cache) close after a minute idle.
+        let pool = clean_on_release(
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .idle_timeout(Duration::from_secs(60)),
+            &health,
+        )
+        .connect_with(options.clone())
+        .await
+        .map_err(open_err)?;
         SQLITE_MIGRATOR.run(&pool).await?;
         drop(lock);
         let durable = clean_on_release(SqlitePoolOptions::new().max_connections(1), &health)

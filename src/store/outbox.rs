@@ -206,127 +206,28 @@ impl Store {
         dead_alert: Option<NewItem>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let id = claimed.item.id;
-        let now_ms = now.timestamp_millis();
         let mut tx = self.begin_write().await?;
-        let (status, next, error, result, http_status, outcome) = match completion {
-            Completion::Done(result) => (
-                OutboxStatus::Done,
-                None,
-                None,
-                Some(result.to_string()),
-                None,
-                AttemptOutcome::Done,
-            ),
-            Completion::Retry {
-                at,
-                error,
-                http_status,
-                unknown,
-            } => (
-                OutboxStatus::Pending,
-                Some(at.timestamp_millis()),
-                Some(error.as_str()),
-                None,
-                *http_status,
-                if *unknown {
-                    AttemptOutcome::Unknown
-                } else {
-                    AttemptOutcome::Retry
-                },
-            ),
-            Completion::Dead { error, http_status } => (
-                OutboxStatus::Dead,
-                None,
-                Some(error.as_str()),
-                None,
-                *http_status,
-                AttemptOutcome::Dead,
-            ),
-        };
-        let updated = db::query(
-            "UPDATE outbox SET status = $1, next_attempt_at = COALESCE($2, next_attempt_at),
-                 last_error = COALESCE($3, last_error), result_json = COALESCE($4, result_json),
-                 lease_owner = NULL, lease_until = NULL, updated_at = $5
-             WHERE id = $6 AND status = 'pending' AND lease_owner = $7 AND attempts = $8",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(error)
-        .bind(&result)
-        .bind(now_ms)
-        .bind(id)
-        .bind(owner)
-        // The fence: the lease is (owner, attempt). An owner whose lease ran out and who took
-        // the item again meanwhile holds a later attempt; its earlier one is refused too.
-        .bind(claimed.attempt)
-        .execute(&mut tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            // Another daemon took the item over after our lease ran out; its attempt counts.
-            return Ok(false);
-        }
-        db::query(
-            "UPDATE outbox_attempts SET finished_at = $1, outcome = $2, http_status = $3, error = $4
-             WHERE outbox_id = $5 AND attempt = $6",
-        )
-        .bind(now_ms)
-        .bind(outcome)
-        .bind(http_status.map(i64::from))
-        .bind(error)
-        .bind(id)
-        .bind(claimed.attempt)
-        .execute(&mut tx)
-        .await?;
-        if status != OutboxStatus::Pending
-            && let (Some(run_id), Some(step_id)) = (claimed.item.run_id, &claimed.item.step_id)
-        {
-            resume_waiting_step(
-                &mut tx,
-                run_id,
-                step_id,
-                status == OutboxStatus::Done,
-                result.as_deref(),
-                error,
-                now_ms,
-            )
-            .await?;
-        }
-        // An effect that moved money or changed an order is on record with its outcome, in
-        // the transaction that records it.
-        if status != OutboxStatus::Pending
-            && let Some(kind) = crate::treasury::audit::effect_kind(&claimed.item.kind)
-        {
-            let entry = super::audit::NewAudit {
-                actor: crate::treasury::audit::ENGINE.into(),
-                kind: if status == OutboxStatus::Done {
-                    kind.to_string()
-                } else {
-                    format!("{kind}.failed")
-                },
-                subject: format!("outbox/{id}"),
-                detail: serde_json::json!({
-                    "key": claimed.item.key,
-                    "run_id": claimed.item.run_id,
-                    "step_id": claimed.item.step_id,
-                    "effect": crate::treasury::audit::effect_detail(&claimed.item.kind, &claimed.item.payload),
-                    "result": crate::treasury::audit::effect_result(&claimed.item.kind, result.as_deref()),
-                    "error": error,
-                }),
-            };
-            super::audit::append(&mut tx, &entry, now).await?;
-        }
-        // A provider that refuses everything kills many items at once: their alerts are
-        // coalesced, one email an hour with a count.
-        if status == OutboxStatus::Dead
-            && let Some(alert) = &dead_alert
-            && super::alert_window::admit(&mut tx, "dead_letter", now, super::ALERT_WINDOW).await?
-        {
-            insert_items(&mut tx, std::slice::from_ref(alert), now).await?;
+        let recorded = complete_in(&mut tx, claimed, owner, completion, dead_alert, now).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Records several attempts' ends in one transaction, each exactly as [`Store::complete`]
+    /// would (in the order given); returns, for each, whether it was recorded (false: fenced).
+    pub async fn complete_all(
+        &self,
+        owner: &str,
+        outcomes: Vec<(&Claimed, Completion, Option<NewItem>)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        for (claimed, completion, dead_alert) in outcomes {
+            recorded
+                .push(complete_in(&mut tx, claimed, owner, &completion, dead_alert, now).await?);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(recorded)
     }
 
     /// The newest items first.
@@ -474,6 +375,137 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// One attempt's end recorded inside `tx` (see [`Store::complete`]).
+async fn complete_in(
+    tx: &mut Tx,
+    claimed: &Claimed,
+    owner: &str,
+    completion: &Completion,
+    dead_alert: Option<NewItem>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let id = claimed.item.id;
+    let now_ms = now.timestamp_millis();
+    let (status, next, error, result, http_status, outcome) = match completion {
+        Completion::Done(result) => (
+            OutboxStatus::Done,
+            None,
+            None,
+            Some(result.to_string()),
+            None,
+            AttemptOutcome::Done,
+        ),
+        Completion::Retry {
+            at,
+            error,
+            http_status,
+            unknown,
+        } => (
+            OutboxStatus::Pending,
+            Some(at.timestamp_millis()),
+            Some(error.as_str()),
+            None,
+            *http_status,
+            if *unknown {
+                AttemptOutcome::Unknown
+            } else {
+                AttemptOutcome::Retry
+            },
+        ),
+        Completion::Dead { error, http_status } => (
+            OutboxStatus::Dead,
+            None,
+            Some(error.as_str()),
+            None,
+            *http_status,
+            AttemptOutcome::Dead,
+        ),
+    };
+    let updated = db::query(
+        "UPDATE outbox SET status = $1, next_attempt_at = COALESCE($2, next_attempt_at),
+             last_error = COALESCE($3, last_error), result_json = COALESCE($4, result_json),
+             lease_owner = NULL, lease_until = NULL, updated_at = $5
+         WHERE id = $6 AND status = 'pending' AND lease_owner = $7 AND attempts = $8",
+    )
+    .bind(status)
+    .bind(next)
+    .bind(error)
+    .bind(&result)
+    .bind(now_ms)
+    .bind(id)
+    .bind(owner)
+    // The fence: the lease is (owner, attempt). An owner whose lease ran out and who took
+    // the item again meanwhile holds a later attempt; its earlier one is refused too.
+    .bind(claimed.attempt)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        // Another daemon took the item over after our lease ran out; its attempt counts
+        // (nothing of this one is written).
+        return Ok(false);
+    }
+    db::query(
+        "UPDATE outbox_attempts SET finished_at = $1, outcome = $2, http_status = $3, error = $4
+         WHERE outbox_id = $5 AND attempt = $6",
+    )
+    .bind(now_ms)
+    .bind(outcome)
+    .bind(http_status.map(i64::from))
+    .bind(error)
+    .bind(id)
+    .bind(claimed.attempt)
+    .execute(&mut *tx)
+    .await?;
+    if status != OutboxStatus::Pending
+        && let (Some(run_id), Some(step_id)) = (claimed.item.run_id, &claimed.item.step_id)
+    {
+        resume_waiting_step(
+            tx,
+            run_id,
+            step_id,
+            status == OutboxStatus::Done,
+            result.as_deref(),
+            error,
+            now_ms,
+        )
+        .await?;
+    }
+    // An effect that moved money or changed an order is on record with its outcome, in
+    // the transaction that records it.
+    if status != OutboxStatus::Pending
+        && let Some(kind) = crate::treasury::audit::effect_kind(&claimed.item.kind)
+    {
+        let entry = super::audit::NewAudit {
+            actor: crate::treasury::audit::ENGINE.into(),
+            kind: if status == OutboxStatus::Done {
+                kind.to_string()
+            } else {
+                format!("{kind}.failed")
+            },
+            subject: format!("outbox/{id}"),
+            detail: serde_json::json!({
+                "key": claimed.item.key,
+                "run_id": claimed.item.run_id,
+                "step_id": claimed.item.step_id,
+                "effect": crate::treasury::audit::effect_detail(&claimed.item.kind, &claimed.item.payload),
+                "result": crate::treasury::audit::effect_result(&claimed.item.kind, result.as_deref()),
+                "error": error,
+            }),
+        };
+        super::audit::append(tx, &entry, now).await?;
+    }
+    // A provider that refuses everything kills many items at once: their alerts are
+    // coalesced, one email an hour with a count.
+    if status == OutboxStatus::Dead
+        && let Some(alert) = &dead_alert
+        && super::alert_window::admit(tx, "dead_letter", now, super::ALERT_WINDOW).await?
+    {
+        insert_items(tx, std::slice::from_ref(alert), now).await?;
+    }
+    Ok(true)
 }
 
 /// A person's retry or discard of an item, on record in the transaction that does it.

@@ -251,6 +251,23 @@ impl Reader<'_> {
                 *slot = d;
             }
         }
+        if let Some(n) = m.get("worker_threads") {
+            match unsigned(n, "engine.worker_threads", ctx) {
+                Some(w) if EngineConfig::WORKERS.contains(&w) => {
+                    engine.worker_threads = Some(w as usize);
+                }
+                Some(w) => ctx.error(
+                    n.pos,
+                    format!(
+                        "engine.worker_threads: {w} is out of range; accepted: {} to {} (leave it out for one per core, at most {})",
+                        EngineConfig::WORKERS.start(),
+                        EngineConfig::WORKERS.end(),
+                        EngineConfig::DEFAULT_WORKERS_CAP
+                    ),
+                ),
+                None => {}
+            }
+        }
         m.finish(ctx);
         engine
     }
