@@ -106,7 +106,7 @@ impl Generation {
     /// Starts a daemon on `config` and waits until it listens, or until it fails to start.
     async fn start(
         config: &Arc<Config>,
-        workflows: &[Workflow],
+        workflows: &[Arc<Workflow>],
         clock: &Arc<dyn Clock>,
     ) -> anyhow::Result<Generation> {
         let (stop, stopped) = watch::channel(false);
@@ -142,8 +142,9 @@ impl Generation {
 async fn supervise(
     config_path: &Path,
     mut config: Arc<Config>,
-    mut workflows: Vec<Workflow>,
+    workflows: Vec<Workflow>,
 ) -> anyhow::Result<Outcome> {
+    let mut workflows = shared(workflows);
     let mut signals = Signals::new()?;
     // One clock for every generation: a reload does not move the daemon's time.
     let clock = engine_clock();
@@ -166,7 +167,7 @@ async fn supervise(
             }
             Signal::Reload => {
                 let (new_config, new_workflows) = match load_setup(config_path) {
-                    Ok(Setup { config, workflows }) => (Arc::new(config), workflows),
+                    Ok(Setup { config, workflows }) => (Arc::new(config), shared(workflows)),
                     Err(problems) => {
                         for problem in &problems {
                             tracing::error!("reload refused: {problem}");
@@ -209,9 +210,16 @@ async fn supervise(
     }
 }
 
+/// The workflows as the daemon's parts hold them: each once in memory, however many parts
+/// read it (10,000 workflows are kept once, not once per part).
+fn shared(workflows: Vec<Workflow>) -> Vec<Arc<Workflow>> {
+    workflows.into_iter().map(Arc::new).collect()
+}
+
 /// Debug builds only: an RFC 3339 time the daemon's clock starts at (then moves with real
 /// time), so the integration tests can put the daemon weeks ahead. Release builds never read it.
-pub const TEST_NOW_VAR: &str = "SATFLOW_TEST_NOW";
+#[cfg(debug_assertions)]
+const TEST_NOW_VAR: &str = "SATFLOW_TEST_NOW";
 
 fn engine_clock() -> Arc<dyn Clock> {
     #[cfg(debug_assertions)]

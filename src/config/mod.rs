@@ -581,6 +581,27 @@ mod tests {
     }
 
     #[test]
+    fn a_url_whose_host_is_not_ascii_is_refused_with_its_punycode_form_asked_for() {
+        let (_dir, loaded, problems) = load_text(
+            "alerts: []\npocket: { base_url: \"https://bücher.example\", client_id: c, webhook_secret: s }\n",
+            &[("X", "y")],
+        );
+        assert!(loaded.config.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("pocket.base_url") && problems[0].contains("xn--"),
+            "{problems:?}"
+        );
+        // Its xn-- form is accepted.
+        let (_dir, loaded, problems) = load_text(
+            "alerts: []\npocket: { base_url: \"https://xn--bcher-kva.example\", client_id: c, webhook_secret: s }\n",
+            &[("X", "y")],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(loaded.config.is_some());
+    }
+
+    #[test]
     fn a_postgres_url_from_the_environment_is_taken_and_its_password_never_shown() {
         let env = [(
             "DATABASE_URL",

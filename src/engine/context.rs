@@ -37,7 +37,7 @@ pub struct Context {
 impl Context {
     pub fn build(
         config: Arc<Config>,
-        workflows: &[Workflow],
+        workflows: &[Arc<Workflow>],
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Context {
@@ -102,7 +102,7 @@ pub fn explorers(
 }
 
 /// The wallet each workflow's `pocket.order` pays out to.
-pub fn payout_wallets(workflows: &[Workflow]) -> HashMap<String, String> {
+pub fn payout_wallets(workflows: &[Arc<Workflow>]) -> HashMap<String, String> {
     workflows
         .iter()
         .filter_map(|w| {

@@ -37,7 +37,7 @@ pub struct Runner {
     /// The clients the daemon built at start, for steps that reach a Lightning node.
     pub clients: Arc<Clients>,
     pub clock: Arc<dyn Clock>,
-    pub workflows: BTreeMap<String, Workflow>,
+    pub workflows: BTreeMap<String, Arc<Workflow>>,
     pub mailer: Option<Mailer>,
     pub alerts: Alerts,
     pub owner: String,
@@ -199,7 +199,7 @@ impl Runner {
             Err(join) if join.is_panic() => {
                 let message = panic_message(join.into_panic());
                 tracing::error!(run = id, panic = %message, "a run panicked; it is failed and the runner goes on");
-                let workflow = self.workflows.get(&run.workflow);
+                let workflow = self.workflows.get(&run.workflow).map(|w| &**w);
                 let error = format!("satflow hit an internal error: {message}");
                 if let Err(err) = self.fail(&run, workflow, &error).await {
                     tracing::error!(run = id, %err, "cannot record the run that panicked as failed; it is taken up again once its lease runs out");
@@ -651,13 +651,13 @@ impl Runner {
 
     /// The exchange processor's state machine, for a step that reads an exchange back.
     fn processor(&self) -> crate::exchanges::Processor {
-        let workflows: Vec<Workflow> = self
+        let workflows: Vec<Arc<Workflow>> = self
             .workflows
             .values()
             .filter(|w| !w.events.is_empty())
             .cloned()
             .collect();
-        let all: Vec<Workflow> = self.workflows.values().cloned().collect();
+        let all: Vec<Arc<Workflow>> = self.workflows.values().cloned().collect();
         let payout_wallets = super::context::payout_wallets(&all);
         let explorers = super::context::explorers(&self.config, &payout_wallets);
         crate::exchanges::Processor {
@@ -752,7 +752,9 @@ mod tests {
             pocket: None,
             clients: Arc::new(crate::clients::Clients::none()),
             clock,
-            workflows: [("w".to_string(), placeholder("w"))].into_iter().collect(),
+            workflows: [("w".to_string(), Arc::new(placeholder("w")))]
+                .into_iter()
+                .collect(),
             mailer: None,
             alerts: Alerts::new(None, Default::default()),
             owner: "test".into(),
@@ -776,7 +778,9 @@ mod tests {
         runner.mailer = Some(Mailer::new(&email, Default::default()));
         let mut workflow = placeholder("w");
         workflow.steps = steps;
-        runner.workflows = [("w".to_string(), workflow)].into_iter().collect();
+        runner.workflows = [("w".to_string(), Arc::new(workflow))]
+            .into_iter()
+            .collect();
         Arc::new(runner)
     }
 

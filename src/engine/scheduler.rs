@@ -72,13 +72,14 @@ struct Entry {
 impl Scheduler {
     /// Reads where each scheduled workflow left off. A workflow seen for the first time starts
     /// at `now`: it does not catch up on fires from before it existed.
-    pub async fn load(
+    pub async fn load<W: std::borrow::Borrow<Workflow>>(
         store: &Store,
-        workflows: &[Workflow],
+        workflows: &[W],
         now: DateTime<Utc>,
     ) -> Result<Self, StoreError> {
         let scheduled: Vec<(&Workflow, &Schedule)> = workflows
             .iter()
+            .map(|w| w.borrow())
             .filter_map(|w| Some((w, w.schedule.as_ref()?)))
             .collect();
         let names: Vec<&str> = scheduled.iter().map(|(w, _)| w.name.as_str()).collect();

@@ -399,9 +399,10 @@ pub fn human(d: Duration) -> String {
 }
 
 /// Every `pocket.order` step of `workflows` that declares `expect:`, by workflow.
-pub fn declared(workflows: &[Workflow]) -> Vec<(String, Expect)> {
+pub fn declared<W: std::borrow::Borrow<Workflow>>(workflows: &[W]) -> Vec<(String, Expect)> {
     workflows
         .iter()
+        .map(|w| w.borrow())
         .flat_map(|w| {
             w.steps.iter().filter_map(|s| match &s.action {
                 Action::PocketOrder(o) => o.expect.clone().map(|e| (w.name.clone(), e)),

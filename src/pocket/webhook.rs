@@ -6,7 +6,7 @@
 //! that is not lowercase hex is refused like a wrong signature.
 
 use bitcoin::hex::{DisplayHex, FromHex};
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// The header value Pocket sends for `body`.

@@ -11,6 +11,9 @@
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{ColumnIndex, Decode, Postgres, Row as _, Sqlite, Type};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +60,7 @@ impl Pool {
     /// write lock (see `PG_WRITE_LOCK`).
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         match self {
-            Pool::Sqlite(pool) => Ok(Tx(TxInner::Sqlite(
+            Pool::Sqlite(pool) => Ok(Tx::new(TxInner::Sqlite(
                 pool.begin_with("BEGIN IMMEDIATE").await?,
             ))),
             Pool::Pg(pool) => {
@@ -66,7 +69,7 @@ impl Pool {
                     .bind(PG_WRITE_LOCK)
                     .execute(&mut *tx)
                     .await?;
-                Ok(Tx(TxInner::Pg(tx)))
+                Ok(Tx::new(TxInner::Pg(tx)))
             }
         }
     }
@@ -79,7 +82,7 @@ impl Pool {
     pub(crate) async fn begin_claim(&self) -> Result<Tx, sqlx::Error> {
         match self {
             Pool::Sqlite(_) => self.begin_write().await,
-            Pool::Pg(pool) => Ok(Tx(TxInner::Pg(pool.begin().await?))),
+            Pool::Pg(pool) => Ok(Tx::new(TxInner::Pg(pool.begin().await?))),
         }
     }
 
@@ -91,9 +94,36 @@ impl Pool {
     }
 }
 
+/// The turn of this process's SQLite writers. SQLite lets one writer in at a time; a
+/// connection that finds the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10 … ms)
+/// and polls again, so two busy writers of one process (the webhook inbox and the applier,
+/// say) lose more time asleep than writing. Queued here instead, the next writer starts the
+/// moment the last one commits. Other processes (a CLI command beside the daemon) still meet
+/// the busy timeout. It must never be held across anything but the transaction itself.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WriteTurn(Arc<Mutex<()>>);
+
+/// How long a writer waits for its turn: as long as SQLite's busy timeout would have let it
+/// wait for the lock.
+const TURN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl WriteTurn {
+    /// Waits for this process's turn to write; refused (as a lock held too long) after
+    /// `TURN_TIMEOUT`.
+    pub(crate) async fn take(&self) -> Result<OwnedMutexGuard<()>, sqlx::Error> {
+        tokio::time::timeout(TURN_TIMEOUT, Arc::clone(&self.0).lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
+}
+
 /// A write transaction on either backend. Dropped without `commit`, it rolls back.
 #[derive(Debug)]
-pub struct Tx(TxInner);
+pub struct Tx {
+    // Declared first, dropped first: the rollback is queued before the turn passes on.
+    inner: TxInner,
+    turn: Option<OwnedMutexGuard<()>>,
+}
 
 #[derive(Debug)]
 enum TxInner {
@@ -102,16 +132,29 @@ enum TxInner {
 }
 
 impl Tx {
+    fn new(inner: TxInner) -> Tx {
+        Tx { inner, turn: None }
+    }
+
+    /// This transaction holds `turn` until it commits or rolls back.
+    pub(crate) fn holding(mut self, turn: OwnedMutexGuard<()>) -> Tx {
+        self.turn = Some(turn);
+        self
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self.0 {
+        let Tx { inner, turn } = self;
+        let committed = match inner {
             TxInner::Sqlite(tx) => tx.commit().await,
             TxInner::Pg(tx) => tx.commit().await,
-        }
+        };
+        drop(turn);
+        committed
     }
 
     /// For the few statements that must differ between the backends.
     pub fn backend(&self) -> Backend {
-        match self.0 {
+        match self.inner {
             TxInner::Sqlite(_) => Backend::Sqlite,
             TxInner::Pg(_) => Backend::Postgres,
         }
@@ -137,7 +180,7 @@ impl<'a> From<&'a Pool> for Target<'a> {
 
 impl<'a> From<&'a mut Tx> for Target<'a> {
     fn from(tx: &'a mut Tx) -> Target<'a> {
-        match &mut tx.0 {
+        match &mut tx.inner {
             TxInner::Sqlite(tx) => Target::Sqlite(tx),
             TxInner::Pg(tx) => Target::Pg(tx),
         }

@@ -116,6 +116,8 @@ pub struct Store {
     probe: Pool,
     /// The last write that failed, for `/healthz`.
     health: Arc<WriteHealth>,
+    /// SQLite: the turn every write transaction of `pool` and `durable` waits for first.
+    turn: db::WriteTurn,
 }
 
 /// How long the health probe waits for the write lock before calling the database locked.
@@ -205,6 +207,7 @@ impl Store {
             durable: Pool::Pg(pool),
             probe: Pool::Pg(probe),
             health,
+            turn: db::WriteTurn::default(),
         })
     }
 
@@ -267,6 +270,7 @@ impl Store {
             durable: Pool::Sqlite(durable),
             probe: Pool::Sqlite(probe),
             health,
+            turn: db::WriteTurn::default(),
         })
     }
 
@@ -288,13 +292,28 @@ impl Store {
 
     /// A transaction for a claim that locks the rows it takes (see `Pool::begin_claim`).
     pub(crate) async fn begin_claim(&self) -> Result<Tx, StoreError> {
-        let begun = self.pool.begin_claim().await;
+        let begun = match self.backend() {
+            Backend::Sqlite => self.in_turn(self.pool.begin_claim()).await,
+            Backend::Postgres => self.pool.begin_claim().await,
+        };
         self.begun(begun)
     }
 
     async fn begin_on(&self, pool: &Pool) -> Result<Tx, StoreError> {
-        let begun = pool.begin_write().await;
+        let begun = match self.backend() {
+            Backend::Sqlite => self.in_turn(pool.begin_write()).await,
+            Backend::Postgres => pool.begin_write().await,
+        };
         self.begun(begun)
+    }
+
+    /// `begin`, once this process's writers have let this one through (see `db::WriteTurn`).
+    async fn in_turn(
+        &self,
+        begin: impl Future<Output = Result<Tx, sqlx::Error>>,
+    ) -> Result<Tx, sqlx::Error> {
+        let turn = self.turn.take().await?;
+        Ok(begin.await?.holding(turn))
     }
 
     /// Where every write transaction begins. A failed BEGIN is remembered for `/healthz`; a

@@ -113,7 +113,7 @@ pub fn starts_for(
 
 /// The workflows the processor starts runs of: those that listen for the event's kind and whose
 /// `on.payout` and `on.if` hold, in the order they were loaded.
-impl crate::exchanges::Listeners for Vec<Workflow> {
+impl<W: std::borrow::Borrow<Workflow> + Send + Sync> crate::exchanges::Listeners for Vec<W> {
     fn starting(
         &self,
         kind: EventKind,
@@ -122,6 +122,7 @@ impl crate::exchanges::Listeners for Vec<Workflow> {
         env: &minijinja::Environment<'_>,
     ) -> Vec<String> {
         self.iter()
+            .map(|w| w.borrow())
             .filter(|w| w.events.contains(&kind) && starts_for(w, context, order_payout, env))
             .map(|w| w.name.clone())
             .collect()

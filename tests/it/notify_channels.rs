@@ -112,7 +112,7 @@ fn api_of(path: &str) -> &'static str {
 /// the base64 part of the secret (written here from the specification, apart from satflow's).
 fn expected_signature(id: &str, timestamp: &str, body: &str) -> String {
     use bitcoin::base64::Engine;
-    use hmac::{Hmac, KeyInit, Mac};
+    use hmac::{Hmac, Mac};
     let b64 = bitcoin::base64::engine::general_purpose::STANDARD;
     let key = b64
         .decode(HOOK_SECRET.strip_prefix("whsec_").unwrap())

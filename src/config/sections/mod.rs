@@ -421,6 +421,17 @@ fn http_url(node: &Node, field: &str, ctx: &mut Ctx<'_>) -> Option<Url> {
     let text = string(node, field, ctx)?;
     match Url::parse(&text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        // satflow is built without a Unicode IDNA back end (see Cargo.toml: idna_adapter).
+        Err(url::ParseError::IdnaError) => {
+            ctx.error(
+                node.pos,
+                format!(
+                    "{field}: {} has a host name that is not ASCII; write it in its xn-- (punycode) form, e.g. https://xn--bcher-kva.example for bücher.example",
+                    describe(&text)
+                ),
+            );
+            None
+        }
         _ => {
             ctx.error(
                 node.pos,

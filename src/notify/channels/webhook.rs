@@ -14,7 +14,7 @@
 //! | refused connection, DNS               | transient                                   |
 //! | no complete answer after sending      | unknown; sent again with the same webhook-id, so the receiver can drop the copy |
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
