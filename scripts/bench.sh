@@ -16,6 +16,7 @@
 #   scripts/bench.sh                 # builds both release binaries, then measures
 #   NO_BUILD=1 scripts/bench.sh      # measures target/release/satflow as it is (sizes: that one)
 #   BIN=path/to/satflow scripts/bench.sh   # measures that binary (implies NO_BUILD)
+#   MIN_BIN=path/to/satflow-min            # with BIN: the --no-default-features build to size
 #   NO_RATES=1 scripts/bench.sh      # sizes and memory only (no `cargo bench`)
 #   N=5000 RATE=1000 SECS=10 WORKFLOWS=10000 SETTLE=10 scripts/bench.sh
 set -euo pipefail
@@ -65,6 +66,9 @@ fi
 cp "${BIN:-target/release/satflow}" "$work/satflow"
 bin=$work/satflow
 size_default=$(stripped_size "$bin")
+if [ -n "${MIN_BIN:-}" ]; then
+  cp "$MIN_BIN" "$work/satflow-min"
+fi
 if [ -f "$work/satflow-min" ]; then
   size_min=$(stripped_size "$work/satflow-min")
 else

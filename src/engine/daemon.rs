@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::exchanges::Processor;
 use crate::health::{Heartbeat, Heartbeats, Limits};
 use crate::http::webhook::WebhookState;
-use crate::http::{AppState, metrics_handle, router};
+use crate::http::{AppState, router};
 use crate::instance::{self, Jobs};
 use crate::logs;
 use crate::outbox::handlers::email::EmailSender;
@@ -102,7 +102,6 @@ pub async fn serve_shared(
     let started =
         crate::treasury::audit::configuration_entry("daemon.started", &config.path, &files);
     store.audit(&started, clock.now()).await?;
-    let metrics = metrics_handle();
     // Built once: every client, file and setting the parts share.
     let context = Context::build(
         Arc::clone(&config),
@@ -205,14 +204,8 @@ pub async fn serve_shared(
     });
     let limits = Limits::for_lease(runner.lease);
     let app = router(
-        AppState::new(
-            store.clone(),
-            Arc::clone(&clock),
-            heartbeats,
-            limits,
-            metrics,
-        )
-        .with_instance(owner.clone()),
+        AppState::new(store.clone(), Arc::clone(&clock), heartbeats, limits)
+            .with_instance(owner.clone()),
         webhooks,
     );
     let dashboard =

@@ -404,7 +404,7 @@ impl Runner {
             .finish_run(run.id, &self.owner, true, None, None, self.clock.now())
             .await?
         {
-            metrics::counter!("satflow_runs_total", "outcome" => "succeeded").increment(1);
+            crate::http::metrics::count("satflow_runs_total", &[("outcome", "succeeded")]);
             tracing::info!(run = run.id, workflow = %workflow.name, "run succeeded");
         } else {
             // Fenced: this instance's lease ran out and another took the run over.
@@ -567,7 +567,7 @@ impl Runner {
             )
             .await?
         {
-            metrics::counter!("satflow_runs_total", "outcome" => "failed").increment(1);
+            crate::http::metrics::count("satflow_runs_total", &[("outcome", "failed")]);
             tracing::error!(run = run.id, workflow = %run.workflow, %error, "run failed");
             if let Some(pinger) = self.alerts.healthcheck() {
                 pinger.fail();

@@ -142,7 +142,11 @@ impl Scheduler {
         for (i, fires) in due {
             for (at, _) in fires.iter().filter(|(_, a)| *a == FireAction::Run) {
                 let late = (now - *at).to_std().unwrap_or_default();
-                metrics::histogram!("satflow_fire_lateness_seconds").record(late.as_secs_f64());
+                crate::http::metrics::observe(
+                    "satflow_fire_lateness_seconds",
+                    &[],
+                    late.as_secs_f64(),
+                );
             }
             let entry = &mut self.entries[i];
             if let Some((last, _)) = fires.last() {

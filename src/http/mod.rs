@@ -3,11 +3,11 @@
 //! Handlers must answer fast: they never wait on the network, and the only write (the webhook
 //! inbox) is one short, group-committed transaction.
 
+pub mod metrics;
 pub mod server;
 pub mod webhook;
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -40,7 +39,6 @@ pub struct AppState {
     /// When the scheduler, the runner and the dispatcher last completed a pass.
     pub heartbeats: Heartbeats,
     pub limits: Limits,
-    pub metrics: PrometheusHandle,
     /// This daemon's instance id, when it registered itself (shown beside the live instances).
     pub instance: Option<String>,
     last_probe: Arc<Mutex<LastProbe>>,
@@ -52,14 +50,12 @@ impl AppState {
         clock: Arc<dyn Clock>,
         heartbeats: Heartbeats,
         limits: Limits,
-        metrics: PrometheusHandle,
     ) -> AppState {
         AppState {
             store,
             clock,
             heartbeats,
             limits,
-            metrics,
             instance: None,
             last_probe: Arc::new(Mutex::new(None)),
         }
@@ -70,26 +66,6 @@ impl AppState {
         self.instance = Some(id);
         self
     }
-}
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    300.0,
-                ])
-                .expect("bucket list is not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            // Tests may start several servers in one process: the first recorder stays.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
 }
 
 pub fn router(state: AppState, webhooks: Option<webhook::WebhookState>) -> Router {
@@ -192,12 +168,12 @@ async fn check_health(state: &AppState) -> (StatusCode, Value) {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     // Gauges of what is in the database are read when scraped, so every daemon agrees.
     if let Ok((pending, dead)) = state.store.outbox_backlog().await {
-        metrics::gauge!("satflow_outbox_pending").set(pending as f64);
-        metrics::gauge!("satflow_outbox_dead").set(dead as f64);
+        metrics::set("satflow_outbox_pending", &[], pending as f64);
+        metrics::set("satflow_outbox_dead", &[], dead as f64);
     }
     if let Ok(counts) = state.store.run_counts().await {
         for (status, n) in counts {
-            metrics::gauge!("satflow_runs", "status" => status.name()).set(n as f64);
+            metrics::set("satflow_runs", &[("status", status.name())], n as f64);
         }
     }
     (
@@ -205,7 +181,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.metrics.render(),
+        metrics::render(),
     )
         .into_response()
 }

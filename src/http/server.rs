@@ -207,8 +207,10 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let Some((id, conn, evicted)) = registry.admit(limits.max_connections) else {
-            metrics::counter!("satflow_http_connections_closed_total", "reason" => "refused")
-                .increment(1);
+            super::metrics::count(
+                "satflow_http_connections_closed_total",
+                &[("reason", "refused")],
+            );
             if warn.due() {
                 tracing::warn!(
                     suppressed = warn.take(),
@@ -220,8 +222,10 @@ pub async fn serve_with(
             continue;
         };
         if evicted {
-            metrics::counter!("satflow_http_connections_closed_total", "reason" => "evicted")
-                .increment(1);
+            super::metrics::count(
+                "satflow_http_connections_closed_total",
+                &[("reason", "evicted")],
+            );
             if warn.due() {
                 tracing::warn!(
                     suppressed = warn.take(),
@@ -431,7 +435,7 @@ impl Registry {
         inner.next_id = inner.next_id.wrapping_add(1);
         let conn = Arc::new(Tracked::new(Instant::now()));
         inner.open.insert(id, Arc::clone(&conn));
-        metrics::gauge!("satflow_http_connections").set(inner.open.len() as f64);
+        super::metrics::set("satflow_http_connections", &[], inner.open.len() as f64);
         Some((id, conn, evicted))
     }
 }
@@ -446,7 +450,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut inner = self.registry.lock();
         inner.open.remove(&self.id);
-        metrics::gauge!("satflow_http_connections").set(inner.open.len() as f64);
+        super::metrics::set("satflow_http_connections", &[], inner.open.len() as f64);
     }
 }
 
@@ -514,8 +518,10 @@ async fn serve_connection(
             _ = conn.changed.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 if conn.deadline(&limits).0 <= Instant::now() {
-                    metrics::counter!("satflow_http_connections_closed_total", "reason" => which)
-                        .increment(1);
+                    super::metrics::count(
+                        "satflow_http_connections_closed_total",
+                        &[("reason", which)],
+                    );
                     tracing::debug!(timeout = which, "HTTP connection closed at its deadline");
                     return;
                 }

@@ -197,8 +197,11 @@ impl Dispatcher {
                 "the handler was cancelled: {join}"
             ))),
         };
-        metrics::histogram!("satflow_outbox_handler_seconds", "kind" => item.kind.clone())
-            .record(started.elapsed().as_secs_f64());
+        crate::http::metrics::observe(
+            "satflow_outbox_handler_seconds",
+            &[("kind", &item.kind)],
+            started.elapsed().as_secs_f64(),
+        );
         let now = self.clock.now();
         match result {
             Ok(value) => Completion::Done(value),
@@ -285,7 +288,7 @@ impl Dispatcher {
                 // Fenced: the lease ran out and the item was claimed again (by another
                 // instance, or by this one for a later attempt); that attempt's outcome is the
                 // one recorded.
-                metrics::counter!("satflow_outbox_fenced_total").increment(1);
+                crate::http::metrics::count("satflow_outbox_fenced_total", &[]);
                 tracing::warn!(id = item.id, kind = %item.kind, attempt = claimed.attempt, owner = %self.owner,
                     "this attempt's outcome was refused: its lease ran out and the item was claimed again");
             }

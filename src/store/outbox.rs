@@ -3,6 +3,8 @@
 //! also completes the step and hands its run back to the runner, in the same transaction.
 
 use super::db::{self, DbRow, Tx};
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
@@ -158,40 +160,54 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut tx)
         .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let item = item_row(row)?;
-            let attempt = item.attempts;
-            let previous: Option<Option<AttemptOutcome>> = db::query_scalar(
-                "SELECT outcome FROM outbox_attempts WHERE outbox_id = $1 AND attempt = $2",
-            )
-            .bind(item.id)
-            .bind(attempt - 1)
-            .fetch_optional(&mut tx)
-            .await?;
-            db::query(
-                "UPDATE outbox_attempts SET outcome = 'unknown', finished_at = $1,
-                     error = 'satflow stopped before this attempt reported back'
-                 WHERE outbox_id = $2 AND outcome IS NULL",
-            )
-            .bind(now_ms)
-            .bind(item.id)
-            .execute(&mut tx)
-            .await?;
-            db::query(
-                "INSERT INTO outbox_attempts (outbox_id, attempt, started_at) VALUES ($1, $2, $3)",
-            )
-            .bind(item.id)
-            .bind(attempt)
-            .bind(now_ms)
-            .execute(&mut tx)
-            .await?;
-            claimed.push(Claimed {
-                item,
-                attempt,
-                previous_unknown: matches!(previous, Some(None | Some(AttemptOutcome::Unknown))),
-            });
+        let items = rows.iter().map(item_row).collect::<Result<Vec<_>, _>>()?;
+        if items.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
         }
+        // Three statements for the whole batch, not three per item: with SQLite every statement
+        // is a round trip to its connection's thread. The ids are the integers just read back.
+        let ids = items
+            .iter()
+            .map(|i| i.id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // How each item's previous attempt ended (none: its first attempt).
+        let previous: HashMap<i64, Option<AttemptOutcome>> = db::query(&format!(
+            "SELECT a.outbox_id, a.outcome FROM outbox_attempts a JOIN outbox o ON o.id = a.outbox_id
+             WHERE a.outbox_id IN ({ids}) AND a.attempt = o.attempts - 1"
+        ))
+        .fetch_all(&mut tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("outbox_id")?, r.try_get("outcome")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        db::query(&format!(
+            "UPDATE outbox_attempts SET outcome = 'unknown', finished_at = $1,
+                 error = 'satflow stopped before this attempt reported back'
+             WHERE outbox_id IN ({ids}) AND outcome IS NULL"
+        ))
+        .bind(now_ms)
+        .execute(&mut tx)
+        .await?;
+        db::query(&format!(
+            "INSERT INTO outbox_attempts (outbox_id, attempt, started_at)
+             SELECT id, attempts, $1 FROM outbox WHERE id IN ({ids})"
+        ))
+        .bind(now_ms)
+        .execute(&mut tx)
+        .await?;
+        let claimed = items
+            .into_iter()
+            .map(|item| Claimed {
+                attempt: item.attempts,
+                previous_unknown: matches!(
+                    previous.get(&item.id),
+                    Some(None | Some(AttemptOutcome::Unknown))
+                ),
+                item,
+            })
+            .collect();
         tx.commit().await?;
         Ok(claimed)
     }
