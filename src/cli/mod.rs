@@ -342,7 +342,9 @@ async fn open_store(config_path: &std::path::Path) -> anyhow::Result<Option<crat
 
 /// Resolves on SIGINT or SIGTERM: the ways a user, a service manager or a container stops us.
 /// The handlers are installed when this is called (inside the runtime), not when first awaited,
-/// so a signal that comes early is not lost to the default action.
+/// so a signal that comes early is not lost to the default action. Only the simulator's
+/// commands (`demo --serve`, `sandbox`) wait on it; the daemon has its own (`run::Signals`).
+#[cfg(feature = "sandbox")]
 pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {

@@ -172,6 +172,8 @@ enum Target {
 }
 
 /// The whole setup; with `message_only`, the message to sign (also printed) and nothing else.
+/// Called by `demo`; `order setup` goes through `setup_with`.
+#[cfg(feature = "sandbox")]
 pub(crate) async fn setup(
     config: &Config,
     workflows: &[Workflow],
