@@ -144,7 +144,7 @@ async fn supervise(
     mut config: Arc<Config>,
     workflows: Vec<Workflow>,
 ) -> anyhow::Result<Outcome> {
-    let mut workflows = shared(workflows);
+    let mut workflows = crate::workflow::shared(workflows);
     let mut signals = Signals::new()?;
     // One clock for every generation: a reload does not move the daemon's time.
     let clock = engine_clock();
@@ -167,7 +167,9 @@ async fn supervise(
             }
             Signal::Reload => {
                 let (new_config, new_workflows) = match load_setup(config_path) {
-                    Ok(Setup { config, workflows }) => (Arc::new(config), shared(workflows)),
+                    Ok(Setup { config, workflows }) => {
+                        (Arc::new(config), crate::workflow::shared(workflows))
+                    }
                     Err(problems) => {
                         for problem in &problems {
                             tracing::error!("reload refused: {problem}");
@@ -208,12 +210,6 @@ async fn supervise(
             }
         }
     }
-}
-
-/// The workflows as the daemon's parts hold them: each once in memory, however many parts
-/// read it (10,000 workflows are kept once, not once per part).
-fn shared(workflows: Vec<Workflow>) -> Vec<Arc<Workflow>> {
-    workflows.into_iter().map(Arc::new).collect()
 }
 
 /// Debug builds only: an RFC 3339 time the daemon's clock starts at (then moves with real

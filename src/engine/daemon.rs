@@ -54,7 +54,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), DaemonError> {
-    let workflows = workflows.into_iter().map(Arc::new).collect();
+    let workflows = crate::workflow::shared(workflows);
     serve_shared(Arc::new(config), workflows, clock, shutdown, ready).await
 }
 
@@ -282,7 +282,7 @@ pub fn workers(
     clock: Arc<dyn Clock>,
     owner: String,
 ) -> Result<Workers, DaemonError> {
-    let workflows: Vec<Arc<Workflow>> = workflows.into_iter().map(Arc::new).collect();
+    let workflows = crate::workflow::shared(workflows);
     let context = Context::build(Arc::clone(config), &workflows, store.clone(), clock);
     workers_in(&context, workflows, owner)
 }

@@ -292,28 +292,28 @@ impl Store {
 
     /// A transaction for a claim that locks the rows it takes (see `Pool::begin_claim`).
     pub(crate) async fn begin_claim(&self) -> Result<Tx, StoreError> {
-        let begun = match self.backend() {
-            Backend::Sqlite => self.in_turn(self.pool.begin_claim()).await,
-            Backend::Postgres => self.pool.begin_claim().await,
-        };
+        let begun = self.in_turn(self.pool.begin_claim()).await;
         self.begun(begun)
     }
 
     async fn begin_on(&self, pool: &Pool) -> Result<Tx, StoreError> {
-        let begun = match self.backend() {
-            Backend::Sqlite => self.in_turn(pool.begin_write()).await,
-            Backend::Postgres => pool.begin_write().await,
-        };
+        let begun = self.in_turn(pool.begin_write()).await;
         self.begun(begun)
     }
 
-    /// `begin`, once this process's writers have let this one through (see `db::WriteTurn`).
+    /// `begin`, on SQLite once this process's writers have let this one through (see
+    /// `db::WriteTurn`); PostgreSQL's writers take turns by its own locks.
     async fn in_turn(
         &self,
         begin: impl Future<Output = Result<Tx, sqlx::Error>>,
     ) -> Result<Tx, sqlx::Error> {
-        let turn = self.turn.take().await?;
-        Ok(begin.await?.holding(turn))
+        match self.backend() {
+            Backend::Postgres => begin.await,
+            Backend::Sqlite => {
+                let turn = self.turn.take().await?;
+                Ok(begin.await?.holding(turn))
+            }
+        }
     }
 
     /// Where every write transaction begins. A failed BEGIN is remembered for `/healthz`; a

@@ -111,6 +111,12 @@ pub fn starts_for(
     }
 }
 
+/// The workflows as the daemon's parts hold them: each once in memory, however many parts read
+/// it (10,000 workflows are kept once, not once per part).
+pub fn shared(workflows: Vec<Workflow>) -> Vec<std::sync::Arc<Workflow>> {
+    workflows.into_iter().map(std::sync::Arc::new).collect()
+}
+
 /// The workflows the processor starts runs of: those that listen for the event's kind and whose
 /// `on.payout` and `on.if` hold, in the order they were loaded.
 impl<W: std::borrow::Borrow<Workflow> + Send + Sync> crate::exchanges::Listeners for Vec<W> {
