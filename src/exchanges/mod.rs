@@ -189,7 +189,6 @@ impl Processor {
                 }
                 batch.push(p);
             }
-            rest = &rest[batch.len()..];
             let observations = batch
                 .iter()
                 .map(|p| {
@@ -201,6 +200,9 @@ impl Processor {
             for (p, applied) in batch.iter().zip(&applied) {
                 self.applied(p, applied);
             }
+            // What a cut-short batch left is prepared again (the ones applied may have changed
+            // what it reads).
+            rest = &rest[applied.len()..];
         }
         Ok(pending.len())
     }

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{ColumnIndex, Decode, Postgres, Row as _, Sqlite, Type};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -100,8 +101,31 @@ impl Pool {
 /// say) lose more time asleep than writing. Queued here instead, the next writer starts the
 /// moment the last one commits. Other processes (a CLI command beside the daemon) still meet
 /// the busy timeout. It must never be held across anything but the transaction itself.
+///
+/// It counts the writers waiting, so that a long batch (the exchange applier's) can commit
+/// early and let a waiting webhook through: see [`Tx::wanted`].
 #[derive(Clone, Debug, Default)]
-pub(crate) struct WriteTurn(Arc<Mutex<()>>);
+pub(crate) struct WriteTurn {
+    lock: Arc<Mutex<()>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// A writer's turn, held by its transaction until it commits or rolls back.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    _held: OwnedMutexGuard<()>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts one waiter for as long as it waits, however the wait ends (a timeout, a dropped
+/// future).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// How long a writer waits for its turn: as long as SQLite's busy timeout would have let it
 /// wait for the lock.
@@ -110,10 +134,17 @@ const TURN_TIMEOUT: Duration = Duration::from_secs(10);
 impl WriteTurn {
     /// Waits for this process's turn to write; refused (as a lock held too long) after
     /// `TURN_TIMEOUT`.
-    pub(crate) async fn take(&self) -> Result<OwnedMutexGuard<()>, sqlx::Error> {
-        tokio::time::timeout(TURN_TIMEOUT, Arc::clone(&self.0).lock_owned())
+    pub(crate) async fn take(&self) -> Result<Turn, sqlx::Error> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(Arc::clone(&self.waiting));
+        let held = tokio::time::timeout(TURN_TIMEOUT, Arc::clone(&self.lock).lock_owned())
             .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        drop(waiting);
+        Ok(Turn {
+            _held: held,
+            waiting: Arc::clone(&self.waiting),
+        })
     }
 }
 
@@ -122,7 +153,7 @@ impl WriteTurn {
 pub struct Tx {
     // Declared first, dropped first: the rollback is queued before the turn passes on.
     inner: TxInner,
-    turn: Option<OwnedMutexGuard<()>>,
+    turn: Option<Turn>,
 }
 
 #[derive(Debug)]
@@ -137,9 +168,18 @@ impl Tx {
     }
 
     /// This transaction holds `turn` until it commits or rolls back.
-    pub(crate) fn holding(mut self, turn: OwnedMutexGuard<()>) -> Tx {
+    pub(crate) fn holding(mut self, turn: Turn) -> Tx {
         self.turn = Some(turn);
         self
+    }
+
+    /// Whether another writer of this process waits for this transaction to end (SQLite
+    /// only: PostgreSQL's writers do not queue here). A batch that can be cut anywhere commits
+    /// what it has when this turns true, so a long batch never holds a short write up.
+    pub(crate) fn wanted(&self) -> bool {
+        self.turn
+            .as_ref()
+            .is_some_and(|t| t.waiting.load(Ordering::Relaxed) > 0)
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {

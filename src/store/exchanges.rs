@@ -197,8 +197,12 @@ impl Store {
 
     /// Applies observations in one transaction, in the order given, each exactly as
     /// [`Store::apply_observation`] would (each `decide` sees what the ones before it wrote):
-    /// all of them or, on an error, none. One commit for many is what lets a burst of webhooks
-    /// be applied at the disk's pace rather than at one transaction each.
+    /// the first ones or, on an error, none. One commit for many is what lets a burst of
+    /// webhooks be applied at the disk's pace rather than at one transaction each.
+    ///
+    /// Returns what the first `n` did; the rest were not applied (the caller gives them to the
+    /// next batch). The batch is cut short, after at least one, when another writer of this
+    /// process is waiting: a webhook waiting to be stored must not wait for a whole batch.
     pub async fn apply_observations<'a>(
         &self,
         batch: Vec<(Observation<'a>, Decide<'a>)>,
@@ -207,6 +211,9 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let mut applied = Vec::with_capacity(batch.len());
         for (o, decide) in batch {
+            if !applied.is_empty() && tx.wanted() {
+                break;
+            }
             applied.push(apply_in(&mut tx, &o, now, decide).await?);
         }
         tx.commit().await?;
