@@ -531,8 +531,9 @@ async fn the_dashboard_in_chromium_shows_the_demo_and_enforces_roles_and_csrf() 
     b.type_into("#name", "demo").await;
     b.type_into("#password", "not the password").await;
     b.click("#login").await;
-    assert!(b.url().await.ends_with("/login"));
+    // The click may return before the answer (an argon2id verification): wait for it.
     b.wait_for_text("Wrong name or password").await;
+    assert!(b.url().await.ends_with("/login"));
     b.screenshot("login").await;
 
     b.log_in(&site, "demo", "satflow-demo").await;
@@ -640,12 +641,8 @@ async fn the_dashboard_in_chromium_shows_the_demo_and_enforces_roles_and_csrf() 
         json!([format!("/outbox/{dead}/retry")]),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        b.text()
-            .await
-            .contains("your role may not retry outbox items")
-    );
+    b.wait_for_text("your role may not retry outbox items")
+        .await;
     let still: String = sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1")
         .bind(dead)
         .fetch_one(&pool)
@@ -664,19 +661,10 @@ async fn the_dashboard_in_chromium_shows_the_demo_and_enforces_roles_and_csrf() 
     )
     .await;
     b.click("#retry").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        b.text().await.contains("missing its CSRF token"),
-        "{}",
-        b.text().await
-    );
+    b.wait_for_text("missing its CSRF token").await;
     b.goto(&format!("{site}/outbox/{dead}")).await;
     b.click("#retry").await;
-    assert!(
-        b.text().await.contains("is queued again"),
-        "{}",
-        b.text().await
-    );
+    b.wait_for_text("is queued again").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status: String = sqlx::query_scalar("SELECT status FROM outbox WHERE id = $1")
