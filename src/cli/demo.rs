@@ -22,7 +22,6 @@ use bitcoin::Network;
 use bitcoin::bip32::{DerivationPath, Xpriv};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use chrono_tz::Europe::Zurich;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
@@ -35,6 +34,7 @@ use crate::sandbox::lightning as standin;
 use crate::sandbox::{self, SandboxOptions};
 use crate::store::{Store, WithdrawalStatus};
 use crate::wallet::proof::sign_message;
+use crate::workflow::zone::Zone;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -94,6 +94,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::UserError);
         }
     };
+    // Before the demo's workflows name it.
+    zurich();
     let outcome = runtime()?.block_on(play(&args.dir, args.show_qr, args.serve));
     // Whatever the demo left (emails, QR codes, the database), so that the next demo replaces
     // it — and only it.
@@ -262,12 +264,29 @@ fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The demo's zone: the system's Europe/Zurich or, on a machine without tzdata, Zurich's
+/// current rule (every date the demo shows is recent), so that the demo runs anywhere.
+fn zurich() -> Zone {
+    static ZURICH: std::sync::OnceLock<Zone> = std::sync::OnceLock::new();
+    ZURICH
+        .get_or_init(|| {
+            Zone::named("Europe/Zurich").unwrap_or_else(|e| {
+                eprintln!("note: {e}; the demo uses Zurich's current rule instead");
+                let zone = Zone::from_posix("Europe/Zurich", "CET-1CEST,M3.5.0,M10.5.0/3")
+                    .expect("Zurich's TZ string is valid");
+                Zone::provide(zone.clone());
+                zone
+            })
+        })
+        .clone()
+}
+
 fn say(text: impl AsRef<str>) {
     println!("{}", text.as_ref());
 }
 
 fn heading(clock: &JumpClock, what: &str) {
-    let local = clock.now().with_timezone(&Zurich);
+    let local = clock.now().with_timezone(&zurich());
     println!();
     println!("── {} · {what}", local.format("%a %Y-%m-%d %H:%M %Z"));
 }
@@ -314,10 +333,10 @@ impl Control {
 }
 
 fn first_monday_after(now: DateTime<Utc>) -> DateTime<Utc> {
-    let local = now.with_timezone(&Zurich).date_naive();
+    let local = now.with_timezone(&zurich()).date_naive();
     let days = 7 - i64::from(local.weekday().num_days_from_monday());
     let monday = local + chrono::Duration::days(days);
-    Zurich
+    zurich()
         .from_local_datetime(&monday.and_hms_opt(0, 0, 0).expect("midnight"))
         .earliest()
         .expect("midnight exists in Zurich")
@@ -325,8 +344,8 @@ fn first_monday_after(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn at(day: DateTime<Utc>, days: i64, hour: u32) -> DateTime<Utc> {
-    let local = (day.with_timezone(&Zurich) + chrono::Duration::days(days)).date_naive();
-    Zurich
+    let local = (day.with_timezone(&zurich()) + chrono::Duration::days(days)).date_naive();
+    zurich()
         .from_local_datetime(&local.and_hms_opt(hour, 0, 0).expect("a valid hour"))
         .earliest()
         .expect("the hour exists")
@@ -608,7 +627,7 @@ async fn play(dir: &Path, show_qr: bool, serve: bool) -> anyhow::Result<Outcome>
     let addr = is_ready.await.context("the daemon did not start")?;
     say(format!(
         "\nThe daemon runs (webhooks on http://{addr}/webhooks/pocket); the clock starts {}.",
-        start.with_timezone(&Zurich).format("%a %Y-%m-%d")
+        start.with_timezone(&zurich()).format("%a %Y-%m-%d")
     ));
 
     let mut seen = HashSet::new();

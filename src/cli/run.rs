@@ -166,6 +166,9 @@ async fn supervise(
                 return Ok(Outcome::Success);
             }
             Signal::Reload => {
+                // Time zones too are read again (after a tzdata update); the running
+                // workflows keep the rules they were loaded with.
+                crate::workflow::zone::Zone::forget_loaded();
                 let (new_config, new_workflows) = match load_setup(config_path) {
                     Ok(Setup { config, workflows }) => {
                         (Arc::new(config), crate::workflow::shared(workflows))

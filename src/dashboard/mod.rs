@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration as StdDuration, Instant};
 
+use crate::workflow::zone::Zone;
 use axum::Router;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -26,7 +27,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -769,24 +769,29 @@ async fn items_by_id(d: &Dashboard, ids: &[String]) -> Result<Vec<Value>, Failur
 /// The next fire of each scheduled workflow in its own zone (and in UTC); event workflows
 /// say what starts them.
 fn workflows_json(d: &Dashboard, now: DateTime<Utc>) -> Vec<Value> {
-    let mut list: Vec<(Option<DateTime<Tz>>, Value)> =
-        d.0.parts
-            .workflows
-            .iter()
-            .map(|w| {
-                let next = w.schedule.as_ref().and_then(|s| s.next_after(now));
-                let doc = json!({
-                    "name": w.name,
-                    "next_local": next.map(|t| t.format("%a %Y-%m-%d %H:%M %Z").to_string()),
-                    "next_utc": next.map(|t| when(t.to_utc())),
-                    "on": if w.on_events { "on exchange events" } else { "manual only" },
-                // A run of an event workflow without its event would only fail.
-                "event_only": w.on_events && w.schedule.is_none(),
-                });
-                (next, doc)
-            })
-            .collect();
-    list.sort_by_key(|(t, _)| t.map(|t| t.to_utc()).unwrap_or(DateTime::<Utc>::MAX_UTC));
+    let mut list: Vec<(Option<DateTime<Zone>>, Value)> = d
+        .0
+        .parts
+        .workflows
+        .iter()
+        .map(|w| {
+            let next = w.schedule.as_ref().and_then(|s| s.next_after(now));
+            let doc = json!({
+                "name": w.name,
+                "next_local": next.as_ref().map(|t| t.format("%a %Y-%m-%d %H:%M %Z").to_string()),
+                "next_utc": next.as_ref().map(|t| when(t.to_utc())),
+                "on": if w.on_events { "on exchange events" } else { "manual only" },
+            // A run of an event workflow without its event would only fail.
+            "event_only": w.on_events && w.schedule.is_none(),
+            });
+            (next, doc)
+        })
+        .collect();
+    list.sort_by_key(|(t, _)| {
+        t.as_ref()
+            .map(|t| t.to_utc())
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    });
     list.into_iter().map(|(_, v)| v).collect()
 }
 

@@ -226,7 +226,12 @@ mod tests {
 
     #[test]
     fn catch_up_all_is_capped() {
-        let minutely = Schedule::new("* * * * *", chrono_tz::Tz::UTC, CatchUp::All).unwrap();
+        let minutely = Schedule::new(
+            "* * * * *",
+            crate::workflow::zone::Zone::utc(),
+            CatchUp::All,
+        )
+        .unwrap();
         let d = decide(
             &minutely,
             at("2027-01-01T00:00:00Z"),

@@ -847,6 +847,11 @@ mod tests {
         }
 
         fn body(id: &str, stage: Stage, path: &[Stage]) -> Exchange {
+            serde_json::from_value(payload(id, stage, path)).unwrap()
+        }
+
+        /// The webhook payload of `stage`, as Pocket writes it.
+        fn payload(id: &str, stage: Stage, path: &[Stage]) -> Value {
             let interrupted_before = path.contains(&Stage::Interrupted);
             let mut v = json!({
                 "exchange_id": id, "order_id": "64decab6-4129-4fe7-9f6e-1db68283f5ce",
@@ -880,7 +885,7 @@ mod tests {
                 }
                 Stage::Refunded => v["reason"] = json!({"code": "threshold_exceeded"}),
             }
-            serde_json::from_value(v).unwrap()
+            v
         }
 
         fn event(stage: Stage) -> &'static str {
@@ -998,7 +1003,13 @@ mod tests {
             p: &Processor,
             id: &str,
         ) -> (ExchangeState, Vec<(String, String)>, Vec<String>) {
-            let state = p.store.exchange(id).await.unwrap().unwrap().state;
+            let state = p
+                .store
+                .exchange(id)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no exchange {id}"))
+                .state;
             let mut runs: Vec<(String, String)> = p
                 .store
                 .recent_runs(10_000)
@@ -1035,6 +1046,90 @@ mod tests {
                         .await
                         .unwrap();
                 }
+            }
+        }
+
+        /// A batch that commits early because another writer waits for its turn
+        /// (`Tx::wanted`) loses nothing and repeats nothing: the next transaction applies the
+        /// rest, and every exchange ends as its webhooks applied one at a time leave it.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_batch_cut_short_for_a_waiting_writer_applies_the_rest_in_order_exactly_once() {
+            use crate::store::NewWebhook;
+            let w = world().await;
+            let p = &w.processor;
+            let path: &[Stage] = &[
+                Stage::Interrupted,
+                Stage::InterruptedAgain,
+                Stage::Executed,
+                Stage::Settled,
+            ];
+            let ids: Vec<String> = (0..15)
+                .map(|i| format!("c0ffee{i:02}-5ee5-4501-a4cf-4e3788732b7a"))
+                .collect();
+            // Stage by stage, the exchanges interleaved, each of its own order: 60 rows, one
+            // batch unless a waiting writer cuts it.
+            let mut webhooks = Vec::new();
+            for stage in path {
+                for (i, id) in ids.iter().enumerate() {
+                    let mut exchange = payload(id, *stage, path);
+                    exchange["order_id"] = json!(format!("{i:08x}-4129-4fe7-9f6e-1db68283f5ce"));
+                    let body = json!({ "event": event(*stage), "payload": exchange });
+                    webhooks.push(NewWebhook {
+                        correlation_id: None,
+                        retry_count: None,
+                        event: Some(event(*stage).into()),
+                        exchange_id: Some(id.clone()),
+                        body: serde_json::to_vec(&body).unwrap(),
+                        recognized: true,
+                        alert: None,
+                        alert_kind: None,
+                    });
+                }
+            }
+            let total = webhooks.len() as i64;
+            p.store
+                .store_webhooks(&webhooks, w.clock.now())
+                .await
+                .unwrap();
+            // A writer that keeps asking for its turn, and reads how far the inbox is each time
+            // it had one.
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let nagger = {
+                let store = p.store.clone();
+                let done = Arc::clone(&done);
+                let now = w.clock.now();
+                tokio::spawn(async move {
+                    let mut seen = std::collections::BTreeSet::new();
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        store.schedule_check("nobody", now).await.unwrap();
+                        seen.insert(store.inbox_backlog().await.unwrap().0);
+                    }
+                    seen
+                })
+            };
+            while p.store.inbox_backlog().await.unwrap().0 > 0 {
+                p.process_inbox().await.unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let seen = nagger.await.unwrap();
+            assert!(
+                seen.iter().any(|&pending| pending > 0 && pending < total),
+                "the waiting writer got a turn inside the batch (pending counts seen: {seen:?})"
+            );
+            // Every exchange ends as the same webhooks applied one at a time leave it.
+            let reference = "a2d75998-5ee5-4501-a4cf-4e3788732b7a";
+            let in_order: Vec<Delivery> = path
+                .iter()
+                .map(|&stage| Delivery {
+                    stage,
+                    read_back: false,
+                })
+                .collect();
+            deliver(p, reference, path, &in_order.iter().collect::<Vec<_>>()).await;
+            let expected = outcome(p, reference).await;
+            assert_eq!(expected.0, ExchangeState::Settled);
+            for id in &ids {
+                assert_eq!(outcome(p, id).await, expected, "exchange {id}");
             }
         }
 

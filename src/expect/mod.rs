@@ -12,8 +12,8 @@
 
 use std::str::FromStr;
 
+use crate::workflow::zone::Zone;
 use chrono::{DateTime, Duration, Utc};
-use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -185,10 +185,10 @@ impl Expect {
                         }
                         None => None,
                     },
-                    None => Some(Tz::UTC),
+                    None => Some(Zone::utc()),
                 };
                 match text(r, n, "cron")
-                    .map(|t| Schedule::new(&t, tz.unwrap_or(Tz::UTC), CatchUp::Skip))
+                    .map(|t| Schedule::new(&t, tz.clone().unwrap_or_else(Zone::utc), CatchUp::Skip))
                 {
                     Some(Ok(s)) => tz.map(|_| Cadence::Cron(s)),
                     Some(Err(e)) => {
@@ -270,10 +270,10 @@ impl Expect {
     }
 
     /// The zone dates are shown in: the cron's, or UTC.
-    pub fn zone(&self) -> Tz {
+    pub fn zone(&self) -> Zone {
         match &self.cadence {
-            Cadence::Every { .. } => Tz::UTC,
-            Cadence::Cron(s) => s.timezone,
+            Cadence::Every { .. } => Zone::utc(),
+            Cadence::Cron(s) => s.timezone.clone(),
         }
     }
 
@@ -417,8 +417,8 @@ pub const MISSED: &str = "missed_purchase";
 pub const COST: &str = "cost_mismatch";
 
 /// "Monday 1 Dec".
-fn day(t: DateTime<Utc>, zone: Tz) -> String {
-    t.with_timezone(&zone).format("%A %-d %b").to_string()
+fn day(t: DateTime<Utc>, zone: &Zone) -> String {
+    t.with_timezone(zone).format("%A %-d %b").to_string()
 }
 
 /// The alert's sentence for a missed window.
@@ -426,7 +426,7 @@ pub fn missed_message(workflow: &str, expect: &Expect, w: &Window) -> String {
     format!(
         "no purchase arrived for {workflow} since {}: check the standing order at your bank \
          (expected {})",
-        day(w.start, expect.zone()),
+        day(w.start, &expect.zone()),
         expect.describe()
     )
 }

@@ -10,11 +10,10 @@ pub mod actions;
 /// actions share it without importing each other.
 pub use crate::expr;
 pub mod schedule;
+pub mod zone;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-use chrono_tz::Tz;
 
 use crate::config::Names;
 use crate::source::reader::{describe, did_you_mean, list_or_one, string};
@@ -376,7 +375,7 @@ fn read_schedule(node: &Node, ctx: &mut Ctx<'_>) -> Option<Schedule> {
                 .map_err(|e| ctx.error(n.pos, format!("on.schedule.timezone: {e}")))
                 .ok()
         }),
-        None => Some(Tz::UTC),
+        None => Some(zone::Zone::utc()),
     };
     let catch_up = match m.get("catch_up") {
         Some(n) => string(n, "on.schedule.catch_up", ctx).and_then(|text| {
@@ -393,7 +392,7 @@ fn read_schedule(node: &Node, ctx: &mut Ctx<'_>) -> Option<Schedule> {
     // the placeholders never reach a returned schedule.
     match Schedule::new(
         &text,
-        timezone.unwrap_or(Tz::UTC),
+        timezone.clone().unwrap_or_else(zone::Zone::utc),
         catch_up.unwrap_or(CatchUp::Once),
     ) {
         Ok(s) => timezone.and(catch_up).map(|_| s),

@@ -10,9 +10,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
+
+use super::zone::Zone;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatchUp {
@@ -55,14 +56,14 @@ impl FromStr for CatchUp {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub cron_text: String,
-    pub timezone: Tz,
+    pub timezone: Zone,
     pub catch_up: CatchUp,
 }
 
 impl Schedule {
     /// Parses a 5-field (minute precision) or 6-field (with seconds) cron expression, or a
     /// nickname such as `@daily`. Refuses expressions that never fire.
-    pub fn new(cron_text: &str, timezone: Tz, catch_up: CatchUp) -> Result<Self, String> {
+    pub fn new(cron_text: &str, timezone: Zone, catch_up: CatchUp) -> Result<Self, String> {
         let cron = parse_cron(cron_text)?;
         let schedule = Schedule {
             cron_text: cron_text.trim().to_string(),
@@ -70,7 +71,7 @@ impl Schedule {
             catch_up,
         };
         // Parsed once here: with thousands of workflows, parsing is most of `check`'s time.
-        let now = crate::clock::system_now().with_timezone(&timezone);
+        let now = crate::clock::system_now().with_timezone(&schedule.timezone);
         if cron.find_next_occurrence(&now, false).is_err() {
             return Err(format!(
                 "\"{}\" never fires (no date matches it); check the day-of-month and month fields",
@@ -81,7 +82,7 @@ impl Schedule {
     }
 
     /// The first fire strictly after `after`, in the workflow's zone.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Tz>> {
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Zone>> {
         let local = after.with_timezone(&self.timezone);
         self.cron().find_next_occurrence(&local, false).ok()
     }
@@ -113,7 +114,7 @@ impl Schedule {
     }
 
     /// The next `count` fires strictly after `after`.
-    pub fn fires_after(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Tz>> {
+    pub fn fires_after(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Zone>> {
         let mut out = Vec::with_capacity(count);
         let mut cursor = after.with_timezone(&self.timezone);
         let cron = self.cron();
@@ -122,7 +123,7 @@ impl Schedule {
             // pass through a repeated hour.
             match cron.find_next_occurrence(&cursor, false) {
                 Ok(next) => {
-                    out.push(next);
+                    out.push(next.clone());
                     cursor = next;
                 }
                 Err(_) => break,
@@ -176,13 +177,9 @@ fn culprit(parser: &CronParser, text: &str) -> Option<(&'static str, String, &'s
     })
 }
 
-/// An IANA zone name such as `Europe/Zurich`.
-pub fn parse_timezone(text: &str) -> Result<Tz, String> {
-    text.trim().parse::<Tz>().map_err(|_| {
-        format!(
-            "\"{text}\" is not an IANA time zone; write a name such as Europe/Zurich, America/New_York or UTC"
-        )
-    })
+/// An IANA zone name such as `Europe/Zurich`, read from the system's time-zone database.
+pub fn parse_timezone(text: &str) -> Result<Zone, String> {
+    Zone::named(text).map_err(|e| e.to_string())
 }
 
 impl fmt::Display for Schedule {
@@ -202,7 +199,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn zurich() -> Tz {
+    fn zurich() -> Zone {
         parse_timezone("Europe/Zurich").unwrap()
     }
 
