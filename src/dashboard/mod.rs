@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration as StdDuration, Instant};
 
-use crate::workflow::zone::Zone;
 use axum::Router;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -36,6 +35,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::ledger::{self, Entry, Totals};
 use crate::store::users::{self, Role, UserName};
 use crate::store::{LedgerStamp, Listing, OutboxStatus, Store};
+use crate::workflow::zone::Zone;
 use auth::{LOGIN_CSRF_COOKIE, Limiter, SESSION_COOKIE, SESSION_IDLE, Session};
 
 pub use mask::mask_ibans;

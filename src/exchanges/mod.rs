@@ -1053,7 +1053,7 @@ mod tests {
         /// (`Tx::wanted`) loses nothing and repeats nothing: the next transaction applies the
         /// rest, and every exchange ends as its webhooks applied one at a time leave it.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_batch_cut_short_for_a_waiting_writer_applies_the_rest_in_order_exactly_once() {
+        async fn a_batch_cut_short_for_a_waiting_writer_applies_the_rest_exactly_once() {
             use crate::store::NewWebhook;
             let w = world().await;
             let p = &w.processor;
