@@ -5,8 +5,9 @@
 # webhook ingest, exchange apply and outbox delivery rates against it, the webhook
 # acknowledgement latency at a constant 1,000/s (open loop), and cold start to /healthz 200.
 # RSS counts the binary's code pages the kernel mapped (it maps 64 KiB around each page touched,
-# from the page cache: clean, shared and dropped first under memory pressure); "its own memory"
-# (RssAnon: heap, stacks) and "mapped files" (RssFile) are printed beside it.
+# from the page cache: clean, shared and dropped first under memory pressure; the daemon gives
+# back the pages only starting needed, and build.rs links its idle code side by side); "its own
+# memory" (RssAnon: heap, stacks) and "mapped files" (RssFile) are printed beside it.
 # Figures are printed, never asserted: they depend on the machine and on what else runs on it.
 # Each is printed with the target issue 20 set for it and "ok" or "MISSED" beside it; one that
 # could not be measured prints "n/a". The rates come from `cargo bench --bench footprint`

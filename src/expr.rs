@@ -122,7 +122,7 @@ pub fn check_event_condition(env: &Environment<'_>, text: &str) -> Result<(), St
         .compile_expression(source)
         .map_err(|e| format!("\"{source}\" does not compile: {}", error_text(&e)))?;
     let mut vars: Vec<String> = expr.undeclared_variables(false).into_iter().collect();
-    vars.sort();
+    crate::sorting::sort(&mut vars);
     match vars.into_iter().find(|v| v != "event") {
         Some(root) => Err(format!(
             "`{root}` is not known when an event arrives; an `on.if` sees only `event` (e.g. \"{{{{ event.payout_kind == 'lightning' }}}}\", event.currency, event.cost)"
@@ -190,7 +190,7 @@ fn check_variables(
     scope: &Scope<'_>,
 ) -> Result<(), String> {
     let mut vars: Vec<String> = vars.into_iter().collect();
-    vars.sort();
+    crate::sorting::sort(&mut vars);
     for var in vars {
         let mut parts = var.split('.');
         let root = parts.next().unwrap_or_default();

@@ -20,6 +20,7 @@ pub mod instance;
 pub mod ledger;
 pub mod lightning;
 pub mod logs;
+pub mod memory;
 pub mod notify;
 pub mod outbox;
 pub mod outcome;
@@ -31,6 +32,7 @@ pub mod qr;
 /// the demo, `satflow sandbox` and the tests; left out of a build without the `sandbox` feature.
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod sorting;
 pub mod source;
 pub mod store;
 pub mod treasury;

@@ -260,7 +260,7 @@ fn listing(dir: &Path) -> Vec<String> {
             }
         }
     }
-    out.sort();
+    crate::sorting::sort(&mut out);
     out
 }
 
@@ -367,7 +367,7 @@ fn emails(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    files.sort();
+    crate::sorting::sort(&mut files);
     files.into_iter().map(|(_, p)| p).collect()
 }
 

@@ -281,7 +281,7 @@ pub async fn records(
         }
         out.push(r);
     }
-    txs.sort();
+    crate::sorting::sort(&mut txs);
     txs.dedup_by(|a, b| a.1 == b.1);
     for (_, txid, label) in &txs {
         out.push(record("tx", txid, label, &origin));

@@ -30,7 +30,7 @@ pub fn run(config_path: &Path, args: &StatusArgs) -> anyhow::Result<Outcome> {
             .iter()
             .filter_map(|w| Some((w.name.clone(), w.schedule.as_ref()?.next_after(now)?.to_utc())))
             .collect();
-        next.sort_by_key(|(_, t)| *t);
+        crate::sorting::sort_by_key(&mut next, |(_, t)| *t);
         let runs = store.recent_runs(10).await?;
         let (pending, dead) = store.outbox_backlog().await?;
         let held_back = store.alerts_held_back().await?;

@@ -787,7 +787,7 @@ fn workflows_json(d: &Dashboard, now: DateTime<Utc>) -> Vec<Value> {
             (next, doc)
         })
         .collect();
-    list.sort_by_key(|(t, _)| {
+    crate::sorting::sort_by_key(&mut list, |(t, _)| {
         t.as_ref()
             .map(|t| t.to_utc())
             .unwrap_or(DateTime::<Utc>::MAX_UTC)

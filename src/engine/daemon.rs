@@ -423,7 +423,8 @@ async fn scheduler_loop(
                 heartbeat.beat(clock.now());
                 if !started {
                     started = true;
-                    return_freed_memory();
+                    let released = crate::memory::give_back_after_start();
+                    tracing::debug!(bytes = released, "start-up code pages given back");
                 }
                 logs::recovered("scheduler");
                 // Sent from a task of its own: a slow or failing ping never holds the pass.
@@ -460,16 +461,5 @@ async fn scheduler_loop(
             } => {}
             _ = shutdown.changed() => {}
         }
-    }
-}
-
-/// Hands the memory that reading the setup and starting freed back to the system. glibc keeps
-/// freed memory for reuse, and parsing thousands of workflows frees tens of megabytes the idle
-/// daemon never needs again; called once the daemon is up (each reload starts a new one).
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's own heaps to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

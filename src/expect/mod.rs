@@ -352,7 +352,7 @@ impl Expect {
         now: DateTime<Utc>,
     ) -> Vec<Window> {
         let mut times = executed.to_vec();
-        times.sort();
+        crate::sorting::sort(&mut times);
         let mut next = 0;
         let mut out = Vec::new();
         for w in self.windows(anchor, now) {

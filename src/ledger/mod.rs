@@ -183,7 +183,9 @@ fn all_entries(exchanges: &[ExchangeRow], withdrawals: &[WithdrawalRow]) -> Vec<
             txid: w.txid.clone(),
         });
     }
-    out.sort_by(|a, b| a.date.cmp(&b.date).then(a.reference.cmp(&b.reference)));
+    crate::sorting::sort_by(&mut out, |a, b| {
+        a.date.cmp(&b.date).then(a.reference.cmp(&b.reference))
+    });
     out
 }
 

@@ -67,8 +67,7 @@ impl Diagnostics {
         if value.chars().count() >= 4 && !self.redactions.iter().any(|(v, _)| *v == value) {
             self.redactions.push((value, reference));
             // Longest first, so a value containing another is replaced whole.
-            self.redactions
-                .sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+            crate::sorting::sort_by_key(&mut self.redactions, |(v, _)| std::cmp::Reverse(v.len()));
         }
     }
 
@@ -82,7 +81,7 @@ impl Diagnostics {
 
     /// Problems in reading order: by file, then line, then column.
     pub fn sorted(mut self) -> Vec<Diagnostic> {
-        self.items.sort_by(|a, b| {
+        crate::sorting::sort_by(&mut self.items, |a, b| {
             (&a.path, a.pos.line, a.pos.col).cmp(&(&b.path, b.pos.line, b.pos.col))
         });
         self.items.dedup();

@@ -75,7 +75,7 @@ pub fn in_text(text: &str, real: &str, shown: &str) -> String {
     };
     let mut parts = hidden_parts(real, shown);
     // Longest first, so a part containing another is replaced whole.
-    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    crate::sorting::sort_by_key(&mut parts, |p| std::cmp::Reverse(p.len()));
     for part in parts {
         // Shorter parts (`1`, `en`) cannot be secrets, and replacing them would garble the text.
         if part.chars().count() >= 4 {

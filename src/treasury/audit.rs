@@ -92,7 +92,7 @@ pub fn configuration_entry(kind: &str, config_path: &Path, workflow_files: &[&Pa
         .iter()
         .map(|p| (p.display().to_string(), file_hash(p)))
         .collect();
-    files.sort();
+    crate::sorting::sort(&mut files);
     let config = file_hash(config_path);
     let mut all = Sha256::new();
     all.update(config.as_deref().unwrap_or("-").as_bytes());

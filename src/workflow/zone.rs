@@ -649,9 +649,12 @@ impl Tail {
         // A change's time is the local time in effect before it.
         let on = start.date(year)? * DAY + i64::from(start.time) - std_offset;
         let off = end.date(year)? * DAY + i64::from(end.time) - dst_offset;
-        let mut both = [(on, dst), (off, self.std)];
-        both.sort_by_key(|c| c.0);
-        Some(both)
+        // In time order (the southern hemisphere's summer starts late in the year).
+        if off < on {
+            Some([(off, self.std), (on, dst)])
+        } else {
+            Some([(on, dst), (off, self.std)])
+        }
     }
 }
 
@@ -708,7 +711,7 @@ impl Rules {
                     }
                 }
             }
-            out.sort_by_key(|c| c.0);
+            crate::sorting::sort_by_key(&mut out, |c| c.0);
         }
         out
     }
@@ -752,7 +755,7 @@ impl TimeZone for Zone {
                 found.push((instant, actual));
             }
         }
-        found.sort_by_key(|f| f.0);
+        crate::sorting::sort_by_key(&mut found, |f| f.0);
         match found.as_slice() {
             [] => MappedLocalTime::None,
             [one] => MappedLocalTime::Single(self.offset(one.1)),

@@ -353,7 +353,7 @@ fn list_workflow_folder(dir: &Path, pos: Pos, ctx: &mut Ctx<'_>) -> Vec<PathBuf>
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
                 .collect();
-            named.sort();
+            crate::sorting::sort(&mut named);
             let mut files = Vec::new();
             for path in named {
                 match not_a_file(&path) {
