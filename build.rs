@@ -69,7 +69,9 @@ fn place_idle_code_first() {
         {
             continue;
         }
-        let _ = writeln!(script, "    *(.text.{line})");
+        // Cold functions (`#[cold]`, a lock's contended path, a buffer's growth) sit in
+        // `.text.unlikely.` sections.
+        let _ = writeln!(script, "    *(.text.{line} .text.unlikely.{line})");
         patterns += 1;
     }
     script.push_str("  }\n}\nINSERT BEFORE .text;\n");

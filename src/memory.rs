@@ -1,17 +1,20 @@
 //! What the daemon hands back to the system once it is up: the heap that reading the setup
-//! freed, and the pages of its own code and constants that only starting needed.
+//! freed, and the pages of code and constants that only starting needed.
 //!
-//! Starting touches code all over the binary (the command line, YAML, every check, the
-//! migrations, the router), and the kernel maps 64 KiB of the page cache around each page
-//! touched; an idle daemon runs a small part of it. The pages given back are clean copies of
-//! the executable file, so the kernel would drop them first under memory pressure anyway; giving
-//! them back at once keeps the daemon's resident set at what it runs while it waits, and a page
-//! needed again is mapped again from the page cache. It must never touch a writable mapping, the
-//! relocated read-only data (RELRO), a shared library's pages or the allocator's live memory.
+//! Starting touches code all over the binary and the C library (the command line, YAML, every
+//! check, the migrations, the router), and the kernel maps 64 KiB of the page cache around each
+//! page touched; an idle daemon runs a small part of it. The pages given back are clean copies
+//! of the executable's and the shared libraries' files, so the kernel would drop them first
+//! under memory pressure anyway; giving them back at once keeps the daemon's resident set at
+//! what it runs while it waits, and a page needed again is mapped again from the page cache
+//! (only this process's mappings change: other processes using the same library keep theirs).
+//! It must never touch a writable mapping, the relocated read-only data (RELRO), the vDSO or
+//! the allocator's live memory.
 
-/// Gives back what starting left behind; called once the daemon is up (a reload starts a new
-/// one, so again after each). Returns the bytes of code and constants unmapped (0
-/// where this is not Linux with glibc, or the executable's segments could not be found).
+/// Gives back what starting left behind; the daemon calls it a few seconds after it is up,
+/// once every loop has made its first pass (a reload starts a new daemon, so again after each).
+/// Returns the bytes of code and constants unmapped (0 where this is not Linux with glibc, or
+/// the executable's segments could not be found).
 pub fn give_back_after_start() -> usize {
     return_freed_heap();
     release_startup_code()
@@ -29,26 +32,28 @@ fn return_freed_heap() {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release_startup_code() -> usize {
+    // SAFETY: sysconf only reads a system constant.
     let page = match usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) {
         Ok(page) if page.is_power_of_two() => page,
         _ => return 0,
     };
     let mut segments: Vec<(usize, usize)> = Vec::new();
-    // SAFETY: the callback only reads the program headers the loader hands it, for the first
-    // object (the executable itself), and writes into the Vec passed as `data`.
+    // SAFETY: the callback only reads the program headers the loader hands it and writes into
+    // the Vec passed as `data`.
     unsafe {
-        libc::dl_iterate_phdr(Some(executable_segments), (&raw mut segments).cast());
+        libc::dl_iterate_phdr(Some(read_only_segments), (&raw mut segments).cast());
     }
     let mut released = 0;
     for (start, end) in segments {
         // Inward to whole pages: a page shared with a neighbouring mapping is never touched.
-        let start = start.next_multiple_of(page);
-        let end = end - end % page;
+        let (Some(start), end) = (start.checked_next_multiple_of(page), end - end % page) else {
+            continue;
+        };
         if end <= start {
             continue;
         }
-        // SAFETY: [start, end) lies inside one of the executable's read-only PT_LOAD segments
-        // (no PF_W, outside PT_GNU_RELRO): a private mapping of the file nobody writes, so
+        // SAFETY: [start, end) lies inside a read-only PT_LOAD segment of a loaded file (no
+        // PF_W, outside PT_GNU_RELRO): a private mapping of the file nobody writes, so
         // MADV_DONTNEED only unmaps pages that the next access maps again from the same file.
         let done =
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
@@ -64,11 +69,11 @@ fn release_startup_code() -> usize {
     0
 }
 
-/// `dl_iterate_phdr`'s callback: the address ranges of the executable's PT_LOAD segments that
-/// are neither writable nor relocated at load time. Stops after the first object, which is the
-/// executable.
+/// `dl_iterate_phdr`'s callback, once per loaded object: the address ranges of its PT_LOAD
+/// segments that are neither writable nor relocated at load time. The vDSO is passed over: the
+/// kernel's own pages, not a file's.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-unsafe extern "C" fn executable_segments(
+unsafe extern "C" fn read_only_segments(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
     data: *mut libc::c_void,
@@ -76,8 +81,14 @@ unsafe extern "C" fn executable_segments(
     // SAFETY: the loader passes a valid `dl_phdr_info` whose `dlpi_phdr` points at `dlpi_phnum`
     // headers; `data` is the `Vec` `release_startup_code` passed.
     let (info, segments) = unsafe { (&*info, &mut *data.cast::<Vec<(usize, usize)>>()) };
-    if info.dlpi_phdr.is_null() {
-        return 1;
+    // SAFETY: a non-null `dlpi_name` is the object's NUL-terminated path ("" for the
+    // executable).
+    let vdso = !info.dlpi_name.is_null()
+        && unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }
+            .to_bytes()
+            .starts_with(b"linux-vdso");
+    if info.dlpi_phdr.is_null() || vdso {
+        return 0;
     }
     let headers =
         unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
@@ -101,8 +112,8 @@ unsafe extern "C" fn executable_segments(
             segments.push((start, end));
         }
     }
-    // Non-zero: the executable came first; the shared libraries are none of this module's.
-    1
+    // Zero: go on with the next object.
+    0
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub enum DaemonError {
 
 /// The longest the scheduler sleeps, so a wall clock that jumps is noticed.
 const MAX_SCHEDULER_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long after start the memory only starting needed is given back (`crate::memory`): by
+/// then every loop has made its first pass.
+const GIVE_BACK_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the daemon until `shutdown` turns true. `ready` receives the address it listens on.
 pub async fn serve(
@@ -240,6 +243,18 @@ pub async fn serve_shared(
         })
         .await;
     });
+    // Once every loop has made its first passes (recovering leases, a first claim, a first
+    // reconciliation), what only starting needed is handed back to the system.
+    let mut settled = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(GIVE_BACK_AFTER) => {
+                let released = crate::memory::give_back_after_start();
+                tracing::debug!(bytes = released, "start-up code pages given back");
+            }
+            _ = settled.wait_for(|stop| *stop) => {}
+        }
+    });
     tracing::info!(%addr, owner = %owner, "satflow is running");
     if let Some(ready) = ready {
         let _ = ready.send(addr);
@@ -413,7 +428,6 @@ async fn scheduler_loop(
         }
     };
     let mut last_check: Option<chrono::DateTime<chrono::Utc>> = None;
-    let mut started = false;
     while !*shutdown.borrow() {
         match scheduler.tick(&store, clock.now()).await {
             Ok(queued) => {
@@ -421,11 +435,6 @@ async fn scheduler_loop(
                     wake_runner.notify_one();
                 }
                 heartbeat.beat(clock.now());
-                if !started {
-                    started = true;
-                    let released = crate::memory::give_back_after_start();
-                    tracing::debug!(bytes = released, "start-up code pages given back");
-                }
                 logs::recovered("scheduler");
                 // Sent from a task of its own: a slow or failing ping never holds the pass.
                 if let Some(pinger) = &healthcheck {
